@@ -1,0 +1,195 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Security.Cryptography.X509Certificates;
+using System.Text;
+using Microsoft.Extensions.Configuration;
+using Relay.Rendezvous.Stun;
+
+namespace Relay.Configuration;
+
+/// <summary>A configuration problem that must stop startup; the message names the key.</summary>
+public sealed class RelayConfigurationException(string message) : Exception(message);
+
+/// <summary>
+/// Binds and validates every option once, before any listener is created, so a bad value stops the
+/// process with a message naming the key instead of surfacing later as a dead listener.
+/// </summary>
+public sealed class RelayConfiguration
+{
+    private RelayConfiguration(RelayOptions relay, HttpOptions http, TlsOptions tls, StunOptions stun, X509Certificate2? certificate)
+    {
+        Relay = relay;
+        Http = http;
+        Tls = tls;
+        Stun = stun;
+        Certificate = certificate;
+    }
+
+    /// <summary><c>Relay</c>.</summary>
+    public RelayOptions Relay { get; }
+
+    /// <summary><c>Relay:Http</c>.</summary>
+    public HttpOptions Http { get; }
+
+    /// <summary><c>Relay:Tls</c>.</summary>
+    public TlsOptions Tls { get; }
+
+    /// <summary><c>Relay:Stun</c>.</summary>
+    public StunOptions Stun { get; }
+
+    /// <summary>The loaded certificate when TLS is configured.</summary>
+    public X509Certificate2? Certificate { get; }
+
+    /// <summary>Binds and validates; throws <see cref="RelayConfigurationException"/> listing every problem.</summary>
+    public static RelayConfiguration Load(IConfiguration configuration)
+    {
+        var errors = new List<string>();
+        var relay = Bind<RelayOptions>(configuration, RelayOptions.SectionName, errors, strict: false);
+        var http = Bind<HttpOptions>(configuration, HttpOptions.SectionName, errors);
+        var tls = Bind<TlsOptions>(configuration, TlsOptions.SectionName, errors);
+        var stun = Bind<StunOptions>(configuration, StunOptions.SectionName, errors);
+        if (errors.Count == 0)
+        {
+            Validate(relay, http, stun, errors);
+        }
+
+        X509Certificate2? certificate = null;
+        if (errors.Count == 0)
+        {
+            certificate = LoadCertificate(tls, errors);
+        }
+
+        if (errors.Count > 0)
+        {
+            throw new RelayConfigurationException("Invalid configuration:" + Environment.NewLine + "  " + string.Join(Environment.NewLine + "  ", errors));
+        }
+
+        return new RelayConfiguration(relay, http, tls, stun, certificate);
+    }
+
+    /// <summary>Parsed listen addresses, or null meaning "all addresses".</summary>
+    public static IReadOnlyList<IPAddress>? ParseAddresses(IList<string> addresses) =>
+        addresses.Count == 0 ? null : addresses.Select(IPAddress.Parse).ToArray();
+
+    // Strict binding rejects misspelt keys under a section; the root section is not strict because
+    // its children are other services' sections.
+    private static T Bind<T>(IConfiguration configuration, string section, List<string> errors, bool strict = true)
+        where T : new()
+    {
+        var options = new T();
+        try
+        {
+            configuration.GetSection(section).Bind(options, binder => binder.ErrorOnUnknownConfiguration = strict);
+        }
+        catch (InvalidOperationException e)
+        {
+            // The binder's message already names the key ("...at 'Relay:Stun:Port'..."), or lists unknown keys.
+            errors.Add(e.InnerException is null ? e.Message : $"{e.Message} ({e.InnerException.Message})");
+        }
+
+        return options;
+    }
+
+    private static void Validate(RelayOptions relay, HttpOptions http, StunOptions stun, List<string> errors)
+    {
+        void Check(bool ok, string key, string problem)
+        {
+            if (!ok)
+            {
+                errors.Add($"{key}: {problem}");
+            }
+        }
+
+        static bool IsPort(int port) => port is >= 1 and <= 65535;
+
+        Check(!string.IsNullOrWhiteSpace(relay.DataDirectory), "Relay:DataDirectory", "must not be empty");
+        Check(IsPort(http.Port), "Relay:Http:Port", $"must be a port between 1 and 65535 (was {http.Port})");
+        Check(IsPort(stun.Port), "Relay:Stun:Port", $"must be a port between 1 and 65535 (was {stun.Port})");
+        Check(IsPort(stun.TlsPort), "Relay:Stun:TlsPort", $"must be a port between 1 and 65535 (was {stun.TlsPort})");
+        Check(stun.TlsPort != stun.Port, "Relay:Stun:TlsPort", $"must differ from Relay:Stun:Port (both are {stun.Port}; TCP and TLS cannot share a port)");
+        Check(http.Port != stun.Port && http.Port != stun.TlsPort, "Relay:Http:Port", $"must differ from the STUN ports (was {http.Port})");
+        Check(stun.AlternatePort == 0 || IsPort(stun.AlternatePort), "Relay:Stun:AlternatePort", $"must be 0 (Port + 1) or a port between 1 and 65535 (was {stun.AlternatePort})");
+        Check(stun.MaxMessageSize is >= 576 and <= 65535, "Relay:Stun:MaxMessageSize", $"must be between 576 and 65535 bytes (was {stun.MaxMessageSize})");
+        Check(stun.UdpReceiveLoops is >= 0 and <= 64, "Relay:Stun:UdpReceiveLoops", $"must be between 0 (one per CPU) and 64 (was {stun.UdpReceiveLoops})");
+        Check(Encoding.UTF8.GetByteCount(stun.Software ?? string.Empty) <= 763, "Relay:Stun:Software", "must be at most 763 bytes of UTF-8 (RFC 8489 §14.14)");
+        Check(stun.RateLimit.RequestsPerSecond >= 1, "Relay:Stun:RateLimit:RequestsPerSecond", $"must be at least 1 (was {stun.RateLimit.RequestsPerSecond}); set Relay:Stun:RateLimit:Enabled=false to turn the limit off");
+        Check(stun.RateLimit.Burst >= 1, "Relay:Stun:RateLimit:Burst", $"must be at least 1 (was {stun.RateLimit.Burst})");
+        Check(stun.RateLimit.MaxTrackedSources is >= 16 and <= 16_777_216, "Relay:Stun:RateLimit:MaxTrackedSources", $"must be between 16 and 16777216 (was {stun.RateLimit.MaxTrackedSources})");
+        Check(stun.Tcp.MaxConnectionsPerIp >= 1, "Relay:Stun:Tcp:MaxConnectionsPerIp", $"must be at least 1 (was {stun.Tcp.MaxConnectionsPerIp})");
+        Check(stun.Tcp.IdleTimeoutSeconds >= 1, "Relay:Stun:Tcp:IdleTimeoutSeconds", $"must be at least 1 (was {stun.Tcp.IdleTimeoutSeconds})");
+
+        ValidateAddresses(stun.ListenAddresses, "Relay:Stun:ListenAddresses", errors);
+        ValidateAddresses(http.ListenAddresses, "Relay:Http:ListenAddresses", errors);
+
+        if (!string.IsNullOrWhiteSpace(stun.AlternateAddress))
+        {
+            if (!IPAddress.TryParse(stun.AlternateAddress, out var alternate))
+            {
+                errors.Add($"Relay:Stun:AlternateAddress: '{stun.AlternateAddress}' is not an IP address");
+                return;
+            }
+
+            Check(stun.EffectiveAlternatePort != stun.Port && IsPort(stun.EffectiveAlternatePort), "Relay:Stun:AlternatePort", $"must be a port other than Relay:Stun:Port (resolved to {stun.EffectiveAlternatePort})");
+            var primary = stun.ListenAddresses
+                .Select(static text => IPAddress.TryParse(text, out var address) ? address : null)
+                .FirstOrDefault(address => address is not null && address.AddressFamily == alternate.AddressFamily);
+
+            // RFC 5780 needs to know which address a request arrived on; a wildcard socket cannot say.
+            Check(primary is not null && !primary.Equals(IPAddress.Any) && !primary.Equals(IPAddress.IPv6Any), "Relay:Stun:AlternateAddress",
+                $"needs Relay:Stun:ListenAddresses to name a specific primary {(alternate.AddressFamily == AddressFamily.InterNetwork ? "IPv4" : "IPv6")} address (RFC 5780 binds primary and alternate addresses separately)");
+            Check(primary is null || !primary.Equals(alternate), "Relay:Stun:AlternateAddress", "must differ from the primary listen address");
+        }
+    }
+
+    private static void ValidateAddresses(IList<string> addresses, string key, List<string> errors)
+    {
+        for (var i = 0; i < addresses.Count; i++)
+        {
+            if (!IPAddress.TryParse(addresses[i], out _))
+            {
+                errors.Add($"{key}:{i}: '{addresses[i]}' is not an IP address");
+            }
+        }
+    }
+
+    private static X509Certificate2? LoadCertificate(TlsOptions tls, List<string> errors)
+    {
+        var hasCertificate = !string.IsNullOrWhiteSpace(tls.CertificatePath);
+        var hasKey = !string.IsNullOrWhiteSpace(tls.KeyPath);
+        if (hasCertificate != hasKey)
+        {
+            errors.Add($"{(hasCertificate ? "Relay:Tls:KeyPath" : "Relay:Tls:CertificatePath")}: must be set together with {(hasCertificate ? "Relay:Tls:CertificatePath" : "Relay:Tls:KeyPath")}");
+            return null;
+        }
+
+        if (!hasCertificate)
+        {
+            return null;
+        }
+
+        if (!File.Exists(tls.CertificatePath))
+        {
+            errors.Add($"Relay:Tls:CertificatePath: file '{tls.CertificatePath}' does not exist");
+            return null;
+        }
+
+        if (!File.Exists(tls.KeyPath))
+        {
+            errors.Add($"Relay:Tls:KeyPath: file '{tls.KeyPath}' does not exist");
+            return null;
+        }
+
+        try
+        {
+            using var pem = X509Certificate2.CreateFromPemFile(tls.CertificatePath!, tls.KeyPath);
+
+            // Re-import as PKCS#12: SslStream on Linux needs a key that is not ephemeral.
+            return X509CertificateLoader.LoadPkcs12(pem.Export(X509ContentType.Pkcs12), null);
+        }
+        catch (Exception e) when (e is System.Security.Cryptography.CryptographicException or ArgumentException or IOException)
+        {
+            errors.Add($"Relay:Tls:CertificatePath/KeyPath: cannot load the PEM certificate and key ({e.Message})");
+            return null;
+        }
+    }
+}

@@ -1,0 +1,20 @@
+using Relay;
+using Relay.Configuration;
+
+try
+{
+    await using var app = RelayHost.Build(args);
+    await app.RunAsync().ConfigureAwait(false);
+    return 0;
+}
+catch (RelayConfigurationException e)
+{
+    await Console.Error.WriteLineAsync($"relay: {e.Message}").ConfigureAwait(false);
+    return 2;
+}
+catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException)
+{
+    // Bind failures: Kestrel's "address already in use", or our UDP listener's explanation.
+    await Console.Error.WriteLineAsync($"relay: cannot start: {e.Message}").ConfigureAwait(false);
+    return 3;
+}

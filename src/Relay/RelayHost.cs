@@ -1,0 +1,159 @@
+using System.Net;
+using System.Text;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Relay.Configuration;
+using Relay.Rendezvous.Stun;
+using Relay.Stun;
+
+namespace Relay;
+
+/// <summary>Builds the relay server: configuration, listeners and endpoints. Tests build it in-process.</summary>
+public static class RelayHost
+{
+    /// <summary>
+    /// Creates the application. Configuration errors throw <see cref="RelayConfigurationException"/>
+    /// here, before anything listens.
+    /// </summary>
+    public static WebApplication Build(string[] args, Action<WebApplicationBuilder>? configure = null)
+    {
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions
+        {
+            Args = args,
+            ContentRootPath = AppContext.BaseDirectory,
+        });
+        configure?.Invoke(builder);
+
+        var configuration = RelayConfiguration.Load(builder.Configuration);
+        var dataDirectory = Path.GetFullPath(configuration.Relay.DataDirectory);
+        try
+        {
+            Directory.CreateDirectory(dataDirectory);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new RelayConfigurationException($"Relay:DataDirectory: cannot create '{dataDirectory}' ({e.Message})");
+        }
+
+        builder.Services.AddSingleton(configuration);
+        builder.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(configuration.Stun));
+        builder.Services.AddSingleton<StunMetrics>();
+        builder.Services.AddSingleton<StunBindingService>();
+        builder.Services.AddSingleton<StunUdpListener>();
+        builder.Services.AddHostedService(static services => services.GetRequiredService<StunUdpListener>());
+        builder.Services.AddSingleton<StunTcpConnectionHandler>();
+
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            kestrel.AddServerHeader = false;
+            ConfigureStunListeners(kestrel, configuration);
+            ConfigureHttpListeners(kestrel, configuration.Http);
+        });
+
+        var app = builder.Build();
+        MapEndpoints(app);
+        app.Lifetime.ApplicationStarted.Register(() => PrintBanner(app, configuration, dataDirectory));
+        return app;
+    }
+
+    private static void ConfigureStunListeners(KestrelServerOptions kestrel, RelayConfiguration configuration)
+    {
+        var stun = configuration.Stun;
+        var rfc5780 = Rfc5780Addresses.From(stun);
+        var endpoints = new List<IPEndPoint>();
+        if (rfc5780 is not null)
+        {
+            endpoints.AddRange(rfc5780.Endpoints.Select(static e => e.ToIPEndPoint()));
+        }
+
+        var addresses = RelayConfiguration.ParseAddresses(stun.ListenAddresses);
+        if (addresses is null)
+        {
+            kestrel.ListenAnyIP(stun.Port, UseStun);
+            if (configuration.Certificate is not null)
+            {
+                kestrel.ListenAnyIP(stun.TlsPort, listen => UseStunTls(listen, configuration));
+            }
+
+            return;
+        }
+
+        foreach (var address in addresses)
+        {
+            var endpoint = new IPEndPoint(address, stun.Port);
+            if (!endpoints.Contains(endpoint))
+            {
+                endpoints.Add(endpoint);
+            }
+        }
+
+        foreach (var endpoint in endpoints)
+        {
+            kestrel.Listen(endpoint, UseStun);
+        }
+
+        if (configuration.Certificate is not null)
+        {
+            foreach (var address in addresses)
+            {
+                kestrel.Listen(address, stun.TlsPort, listen => UseStunTls(listen, configuration));
+            }
+        }
+    }
+
+    private static void UseStun(ListenOptions listen) => listen.UseConnectionHandler<StunTcpConnectionHandler>();
+
+    private static void UseStunTls(ListenOptions listen, RelayConfiguration configuration)
+    {
+        listen.UseHttps(configuration.Certificate!);
+        listen.UseConnectionHandler<StunTcpConnectionHandler>();
+    }
+
+    private static void ConfigureHttpListeners(KestrelServerOptions kestrel, HttpOptions http)
+    {
+        var addresses = RelayConfiguration.ParseAddresses(http.ListenAddresses);
+        if (addresses is null)
+        {
+            kestrel.ListenAnyIP(http.Port);
+            return;
+        }
+
+        foreach (var address in addresses)
+        {
+            kestrel.Listen(address, http.Port);
+        }
+    }
+
+    private static void MapEndpoints(WebApplication app)
+    {
+        app.MapGet("/healthz", static (StunUdpListener udp) =>
+        {
+            var text = new StringBuilder("ok\n");
+            foreach (var endpoint in udp.BoundEndpoints)
+            {
+                text.Append("stun udp ").Append(endpoint).Append('\n');
+            }
+
+            return Results.Text(text.ToString(), "text/plain; charset=utf-8");
+        });
+
+        app.MapGet("/metrics", static (StunMetrics metrics) =>
+        {
+            var text = new StringBuilder();
+            metrics.WritePrometheus(text);
+            return Results.Text(text.ToString(), "text/plain; version=0.0.4; charset=utf-8");
+        });
+    }
+
+    private static void PrintBanner(WebApplication app, RelayConfiguration configuration, string dataDirectory)
+    {
+        var stun = configuration.Stun;
+        var banner = new StringBuilder()
+            .AppendLine("Relay is running.")
+            .AppendLine($"  STUN      udp+tcp {stun.Port}{(configuration.Certificate is null ? "  (TLS off: set Relay:Tls:CertificatePath and Relay:Tls:KeyPath)" : $", tls {stun.TlsPort}")}")
+            .AppendLine($"  RFC 5780  {(Rfc5780Addresses.From(stun) is { } five ? $"alternate {five.Alternate.WithPort(five.AlternatePort)}" : "off (set Relay:Stun:AlternateAddress)")}")
+            .AppendLine($"  HTTP      {configuration.Http.Port}  (/healthz, /metrics)")
+            .AppendLine($"  Data      {dataDirectory}");
+        app.Logger.LogInformation("{Banner}", banner.ToString().TrimEnd());
+    }
+}

@@ -1,0 +1,244 @@
+using System.Buffers;
+using System.Collections.Concurrent;
+using System.IO.Pipelines;
+using System.Net;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.Extensions.Options;
+using Relay.Protocol.Stun;
+using Relay.Rendezvous.Stun;
+
+namespace Relay.Stun;
+
+/// <summary>
+/// STUN over TCP and TLS (RFC 8489 §6.2.2, §6.2.3) on Kestrel's pooled socket pipes. Messages are framed
+/// by the header's length field; anything that is not STUN closes the connection, because a stream has
+/// no way to resynchronise after garbage.
+/// </summary>
+internal sealed partial class StunTcpConnectionHandler : ConnectionHandler
+{
+    private readonly StunBindingService _service;
+    private readonly StunMetrics _metrics;
+    private readonly StunTcpOptions _options;
+    private readonly ILogger<StunTcpConnectionHandler> _logger;
+    private readonly ConcurrentDictionary<IPAddress, int> _connectionsPerIp = new();
+
+    public StunTcpConnectionHandler(StunBindingService service, StunMetrics metrics, IOptions<StunOptions> options, ILogger<StunTcpConnectionHandler> logger)
+    {
+        _service = service;
+        _metrics = metrics;
+        _options = options.Value.Tcp;
+        _logger = logger;
+    }
+
+    public override async Task OnConnectedAsync(ConnectionContext connection)
+    {
+        var transport = connection.Features.Get<ITlsHandshakeFeature>() is null ? StunTransport.Tcp : StunTransport.Tls;
+        if (connection.RemoteEndPoint is not IPEndPoint remote || connection.LocalEndPoint is not IPEndPoint local)
+        {
+            return;
+        }
+
+        var ip = remote.Address.IsIPv4MappedToIPv6 ? remote.Address.MapToIPv4() : remote.Address;
+        if (!TryEnter(ip))
+        {
+            _metrics.Drop(transport, StunDropReason.ConnectionLimit);
+            LogConnectionLimit(ip, _options.MaxConnectionsPerIp);
+            connection.Abort(new ConnectionAbortedException("Per-IP connection limit (Relay:Stun:Tcp:MaxConnectionsPerIp)"));
+            return;
+        }
+
+        _metrics.Connection(transport, +1);
+        var end = StunConnectionEnd.PeerClosed;
+        try
+        {
+            var context = new StunRequestContext(StunAddress.FromEndPoint(remote), StunAddress.FromEndPoint(local), transport);
+            end = await ServeAsync(connection, context).ConfigureAwait(false);
+        }
+        catch (ConnectionResetException)
+        {
+            end = StunConnectionEnd.PeerClosed;
+        }
+        catch (IOException)
+        {
+            end = StunConnectionEnd.PeerClosed;
+        }
+        finally
+        {
+            _metrics.Connection(transport, -1);
+            Leave(ip);
+            LogConnectionEnded(remote, transport, end);
+            await connection.Transport.Input.CompleteAsync().ConfigureAwait(false);
+            await connection.Transport.Output.CompleteAsync().ConfigureAwait(false);
+        }
+    }
+
+    private async Task<StunConnectionEnd> ServeAsync(ConnectionContext connection, StunRequestContext context)
+    {
+        var input = connection.Transport.Input;
+        var output = connection.Transport.Output;
+        var limits = _service.Limits;
+        using var idle = new CancellationTokenSource();
+        var idleTimeout = TimeSpan.FromSeconds(_options.IdleTimeoutSeconds);
+        while (true)
+        {
+            idle.CancelAfter(idleTimeout);
+            ReadResult result;
+            try
+            {
+                result = await input.ReadAsync(idle.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (idle.IsCancellationRequested)
+            {
+                _metrics.Drop(context.Transport, StunDropReason.IdleTimeout);
+                return StunConnectionEnd.IdleTimeout;
+            }
+
+            if (!idle.TryReset())
+            {
+                return StunConnectionEnd.IdleTimeout;
+            }
+
+            var buffer = result.Buffer;
+            var wrote = false;
+            var end = StunConnectionEnd.None;
+            try
+            {
+                // Drain every complete message in this read before flushing once (Kestrel's loop shape).
+                while (true)
+                {
+                    var status = StunMessageReader.TryReadMessage(ref buffer, limits, out var message, out var error);
+                    if (status == OperationStatus.NeedMoreData)
+                    {
+                        break;
+                    }
+
+                    if (status != OperationStatus.Done)
+                    {
+                        _metrics.Drop(context.Transport, error == StunParseError.TooLarge ? StunDropReason.TooLarge : StunDropReason.NotStun);
+                        LogGarbage(context.Client, context.Transport, error);
+                        end = StunConnectionEnd.ProtocolError;
+                        break;
+                    }
+
+                    wrote |= Handle(message, context, output);
+                }
+
+                if (end == StunConnectionEnd.None && result.IsCompleted)
+                {
+                    if (!buffer.IsEmpty)
+                    {
+                        // The peer closed in the middle of a message.
+                        _metrics.Drop(context.Transport, StunDropReason.NotStun);
+                        end = StunConnectionEnd.ProtocolError;
+                    }
+                    else
+                    {
+                        end = StunConnectionEnd.PeerClosed;
+                    }
+                }
+            }
+            finally
+            {
+                input.AdvanceTo(buffer.Start, buffer.End);
+            }
+
+            if (wrote)
+            {
+                var flush = await output.FlushAsync().ConfigureAwait(false);
+                if (flush.IsCompleted || flush.IsCanceled)
+                {
+                    return StunConnectionEnd.PeerClosed;
+                }
+            }
+
+            if (end != StunConnectionEnd.None)
+            {
+                return end;
+            }
+        }
+    }
+
+    private bool Handle(in ReadOnlySequence<byte> message, in StunRequestContext context, PipeWriter output)
+    {
+        var length = (int)message.Length;
+        byte[]? rented = null;
+        var contiguous = message.IsSingleSegment
+            ? message.FirstSpan
+            : CopyToContiguous(message, length <= 2048 ? stackalloc byte[2048] : (rented = ArrayPool<byte>.Shared.Rent(length)));
+        try
+        {
+            var destination = output.GetSpan(StunBindingService.MaxResponseSize);
+            var reply = _service.Handle(contiguous, context, destination);
+            if (!reply.HasResponse)
+            {
+                return false;
+            }
+
+            output.Advance(reply.Length);
+            return true;
+        }
+        finally
+        {
+            if (rented is not null)
+            {
+                ArrayPool<byte>.Shared.Return(rented);
+            }
+        }
+    }
+
+    private static ReadOnlySpan<byte> CopyToContiguous(in ReadOnlySequence<byte> message, Span<byte> scratch)
+    {
+        var span = scratch[..(int)message.Length];
+        message.CopyTo(span);
+        return span;
+    }
+
+    private bool TryEnter(IPAddress ip)
+    {
+        while (true)
+        {
+            var current = _connectionsPerIp.GetOrAdd(ip, 0);
+            if (current >= _options.MaxConnectionsPerIp)
+            {
+                return false;
+            }
+
+            if (_connectionsPerIp.TryUpdate(ip, current + 1, current))
+            {
+                return true;
+            }
+        }
+    }
+
+    private void Leave(IPAddress ip)
+    {
+        while (_connectionsPerIp.TryGetValue(ip, out var current))
+        {
+            if (current <= 1 ? _connectionsPerIp.TryRemove(new KeyValuePair<IPAddress, int>(ip, current)) : _connectionsPerIp.TryUpdate(ip, current - 1, current))
+            {
+                return;
+            }
+        }
+    }
+
+    [LoggerMessage(EventId = 3001, Level = LogLevel.Warning, Message = "Refused STUN connection from {Address}: {Limit} connections already open from it (Relay:Stun:Tcp:MaxConnectionsPerIp)")]
+    private partial void LogConnectionLimit(IPAddress address, int limit);
+
+    [LoggerMessage(EventId = 3002, Level = LogLevel.Information, Message = "Closing STUN {Transport} connection from {Client}: not STUN ({Error})")]
+    private partial void LogGarbage(StunAddress client, StunTransport transport, StunParseError error);
+
+    [LoggerMessage(EventId = 3003, Level = LogLevel.Debug, Message = "STUN {Transport} connection from {Remote} ended: {End}")]
+    private partial void LogConnectionEnded(IPEndPoint remote, StunTransport transport, StunConnectionEnd end);
+}
+
+/// <summary>Why a STUN stream connection ended; feeds logs (and metrics via drop reasons).</summary>
+internal enum StunConnectionEnd
+{
+    None,
+    PeerClosed,
+    ProtocolError,
+    IdleTimeout,
+    LimitExceeded,
+    Shutdown,
+}

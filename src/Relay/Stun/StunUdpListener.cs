@@ -1,0 +1,310 @@
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.Extensions.Options;
+using Relay.Configuration;
+using Relay.Protocol.Stun;
+using Relay.Rendezvous.Stun;
+
+namespace Relay.Stun;
+
+/// <summary>
+/// STUN over UDP (RFC 8489 §6.2.1). Every listen endpoint gets a group of SO_REUSEPORT sockets, one
+/// receive loop each, so the kernel spreads sources over the CPUs. Sockets are bound inside
+/// <see cref="StartAsync"/>: a port conflict fails startup instead of leaving a healthy-looking host
+/// with a dead listener.
+/// </summary>
+internal sealed partial class StunUdpListener : IHostedService, IAsyncDisposable
+{
+    // Linux's SOL_SOCKET and SO_REUSEPORT: not in SocketOptionName, so set raw.
+    private const int SolSocket = 1;
+    private const int SoReusePort = 15;
+    private const int ReceiveBufferBytes = 4 * 1024 * 1024;
+
+    private readonly StunBindingService _service;
+    private readonly StunMetrics _metrics;
+    private readonly SourceRateLimiter? _rateLimiter;
+    private readonly StunOptions _options;
+    private readonly ILogger<StunUdpListener> _logger;
+    private readonly List<EndpointGroup> _groups = [];
+    private readonly List<Task> _loops = [];
+    private long _lastRateLimitLogTicks;
+    private long _rateLimitedSinceLog;
+
+    public StunUdpListener(StunBindingService service, StunMetrics metrics, IOptions<StunOptions> options, ILogger<StunUdpListener> logger)
+    {
+        _service = service;
+        _metrics = metrics;
+        _options = options.Value;
+        _logger = logger;
+        var rate = _options.RateLimit;
+        _rateLimiter = rate.Enabled ? new SourceRateLimiter(rate.RequestsPerSecond, rate.Burst, rate.MaxTrackedSources) : null;
+    }
+
+    /// <summary>Endpoints actually bound; for health output and tests.</summary>
+    public IReadOnlyList<IPEndPoint> BoundEndpoints => _groups.Select(static g => g.Local.ToIPEndPoint()).ToArray();
+
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        var loopsPerEndpoint = _options.UdpReceiveLoops == 0 ? Environment.ProcessorCount : _options.UdpReceiveLoops;
+        foreach (var endpoint in ResolveEndpoints())
+        {
+            _groups.Add(EndpointGroup.Bind(endpoint, loopsPerEndpoint));
+        }
+
+        foreach (var group in _groups)
+        {
+            foreach (var socket in group.Sockets)
+            {
+                _loops.Add(Task.Run(() => ReceiveLoopAsync(group, socket), CancellationToken.None));
+            }
+
+            LogListening(group.Local.ToIPEndPoint(), group.Sockets.Length);
+        }
+
+        return Task.CompletedTask;
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        // Closing the sockets ends the loops; no per-receive cancellation registration is needed.
+        foreach (var group in _groups)
+        {
+            group.Dispose();
+        }
+
+        await Task.WhenAll(_loops).WaitAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        foreach (var group in _groups)
+        {
+            group.Dispose();
+        }
+
+        return ValueTask.CompletedTask;
+    }
+
+    private List<IPEndPoint> ResolveEndpoints()
+    {
+        var endpoints = new List<IPEndPoint>();
+        var rfc5780 = _service.BehaviorDiscoveryAddresses;
+        if (rfc5780 is not null)
+        {
+            endpoints.AddRange(rfc5780.Endpoints.Select(static e => e.ToIPEndPoint()));
+        }
+
+        var addresses = RelayConfiguration.ParseAddresses(_options.ListenAddresses) ?? [Socket.OSSupportsIPv6 ? IPAddress.IPv6Any : IPAddress.Any];
+        foreach (var address in addresses)
+        {
+            var endpoint = new IPEndPoint(address, _options.Port);
+            if (!endpoints.Contains(endpoint))
+            {
+                endpoints.Add(endpoint);
+            }
+        }
+
+        return endpoints;
+    }
+
+    private async Task ReceiveLoopAsync(EndpointGroup group, Socket socket)
+    {
+        // Pinned once per loop: receives and sends never allocate or pin per packet.
+        var buffer = GC.AllocateUninitializedArray<byte>(65536, pinned: true);
+        var response = GC.AllocateUninitializedArray<byte>(StunBindingService.MaxResponseSize, pinned: true);
+        var remote = new SocketAddress(socket.AddressFamily);
+        var redirected = new SocketAddress(socket.AddressFamily);
+        while (true)
+        {
+            int received;
+            try
+            {
+                received = await socket.ReceiveFromAsync(buffer, SocketFlags.None, remote, CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (ObjectDisposedException)
+            {
+                return;
+            }
+            catch (SocketException e) when (e.SocketErrorCode is SocketError.OperationAborted or SocketError.Interrupted or SocketError.Shutdown)
+            {
+                return;
+            }
+            catch (SocketException e)
+            {
+                // ICMP errors from an earlier send (ECONNREFUSED and friends) surface here; they concern
+                // one peer, not the socket.
+                LogReceiveError(group.Local.ToIPEndPoint(), e.SocketErrorCode);
+                continue;
+            }
+
+            var client = StunAddress.FromSocketAddress(remote);
+            if (_rateLimiter is not null && !_rateLimiter.TryAcquire(client))
+            {
+                _metrics.Drop(StunTransport.Udp, StunDropReason.RateLimited);
+                ReportRateLimited(client);
+                continue;
+            }
+
+            var reply = _service.Handle(buffer.AsSpan(0, received), new StunRequestContext(client, group.Local, StunTransport.Udp), response);
+            if (!reply.HasResponse)
+            {
+                continue;
+            }
+
+            var sender = reply.Source == StunResponseSource.Same ? socket : FindSocket(group.Local, reply.Source) ?? socket;
+            var target = remote;
+            if (reply.ResponsePort != 0)
+            {
+                // RFC 5780 §6.1: RESPONSE-PORT redirects to the same IP, another port; never another host.
+                remote.Buffer.Span[..remote.Size].CopyTo(redirected.Buffer.Span);
+                redirected.Size = remote.Size;
+                System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(redirected.Buffer.Span[2..], reply.ResponsePort);
+                target = redirected;
+            }
+
+            try
+            {
+                // UDP sends complete immediately or fail; the synchronous call avoids async machinery per packet.
+                sender.SendTo(response.AsSpan(0, reply.Length), SocketFlags.None, target);
+            }
+            catch (SocketException)
+            {
+                _metrics.Drop(StunTransport.Udp, StunDropReason.SendFailed);
+            }
+            catch (ObjectDisposedException)
+            {
+                return;
+            }
+        }
+    }
+
+    private Socket? FindSocket(StunAddress local, StunResponseSource source)
+    {
+        var origin = _service.BehaviorDiscoveryAddresses?.Origin(local, source);
+        foreach (var group in _groups)
+        {
+            if (origin is { } wanted && group.Local == wanted)
+            {
+                return group.Sockets[0];
+            }
+        }
+
+        return null;
+    }
+
+    private void ReportRateLimited(StunAddress client)
+    {
+        // One warning per 10 s at most: the log must not become the amplifier.
+        Interlocked.Increment(ref _rateLimitedSinceLog);
+        var now = Environment.TickCount64;
+        var last = Volatile.Read(ref _lastRateLimitLogTicks);
+        if (now - last >= 10_000 && Interlocked.CompareExchange(ref _lastRateLimitLogTicks, now, last) == last)
+        {
+            LogRateLimited(client, Interlocked.Exchange(ref _rateLimitedSinceLog, 0), _options.RateLimit.RequestsPerSecond);
+        }
+    }
+
+    [LoggerMessage(EventId = 2001, Level = LogLevel.Information, Message = "STUN listening on udp/{Endpoint} ({Loops} receive loops)")]
+    private partial void LogListening(IPEndPoint endpoint, int loops);
+
+    [LoggerMessage(EventId = 2002, Level = LogLevel.Debug, Message = "UDP receive on {Endpoint} reported {Error}")]
+    private partial void LogReceiveError(IPEndPoint endpoint, SocketError error);
+
+    [LoggerMessage(EventId = 2003, Level = LogLevel.Warning, Message = "STUN rate limit hit (latest source {Client}): {Dropped} requests dropped since the last report; limit {Limit}/s per IP (Relay:Stun:RateLimit)")]
+    private partial void LogRateLimited(StunAddress client, long dropped, int limit);
+
+    /// <summary>The SO_REUSEPORT sockets bound to one local endpoint.</summary>
+    private sealed class EndpointGroup : IDisposable
+    {
+        private EndpointGroup(StunAddress local, Socket[] sockets)
+        {
+            Local = local;
+            Sockets = sockets;
+        }
+
+        public StunAddress Local { get; }
+
+        public Socket[] Sockets { get; }
+
+        public static EndpointGroup Bind(IPEndPoint endpoint, int count)
+        {
+            // SO_REUSEPORT would let us silently share a port with another process that also set it, so
+            // first prove the port is free with a plain bind, then bind the group.
+            using (var probe = Create(endpoint.AddressFamily, reusePort: false))
+            {
+                BindOrExplain(probe, endpoint);
+            }
+
+            var sockets = new Socket[count];
+            try
+            {
+                for (var i = 0; i < count; i++)
+                {
+                    sockets[i] = Create(endpoint.AddressFamily, reusePort: count > 1);
+                    BindOrExplain(sockets[i], endpoint);
+                }
+            }
+            catch
+            {
+                foreach (var socket in sockets)
+                {
+                    socket?.Dispose();
+                }
+
+                throw;
+            }
+
+            var bound = (IPEndPoint)sockets[0].LocalEndPoint!;
+            return new EndpointGroup(StunAddress.FromEndPoint(bound), sockets);
+        }
+
+        public void Dispose()
+        {
+            foreach (var socket in Sockets)
+            {
+                socket.Dispose();
+            }
+        }
+
+        private static Socket Create(AddressFamily family, bool reusePort)
+        {
+            var socket = new Socket(family, SocketType.Dgram, ProtocolType.Udp);
+            try
+            {
+                if (family == AddressFamily.InterNetworkV6)
+                {
+                    // A wildcard IPv6 socket serves IPv4 too; replies report IPv4 clients as IPv4.
+                    socket.DualMode = true;
+                }
+
+                if (reusePort && OperatingSystem.IsLinux())
+                {
+                    socket.SetRawSocketOption(SolSocket, SoReusePort, [1, 0, 0, 0]);
+                }
+
+                socket.ReceiveBufferSize = ReceiveBufferBytes;
+                socket.SendBufferSize = ReceiveBufferBytes;
+                return socket;
+            }
+            catch
+            {
+                socket.Dispose();
+                throw;
+            }
+        }
+
+        private static void BindOrExplain(Socket socket, IPEndPoint endpoint)
+        {
+            try
+            {
+                socket.Bind(endpoint);
+            }
+            catch (SocketException e)
+            {
+                throw new IOException(e.SocketErrorCode == SocketError.AddressAlreadyInUse
+                    ? $"Cannot listen on udp/{endpoint}: the port is already in use by another process (Relay:Stun:Port)."
+                    : $"Cannot listen on udp/{endpoint}: {e.Message} (Relay:Stun:ListenAddresses / Relay:Stun:Port).", e);
+            }
+        }
+    }
+}
