@@ -22,10 +22,21 @@ public static class StunMessageReader
         out StunParseError error)
     {
         message = default;
-        if (buffer.Length < 4)
+
+        // The first segment may be shorter than the four bytes we need, or even empty.
+        Span<byte> prefix = stackalloc byte[4];
+        scoped ReadOnlySpan<byte> first = buffer.FirstSpan;
+        if (first.Length < 4)
+        {
+            var available = (int)Math.Min(4, buffer.Length);
+            buffer.Slice(0, available).CopyTo(prefix);
+            first = prefix[..available];
+        }
+
+        if (first.Length < 4)
         {
             // A first byte with either top bit set can already be rejected: waiting would hang on garbage.
-            if (!buffer.IsEmpty && (buffer.FirstSpan[0] & 0xC0) != 0)
+            if (!first.IsEmpty && (first[0] & 0xC0) != 0)
             {
                 error = StunParseError.NotStun;
                 return OperationStatus.InvalidData;
@@ -33,14 +44,6 @@ public static class StunMessageReader
 
             error = StunParseError.None;
             return OperationStatus.NeedMoreData;
-        }
-
-        Span<byte> prefix = stackalloc byte[4];
-        scoped ReadOnlySpan<byte> first = buffer.FirstSpan;
-        if (first.Length < 4)
-        {
-            buffer.Slice(0, 4).CopyTo(prefix);
-            first = prefix;
         }
 
         error = ValidateTypeAndLength(first, limits, out var total);
@@ -71,7 +74,7 @@ public static class StunMessageReader
         out StunParseError error)
     {
         message = default;
-        if (source.Length < StunConstants.HeaderLength)
+        if (source.Length < 4)
         {
             if (!source.IsEmpty && (source[0] & 0xC0) != 0)
             {
@@ -83,6 +86,8 @@ public static class StunMessageReader
             return OperationStatus.NeedMoreData;
         }
 
+        // Validate as soon as the length field is in, exactly as the stream framer does, so a datagram
+        // and a stream agree on what is malformed.
         error = ValidateTypeAndLength(source, limits, out var total);
         if (error != StunParseError.None)
         {

@@ -81,9 +81,15 @@ public sealed class RelayConfiguration
         {
             configuration.GetSection(section).Bind(options, binder => binder.ErrorOnUnknownConfiguration = strict);
         }
+        catch (InvalidOperationException e) when (e.InnerException is null && e.Message.Contains("were not found", StringComparison.Ordinal))
+        {
+            // The binder lists misspelt keys as "...the following properties were not found on the instance of T: 'A', 'B'".
+            var unknown = e.Message[(e.Message.LastIndexOf(": ", StringComparison.Ordinal) + 2)..];
+            errors.Add($"{section}: unknown key(s) {unknown}; see README.md's configuration reference for the valid keys");
+        }
         catch (InvalidOperationException e)
         {
-            // The binder's message already names the key ("...at 'Relay:Stun:Port'..."), or lists unknown keys.
+            // Conversion failures already name the key ("Failed to convert configuration value at 'Relay:Stun:Port'...").
             errors.Add(e.InnerException is null ? e.Message : $"{e.Message} ({e.InnerException.Message})");
         }
 

@@ -168,7 +168,7 @@ internal sealed partial class StunTcpConnectionHandler : ConnectionHandler
             : CopyToContiguous(message, length <= 2048 ? stackalloc byte[2048] : (rented = ArrayPool<byte>.Shared.Rent(length)));
         try
         {
-            var destination = output.GetSpan(StunBindingService.MaxResponseSize);
+            var destination = output.GetSpan(_service.ResponseBufferSize);
             var reply = _service.Handle(contiguous, context, destination);
             if (!reply.HasResponse)
             {

@@ -111,7 +111,7 @@ internal sealed partial class StunUdpListener : IHostedService, IAsyncDisposable
     {
         // Pinned once per loop: receives and sends never allocate or pin per packet.
         var buffer = GC.AllocateUninitializedArray<byte>(65536, pinned: true);
-        var response = GC.AllocateUninitializedArray<byte>(StunBindingService.MaxResponseSize, pinned: true);
+        var response = GC.AllocateUninitializedArray<byte>(_service.ResponseBufferSize, pinned: true);
         var remote = new SocketAddress(socket.AddressFamily);
         var redirected = new SocketAddress(socket.AddressFamily);
         while (true)

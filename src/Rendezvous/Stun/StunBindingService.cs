@@ -39,8 +39,9 @@ public readonly record struct StunReply(int Length, StunResponseSource Source, u
 /// </summary>
 public sealed partial class StunBindingService
 {
-    /// <summary>Largest response this service writes: XOR-MAPPED, two RFC 5780 addresses, SOFTWARE, FINGERPRINT, or an error with a bounded UNKNOWN-ATTRIBUTES.</summary>
-    public const int MaxResponseSize = 512;
+    // Room for XOR-MAPPED-ADDRESS, two RFC 5780 addresses, SOFTWARE (763 bytes at most) and FINGERPRINT,
+    // or an error with a bounded UNKNOWN-ATTRIBUTES; echoed PADDING comes on top.
+    private const int MaxResponseWithoutPadding = 1024;
 
     private const int MaxUnknownReported = 16;
 
@@ -63,6 +64,7 @@ public sealed partial class StunBindingService
 
     private readonly StunReaderLimits _limits;
     private readonly byte[] _software;
+    private readonly byte[] _classicSoftware;
     private readonly StunMetrics _metrics;
     private readonly ILogger<StunBindingService> _logger;
     private readonly Rfc5780Addresses? _rfc5780;
@@ -73,6 +75,12 @@ public sealed partial class StunBindingService
         var value = options.Value;
         _limits = StunReaderLimits.Default with { MaxMessageSize = value.MaxMessageSize };
         _software = Encoding.UTF8.GetBytes(value.Software ?? string.Empty);
+
+        // RFC 3489 §11.2.10: SERVER (same code point as SOFTWARE) must be a multiple of 4 bytes long,
+        // and classic parsers (stund, coturn's client) reject it otherwise; pad with spaces.
+        _classicSoftware = new byte[(_software.Length + 3) & ~3];
+        _classicSoftware.AsSpan().Fill((byte)' ');
+        _software.CopyTo(_classicSoftware, 0);
         _metrics = metrics;
         _logger = logger;
         _rfc5780 = Rfc5780Addresses.From(value);
@@ -80,6 +88,9 @@ public sealed partial class StunBindingService
 
     /// <summary>Reader limits listeners must use to frame messages.</summary>
     public StunReaderLimits Limits => _limits;
+
+    /// <summary>Size of the response buffer a listener must pass to <see cref="Handle"/>.</summary>
+    public int ResponseBufferSize => MaxResponseWithoutPadding + _limits.MaxMessageSize;
 
     /// <summary>True when an alternate address is configured and RFC 5780 behaviour discovery is on.</summary>
     public bool BehaviorDiscoveryEnabled => _rfc5780 is not null;
@@ -135,6 +146,7 @@ public sealed partial class StunBindingService
 
         var source = StunResponseSource.Same;
         ushort responsePort = 0;
+        var padding = 0;
         if (rfc5780 is not null)
         {
             if (request.TryGetAttribute(StunAttributeType.ChangeRequest, out var changeValue))
@@ -157,6 +169,13 @@ public sealed partial class StunBindingService
                 }
 
                 StunAttributeReader.TryReadResponsePort(portValue, out responsePort);
+            }
+
+            // RFC 5780 §7.6: PADDING probes whether large datagrams survive the path, so the response
+            // carries as much. Never more than the request had, so nothing is amplified; UDP only.
+            if (context.Transport == StunTransport.Udp && request.TryGetAttribute(StunAttributeType.Padding, out var paddingValue))
+            {
+                padding = paddingValue.Length;
             }
         }
 
@@ -188,7 +207,18 @@ public sealed partial class StunBindingService
 
         if (_software.Length > 0)
         {
-            writer.WriteAttribute(StunAttributeType.Software, _software);
+            writer.WriteAttribute(StunAttributeType.Software, classic ? _classicSoftware : _software);
+        }
+
+        if (padding > 0)
+        {
+            // Clamp so the whole response, FINGERPRINT included, is no larger than the request.
+            var budget = message.Length - writer.Length - StunConstants.AttributeHeaderLength - (classic ? 0 : StunConstants.AttributeHeaderLength + StunConstants.FingerprintLength);
+            padding = Math.Min(padding, budget) & ~3;
+            if (padding > 0)
+            {
+                writer.WritePadding(padding);
+            }
         }
 
         if (!classic)
@@ -235,7 +265,7 @@ public sealed partial class StunBindingService
 
         if (_software.Length > 0)
         {
-            writer.WriteAttribute(StunAttributeType.Software, _software);
+            writer.WriteAttribute(StunAttributeType.Software, header.IsClassicRfc3489 ? _classicSoftware : _software);
         }
 
         if (!header.IsClassicRfc3489)

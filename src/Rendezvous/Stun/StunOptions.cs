@@ -29,8 +29,11 @@ public sealed class StunOptions
     /// <summary>SOFTWARE attribute in responses; empty to omit (RFC 8489 §14.14).</summary>
     public string Software { get; set; } = "Relay";
 
-    /// <summary>Largest STUN message accepted, header included.</summary>
-    public int MaxMessageSize { get; set; } = 1500;
+    /// <summary>
+    /// Largest STUN message accepted, header included. Above 1500 so that RFC 5780 PADDING probes of a
+    /// full Ethernet MTU fit; bounded so a stream peer cannot make us buffer 64 KiB per connection.
+    /// </summary>
+    public int MaxMessageSize { get; set; } = 4096;
 
     /// <summary>Number of UDP receive loops per listen address (SO_REUSEPORT sockets); 0 means one per CPU.</summary>
     public int UdpReceiveLoops { get; set; }

@@ -1,0 +1,191 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Relay.Rendezvous.Stun;
+
+namespace Relay.Server.Tests;
+
+/// <summary>
+/// The real server, in-process, on free loopback ports. Collects every log entry at Error or above so a
+/// test fails when the server logged a fault it should not have.
+/// </summary>
+internal sealed class RelayTestServer : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+    private readonly CollectingLoggerProvider _logs;
+    private readonly string _dataDirectory;
+
+    private RelayTestServer(WebApplication app, CollectingLoggerProvider logs, string dataDirectory, int stunPort, int httpPort, int tlsPort)
+    {
+        _app = app;
+        _logs = logs;
+        _dataDirectory = dataDirectory;
+        StunPort = stunPort;
+        HttpPort = httpPort;
+        TlsPort = tlsPort;
+    }
+
+    public int StunPort { get; }
+
+    public int HttpPort { get; }
+
+    public int TlsPort { get; }
+
+    public IServiceProvider Services => _app.Services;
+
+    public StunMetrics Metrics => _app.Services.GetRequiredService<StunMetrics>();
+
+    /// <summary>When true, errors in the log are expected (the test provokes them) and not a failure.</summary>
+    public bool AllowErrors { get; set; }
+
+    public static async Task<RelayTestServer> StartAsync(params string[] settings)
+    {
+        var stunPort = settings.Any(static s => s.StartsWith("Relay:Stun:Port=", StringComparison.Ordinal))
+            ? int.Parse(settings.First(static s => s.StartsWith("Relay:Stun:Port=", StringComparison.Ordinal)).Split('=')[1])
+            : FreePorts.UdpAndTcpPair();
+        var httpPort = FreePorts.Tcp();
+        var tlsPort = FreePorts.Tcp();
+        var dataDirectory = Directory.CreateTempSubdirectory("relay-test-").FullName;
+        var args = new List<string>
+        {
+            $"--Relay:DataDirectory={dataDirectory}",
+            $"--Relay:Stun:Port={stunPort}",
+            $"--Relay:Stun:TlsPort={tlsPort}",
+            $"--Relay:Http:Port={httpPort}",
+            "--Relay:Http:ListenAddresses:0=127.0.0.1",
+            "--Relay:Stun:UdpReceiveLoops=2",
+        };
+        if (!settings.Any(static s => s.StartsWith("Relay:Stun:ListenAddresses", StringComparison.Ordinal)))
+        {
+            args.Add("--Relay:Stun:ListenAddresses:0=127.0.0.1");
+            args.Add("--Relay:Stun:ListenAddresses:1=::1");
+        }
+
+        args.AddRange(settings.Where(static s => !s.StartsWith("Relay:Stun:Port=", StringComparison.Ordinal)).Select(static s => "--" + s));
+        var logs = new CollectingLoggerProvider();
+        var app = RelayHost.Build([.. args], builder => builder.Logging.AddProvider(logs));
+        try
+        {
+            await app.StartAsync();
+        }
+        catch
+        {
+            await app.DisposeAsync();
+            throw;
+        }
+
+        return new RelayTestServer(app, logs, dataDirectory, stunPort, httpPort, tlsPort);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        using (var stop = new CancellationTokenSource(TimeSpan.FromSeconds(30)))
+        {
+            await _app.StopAsync(stop.Token);
+        }
+
+        await _app.DisposeAsync();
+        try
+        {
+            Directory.Delete(_dataDirectory, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+
+        if (!AllowErrors)
+        {
+            var errors = _logs.Errors.ToArray();
+            Assert.True(errors.Length == 0, "The server logged errors:\n" + string.Join("\n", errors));
+        }
+    }
+
+    /// <summary>Waits until <paramref name="condition"/> holds, polling a counter; fails after a generous bound.</summary>
+    public static async Task WaitUntilAsync(Func<bool> condition, string what)
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+        while (!condition())
+        {
+            if (timeout.IsCancellationRequested)
+            {
+                Assert.Fail($"Timed out waiting for {what}");
+            }
+
+            await Task.Delay(10, CancellationToken.None);
+        }
+    }
+}
+
+internal static class FreePorts
+{
+    private static int s_next = 20000 + (Environment.ProcessId % 1000 * 20);
+
+    /// <summary>A port free for both UDP and TCP on every loopback address we use, so STUN can take both.</summary>
+    public static int UdpAndTcpPair()
+    {
+        while (true)
+        {
+            var port = Interlocked.Increment(ref s_next) % 40000 + 20000;
+            if (IsFree(port, SocketType.Dgram) && IsFree(port, SocketType.Stream)
+                && IsFree(port + 1, SocketType.Dgram) && IsFree(port + 1, SocketType.Stream))
+            {
+                Interlocked.Increment(ref s_next);
+                return port;
+            }
+        }
+    }
+
+    public static int Tcp()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+
+    private static bool IsFree(int port, SocketType type)
+    {
+        try
+        {
+            using var v4 = new Socket(AddressFamily.InterNetwork, type, type == SocketType.Dgram ? ProtocolType.Udp : ProtocolType.Tcp);
+            v4.Bind(new IPEndPoint(IPAddress.Any, port));
+            using var v6 = new Socket(AddressFamily.InterNetworkV6, type, type == SocketType.Dgram ? ProtocolType.Udp : ProtocolType.Tcp);
+            v6.Bind(new IPEndPoint(IPAddress.IPv6Any, port));
+            return true;
+        }
+        catch (SocketException)
+        {
+            return false;
+        }
+    }
+}
+
+internal sealed class CollectingLoggerProvider : ILoggerProvider
+{
+    public ConcurrentQueue<string> Errors { get; } = new();
+
+    public ILogger CreateLogger(string categoryName) => new Collector(categoryName, Errors);
+
+    public void Dispose()
+    {
+    }
+
+    private sealed class Collector(string category, ConcurrentQueue<string> errors) : ILogger
+    {
+        public IDisposable? BeginScope<TState>(TState state)
+            where TState : notnull => null;
+
+        public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Error;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            if (logLevel >= LogLevel.Error)
+            {
+                errors.Enqueue($"{category}: {formatter(state, exception)} {exception}");
+            }
+        }
+    }
+}

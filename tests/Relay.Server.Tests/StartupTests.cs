@@ -1,0 +1,80 @@
+using System.Net;
+using System.Net.Sockets;
+using Relay.Configuration;
+
+namespace Relay.Server.Tests;
+
+public sealed class StartupTests
+{
+    [Fact]
+    public async Task UdpPortInUse_StopsStartup_WithAClearMessage()
+    {
+        var port = FreePorts.UdpAndTcpPair();
+        using var squatter = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        squatter.Bind(new IPEndPoint(IPAddress.Loopback, port));
+
+        var error = await Assert.ThrowsAsync<IOException>(() => RelayTestServer.StartAsync($"Relay:Stun:Port={port}", "Relay:Stun:ListenAddresses:0=127.0.0.1"));
+        Assert.Contains($"udp/127.0.0.1:{port}", error.Message, StringComparison.Ordinal);
+        Assert.Contains("already in use", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task UdpPortHeldBySoReusePortSocket_IsStillDetected()
+    {
+        // Another process that set SO_REUSEPORT would otherwise silently share our port and traffic.
+        var port = FreePorts.UdpAndTcpPair();
+        using var squatter = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        squatter.SetRawSocketOption(1, 15, new byte[] { 1, 0, 0, 0 });
+        squatter.Bind(new IPEndPoint(IPAddress.Loopback, port));
+
+        var error = await Assert.ThrowsAsync<IOException>(() => RelayTestServer.StartAsync($"Relay:Stun:Port={port}", "Relay:Stun:ListenAddresses:0=127.0.0.1"));
+        Assert.Contains("already in use", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task TcpPortInUse_StopsStartup()
+    {
+        var port = FreePorts.UdpAndTcpPair();
+        using var squatter = new TcpListener(IPAddress.Loopback, port);
+        squatter.Start();
+
+        var error = await Assert.ThrowsAnyAsync<IOException>(() => RelayTestServer.StartAsync($"Relay:Stun:Port={port}", "Relay:Stun:ListenAddresses:0=127.0.0.1"));
+        Assert.Contains(port.ToString(System.Globalization.CultureInfo.InvariantCulture), error.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("Relay:Stun:Port=70000", "Relay:Stun:Port: must be a port between 1 and 65535 (was 70000)")]
+    [InlineData("Relay:Stun:Port=abc", "'Relay:Stun:Port'")]
+    [InlineData("Relay:Stun:ListenAddresses:0=not-an-ip", "Relay:Stun:ListenAddresses:0: 'not-an-ip' is not an IP address")]
+    [InlineData("Relay:Stun:AlternateAddress=127.0.0.2", "Relay:Stun:AlternateAddress: needs Relay:Stun:ListenAddresses to name a specific primary IPv4 address")]
+    [InlineData("Relay:Stun:RateLimit:RequestsPerSecond=0", "Relay:Stun:RateLimit:RequestsPerSecond: must be at least 1")]
+    [InlineData("Relay:Stun:Prot=1", "Relay:Stun: unknown key(s) 'Prot'")]
+    [InlineData("Relay:Tls:CertificatePath=/nonexistent.pem", "Relay:Tls:KeyPath: must be set together with Relay:Tls:CertificatePath")]
+    [InlineData("Relay:Stun:MaxMessageSize=100", "Relay:Stun:MaxMessageSize: must be between 576 and 65535")]
+    public void BadValue_StopsStartup_WithAMessageNamingTheKey(string setting, string expected)
+    {
+        var settings = new[] { "--" + setting };
+        if (setting.StartsWith("Relay:Stun:AlternateAddress", StringComparison.Ordinal))
+        {
+            settings = [.. settings, "--Relay:Stun:ListenAddresses:0=0.0.0.0"];
+        }
+
+        var error = Assert.Throws<RelayConfigurationException>(() => RelayHost.Build(settings));
+        Assert.Contains(expected, error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void ConfigurationComesFromEnvironmentVariables_TooUsingDoubleUnderscores()
+    {
+        Environment.SetEnvironmentVariable("Relay__Stun__Tcp__IdleTimeoutSeconds", "0");
+        try
+        {
+            var error = Assert.Throws<RelayConfigurationException>(() => RelayHost.Build([]));
+            Assert.Contains("Relay:Stun:Tcp:IdleTimeoutSeconds: must be at least 1", error.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("Relay__Stun__Tcp__IdleTimeoutSeconds", null);
+        }
+    }
+}
