@@ -236,7 +236,7 @@ public sealed partial class StunBindingService
         {
             // Garbage or a truncated datagram: never answer what may not be STUN (RFC 8489 §6.3).
             _metrics.Drop(context.Transport, error == StunParseError.TooLarge ? StunDropReason.TooLarge : StunDropReason.NotStun);
-            LogDropped(context.Client, context.Transport, error == StunParseError.None ? "truncated" : error.ToString());
+            LogDropped(context.Client, context.Transport, error);
             return StunReply.None;
         }
 
@@ -250,7 +250,7 @@ public sealed partial class StunBindingService
         }
 
         _metrics.Request(context.Transport, header.IsClassicRfc3489);
-        LogMalformed(context.Client, context.Transport, error.ToString());
+        LogMalformed(context.Client, context.Transport, error);
         return Error(header, context, response, 400, "Malformed attribute"u8, default);
     }
 
@@ -277,11 +277,13 @@ public sealed partial class StunBindingService
         return new StunReply(writer.Length, StunResponseSource.Same, 0);
     }
 
+    // Arguments are passed unformatted: LoggerMessage formats only when Debug is on, so a flood of
+    // garbage costs no allocation here. Error None means a truncated datagram.
     [LoggerMessage(EventId = 1001, Level = LogLevel.Debug, Message = "Dropped {Transport} packet from {Client}: {Reason}")]
-    private partial void LogDropped(StunAddress client, StunTransport transport, string reason);
+    private partial void LogDropped(StunAddress client, StunTransport transport, StunParseError reason);
 
     [LoggerMessage(EventId = 1002, Level = LogLevel.Debug, Message = "Malformed STUN request from {Client} over {Transport}: {Error}; answered 400")]
-    private partial void LogMalformed(StunAddress client, StunTransport transport, string error);
+    private partial void LogMalformed(StunAddress client, StunTransport transport, StunParseError error);
 
     [LoggerMessage(EventId = 1003, Level = LogLevel.Debug, Message = "Dropped STUN request from {Client}: FINGERPRINT does not verify")]
     private partial void LogBadFingerprint(StunAddress client);
