@@ -5,7 +5,9 @@ using System.Security.Cryptography;
 namespace Relay.Protocol.Stun;
 
 /// <summary>
-/// A validated STUN message: a view over the caller's bytes, valid only as long as they are.
+/// A validated STUN message: a view over the caller's bytes, valid only as long as they are. The
+/// default value (what a failed parse leaves in its out parameter) has no attributes: attribute
+/// offsets are never below the 20-byte header, so 0 reads as "absent".
 /// Produced by <see cref="StunMessageReader.TryParse"/>; every attribute it yields has already been
 /// bounds-checked and length-checked against its RFC.
 /// </summary>
@@ -30,13 +32,13 @@ public readonly ref struct StunMessage
     public int AttributeCount => _layout.AttributeCount;
 
     /// <summary>True if a MESSAGE-INTEGRITY attribute is present.</summary>
-    public bool HasMessageIntegrity => _layout.MessageIntegrityOffset >= 0;
+    public bool HasMessageIntegrity => _layout.MessageIntegrityOffset >= StunConstants.HeaderLength;
 
     /// <summary>True if a MESSAGE-INTEGRITY-SHA256 attribute is present.</summary>
-    public bool HasMessageIntegritySha256 => _layout.MessageIntegritySha256Offset >= 0;
+    public bool HasMessageIntegritySha256 => _layout.MessageIntegritySha256Offset >= StunConstants.HeaderLength;
 
     /// <summary>True if a FINGERPRINT attribute is present (always the last one).</summary>
-    public bool HasFingerprint => _layout.FingerprintOffset >= 0;
+    public bool HasFingerprint => _layout.FingerprintOffset >= StunConstants.HeaderLength;
 
     /// <summary>Enumerates the attributes a receiver processes, in order (RFC 8489 §14.5: those after an integrity attribute, other than the integrity attributes and FINGERPRINT, are skipped).</summary>
     public StunAttributeEnumerator GetEnumerator() => new(Raw, _layout.ProcessedEnd);
@@ -94,7 +96,7 @@ public readonly ref struct StunMessage
     public bool VerifyFingerprint()
     {
         var offset = _layout.FingerprintOffset;
-        if (offset < 0)
+        if (offset < StunConstants.HeaderLength)
         {
             return false;
         }
@@ -107,7 +109,7 @@ public readonly ref struct StunMessage
     public bool VerifyMessageIntegrity(ReadOnlySpan<byte> key)
     {
         var offset = _layout.MessageIntegrityOffset;
-        if (offset < 0)
+        if (offset < StunConstants.HeaderLength)
         {
             return false;
         }
@@ -121,7 +123,7 @@ public readonly ref struct StunMessage
     public bool VerifyMessageIntegritySha256(ReadOnlySpan<byte> key)
     {
         var offset = _layout.MessageIntegritySha256Offset;
-        if (offset < 0)
+        if (offset < StunConstants.HeaderLength)
         {
             return false;
         }

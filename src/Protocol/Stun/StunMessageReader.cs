@@ -169,14 +169,19 @@ public static class StunMessageReader
                 return StunParseError.FingerprintNotLast;
             }
 
+            // RFC 8489 §14.5/§14.6: attributes after the first integrity attribute, other than
+            // MESSAGE-INTEGRITY-SHA256 and FINGERPRINT, MUST be ignored, so they are not judged either.
+            var ignored = layout.ProcessedEnd >= 0
+                && type != (ushort)StunAttributeType.MessageIntegritySha256
+                && type != (ushort)StunAttributeType.Fingerprint;
             var value = message.Slice(valueOffset, length);
-            if (!StunAttributeRules.IsValid(type, value))
+            if (!ignored && !StunAttributeRules.IsValid(type, value))
             {
                 layout.InvalidAttributeType = type;
                 return StunParseError.InvalidAttribute;
             }
 
-            switch ((StunAttributeType)type)
+            switch (ignored ? default : (StunAttributeType)type)
             {
                 case StunAttributeType.MessageIntegrity when layout.MessageIntegrityOffset < 0 && layout.MessageIntegritySha256Offset < 0:
                     layout.MessageIntegrityOffset = offset;

@@ -152,6 +152,12 @@ public ref struct StunMessageWriter
     /// <summary>PASSWORD-ALGORITHMS (RFC 8489 §14.11), in order of preference, without parameters.</summary>
     public void WritePasswordAlgorithms(ReadOnlySpan<StunPasswordAlgorithm> algorithms)
     {
+        if (algorithms.IsEmpty)
+        {
+            // RFC 8489 §14.11: the list is never empty, and the reader rejects one that is.
+            ThrowArgument();
+        }
+
         var value = BeginAttribute((ushort)StunAttributeType.PasswordAlgorithms, algorithms.Length * 4);
         for (var i = 0; i < algorithms.Length; i++)
         {
