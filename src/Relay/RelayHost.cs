@@ -52,7 +52,7 @@ public static class RelayHost
 
         var app = builder.Build();
         MapEndpoints(app);
-        app.Lifetime.ApplicationStarted.Register(() => PrintBanner(app, configuration, dataDirectory));
+        app.Lifetime.ApplicationStarted.Register(() => PrintBanner(configuration, dataDirectory));
         return app;
     }
 
@@ -145,15 +145,17 @@ public static class RelayHost
         });
     }
 
-    private static void PrintBanner(WebApplication app, RelayConfiguration configuration, string dataDirectory)
+    private static void PrintBanner(RelayConfiguration configuration, string dataDirectory)
     {
         var stun = configuration.Stun;
         var banner = new StringBuilder()
             .AppendLine("Relay is running.")
-            .AppendLine($"  STUN      udp+tcp {stun.Port}{(configuration.Certificate is null ? "  (TLS off: set Relay:Tls:CertificatePath and Relay:Tls:KeyPath)" : $", tls {stun.TlsPort}")}")
+            .AppendLine($"  STUN      udp+tcp {stun.Port} on {(stun.ListenAddresses.Count == 0 ? "all addresses" : string.Join(", ", stun.ListenAddresses))}{(configuration.Certificate is null ? "  (TLS off: set Relay:Tls:CertificatePath and Relay:Tls:KeyPath)" : $", tls {stun.TlsPort}")}")
+            .AppendLine($"  Limits    {(stun.RateLimit.Enabled ? $"{stun.RateLimit.RequestsPerSecond}/s per IP (burst {stun.RateLimit.Burst})" : "rate limit OFF")}, {stun.Tcp.MaxConnectionsPerIp} TCP connections per IP, {stun.MaxMessageSize} B messages")
             .AppendLine($"  RFC 5780  {(Rfc5780Addresses.From(stun) is { } five ? $"alternate {five.Alternate.WithPort(five.AlternatePort)}" : "off (set Relay:Stun:AlternateAddress)")}")
             .AppendLine($"  HTTP      {configuration.Http.Port}  (/healthz, /metrics)")
             .AppendLine($"  Data      {dataDirectory}");
-        app.Logger.LogInformation("{Banner}", banner.ToString().TrimEnd());
+        // Also on stdout, unconditionally: the banner is how a first-time user learns where things are.
+        Console.WriteLine(banner.ToString().TrimEnd());
     }
 }
