@@ -1,0 +1,34 @@
+using Relay.LoadGen;
+
+if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
+{
+    Console.WriteLine(LoadOptions.Usage);
+    return args.Length == 0 ? 2 : 0;
+}
+
+var command = args[0];
+if (command is not ("stun" or "probe"))
+{
+    Console.Error.WriteLine($"unknown command '{command}'");
+    Console.Error.WriteLine(LoadOptions.Usage);
+    return 2;
+}
+
+if (!LoadOptions.TryParse(args, 1, out var options, out var waitSeconds, out var error))
+{
+    Console.Error.WriteLine($"error: {error}");
+    Console.Error.WriteLine(LoadOptions.Usage);
+    return 2;
+}
+
+if (options!.InlineCompletions)
+{
+    // Running socket continuations directly on the epoll threads avoids a thread-pool hop per
+    // datagram, which otherwise costs the generator a large share of a core. It is read when the
+    // socket engine first starts, so it must be set before any socket is used.
+    Environment.SetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS", "1");
+}
+
+return command == "probe"
+    ? await Probe.RunAsync(options, waitSeconds)
+    : await LoadRun.RunAsync(options);
