@@ -10,11 +10,13 @@ namespace Relay.Server.Tests;
 public sealed class StunUdpTests
 {
     [Theory]
-    [InlineData("127.0.0.1")]
-    [InlineData("::1")]
-    public async Task Binding_ReturnsClientAddressAsXorMappedAddress_WithSoftwareAndFingerprint(string address)
+    [InlineData("127.0.0.1", 32)]
+    [InlineData("::1", 32)]
+    [InlineData("127.0.0.1", 0)]
+    [InlineData("::1", 0)]
+    public async Task Binding_ReturnsClientAddressAsXorMappedAddress_WithSoftwareAndFingerprint(string address, int batchSize)
     {
-        await using var server = await RelayTestServer.StartAsync("Relay:Stun:Software=relay-test");
+        await using var server = await RelayTestServer.StartAsync("Relay:Stun:Software=relay-test", $"Relay:Stun:UdpBatchSize={batchSize}");
         var ip = IPAddress.Parse(address);
         using var client = UdpClient(ip);
         var id = StunTransactionId.NewRandom();
@@ -132,6 +134,37 @@ public sealed class StunUdpTests
         Assert.Equal(1, server.Metrics.Drops(StunTransport.Udp, StunDropReason.NotRequest));
         Assert.Equal(1, server.Metrics.Responses(StunTransport.Udp, 200));
         Assert.Equal(0, client.Available);
+    }
+
+    [Theory]
+    [InlineData(32)]
+    [InlineData(0)]
+    public async Task BurstFromManySockets_EachGetsItsOwnAddressBack(int batchSize)
+    {
+        // Many datagrams land in one recvmmsg batch; each answer must go to, and describe, its own sender.
+        await using var server = await RelayTestServer.StartAsync("Relay:Stun:RateLimit:Enabled=false", $"Relay:Stun:UdpBatchSize={batchSize}");
+        var target = new IPEndPoint(IPAddress.Loopback, server.StunPort);
+        var clients = Enumerable.Range(0, 64).Select(static _ => UdpClient(IPAddress.Loopback)).ToArray();
+        try
+        {
+            var ids = clients.Select(static _ => StunTransactionId.NewRandom()).ToArray();
+            for (var round = 0; round < 3; round++)
+            {
+                await Task.WhenAll(clients.Select((client, i) => client.SendToAsync(Request(ids[i]), SocketFlags.None, target)));
+                for (var i = 0; i < clients.Length; i++)
+                {
+                    var response = Parse((await ReceiveAsync(clients[i])).Response);
+                    Assert.Equal(ids[i], response.TransactionId);
+                    Assert.Equal(clients[i].LocalEndPoint, response.XorMapped);
+                }
+            }
+
+            Assert.Equal(64 * 3, server.Metrics.Responses(StunTransport.Udp, 200));
+        }
+        finally
+        {
+            Array.ForEach(clients, static c => c.Dispose());
+        }
     }
 
     [Fact]

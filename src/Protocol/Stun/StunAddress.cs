@@ -55,16 +55,27 @@ public readonly struct StunAddress : IEquatable<StunAddress>
     /// Reads the socket's native address without allocating. IPv4-mapped IPv6 addresses (from a
     /// dual-mode socket) are reported as IPv4, because that is the family the client really used.
     /// </summary>
-    public static StunAddress FromSocketAddress(SocketAddress socketAddress)
+    public static StunAddress FromSocketAddress(SocketAddress socketAddress) =>
+        FromNativeSocketAddress(socketAddress.Buffer.Span, socketAddress.Family);
+
+    /// <summary>
+    /// Reads a native <c>sockaddr_in</c>/<c>sockaddr_in6</c> (port at offset 2, IPv4 address at 4, IPv6
+    /// address at 8), as filled in by <c>recvfrom</c>/<c>recvmmsg</c> or held by <see cref="SocketAddress"/>.
+    /// </summary>
+    public static StunAddress FromNativeSocketAddress(ReadOnlySpan<byte> buffer, AddressFamily family)
     {
-        var buffer = socketAddress.Buffer.Span;
+        if (buffer.Length < 8)
+        {
+            return default;
+        }
+
         var port = BinaryPrimitives.ReadUInt16BigEndian(buffer[2..]);
-        if (socketAddress.Family == AddressFamily.InterNetwork)
+        if (family == AddressFamily.InterNetwork)
         {
             return FromIPv4(buffer.Slice(4, 4), port);
         }
 
-        if (socketAddress.Family == AddressFamily.InterNetworkV6)
+        if (family == AddressFamily.InterNetworkV6 && buffer.Length >= 24)
         {
             var address = buffer.Slice(8, 16);
             if (BinaryPrimitives.ReadUInt64BigEndian(address) == 0 && BinaryPrimitives.ReadUInt32BigEndian(address[8..]) == 0xFFFF)

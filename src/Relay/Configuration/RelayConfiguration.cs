@@ -116,6 +116,7 @@ public sealed class RelayConfiguration
         Check(http.Port != stun.Port && http.Port != stun.TlsPort, "Relay:Http:Port", $"must differ from the STUN ports (was {http.Port})");
         Check(stun.AlternatePort == 0 || IsPort(stun.AlternatePort), "Relay:Stun:AlternatePort", $"must be 0 (Port + 1) or a port between 1 and 65535 (was {stun.AlternatePort})");
         Check(stun.MaxMessageSize is >= 576 and <= 65535, "Relay:Stun:MaxMessageSize", $"must be between 576 and 65535 bytes (was {stun.MaxMessageSize})");
+        Check(stun.UdpBatchSize is >= 0 and <= 1024, "Relay:Stun:UdpBatchSize", $"must be between 0 (portable path) and 1024 (was {stun.UdpBatchSize})");
         Check(stun.UdpReceiveLoops is >= 0 and <= 64, "Relay:Stun:UdpReceiveLoops", $"must be between 0 (one per CPU) and 64 (was {stun.UdpReceiveLoops})");
         Check(Encoding.UTF8.GetByteCount(stun.Software ?? string.Empty) <= 763, "Relay:Stun:Software", "must be at most 763 bytes of UTF-8 (RFC 8489 §14.14)");
         Check(stun.RateLimit.RequestsPerSecond >= 1, "Relay:Stun:RateLimit:RequestsPerSecond", $"must be at least 1 (was {stun.RateLimit.RequestsPerSecond}); set Relay:Stun:RateLimit:Enabled=false to turn the limit off");

@@ -27,6 +27,7 @@ internal sealed partial class StunUdpListener : IHostedService, IAsyncDisposable
     private readonly ILogger<StunUdpListener> _logger;
     private readonly List<EndpointGroup> _groups = [];
     private readonly List<Task> _loops = [];
+    private volatile bool _stopping;
     private long _lastRateLimitLogTicks;
     private long _rateLimitedSinceLog;
 
@@ -51,14 +52,15 @@ internal sealed partial class StunUdpListener : IHostedService, IAsyncDisposable
             _groups.Add(EndpointGroup.Bind(endpoint, loopsPerEndpoint));
         }
 
+        var batchSize = LinuxUdp.IsSupported ? _options.UdpBatchSize : 0;
         foreach (var group in _groups)
         {
             foreach (var socket in group.Sockets)
             {
-                _loops.Add(Task.Run(() => ReceiveLoopAsync(group, socket), CancellationToken.None));
+                _loops.Add(batchSize > 0 ? StartBatchedThread(group, socket, batchSize) : Task.Run(() => ReceiveLoopAsync(group, socket), CancellationToken.None));
             }
 
-            LogListening(group.Local.ToIPEndPoint(), group.Sockets.Length);
+            LogListening(group.Local.ToIPEndPoint(), group.Sockets.Length, batchSize > 0 ? $"recvmmsg/sendmmsg batches of {batchSize}" : "async receive");
         }
 
         return Task.CompletedTask;
@@ -66,7 +68,10 @@ internal sealed partial class StunUdpListener : IHostedService, IAsyncDisposable
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
-        // Closing the sockets ends the loops; no per-receive cancellation registration is needed.
+        // Batched threads notice the flag within one receive timeout; async loops end when their socket
+        // closes. The batched threads hold a reference on their descriptor, so Dispose cannot pull it
+        // from under a running recvmmsg.
+        _stopping = true;
         foreach (var group in _groups)
         {
             group.Dispose();
@@ -75,14 +80,44 @@ internal sealed partial class StunUdpListener : IHostedService, IAsyncDisposable
         await Task.WhenAll(_loops).WaitAsync(cancellationToken).ConfigureAwait(false);
     }
 
-    public ValueTask DisposeAsync()
+    private Task StartBatchedThread(EndpointGroup group, Socket socket, int batchSize)
     {
+        // The timeout bounds how long shutdown waits for a thread blocked in recvmmsg.
+        socket.ReceiveTimeout = 250;
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                BatchedReceiveLoop(group, socket, batchSize);
+                done.SetResult();
+            }
+            catch (Exception e)
+            {
+                LogLoopFailed(group.Local.ToIPEndPoint(), e);
+                done.SetException(e);
+            }
+        })
+        {
+            IsBackground = true,
+            Name = $"stun-udp {group.Local}",
+        };
+        thread.Start();
+        return done.Task;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        // Reached without StopAsync when the host fails to start after we bound (e.g. Kestrel's port
+        // is taken). Socket.Dispose waits for the batched threads to release their descriptors, so
+        // they must be told to stop first or disposal never returns.
+        _stopping = true;
         foreach (var group in _groups)
         {
             group.Dispose();
         }
 
-        return ValueTask.CompletedTask;
+        await Task.WhenAll(_loops).ConfigureAwait(false);
     }
 
     private List<IPEndPoint> ResolveEndpoints()
@@ -204,8 +239,11 @@ internal sealed partial class StunUdpListener : IHostedService, IAsyncDisposable
         }
     }
 
-    [LoggerMessage(EventId = 2001, Level = LogLevel.Information, Message = "STUN listening on udp/{Endpoint} ({Loops} receive loops)")]
-    private partial void LogListening(IPEndPoint endpoint, int loops);
+    [LoggerMessage(EventId = 2001, Level = LogLevel.Information, Message = "STUN listening on udp/{Endpoint} ({Loops} receive loops, {Mode})")]
+    private partial void LogListening(IPEndPoint endpoint, int loops, string mode);
+
+    [LoggerMessage(EventId = 2004, Level = LogLevel.Critical, Message = "STUN receive loop on udp/{Endpoint} failed; that socket no longer answers")]
+    private partial void LogLoopFailed(IPEndPoint endpoint, Exception exception);
 
     [LoggerMessage(EventId = 2002, Level = LogLevel.Debug, Message = "UDP receive on {Endpoint} reported {Error}")]
     private partial void LogReceiveError(IPEndPoint endpoint, SocketError error);

@@ -38,6 +38,12 @@ public sealed class StunOptions
     /// <summary>Number of UDP receive loops per listen address (SO_REUSEPORT sockets); 0 means one per CPU.</summary>
     public int UdpReceiveLoops { get; set; }
 
+    /// <summary>
+    /// Datagrams moved per recvmmsg/sendmmsg call on Linux; 0 selects the portable async receive path.
+    /// Memory per receive loop is about this many times (MaxMessageSize + response buffer).
+    /// </summary>
+    public int UdpBatchSize { get; set; } = 32;
+
     /// <summary>Per-source limits against reflection and amplification.</summary>
     public StunRateLimitOptions RateLimit { get; } = new();
 
