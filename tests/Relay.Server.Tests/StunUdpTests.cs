@@ -56,6 +56,22 @@ public sealed class StunUdpTests
 
         // RFC 3489 §11.2.10: SERVER must be a multiple of 4 bytes; classic parsers reject "Relay" (5).
         Assert.Equal("Relay   ", Encoding.UTF8.GetString(response.Software!));
+
+        // The test server binds 127.0.0.1 explicitly, so SOURCE-ADDRESS can say where the request arrived.
+        Assert.Equal(new IPEndPoint(IPAddress.Loopback, server.StunPort), response.ResponseOrigin);
+    }
+
+    [Fact]
+    public async Task ClassicRequest_ToAWildcardListener_GetsNoUnspecifiedSourceAddress()
+    {
+        await using var server = await RelayTestServer.StartAsync("Relay:Stun:ListenAddresses:0=::");
+        using var client = UdpClient(IPAddress.Loopback);
+
+        var (bytes, _) = await ExchangeAsync(client, ClassicRequest(StunTransactionId.NewRandom(), 9), new IPEndPoint(IPAddress.Loopback, server.StunPort));
+        var response = Parse(bytes);
+
+        Assert.Equal(client.LocalEndPoint, response.Mapped);
+        Assert.Null(response.ResponseOrigin);
     }
 
     [Fact]

@@ -62,6 +62,9 @@ public sealed partial class StunBindingService
         .. UnderstoodBase, (ushort)StunAttributeType.ChangeRequest, (ushort)StunAttributeType.ResponsePort,
     ];
 
+    private static readonly StunAddress AnyIPv4 = StunAddress.FromEndPoint(new IPEndPoint(IPAddress.Any, 0));
+    private static readonly StunAddress AnyIPv6 = StunAddress.FromEndPoint(new IPEndPoint(IPAddress.IPv6Any, 0));
+
     private readonly StunReaderLimits _limits;
     private readonly byte[] _software;
     private readonly byte[] _classicSoftware;
@@ -189,8 +192,10 @@ public sealed partial class StunBindingService
                 writer.WriteAddress(StunAttributeType.SourceAddress, rfc5780.Origin(context.Local, source));
                 writer.WriteAddress(StunAttributeType.ChangedAddress, rfc5780.Other(context.Local));
             }
-            else
+            else if (!context.Local.SameHost(AnyIPv4) && !context.Local.SameHost(AnyIPv6))
             {
+                // A wildcard socket does not know which of its addresses the request reached, and an
+                // unspecified address would only mislead the client.
                 writer.WriteAddress(StunAttributeType.SourceAddress, context.Local);
             }
         }
