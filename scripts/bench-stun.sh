@@ -7,6 +7,7 @@
 #                              [--transport udp|tcp] [--configs shared,pinned] [--fingerprint]
 #                              [--coturn-threads default|N] [--coturn-pinned-threads default|N]
 #                              [--nice N] [--no-build] [--coturn-only]
+#                              [--loadgen-io batched|simple] [--loadgen-threads N] [--loadgen-args "..."]
 #
 # Configurations:
 #   shared  server and load generator float over all cores (they compete for CPU).
@@ -16,6 +17,10 @@
 # listener per thread; it sizes this from the machine, not the affinity mask, while .NET sizes from
 # the affinity mask). --coturn-pinned-threads 1 gives it as many threads as the one core it may use;
 # on 2026-11-22 that was no better than the default (see docs/benchmarks.md).
+# The UDP load generator defaults to its batched Linux mode (epoll + recvmmsg/sendmmsg + UDP GSO, one
+# thread); --loadgen-io simple selects the portable one-datagram-per-syscall mode used before.
+# Every run line shows the generator's own CPU (gen_cpu) next to the server's, so a generator-bound
+# run is visible.
 set -euo pipefail
 
 ROUNDS=3
@@ -30,6 +35,9 @@ COTURN_PINNED_THREADS=default
 FINGERPRINT=
 BUILD=1
 COTURN_ONLY=0
+LOADGEN_IO=
+LOADGEN_THREADS=
+LOADGEN_ARGS=
 # Servers and generator run at this niceness (root only) so unrelated work on a shared box (builds,
 # tests) steals less CPU from a measurement; both servers get the same treatment.
 NICE=-10
@@ -49,7 +57,10 @@ while [[ $# -gt 0 ]]; do
     --nice) NICE=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --coturn-only) COTURN_ONLY=1; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --loadgen-io) LOADGEN_IO=$2; shift 2 ;;
+    --loadgen-threads) LOADGEN_THREADS=$2; shift 2 ;;
+    --loadgen-args) LOADGEN_ARGS=$2; shift 2 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
   esac
 done
@@ -102,6 +113,11 @@ proc_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; 
 median() {
   tr ' ' '\n' <<<"$*" | grep -v '^$' | sort -n | awk '{ v[NR] = $1 }
     END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.0f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+median_dec() { # same, for values like 0.93 (two decimals)
+  tr ' ' '\n' <<<"$*" | grep -v '^$' | sort -n | awk '{ v[NR] = $1 }
+    END { if (NR == 0) print 0; else if (NR % 2) printf "%.2f\n", v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 stop_pid() {
@@ -189,24 +205,36 @@ start_ours() { # cpu-list-or-empty
 }
 
 # --- one measured run ------------------------------------------------------------------------------
+LOADGEN_OPTS=()
+[[ $TRANSPORT == udp && -n $LOADGEN_IO ]] && LOADGEN_OPTS+=(--io "$LOADGEN_IO")
+[[ $TRANSPORT == udp && -n $LOADGEN_THREADS ]] && LOADGEN_OPTS+=(--threads "$LOADGEN_THREADS")
+# shellcheck disable=SC2206 # deliberate word splitting of extra generator options
+[[ -n $LOADGEN_ARGS ]] && LOADGEN_OPTS+=($LOADGEN_ARGS)
+
 LAST_TPS=0
 LAST_PER_CORE=0
+LAST_GEN_CPU=0
 run_load() { # name port server-pid loadgen-cpu-or-empty
   local name=$1 port=$2 spid=$3 cpu=$4 pin=("${PRIO[@]}")
   [[ -n $cpu ]] && pin+=(taskset -c "$cpu")
   local out="$WORK/run-$name.txt"
   timeout $((DURATION + WARMUP + 30)) "${pin[@]}" dotnet "$LOADGEN" stun --target "127.0.0.1:$port" \
     --transport "$TRANSPORT" --duration "$DURATION" --warmup "$WARMUP" --sockets "$SOCKETS" \
-    --window "$WINDOW" $FINGERPRINT --quiet --label "$name" >"$out" 2>&1 &
+    --window "$WINDOW" $FINGERPRINT "${LOADGEN_OPTS[@]}" --quiet --label "$name" >"$out" 2>&1 &
   local lpid=$!
   STARTED+=("$lpid")
   # Sample CPU over the middle of the measured phase (generator start-up takes ~0.3 s).
   sleep "$(awk -v w="$WARMUP" 'BEGIN { print w + 1 }')"
-  local a_all a0 a1 as b_all b0 b1 bs span
+  # timeout forks the generator (nice/taskset exec into dotnet, so it keeps that pid).
+  local gpid
+  gpid=$(pgrep -P "$lpid" | head -n 1 || true)
+  local a_all a0 a1 as ag b_all b0 b1 bs bg span
   a_all=$(cpu_sample cpu); a0=$(cpu_sample cpu0); a1=$(cpu_sample cpu1); as=$(proc_ticks "$spid")
+  ag=$(proc_ticks "${gpid:-0}")
   span=$(awk -v d="$DURATION" 'BEGIN { s = d - 2; print (s > 0.5 ? s : 0.5) }')
   sleep "$span"
   b_all=$(cpu_sample cpu); b0=$(cpu_sample cpu0); b1=$(cpu_sample cpu1); bs=$(proc_ticks "$spid")
+  bg=$(proc_ticks "${gpid:-0}")
   local rc=0
   wait "$lpid" || rc=$?
   local result
@@ -216,18 +244,22 @@ run_load() { # name port server-pid loadgen-cpu-or-empty
     cat "$out" >&2
     LAST_TPS=0
     LAST_PER_CORE=0
+    LAST_GEN_CPU=0
   else
     LAST_TPS=$(sed -E 's/.* tps=([0-9]+).*/\1/' <<<"$result")
     local server_cores hz
     hz=$(getconf CLK_TCK)
     server_cores=$(awk -v a="$as" -v b="$bs" -v s="$span" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz / s }')
+    # Process CPU includes the softirq work done in the process's context (tick accounting), which on
+    # loopback is mostly delivering its datagrams into the other side's socket.
+    LAST_GEN_CPU=$(awk -v a="$ag" -v b="$bg" -v s="$span" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz / s }')
     # Transactions per second per core the server actually got: less sensitive than raw tps to
     # whatever else (other tenants, the generator) takes CPU from the server during a run.
     LAST_PER_CORE=$(awk -v t="$LAST_TPS" -v c="$server_cores" 'BEGIN { printf "%.0f", (c > 0 ? t / c : 0) }')
-    printf '  %-7s tps=%-8s loss=%s%% p50=%sus p99=%sus  server_cpu=%s cores (%s tps/core)  busy: all=%s%% cpu0=%s%% cpu1=%s%%\n' \
+    printf '  %-7s tps=%-8s loss=%s%% p50=%sus p99=%sus  server_cpu=%s cores (%s tps/core)  gen_cpu=%s cores  busy: all=%s%% cpu0=%s%% cpu1=%s%%\n' \
       "$name" "$LAST_TPS" "$(sed -E 's/.* loss_pct=([0-9.]+).*/\1/' <<<"$result")" \
       "$(sed -E 's/.* p50_us=([0-9]+).*/\1/' <<<"$result")" "$(sed -E 's/.* p99_us=([0-9]+).*/\1/' <<<"$result")" \
-      "$server_cores" "$LAST_PER_CORE" "$(busy_pct "$a_all" "$b_all")" "$(busy_pct "$a0" "$b0")" "$(busy_pct "$a1" "$b1")"
+      "$server_cores" "$LAST_PER_CORE" "$LAST_GEN_CPU" "$(busy_pct "$a_all" "$b_all")" "$(busy_pct "$a0" "$b0")" "$(busy_pct "$a1" "$b1")"
     echo "    $result" >>"$WORK/results.txt"
   fi
   if ! kill -0 "$spid" 2>/dev/null; then
@@ -263,7 +295,7 @@ measure() { # coturn|ours server-cpu threads loadgen-cpu
 
 # --- configurations --------------------------------------------------------------------------------
 declare -A MEDIAN_COTURN MEDIAN_OURS CORE_COTURN CORE_OURS
-echo "bench-stun: $(date -u +%Y-%m-%dT%H:%M:%SZ) cores=$CORES transport=$TRANSPORT sockets=$SOCKETS window=$WINDOW" \
+echo "bench-stun: $(date -u +%Y-%m-%dT%H:%M:%SZ) cores=$CORES transport=$TRANSPORT sockets=$SOCKETS window=$WINDOW loadgen='${LOADGEN_OPTS[*]:-default}'" \
   "rounds=$ROUNDS duration=${DURATION}s warmup=${WARMUP}s ${FINGERPRINT:+fingerprint }coturn='$COTURN_VERSION'" \
   "coturn_port=$COTURN_PORT ours_port=$OURS_PORT ours_available=$OURS_AVAILABLE nice=${PRIO[*]:+$NICE}"
 
@@ -284,16 +316,16 @@ for config in "${CONFIG_LIST[@]}"; do
   if [[ $OURS_AVAILABLE == 1 ]]; then
     if start_ours "$server_cpu"; then ours_up=1; else log "our server did not come up; see log:"; tail -n 30 "$WORK/ours.log" >&2; fi
   fi
-  coturn_tps=() ours_tps=() coturn_core=() ours_core=()
+  coturn_tps=() ours_tps=() coturn_core=() ours_core=() coturn_gen=() ours_gen=()
   for round in $(seq "$ROUNDS"); do
     echo " round $round"
     # Alternate who goes first so slow drift (thermal, other tenants) does not favour one side.
     if (( round % 2 == 1 )); then order="coturn ours"; else order="ours coturn"; fi
     for who in $order; do
       if [[ $who == coturn ]]; then
-        if measure coturn "$server_cpu" "$threads" "$gen_cpu"; then coturn_tps+=("$LAST_TPS"); coturn_core+=("$LAST_PER_CORE"); fi
+        if measure coturn "$server_cpu" "$threads" "$gen_cpu"; then coturn_tps+=("$LAST_TPS"); coturn_core+=("$LAST_PER_CORE"); coturn_gen+=("$LAST_GEN_CPU"); fi
       elif [[ $ours_up == 1 ]]; then
-        if measure ours "$server_cpu" "$threads" "$gen_cpu"; then ours_tps+=("$LAST_TPS"); ours_core+=("$LAST_PER_CORE"); fi
+        if measure ours "$server_cpu" "$threads" "$gen_cpu"; then ours_tps+=("$LAST_TPS"); ours_core+=("$LAST_PER_CORE"); ours_gen+=("$LAST_GEN_CPU"); fi
       fi
     done
   done
@@ -310,6 +342,7 @@ for config in "${CONFIG_LIST[@]}"; do
   fi
   echo "   $config: coturn tps=[${coturn_tps[*]}] median=${MEDIAN_COTURN[$config]} (tps/core median ${CORE_COTURN[$config]});" \
     "ours tps=[${ours_tps[*]:-}] median=${MEDIAN_OURS[$config]:-n/a} (tps/core median ${CORE_OURS[$config]:-n/a})"
+  echo "   $config: generator cpu (cores) median: vs coturn $(median_dec "${coturn_gen[@]}"), vs ours $(median_dec "${ours_gen[@]:-}")"
 done
 
 echo "== raw RESULT lines"

@@ -8,16 +8,46 @@ internal static class LoadRun
     public static async Task<int> RunAsync(LoadOptions o)
     {
         var run = new RunState();
-        var workers = new LoadWorker[o.Sockets];
-        for (var i = 0; i < workers.Length; i++)
+        var batched = o.Transport == LoadTransport.Udp && o.Io == UdpIo.Batched;
+        var io = o.Transport != LoadTransport.Udp ? "" : batched ? $" io=batched threads={o.Threads} gso={o.Gso}" : " io=simple";
+        var ioResult = o.Transport != LoadTransport.Udp ? "" : batched ? $" io=batched{(o.Gso ? "+gso" : "")}" : " io=simple";
+        Console.WriteLine(FormattableString.Invariant(
+            $"stun load: target={o.TargetText} transport={o.Transport.ToString().ToLowerInvariant()}{io} sockets={o.Sockets} window={o.Window} warmup={o.WarmupSeconds}s duration={o.DurationSeconds}s timeout={o.TimeoutMs}ms fingerprint={o.Fingerprint} connected={o.Connected}"));
+
+        // Portable workers (one per socket, async, refilled by a shared sweeper) or batched threads
+        // (each owns several sockets and sweeps its own timeouts).
+        var workers = Array.Empty<LoadWorker>();
+        var threads = Array.Empty<BatchedUdpWorker>();
+        try
         {
-            workers[i] = o.Transport == LoadTransport.Udp
-                ? new UdpLoadWorker(run, o.Target, o.Window, o.Fingerprint, i, o.Connected)
-                : new TcpLoadWorker(run, o.Target, o.Window, o.Fingerprint, i);
+            if (batched)
+            {
+                threads = new BatchedUdpWorker[o.Threads];
+                for (var t = 0; t < threads.Length; t++)
+                {
+                    var share = (o.Sockets / o.Threads) + (t < o.Sockets % o.Threads ? 1 : 0);
+                    threads[t] = new BatchedUdpWorker(run, o.Target, share, o.Window, o.Fingerprint, o.Connected, o.Gso, o.TimeoutMs, t);
+                }
+            }
+            else
+            {
+                workers = new LoadWorker[o.Sockets];
+                for (var i = 0; i < workers.Length; i++)
+                {
+                    workers[i] = o.Transport == LoadTransport.Udp
+                        ? new UdpLoadWorker(run, o.Target, o.Window, o.Fingerprint, i, o.Connected)
+                        : new TcpLoadWorker(run, o.Target, o.Window, o.Fingerprint, i);
+                }
+            }
+        }
+        catch (SocketException e)
+        {
+            Console.Error.WriteLine($"error: cannot create sockets for {o.TargetText}: {e.Message}");
+            DisposeAll(workers, threads);
+            return 1;
         }
 
-        Console.WriteLine(FormattableString.Invariant(
-            $"stun load: target={o.TargetText} transport={o.Transport.ToString().ToLowerInvariant()} sockets={o.Sockets} window={o.Window} warmup={o.WarmupSeconds}s duration={o.DurationSeconds}s timeout={o.TimeoutMs}ms fingerprint={o.Fingerprint} connected={o.Connected}"));
+        LoadCounters[] counters = batched ? threads : workers;
 
         using var sweeperStop = new CancellationTokenSource();
         try
@@ -30,12 +60,18 @@ internal static class LoadRun
         catch (Exception e) when (e is SocketException or OperationCanceledException)
         {
             Console.Error.WriteLine($"error: cannot start load against {o.TargetText}: {e.Message}");
-            foreach (var w in workers)
-            {
-                w.Dispose();
-            }
-
+            DisposeAll(workers, threads);
             return 1;
+        }
+
+        if (threads.Any(t => o.Gso && !t.UsesGso))
+        {
+            Console.WriteLine("note: the kernel refused UDP_SEGMENT; sending one datagram per message instead of GSO");
+        }
+
+        foreach (var t in threads)
+        {
+            t.Start();
         }
 
         var sweeper = SweepAsync(workers, o.TimeoutMs, sweeperStop.Token);
@@ -62,8 +98,8 @@ internal static class LoadRun
             var tick = Stopwatch.GetTimestamp();
             if (!o.Quiet && tick - lastTick >= Stopwatch.Frequency / 2)
             {
-                var ok = workers.Sum(w => Volatile.Read(ref w.Ok));
-                var lost = workers.Sum(w => Volatile.Read(ref w.Lost));
+                var ok = counters.Sum(w => Volatile.Read(ref w.Ok));
+                var lost = counters.Sum(w => Volatile.Read(ref w.Lost));
                 var rate = (ok - lastOk) * (double)Stopwatch.Frequency / (tick - lastTick);
                 Console.WriteLine(FormattableString.Invariant(
                     $"  t={(tick - start) / (double)Stopwatch.Frequency,5:F1}s  {rate,10:F0} tps  ok={ok} lost={lost}"));
@@ -77,16 +113,12 @@ internal static class LoadRun
 
         await sweeperStop.CancelAsync();
         await sweeper;
-        foreach (var w in workers)
-        {
-            w.Dispose();
-        }
-
+        DisposeAll(workers, threads);
         await Task.WhenAny(Task.WhenAll(workers.Select(w => w.Completion)), Task.Delay(2000));
 
         var histogram = new LatencyHistogram();
         long sent = 0, okTotal = 0, lostTotal = 0, stale = 0, invalid = 0, errors = 0, reconnects = 0;
-        foreach (var w in workers)
+        foreach (var w in counters)
         {
             histogram.Add(w.Histogram);
             sent += w.Sent;
@@ -110,8 +142,21 @@ internal static class LoadRun
             $"{o.TargetText}: {tps:F0} Binding transactions/s over {seconds:F2}s ({okTotal} ok of {sent} sent, {lostTotal} lost = {lossPct:F2}%), latency p50 {p50} us, p99 {p99} us"));
         var label = o.Label.Length > 0 ? $" label={o.Label}" : "";
         Console.WriteLine(FormattableString.Invariant(
-            $"RESULT target={o.TargetText}{label} transport={o.Transport.ToString().ToLowerInvariant()} tps={tps:F0} sent={sent} ok={okTotal} lost={lostTotal} loss_pct={lossPct:F3} stale={stale} invalid={invalid} errors={errors} reconnects={reconnects} p50_us={p50} p90_us={p90} p99_us={p99} p999_us={p999} sockets={o.Sockets} window={o.Window} duration_s={seconds:F2}"));
+            $"RESULT target={o.TargetText}{label} transport={o.Transport.ToString().ToLowerInvariant()}{ioResult} tps={tps:F0} sent={sent} ok={okTotal} lost={lostTotal} loss_pct={lossPct:F3} stale={stale} invalid={invalid} errors={errors} reconnects={reconnects} p50_us={p50} p90_us={p90} p99_us={p99} p999_us={p999} sockets={o.Sockets} window={o.Window} duration_s={seconds:F2}"));
         return okTotal > 0 ? 0 : 1;
+    }
+
+    private static void DisposeAll(LoadWorker[] workers, BatchedUdpWorker[] threads)
+    {
+        foreach (var w in workers)
+        {
+            w?.Dispose();
+        }
+
+        foreach (var t in threads)
+        {
+            t?.Dispose();
+        }
     }
 
     private static async Task SweepAsync(LoadWorker[] workers, int timeoutMs, CancellationToken cancellationToken)

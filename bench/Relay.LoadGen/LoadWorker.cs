@@ -9,7 +9,7 @@ namespace Relay.LoadGen;
 /// Binding transactions. All slot state is guarded by <see cref="Gate"/> because the receive loop and
 /// the timeout sweeper both refill slots; the lock is almost never contended.
 /// </summary>
-internal abstract class LoadWorker : IDisposable
+internal abstract class LoadWorker : LoadCounters, IDisposable
 {
     private readonly RunState _run;
     private readonly long[] _sentAt;
@@ -20,16 +20,6 @@ internal abstract class LoadWorker : IDisposable
     private int _batchLength;
     private ulong _rng;
     private bool _closed;
-
-    // Plain fields: each is written only under Gate by one worker and summed once at the end (the
-    // per-second progress line tolerates slightly stale reads).
-    public long Sent;
-    public long Ok;
-    public long Lost;
-    public long Stale;
-    public long Invalid;
-    public long Errors;
-    public long Reconnects;
 
     protected LoadWorker(RunState run, IPEndPoint target, int window, bool fingerprint, int index)
     {
@@ -42,10 +32,7 @@ internal abstract class LoadWorker : IDisposable
         _transactionIds = new byte[window * StunWire.TransactionIdLength];
         _batch = new byte[window * _requestLength];
         _rng = (ulong)Random.Shared.NextInt64() ^ ((ulong)index << 48) ^ 0x9E37_79B9_7F4A_7C15UL;
-        Histogram = new LatencyHistogram();
     }
-
-    public LatencyHistogram Histogram { get; }
 
     protected Lock Gate { get; } = new();
 

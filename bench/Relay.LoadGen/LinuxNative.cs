@@ -1,0 +1,101 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace Relay.LoadGen;
+
+/// <summary>
+/// The few Linux syscalls the batched UDP mode needs, with the LP64 (x86_64/aarch64 glibc) layouts
+/// of their structs. <see cref="IsSupported"/> checks the layouts once so a wrong platform fails
+/// loudly instead of corrupting memory.
+/// </summary>
+internal static unsafe partial class LinuxNative
+{
+    public const int MsgDontWait = 0x40;
+    public const int MsgTrunc = 0x20;
+    public const int EpollIn = 0x001;
+    public const int SolUdp = 17;
+    public const int UdpSegment = 103;
+    public const int EpollCtlAdd = 1;
+    public const int EpollCloExec = 0x80000;
+
+    public const int EIntr = 4;
+    public const int EAgain = 11;
+    public const int EConnRefused = 111;
+
+    /// <summary>sizeof(struct sockaddr_in6); also enough for a sockaddr_in.</summary>
+    public const int SockAddrSize = 28;
+
+    private const string Libc = "libc";
+
+    /// <summary>Linux on a 64-bit CPU whose struct layouts match the declarations below.</summary>
+    public static bool IsSupported =>
+        OperatingSystem.IsLinux()
+        && IntPtr.Size == 8
+        && sizeof(IoVec) == 16
+        && sizeof(MsgHdr) == 56
+        && sizeof(MMsgHdr) == 64
+        && Marshal.OffsetOf<MsgHdr>(nameof(MsgHdr.Iov)) == 16
+        && Marshal.OffsetOf<MsgHdr>(nameof(MsgHdr.Flags)) == 48
+        && Marshal.OffsetOf<MMsgHdr>(nameof(MMsgHdr.Length)) == 56
+        && RuntimeInformation.ProcessArchitecture is Architecture.X64 or Architecture.Arm64;
+
+    /// <summary>
+    /// struct epoll_event is packed on x86_64 (12 bytes, data at offset 4) and naturally aligned
+    /// elsewhere (16 bytes, data at offset 8).
+    /// </summary>
+    public static int EpollEventSize => RuntimeInformation.ProcessArchitecture == Architecture.X64 ? 12 : 16;
+
+    private static int EpollDataOffset => RuntimeInformation.ProcessArchitecture == Architecture.X64 ? 4 : 8;
+
+    public static void WriteEpollEvent(byte* at, uint events, ulong data)
+    {
+        Unsafe.WriteUnaligned(at, events);
+        Unsafe.WriteUnaligned(at + EpollDataOffset, data);
+    }
+
+    public static ulong ReadEpollData(byte* at) => Unsafe.ReadUnaligned<ulong>(at + EpollDataOffset);
+
+    [LibraryImport(Libc, EntryPoint = "sendmmsg", SetLastError = true)]
+    public static partial int SendMMsg(int fd, MMsgHdr* messages, uint count, int flags);
+
+    [LibraryImport(Libc, EntryPoint = "recvmmsg", SetLastError = true)]
+    public static partial int RecvMMsg(int fd, MMsgHdr* messages, uint count, int flags, void* timeout);
+
+    [LibraryImport(Libc, EntryPoint = "epoll_create1", SetLastError = true)]
+    public static partial int EpollCreate1(int flags);
+
+    [LibraryImport(Libc, EntryPoint = "epoll_ctl", SetLastError = true)]
+    public static partial int EpollCtl(int epfd, int op, int fd, byte* @event);
+
+    [LibraryImport(Libc, EntryPoint = "epoll_wait", SetLastError = true)]
+    public static partial int EpollWait(int epfd, byte* events, int maxEvents, int timeoutMs);
+
+    [LibraryImport(Libc, EntryPoint = "close", SetLastError = true)]
+    public static partial int Close(int fd);
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct IoVec
+    {
+        public void* Base;
+        public nuint Length;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct MsgHdr
+    {
+        public void* Name;
+        public uint NameLength;
+        public IoVec* Iov;
+        public nuint IovLength;
+        public void* Control;
+        public nuint ControlLength;
+        public int Flags;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct MMsgHdr
+    {
+        public MsgHdr Header;
+        public uint Length;
+    }
+}
