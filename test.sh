@@ -4,7 +4,8 @@
 set -uo pipefail
 cd "$(dirname "$0")"
 
-# The interop tests drive real third-party clients: coturn's turnutils, Debian's classic stun client.
+# The interop tests drive real third-party peers: coturn's turnutils and turnserver, Debian's classic
+# stun client.
 packages=(coturn stun-client)
 missing=()
 for package in "${packages[@]}"; do
@@ -13,17 +14,22 @@ done
 if ((${#missing[@]} > 0)); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "test.sh: missing Debian packages: ${missing[*]} (run as root, or: sudo apt-get install -y ${missing[*]})" >&2
+    echo "0 passed, 1 failed"
     exit 1
   fi
   echo "test.sh: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
+    echo "test.sh: apt-get install ${missing[*]} failed"
+    echo "0 passed, 1 failed"
+    exit 1
+  fi
 fi
 
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+results=$(mktemp -d)
+trap 'rm -rf "$results"' EXIT
 
 dotnet build Relay.sln -c Release -warnaserror 2>&1 | tail -n 3
 if [[ ${PIPESTATUS[0]} -ne 0 ]]; then
@@ -32,17 +38,39 @@ if [[ ${PIPESTATUS[0]} -ne 0 ]]; then
   exit 1
 fi
 
-dotnet test Relay.sln -c Release --no-build --logger "console;verbosity=normal" 2>&1 | tee "$log" | grep -E "^\s*(Failed|Passed!|Failed!|Skipped) " || true
-status=${PIPESTATUS[0]}
+# Console output is for people; the counts come from one TRX file per test assembly, whose
+# <Counters> element does not change with logger verbosity or SDK version.
+console="$results/console.log"
+dotnet test Relay.sln -c Release --no-build --results-directory "$results" --logger trx \
+  --logger "console;verbosity=normal" >"$console" 2>&1
+status=$?
+grep -E "^\s*Skipped |Total tests|^\s+(Passed|Failed|Skipped):|Test Run" "$console"
+# A failure is shown with its message and stack, which is what a red CI log has to explain.
+grep -E -A 25 "^\s*Failed " "$console" | head -n 400
 
-# Sum the per-assembly summaries ("Passed!  - Failed: 0, Passed: 40, Skipped: 0, Total: 40 ...").
-read -r passed failed < <(grep -E "^(Passed|Failed)! +- " "$log" | sed -E 's/.*Failed: +([0-9]+), Passed: +([0-9]+).*/\2 \1/' \
-  | awk '{p += $1; f += $2} END {print p + 0, f + 0}')
-assemblies=$(grep -cE "^(Passed|Failed)! +- " "$log" || true)
-if [[ $status -ne 0 && $failed -eq 0 ]]; then
-  # A test host crashed or an assembly reported nothing: never let that read as green.
-  echo "test.sh: dotnet test exited $status with $assemblies assembly summaries"
-  grep -E "error|Error|crash|aborted" "$log" | tail -n 20
+trx_files=("$results"/*.trx)
+passed=0 failed=0 total=0
+for trx in "${trx_files[@]}"; do
+  [[ -f $trx ]] || continue
+  counters=$(grep -o '<Counters [^>]*>' "$trx" | head -n 1)
+  attr() { sed -nE "s/.* $1=\"([0-9]+)\".*/\1/p" <<<"$counters"; }
+  t=$(attr total) p=$(attr passed) f=$(attr failed) e=$(attr error) to=$(attr timeout) ab=$(attr aborted)
+  total=$((total + ${t:-0}))
+  passed=$((passed + ${p:-0}))
+  failed=$((failed + ${f:-0} + ${e:-0} + ${to:-0} + ${ab:-0}))
+done
+assemblies=$(find "$results" -maxdepth 1 -name '*.trx' | wc -l)
+expected=$(find tests -mindepth 2 -maxdepth 2 -name '*.csproj' | wc -l)
+
+if ((assemblies < expected)); then
+  # A test host that crashed writes no TRX: never let a missing assembly read as green.
+  echo "test.sh: only $assemblies of $expected test assemblies reported results (dotnet test exited $status)"
+  failed=$((failed + expected - assemblies))
+elif [[ $status -ne 0 && $failed -eq 0 ]]; then
+  echo "test.sh: dotnet test exited $status although no test failed"
+  failed=1
+elif ((total == 0)); then
+  echo "test.sh: no test ran"
   failed=1
 fi
 echo "${passed} passed, ${failed} failed"
