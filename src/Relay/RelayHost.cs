@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Relay.Configuration;
 using Relay.Rendezvous.Stun;
 using Relay.Stun;
+using Relay.Turn;
 
 namespace Relay;
 
@@ -35,10 +36,20 @@ public static class RelayHost
             throw new RelayConfigurationException($"Relay:DataDirectory: cannot create '{dataDirectory}' ({e.Message})");
         }
 
+        var devCredentialFile = EnsureDevelopmentTurnUser(configuration.Turn, dataDirectory);
         builder.Services.AddSingleton(configuration);
         builder.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(configuration.Stun));
         builder.Services.AddSingleton<StunMetrics>();
         builder.Services.AddSingleton<StunBindingService>();
+        builder.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(configuration.Turn));
+        builder.Services.AddSingleton(TimeProvider.System);
+        builder.Services.AddSingleton<TurnMetrics>();
+        builder.Services.AddSingleton(static services => new TurnCredentialStore(services.GetRequiredService<RelayConfiguration>().Turn, services.GetRequiredService<TimeProvider>()));
+        builder.Services.AddSingleton(static services => new TurnNonceService(services.GetRequiredService<TimeProvider>(), TimeSpan.FromSeconds(services.GetRequiredService<RelayConfiguration>().Turn.NonceLifetimeSeconds)));
+        builder.Services.AddSingleton<TurnRelay>();
+
+        // The relay's loops must run before the UDP listener hands it the first packet.
+        builder.Services.AddHostedService(static services => services.GetRequiredService<TurnRelay>());
         builder.Services.AddSingleton<StunUdpListener>();
         builder.Services.AddHostedService(static services => services.GetRequiredService<StunUdpListener>());
         builder.Services.AddSingleton<StunTcpConnectionHandler>();
@@ -52,7 +63,7 @@ public static class RelayHost
 
         var app = builder.Build();
         MapEndpoints(app);
-        app.Lifetime.ApplicationStarted.Register(() => PrintBanner(configuration, dataDirectory));
+        app.Lifetime.ApplicationStarted.Register(() => PrintBanner(configuration, dataDirectory, app.Services.GetRequiredService<TurnRelay>(), devCredentialFile));
         return app;
     }
 
@@ -137,15 +148,59 @@ public static class RelayHost
             return Results.Text(text.ToString(), "text/plain; charset=utf-8");
         });
 
-        app.MapGet("/metrics", static (StunMetrics metrics) =>
+        app.MapGet("/metrics", static (StunMetrics metrics, TurnMetrics turn) =>
         {
             var text = new StringBuilder();
             metrics.WritePrometheus(text);
+            turn.WritePrometheus(text);
             return Results.Text(text.ToString(), "text/plain; version=0.0.4; charset=utf-8");
         });
     }
 
-    private static void PrintBanner(RelayConfiguration configuration, string dataDirectory)
+    /// <summary>
+    /// A first start with TURN on and no credentials configured gets one generated user, kept in the data
+    /// directory so it survives restarts, and printed in the banner. Returns the file, or null.
+    /// </summary>
+    private static string? EnsureDevelopmentTurnUser(TurnOptions turn, string dataDirectory)
+    {
+        if (!turn.Enabled || turn.Users.Count > 0 || turn.SharedSecrets.Count > 0)
+        {
+            return null;
+        }
+
+        var file = Path.Combine(dataDirectory, "turn-dev-user.txt");
+        string entry;
+        try
+        {
+            if (File.Exists(file))
+            {
+                entry = File.ReadAllText(file).Trim();
+            }
+            else
+            {
+                entry = "dev:" + Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(12));
+                File.WriteAllText(file, entry + "\n");
+                if (!OperatingSystem.IsWindows())
+                {
+                    File.SetUnixFileMode(file, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+                }
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new RelayConfigurationException($"Relay:DataDirectory: cannot keep the development TURN user in '{file}' ({e.Message}); set Relay:Turn:Users instead");
+        }
+
+        if (!entry.Contains(':', StringComparison.Ordinal))
+        {
+            throw new RelayConfigurationException($"Relay:Turn:Users: '{file}' should hold one user:password line; delete it to generate a new one");
+        }
+
+        turn.Users.Add(entry);
+        return file;
+    }
+
+    private static void PrintBanner(RelayConfiguration configuration, string dataDirectory, TurnRelay turn, string? devCredentialFile)
     {
         var stun = configuration.Stun;
         var banner = new StringBuilder()
@@ -153,8 +208,24 @@ public static class RelayHost
             .AppendLine($"  STUN      udp+tcp {stun.Port} on {(stun.ListenAddresses.Count == 0 ? "all addresses" : string.Join(", ", stun.ListenAddresses))}{(configuration.Certificate is null ? "  (TLS off: set Relay:Tls:CertificatePath and Relay:Tls:KeyPath)" : $", tls {stun.TlsPort}")}")
             .AppendLine($"  Limits    {(stun.RateLimit.Enabled ? $"{stun.RateLimit.RequestsPerSecond}/s per IP (burst {stun.RateLimit.Burst})" : "rate limit OFF")}, {stun.Tcp.MaxConnectionsPerIp} TCP connections per IP, {stun.MaxMessageSize} B messages")
             .AppendLine($"  RFC 5780  {(Rfc5780Addresses.From(stun) is { } five ? $"alternate {five.Alternate.WithPort(five.AlternatePort)}" : "off (set Relay:Stun:AlternateAddress)")}")
+            .AppendLine($"  TURN      {TurnLine(configuration.Turn, turn, devCredentialFile)}")
             .AppendLine($"  HTTP      {configuration.Http.Port}  (/healthz, /metrics)")
             .AppendLine($"  Data      {dataDirectory}");
+        static string TurnLine(TurnOptions options, TurnRelay turn, string? devCredentialFile)
+        {
+            if (!options.Enabled)
+            {
+                return "off (Relay:Turn:Enabled=false)";
+            }
+
+            var relay = $"realm {options.Realm}, relay {turn.AdvertisedIPv4?.ToString() ?? "-"}/{turn.RelayIPv6?.ToString() ?? "-"} ports {options.RelayPortMin}-{options.RelayPortMax}";
+            var peers = options.AllowLoopbackPeers ? ", loopback peers ALLOWED" : string.Empty;
+            var users = devCredentialFile is not null
+                ? $"{Environment.NewLine}            development user: {options.Users[0]}  (generated, kept in {devCredentialFile}; set Relay:Turn:Users or Relay:Turn:SharedSecrets for real use)"
+                : $", {options.Users.Count} static user(s), {options.SharedSecrets.Count} shared secret(s)";
+            return relay + peers + users;
+        }
+
         // Also on stdout, unconditionally: the banner is how a first-time user learns where things are.
         Console.WriteLine(banner.ToString().TrimEnd());
     }

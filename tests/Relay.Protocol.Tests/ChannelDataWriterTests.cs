@@ -107,11 +107,18 @@ public sealed class ChannelDataWriterTests
     {
         var destination = new byte[16];
 
-        // RFC 8656 §12: channel numbers are 0x4000-0x4FFF only.
-        foreach (var channel in new ushort[] { 0x0000, 0x3FFF, 0x5000, 0x7FFF, 0x8000, 0xFFFF })
+        // The writer frames whatever the server accepted: RFC 8656 §12's 0x4000-0x4FFF, and RFC 5766's
+        // 0x5000-0x7FFF when the relay is configured to accept the clients that still bind those.
+        foreach (var channel in new ushort[] { 0x0000, 0x3FFF, 0x8000, 0xFFFF })
         {
             Assert.Throws<ArgumentOutOfRangeException>(() => ChannelDataWriter.Write(destination, channel, [1], pad: true));
             Assert.Throws<ArgumentOutOfRangeException>(() => ChannelDataWriter.WriteHeader(destination, channel, 1));
+        }
+
+        foreach (var channel in new ushort[] { 0x5000, 0x7FFF })
+        {
+            Assert.Equal(8, ChannelDataWriter.Write(destination, channel, [1], pad: true));
+            Assert.Equal(channel, System.Buffers.Binary.BinaryPrimitives.ReadUInt16BigEndian(destination));
         }
 
         // Destination too small, padding included.

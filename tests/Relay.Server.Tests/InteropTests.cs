@@ -16,7 +16,7 @@ public sealed partial class InteropTests
     public async Task CoturnStunClient_ReportsTheReflexiveAddressWeExpect(string address, string family)
     {
         await using var server = await RelayTestServer.StartAsync();
-        var result = await RunAsync("turnutils_stunclient", "-p", server.StunPort.ToString(System.Globalization.CultureInfo.InvariantCulture), address);
+        var result = await ExternalTool.RunAsync("turnutils_stunclient", "-p", server.StunPort.ToString(System.Globalization.CultureInfo.InvariantCulture), address);
 
         // turnutils_stunclient binds an ephemeral port we cannot choose, so match the address and
         // check that the port it reports is the one our server saw (it is in no other place).
@@ -34,12 +34,12 @@ public sealed partial class InteropTests
             "Relay:Stun:ListenAddresses:0=127.0.0.1", "Relay:Stun:AlternateAddress=127.0.0.2");
         var port = server.StunPort.ToString(System.Globalization.CultureInfo.InvariantCulture);
 
-        var result = await RunAsync("turnutils_natdiscovery", "-m", "-f", "-p", port, "127.0.0.1");
+        var result = await ExternalTool.RunAsync("turnutils_natdiscovery", "-m", "-f", "-p", port, "127.0.0.1");
         Assert.Contains("NAT with Endpoint Independent Mapping!", result.Output, StringComparison.Ordinal);
         Assert.Contains("NAT with Endpoint Independent Filtering!", result.Output, StringComparison.Ordinal);
 
         // -P pads each request to 1500 bytes; the server must take and answer them.
-        var padded = await RunAsync("turnutils_natdiscovery", "-m", "-f", "-P", "-p", port, "127.0.0.1");
+        var padded = await ExternalTool.RunAsync("turnutils_natdiscovery", "-m", "-f", "-P", "-p", port, "127.0.0.1");
         Assert.Contains("NAT with Endpoint Independent Mapping!", padded.Output, StringComparison.Ordinal);
         Assert.Contains("NAT with Endpoint Independent Filtering!", padded.Output, StringComparison.Ordinal);
     }
@@ -51,31 +51,9 @@ public sealed partial class InteropTests
             "Relay:Stun:ListenAddresses:0=127.0.0.1", "Relay:Stun:AlternateAddress=127.0.0.2");
 
         // Debian's stun client exits with its NAT-type code: 1 means "Open" (success), 28 means blocked.
-        var result = await RunAsync("stun", $"127.0.0.1:{server.StunPort}");
+        var result = await ExternalTool.RunAsync("stun", $"127.0.0.1:{server.StunPort}");
         Assert.True(result.ExitCode == 1, $"exit code {result.ExitCode}:\n{result.Output}");
         Assert.Contains("Primary: Open", result.Output, StringComparison.Ordinal);
         Assert.True(server.Metrics.Responses(Rendezvous.Stun.StunTransport.Udp, 200) >= 3, "tests I, II and III each got an answer");
-    }
-
-    private static async Task<(int ExitCode, string Output)> RunAsync(string program, params string[] arguments)
-    {
-        var path = Environment.GetEnvironmentVariable("PATH")!.Split(':').Select(directory => Path.Combine(directory, program)).FirstOrDefault(File.Exists);
-        Assert.True(path is not null, $"{program} is not installed; ./test.sh installs it (apt-get install coturn stun-client)");
-
-        // `timeout` as well as our own bound: these clients hang forever when no answer comes.
-        var start = new ProcessStartInfo("timeout", ["30", path, .. arguments])
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            RedirectStandardInput = true,
-            WorkingDirectory = Path.GetTempPath(),
-        };
-        using var process = Process.Start(start)!;
-        process.StandardInput.Close();
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(45));
-        await process.WaitForExitAsync(timeout.Token);
-        return (process.ExitCode, await stdout + await stderr);
     }
 }

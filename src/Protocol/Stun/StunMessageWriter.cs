@@ -63,10 +63,10 @@ public ref struct StunMessageWriter
     }
 
     /// <summary>An attribute with an opaque value.</summary>
-    public void WriteAttribute(StunAttributeType type, ReadOnlySpan<byte> value) => WriteAttribute((ushort)type, value);
+    public void WriteAttribute(StunAttributeType type, scoped ReadOnlySpan<byte> value) => WriteAttribute((ushort)type, value);
 
     /// <summary>An attribute with an opaque value, any type (pass-through of unknown attributes).</summary>
-    public void WriteAttribute(ushort type, ReadOnlySpan<byte> value) => value.CopyTo(BeginAttribute(type, value.Length));
+    public void WriteAttribute(ushort type, scoped ReadOnlySpan<byte> value) => value.CopyTo(BeginAttribute(type, value.Length));
 
     /// <summary>A big-endian 32-bit attribute.</summary>
     public void WriteUInt32(StunAttributeType type, uint value) =>

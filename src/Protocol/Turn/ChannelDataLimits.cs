@@ -16,4 +16,11 @@ public readonly record struct ChannelDataLimits
     /// before any of the body is awaited.
     /// </summary>
     public int MaxDataLength { get; init; }
+
+    /// <summary>
+    /// Also accept channels 0x5000-0x7FFF, the upper half of RFC 5766's range that RFC 8656 §12 reserved.
+    /// Deployed clients still bind them (coturn 4.6.1's turnutils_uclient, old libjingle), and a relay
+    /// that refuses them breaks those calls; 0x8000 and up never start with the bits 01 anyway.
+    /// </summary>
+    public bool AcceptRfc5766Channels { get; init; }
 }

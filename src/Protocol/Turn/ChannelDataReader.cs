@@ -67,7 +67,7 @@ public static class ChannelDataReader
         if (header.Length < TurnChannel.HeaderLength)
         {
             // The first byte alone can already be rejected: waiting for more would hang on garbage.
-            error = header.IsEmpty ? ChannelDataError.None : ClassifyFirstByte(header[0]);
+            error = header.IsEmpty ? ChannelDataError.None : ClassifyFirstByte(header[0], limits);
             return error == ChannelDataError.None ? OperationStatus.NeedMoreData : OperationStatus.InvalidData;
         }
 
@@ -113,7 +113,7 @@ public static class ChannelDataReader
         if (datagram.Length < TurnChannel.HeaderLength)
         {
             // Report what the first byte says if it is wrong, else that the header is cut short.
-            error = datagram.IsEmpty ? ChannelDataError.None : ClassifyFirstByte(datagram[0]);
+            error = datagram.IsEmpty ? ChannelDataError.None : ClassifyFirstByte(datagram[0], limits);
             if (error == ChannelDataError.None)
             {
                 error = ChannelDataError.LengthMismatch;
@@ -146,21 +146,21 @@ public static class ChannelDataReader
     /// message uses a value in the reserved range (0x5000 through 0xFFFF), then the message is
     /// silently discarded." First bytes from 128 up do not start with 01 and are not ChannelData at all.
     /// </summary>
-    private static ChannelDataError ClassifyFirstByte(byte first)
+    private static ChannelDataError ClassifyFirstByte(byte first, in ChannelDataLimits limits)
     {
         if (!TurnChannel.LooksLikeChannelData(first))
         {
             return ChannelDataError.NotChannelData;
         }
 
-        return first >= (TurnChannel.MaxNumber + 1) >> 8 ? ChannelDataError.ReservedChannel : ChannelDataError.None;
+        return first >= (TurnChannel.MaxNumber + 1) >> 8 && !limits.AcceptRfc5766Channels ? ChannelDataError.ReservedChannel : ChannelDataError.None;
     }
 
     private static ChannelDataError ValidateHeader(ReadOnlySpan<byte> header, in ChannelDataLimits limits, out ushort channel, out int length)
     {
         channel = BinaryPrimitives.ReadUInt16BigEndian(header);
         length = BinaryPrimitives.ReadUInt16BigEndian(header[2..]);
-        var error = ClassifyFirstByte(header[0]);
+        var error = ClassifyFirstByte(header[0], limits);
         if (error != ChannelDataError.None)
         {
             return error;

@@ -41,7 +41,7 @@ public static class ChannelDataWriter
     public static int WriteHeader(Span<byte> destination, ushort channel, int dataLength)
     {
         // RFC 8656 §12: only 0x4000-0x4FFF are channel numbers; the rest can never be or are reserved.
-        if (!TurnChannel.IsValidNumber(channel))
+        if (!TurnChannel.IsValidRfc5766Number(channel))
         {
             ThrowInvalidChannel();
         }

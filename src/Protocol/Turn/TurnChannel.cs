@@ -23,11 +23,17 @@ public static class TurnChannel
     /// <summary>The highest channel number a client may bind (RFC 8656 §12, Table 2); 0x5000-0xFFFF are reserved.</summary>
     public const ushort MaxNumber = 0x4FFF;
 
+    /// <summary>The highest channel number RFC 5766 §11 allowed, which deployed clients still bind.</summary>
+    public const ushort MaxRfc5766Number = 0x7FFF;
+
     /// <summary>Channel Number (2 bytes) and Length (2 bytes) (RFC 8656 §12.4).</summary>
     public const int HeaderLength = 4;
 
     /// <summary>True for the channel numbers RFC 8656 §12 allows: <see cref="MinNumber"/> to <see cref="MaxNumber"/>.</summary>
     public static bool IsValidNumber(ushort number) => (uint)(number - MinNumber) <= MaxNumber - MinNumber;
+
+    /// <summary>True for the channel numbers RFC 5766 §11 allowed: <see cref="MinNumber"/> to <see cref="MaxRfc5766Number"/>.</summary>
+    public static bool IsValidRfc5766Number(ushort number) => (uint)(number - MinNumber) <= MaxRfc5766Number - MinNumber;
 
     /// <summary>
     /// True when the first two bits are 01, the ChannelData framing (first byte 64-127). Of these,

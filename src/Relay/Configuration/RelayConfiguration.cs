@@ -4,6 +4,7 @@ using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using Microsoft.Extensions.Configuration;
 using Relay.Rendezvous.Stun;
+using Relay.Turn;
 
 namespace Relay.Configuration;
 
@@ -16,12 +17,13 @@ public sealed class RelayConfigurationException(string message) : Exception(mess
 /// </summary>
 public sealed class RelayConfiguration
 {
-    private RelayConfiguration(RelayOptions relay, HttpOptions http, TlsOptions tls, StunOptions stun, X509Certificate2? certificate)
+    private RelayConfiguration(RelayOptions relay, HttpOptions http, TlsOptions tls, StunOptions stun, TurnOptions turn, X509Certificate2? certificate)
     {
         Relay = relay;
         Http = http;
         Tls = tls;
         Stun = stun;
+        Turn = turn;
         Certificate = certificate;
     }
 
@@ -37,6 +39,9 @@ public sealed class RelayConfiguration
     /// <summary><c>Relay:Stun</c>.</summary>
     public StunOptions Stun { get; }
 
+    /// <summary><c>Relay:Turn</c>.</summary>
+    public TurnOptions Turn { get; }
+
     /// <summary>The loaded certificate when TLS is configured.</summary>
     public X509Certificate2? Certificate { get; }
 
@@ -48,9 +53,11 @@ public sealed class RelayConfiguration
         var http = Bind<HttpOptions>(configuration, HttpOptions.SectionName, errors);
         var tls = Bind<TlsOptions>(configuration, TlsOptions.SectionName, errors);
         var stun = Bind<StunOptions>(configuration, StunOptions.SectionName, errors);
+        var turn = Bind<TurnOptions>(configuration, TurnOptions.SectionName, errors);
         if (errors.Count == 0)
         {
             Validate(relay, http, stun, errors);
+            TurnOptionsValidator.Validate(turn, errors);
         }
 
         X509Certificate2? certificate = null;
@@ -64,7 +71,7 @@ public sealed class RelayConfiguration
             throw new RelayConfigurationException("Invalid configuration:" + Environment.NewLine + "  " + string.Join(Environment.NewLine + "  ", errors));
         }
 
-        return new RelayConfiguration(relay, http, tls, stun, certificate);
+        return new RelayConfiguration(relay, http, tls, stun, turn, certificate);
     }
 
     /// <summary>Parsed listen addresses, or null meaning "all addresses".</summary>

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.IO.Pipelines;
 using System.Net;
@@ -6,26 +7,31 @@ using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.Extensions.Options;
 using Relay.Protocol.Stun;
+using Relay.Protocol.Turn;
 using Relay.Rendezvous.Stun;
+using Relay.Turn;
 
 namespace Relay.Stun;
 
 /// <summary>
-/// STUN over TCP and TLS (RFC 8489 §6.2.2, §6.2.3) on Kestrel's pooled socket pipes. Messages are framed
-/// by the header's length field; anything that is not STUN closes the connection, because a stream has
-/// no way to resynchronise after garbage.
+/// STUN and TURN over TCP and TLS (RFC 8489 §6.2.2, §6.2.3, RFC 8656 §3.1) on Kestrel's pooled socket
+/// pipes. STUN messages are framed by the header's length field and ChannelData by its own (RFC 8656
+/// §12.5, told apart by the first two bits, RFC 7983); anything else closes the connection, because a
+/// stream has no way to resynchronise after garbage.
 /// </summary>
 internal sealed partial class StunTcpConnectionHandler : ConnectionHandler
 {
     private readonly StunBindingService _service;
+    private readonly TurnRelay? _turn;
     private readonly StunMetrics _metrics;
     private readonly StunTcpOptions _options;
     private readonly ILogger<StunTcpConnectionHandler> _logger;
     private readonly ConcurrentDictionary<IPAddress, int> _connectionsPerIp = new();
 
-    public StunTcpConnectionHandler(StunBindingService service, StunMetrics metrics, IOptions<StunOptions> options, ILogger<StunTcpConnectionHandler> logger)
+    public StunTcpConnectionHandler(StunBindingService service, TurnRelay turn, StunMetrics metrics, IOptions<StunOptions> options, ILogger<StunTcpConnectionHandler> logger)
     {
         _service = service;
+        _turn = turn.Enabled ? turn : null;
         _metrics = metrics;
         _options = options.Value.Tcp;
         _logger = logger;
@@ -76,90 +82,164 @@ internal sealed partial class StunTcpConnectionHandler : ConnectionHandler
     private async Task<StunConnectionEnd> ServeAsync(ConnectionContext connection, StunRequestContext context)
     {
         var input = connection.Transport.Input;
-        var output = connection.Transport.Output;
+        var sink = new StreamClientSink(connection.Transport.Output);
+        var turnContext = new TurnContext(context.Client, context.Local, context.Transport, null, sink);
         var limits = _service.Limits;
+        var response = ArrayPool<byte>.Shared.Rent(_service.ResponseBufferSize);
         using var idle = new CancellationTokenSource();
         var idleTimeout = TimeSpan.FromSeconds(_options.IdleTimeoutSeconds);
-        while (true)
+        try
         {
-            idle.CancelAfter(idleTimeout);
-            ReadResult result;
-            try
+            while (true)
             {
-                result = await input.ReadAsync(idle.Token).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException) when (idle.IsCancellationRequested)
-            {
-                _metrics.Drop(context.Transport, StunDropReason.IdleTimeout);
-                return StunConnectionEnd.IdleTimeout;
-            }
-
-            if (!idle.TryReset())
-            {
-                return StunConnectionEnd.IdleTimeout;
-            }
-
-            var buffer = result.Buffer;
-            var wrote = false;
-            var end = StunConnectionEnd.None;
-            try
-            {
-                // Drain every complete message in this read before flushing once (Kestrel's loop shape).
-                while (true)
+                idle.CancelAfter(idleTimeout);
+                ReadResult result;
+                try
                 {
-                    var status = StunMessageReader.TryReadMessage(ref buffer, limits, out var message, out var error);
-                    if (status == OperationStatus.NeedMoreData)
-                    {
-                        break;
-                    }
-
-                    if (status != OperationStatus.Done)
-                    {
-                        _metrics.Drop(context.Transport, error == StunParseError.TooLarge ? StunDropReason.TooLarge : StunDropReason.NotStun);
-                        LogGarbage(context.Client, context.Transport, error);
-                        end = StunConnectionEnd.ProtocolError;
-                        break;
-                    }
-
-                    wrote |= Handle(message, context, output);
+                    result = await input.ReadAsync(idle.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException) when (idle.IsCancellationRequested)
+                {
+                    _metrics.Drop(context.Transport, StunDropReason.IdleTimeout);
+                    return StunConnectionEnd.IdleTimeout;
                 }
 
-                if (end == StunConnectionEnd.None && result.IsCompleted)
+                if (!idle.TryReset())
                 {
-                    if (!buffer.IsEmpty)
+                    return StunConnectionEnd.IdleTimeout;
+                }
+
+                var buffer = result.Buffer;
+                var wrote = false;
+                var end = StunConnectionEnd.None;
+                try
+                {
+                    // Drain every complete frame in this read before flushing once (Kestrel's loop shape).
+                    while (!buffer.IsEmpty)
                     {
-                        // The peer closed in the middle of a message.
-                        _metrics.Drop(context.Transport, StunDropReason.NotStun);
-                        end = StunConnectionEnd.ProtocolError;
+                        if (_turn is not null && TurnChannel.LooksLikeChannelData(FirstByte(buffer)))
+                        {
+                            // ChannelData means nothing before this connection holds an allocation, and a
+                            // stream cannot skip a frame it cannot trust: close instead of buffering its body.
+                            if (_turn.Find(turnContext.FiveTuple) is null)
+                            {
+                                _metrics.Drop(context.Transport, StunDropReason.NotStun);
+                                LogBadChannelData(context.Client, context.Transport, ChannelDataError.None);
+                                end = StunConnectionEnd.ProtocolError;
+                                break;
+                            }
+
+                            var channelStatus = ChannelDataReader.TryRead(ref buffer, _turn.ChannelLimits, out var channel, out var data, out var channelError);
+                            if (channelStatus == OperationStatus.NeedMoreData)
+                            {
+                                break;
+                            }
+
+                            if (channelStatus != OperationStatus.Done)
+                            {
+                                _metrics.Drop(context.Transport, StunDropReason.NotStun);
+                                LogBadChannelData(context.Client, context.Transport, channelError);
+                                end = StunConnectionEnd.ProtocolError;
+                                break;
+                            }
+
+                            RelayChannelData(channel, data, turnContext);
+                            continue;
+                        }
+
+                        var status = StunMessageReader.TryReadMessage(ref buffer, limits, out var message, out var error);
+                        if (status == OperationStatus.NeedMoreData)
+                        {
+                            break;
+                        }
+
+                        if (status != OperationStatus.Done)
+                        {
+                            _metrics.Drop(context.Transport, error == StunParseError.TooLarge ? StunDropReason.TooLarge : StunDropReason.NotStun);
+                            LogGarbage(context.Client, context.Transport, error);
+                            end = StunConnectionEnd.ProtocolError;
+                            break;
+                        }
+
+                        var length = Handle(message, context, turnContext, response);
+                        if (length > 0)
+                        {
+                            wrote = true;
+                            if (!sink.TryWriteBuffered(response.AsSpan(0, length)) && !await sink.SendAsync(response.AsMemory(0, length)).ConfigureAwait(false))
+                            {
+                                return StunConnectionEnd.PeerClosed;
+                            }
+                        }
                     }
-                    else
+
+                    if (end == StunConnectionEnd.None && result.IsCompleted)
                     {
-                        end = StunConnectionEnd.PeerClosed;
+                        if (!buffer.IsEmpty)
+                        {
+                            // The peer closed in the middle of a message.
+                            _metrics.Drop(context.Transport, StunDropReason.NotStun);
+                            end = StunConnectionEnd.ProtocolError;
+                        }
+                        else
+                        {
+                            end = StunConnectionEnd.PeerClosed;
+                        }
                     }
                 }
-            }
-            finally
-            {
-                input.AdvanceTo(buffer.Start, buffer.End);
-            }
+                finally
+                {
+                    input.AdvanceTo(buffer.Start, buffer.End);
+                }
 
-            if (wrote)
-            {
-                var flush = await output.FlushAsync().ConfigureAwait(false);
-                if (flush.IsCompleted || flush.IsCanceled)
+                if (wrote && !await sink.FlushAsync().ConfigureAwait(false))
                 {
                     return StunConnectionEnd.PeerClosed;
                 }
-            }
 
-            if (end != StunConnectionEnd.None)
-            {
-                return end;
+                if (end != StunConnectionEnd.None)
+                {
+                    return end;
+                }
             }
+        }
+        finally
+        {
+            sink.Complete();
+            _turn?.OnConnectionClosed(turnContext);
+            ArrayPool<byte>.Shared.Return(response);
         }
     }
 
-    private bool Handle(in ReadOnlySequence<byte> message, in StunRequestContext context, PipeWriter output)
+    private static byte FirstByte(in ReadOnlySequence<byte> buffer)
+    {
+        foreach (var segment in buffer)
+        {
+            if (!segment.IsEmpty)
+            {
+                return segment.Span[0];
+            }
+        }
+
+        return 0;
+    }
+
+    private void RelayChannelData(ushort channel, in ReadOnlySequence<byte> data, in TurnContext context)
+    {
+        if (data.IsSingleSegment)
+        {
+            _turn!.HandleChannelData(channel, data.FirstSpan, context);
+            return;
+        }
+
+        var length = (int)data.Length;
+        var rented = ArrayPool<byte>.Shared.Rent(length);
+        data.CopyTo(rented);
+        _turn!.HandleChannelData(channel, rented.AsSpan(0, length), context);
+        ArrayPool<byte>.Shared.Return(rented);
+    }
+
+    /// <summary>Answers one STUN or TURN message into <paramref name="response"/>; returns the response length.</summary>
+    private int Handle(in ReadOnlySequence<byte> message, in StunRequestContext context, in TurnContext turnContext, byte[] response)
     {
         var length = (int)message.Length;
         byte[]? rented = null;
@@ -168,15 +248,13 @@ internal sealed partial class StunTcpConnectionHandler : ConnectionHandler
             : CopyToContiguous(message, length <= 2048 ? stackalloc byte[2048] : (rented = ArrayPool<byte>.Shared.Rent(length)));
         try
         {
-            var destination = output.GetSpan(_service.ResponseBufferSize);
-            var reply = _service.Handle(contiguous, context, destination);
-            if (!reply.HasResponse)
+            if (_turn is not null && StunHeader.GetMethod(BinaryPrimitives.ReadUInt16BigEndian(contiguous)) != (ushort)StunMethod.Binding)
             {
-                return false;
+                return _turn.HandleMessage(contiguous, turnContext, response);
             }
 
-            output.Advance(reply.Length);
-            return true;
+            var reply = _service.Handle(contiguous, context, response);
+            return reply.HasResponse ? reply.Length : 0;
         }
         finally
         {
@@ -227,6 +305,9 @@ internal sealed partial class StunTcpConnectionHandler : ConnectionHandler
 
     [LoggerMessage(EventId = 3002, Level = LogLevel.Information, Message = "Closing STUN {Transport} connection from {Client}: not STUN ({Error})")]
     private partial void LogGarbage(StunAddress client, StunTransport transport, StunParseError error);
+
+    [LoggerMessage(EventId = 3004, Level = LogLevel.Information, Message = "Closing {Transport} connection from {Client}: ChannelData that cannot be relayed ({Error}; None = no allocation on this connection)")]
+    private partial void LogBadChannelData(StunAddress client, StunTransport transport, ChannelDataError error);
 
     [LoggerMessage(EventId = 3003, Level = LogLevel.Debug, Message = "STUN {Transport} connection from {Remote} ended: {End}")]
     private partial void LogConnectionEnded(IPEndPoint remote, StunTransport transport, StunConnectionEnd end);

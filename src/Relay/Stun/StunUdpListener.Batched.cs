@@ -17,7 +17,7 @@ internal sealed unsafe partial class StunUdpListener
     {
         var addedRef = false;
         var handle = socket.SafeHandle;
-        var messageSize = _service.Limits.MaxMessageSize;
+        var messageSize = ReceiveSlotSize;
         var responseSize = _service.ResponseBufferSize;
         var memory = (byte*)NativeMemory.AlignedAlloc(
             (nuint)(batchSize * (messageSize + responseSize + (2 * LinuxUdp.SocketAddressSlot) + (2 * sizeof(LinuxUdp.IoVec)) + (2 * sizeof(LinuxUdp.MMsgHdr)))),
@@ -84,7 +84,8 @@ internal sealed unsafe partial class StunUdpListener
                     }
 
                     var client = StunAddress.FromNativeSocketAddress(name, socket.AddressFamily);
-                    if (_rateLimiter is not null && !_rateLimiter.TryAcquire(client))
+                    var datagram = new ReadOnlySpan<byte>(receiveBuffers + (i * messageSize), (int)receiveHeaders[i].Length);
+                    if (_rateLimiter is not null && IsRateLimited(datagram) && !_rateLimiter.TryAcquire(client))
                     {
                         _metrics.Drop(StunTransport.Udp, StunDropReason.RateLimited);
                         ReportRateLimited(client);
@@ -93,7 +94,7 @@ internal sealed unsafe partial class StunUdpListener
 
                     var response = new Span<byte>(responseBuffers + (replies * responseSize), responseSize);
                     context = context with { Client = client };
-                    var reply = _service.Handle(new ReadOnlySpan<byte>(receiveBuffers + (i * messageSize), (int)receiveHeaders[i].Length), context, response);
+                    var reply = Dispatch(datagram, context, socket, response);
                     if (!reply.HasResponse)
                     {
                         continue;

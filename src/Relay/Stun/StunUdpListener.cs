@@ -1,9 +1,12 @@
+using System.Buffers.Binary;
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Options;
 using Relay.Configuration;
 using Relay.Protocol.Stun;
+using Relay.Protocol.Turn;
 using Relay.Rendezvous.Stun;
+using Relay.Turn;
 
 namespace Relay.Stun;
 
@@ -21,6 +24,7 @@ internal sealed partial class StunUdpListener : IHostedService, IAsyncDisposable
     private const int ReceiveBufferBytes = 4 * 1024 * 1024;
 
     private readonly StunBindingService _service;
+    private readonly TurnRelay? _turn;
     private readonly StunMetrics _metrics;
     private readonly SourceRateLimiter? _rateLimiter;
     private readonly StunOptions _options;
@@ -31,9 +35,10 @@ internal sealed partial class StunUdpListener : IHostedService, IAsyncDisposable
     private long _lastRateLimitLogTicks;
     private long _rateLimitedSinceLog;
 
-    public StunUdpListener(StunBindingService service, StunMetrics metrics, IOptions<StunOptions> options, ILogger<StunUdpListener> logger)
+    public StunUdpListener(StunBindingService service, TurnRelay turn, StunMetrics metrics, IOptions<StunOptions> options, ILogger<StunUdpListener> logger)
     {
         _service = service;
+        _turn = turn.Enabled ? turn : null;
         _metrics = metrics;
         _options = options.Value;
         _logger = logger;
@@ -173,14 +178,14 @@ internal sealed partial class StunUdpListener : IHostedService, IAsyncDisposable
             }
 
             var client = StunAddress.FromSocketAddress(remote);
-            if (_rateLimiter is not null && !_rateLimiter.TryAcquire(client))
+            if (_rateLimiter is not null && IsRateLimited(buffer.AsSpan(0, received)) && !_rateLimiter.TryAcquire(client))
             {
                 _metrics.Drop(StunTransport.Udp, StunDropReason.RateLimited);
                 ReportRateLimited(client);
                 continue;
             }
 
-            var reply = _service.Handle(buffer.AsSpan(0, received), new StunRequestContext(client, group.Local, StunTransport.Udp), response);
+            var reply = Dispatch(buffer.AsSpan(0, received), new StunRequestContext(client, group.Local, StunTransport.Udp), socket, response);
             if (!reply.HasResponse)
             {
                 continue;
@@ -211,6 +216,54 @@ internal sealed partial class StunUdpListener : IHostedService, IAsyncDisposable
                 return;
             }
         }
+    }
+
+    /// <summary>
+    /// Datagrams are large enough for a whole relayed datagram when TURN is on (ChannelData and Send
+    /// indications carry one), otherwise for the largest STUN message accepted.
+    /// </summary>
+    private int ReceiveSlotSize => _turn is null ? _service.Limits.MaxMessageSize : 65536;
+
+    /// <summary>
+    /// The reflection limit applies to what earns an answer: requests. ChannelData and indications are
+    /// never answered, and counting a relay's data against 50 packets a second would break every call.
+    /// </summary>
+    private static bool IsRateLimited(ReadOnlySpan<byte> datagram) =>
+        datagram.Length >= 2
+        && !TurnChannel.LooksLikeChannelData(datagram[0])
+        && StunHeader.GetClass(BinaryPrimitives.ReadUInt16BigEndian(datagram)) != StunClass.Indication;
+
+    /// <summary>ChannelData and TURN methods go to the relay, Binding (and all of STUN when TURN is off) to the STUN service.</summary>
+    private StunReply Dispatch(ReadOnlySpan<byte> datagram, in StunRequestContext context, Socket socket, Span<byte> response)
+    {
+        if (_turn is not null && datagram.Length > 0)
+        {
+            if (TurnChannel.LooksLikeChannelData(datagram[0]))
+            {
+                var turnContext = new TurnContext(context.Client, context.Local, StunTransport.Udp, socket, null);
+                if (ChannelDataReader.TryRead(datagram, _turn.ChannelLimits, out var channel, out var data, out _))
+                {
+                    _turn.HandleChannelData(channel, data, turnContext);
+                }
+                else
+                {
+                    // RFC 7983 puts any first byte 64-127 here, so most garbage lands in this branch.
+                    _metrics.Drop(StunTransport.Udp, StunDropReason.NotStun);
+                }
+
+                return StunReply.None;
+            }
+
+            if (datagram.Length >= StunConstants.HeaderLength
+                && StunHeader.GetMethod(BinaryPrimitives.ReadUInt16BigEndian(datagram)) != (ushort)StunMethod.Binding
+                && BinaryPrimitives.ReadUInt32BigEndian(datagram[4..]) == StunConstants.MagicCookie)
+            {
+                var length = _turn.HandleMessage(datagram, new TurnContext(context.Client, context.Local, StunTransport.Udp, socket, null), response);
+                return length > 0 ? new StunReply(length, StunResponseSource.Same, 0) : StunReply.None;
+            }
+        }
+
+        return _service.Handle(datagram, context, response);
     }
 
     private Socket? FindSocket(StunAddress local, StunResponseSource source)

@@ -49,6 +49,12 @@ public sealed class TurnOptions
     /// </summary>
     public string? ExternalAddress { get; set; }
 
+    /// <summary>
+    /// Accept channel numbers 0x5000-0x7FFF (RFC 5766's range, reserved by RFC 8656 §12) in ChannelBind
+    /// and ChannelData. On by default: coturn's turnutils_uclient and old libjingle clients bind them.
+    /// </summary>
+    public bool AcceptRfc5766ChannelNumbers { get; set; } = true;
+
     /// <summary>Lowest relay port (RFC 8656 §7.2 suggests 49152-65535).</summary>
     public int RelayPortMin { get; set; } = 49152;
 

@@ -1,0 +1,184 @@
+using System.Collections.Concurrent;
+using System.Runtime.InteropServices;
+using Relay.Protocol.Stun;
+using Relay.Stun;
+
+namespace Relay.Turn;
+
+/// <summary>
+/// Watches relay sockets with one epoll instance on one dedicated thread and hands every datagram a
+/// peer sends to <see cref="TurnRelay.OnPeerDatagram"/>. Datagrams are received with recvmmsg into
+/// native buffers that leave <see cref="Headroom"/> bytes in front, so the ChannelData or Data
+/// indication header is written in place and the payload is copied only once more, into the socket.
+/// </summary>
+/// <remarks>
+/// Sockets are closed only on this thread, after they left the epoll set: a descriptor number closed
+/// elsewhere could be reused by a new socket while this thread still reads from the old number.
+/// </remarks>
+internal sealed unsafe class RelayIoLoop : IDisposable
+{
+    /// <summary>Room for the largest prefix: STUN header, XOR-PEER-ADDRESS (IPv6) and DATA's header.</summary>
+    public const int Headroom = StunConstants.HeaderLength + StunConstants.AttributeHeaderLength + 20 + StunConstants.AttributeHeaderLength;
+
+    private const int MaxEvents = 256;
+    private const int WaitTimeoutMs = 200;
+
+    // Drain at most this many batches per ready socket per wakeup, so one busy peer cannot starve
+    // the others; level-triggered epoll reports the socket again.
+    private const int MaxBatchesPerSocket = 4;
+
+    private readonly TurnRelay _relay;
+    private readonly int _batchSize;
+    private readonly int _slotSize;
+    private readonly int _epoll;
+    private readonly Thread _thread;
+    private readonly ConcurrentQueue<TurnAllocation> _retired = new();
+    private volatile bool _stopping;
+
+    public RelayIoLoop(TurnRelay relay, int index, int batchSize, int maxDatagram)
+    {
+        _relay = relay;
+        _batchSize = batchSize;
+
+        // Headroom in front, and up to 3 bytes of padding behind the largest datagram.
+        _slotSize = (Headroom + maxDatagram + 4 + 63) & ~63;
+        _epoll = LinuxEpoll.Create(LinuxEpoll.EpollCloexec);
+        if (_epoll < 0)
+        {
+            throw new IOException($"epoll_create1 failed (errno {Marshal.GetLastPInvokeError()})");
+        }
+
+        _thread = new Thread(Run) { IsBackground = true, Name = $"turn-relay-{index}" };
+        _thread.Start();
+    }
+
+    /// <summary>Starts watching an allocation's relay socket.</summary>
+    public void Add(TurnAllocation allocation)
+    {
+        var handle = GCHandle.Alloc(allocation);
+        allocation.LoopHandle = handle;
+        allocation.Loop = this;
+        var slot = stackalloc byte[16];
+        LinuxEpoll.WriteEvent(slot, LinuxEpoll.EpollIn, (ulong)GCHandle.ToIntPtr(handle));
+        if (LinuxEpoll.Control(_epoll, LinuxEpoll.EpollCtlAdd, (int)allocation.RelaySocket.Handle, slot) != 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            handle.Free();
+            allocation.LoopHandle = default;
+            throw new IOException($"epoll_ctl(ADD) failed (errno {errno})");
+        }
+    }
+
+    /// <summary>Stops watching; the socket is closed and the handle freed on the loop thread.</summary>
+    public void Remove(TurnAllocation allocation)
+    {
+        var slot = stackalloc byte[16];
+        LinuxEpoll.Control(_epoll, LinuxEpoll.EpollCtlDel, (int)allocation.RelaySocket.Handle, slot);
+        _retired.Enqueue(allocation);
+    }
+
+    public void Dispose()
+    {
+        _stopping = true;
+        _thread.Join();
+        RetirePending();
+        LinuxEpoll.Close(_epoll);
+    }
+
+    private void RetirePending()
+    {
+        while (_retired.TryDequeue(out var allocation))
+        {
+            allocation.RelaySocket.Dispose();
+            if (allocation.LoopHandle.IsAllocated)
+            {
+                allocation.LoopHandle.Free();
+            }
+        }
+    }
+
+    private void Run()
+    {
+        var events = (byte*)NativeMemory.Alloc((nuint)(MaxEvents * LinuxEpoll.EventSize));
+        var headers = (LinuxUdp.MMsgHdr*)NativeMemory.AllocZeroed((nuint)(_batchSize * sizeof(LinuxUdp.MMsgHdr)));
+        var iovs = (LinuxUdp.IoVec*)NativeMemory.AllocZeroed((nuint)(_batchSize * sizeof(LinuxUdp.IoVec)));
+        var names = (byte*)NativeMemory.AllocZeroed((nuint)(_batchSize * LinuxUdp.SocketAddressSlot));
+        var buffers = (byte*)NativeMemory.AlignedAlloc((nuint)(_batchSize * _slotSize), 64);
+        try
+        {
+            for (var i = 0; i < _batchSize; i++)
+            {
+                iovs[i] = new LinuxUdp.IoVec { Base = buffers + (i * _slotSize) + Headroom, Length = (nuint)(_slotSize - Headroom - 4) };
+                headers[i].Header.Iov = iovs + i;
+                headers[i].Header.IovLength = 1;
+            }
+
+            while (!_stopping)
+            {
+                // Events returned below cannot name an allocation retired here: it left the set first.
+                RetirePending();
+                var ready = LinuxEpoll.Wait(_epoll, events, MaxEvents, WaitTimeoutMs);
+                for (var e = 0; e < ready; e++)
+                {
+                    var handle = GCHandle.FromIntPtr((nint)LinuxEpoll.ReadEventData(events + (e * LinuxEpoll.EventSize)));
+                    if (handle.Target is TurnAllocation allocation && !allocation.IsClosed)
+                    {
+                        Drain(allocation, headers, names, buffers);
+                    }
+                }
+            }
+        }
+        catch (Exception exception)
+        {
+            _relay.OnLoopFailed(exception);
+        }
+        finally
+        {
+            NativeMemory.Free(events);
+            NativeMemory.Free(headers);
+            NativeMemory.Free(iovs);
+            NativeMemory.Free(names);
+            NativeMemory.AlignedFree(buffers);
+        }
+    }
+
+    private void Drain(TurnAllocation allocation, LinuxUdp.MMsgHdr* headers, byte* names, byte* buffers)
+    {
+        var fd = (int)allocation.RelaySocket.Handle;
+        var family = allocation.RelayFamily;
+        for (var batch = 0; batch < MaxBatchesPerSocket; batch++)
+        {
+            for (var i = 0; i < _batchSize; i++)
+            {
+                headers[i].Header.Name = names + (i * LinuxUdp.SocketAddressSlot);
+                headers[i].Header.NameLength = LinuxUdp.SocketAddressSlot;
+                headers[i].Header.Flags = 0;
+            }
+
+            var received = LinuxUdp.RecvMmsg(fd, headers, (uint)_batchSize, LinuxEpoll.MsgDontWait, null);
+            if (received <= 0)
+            {
+                return;
+            }
+
+            var nowMs = Environment.TickCount64;
+            for (var i = 0; i < received; i++)
+            {
+                var slot = new Span<byte>(buffers + (i * _slotSize), _slotSize);
+                if ((headers[i].Header.Flags & LinuxUdp.MsgTrunc) != 0)
+                {
+                    _relay.Metrics.Drop(TurnDropReason.TooLarge);
+                    continue;
+                }
+
+                var peer = StunAddress.FromNativeSocketAddress(new ReadOnlySpan<byte>(names + (i * LinuxUdp.SocketAddressSlot), (int)headers[i].Header.NameLength), family);
+                _relay.OnPeerDatagram(allocation, slot, (int)headers[i].Length, peer, nowMs);
+            }
+
+            if (received < _batchSize)
+            {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,639 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using Relay.Protocol.Stun;
+using Relay.Rendezvous.Stun;
+
+namespace Relay.Turn;
+
+internal sealed partial class TurnRelay
+{
+    private const int MaxUnknownReported = 16;
+
+    // Comprehension-required attributes a TURN request may carry (RFC 8656 §18, RFC 8489 §14).
+    private static readonly ushort[] Understood =
+    [
+        (ushort)StunAttributeType.Username, (ushort)StunAttributeType.MessageIntegrity, (ushort)StunAttributeType.MessageIntegritySha256,
+        (ushort)StunAttributeType.Realm, (ushort)StunAttributeType.Nonce, (ushort)StunAttributeType.Userhash,
+        (ushort)StunAttributeType.PasswordAlgorithm, (ushort)StunAttributeType.ErrorCode, (ushort)StunAttributeType.UnknownAttributes,
+        (ushort)StunAttributeType.ChannelNumber, (ushort)StunAttributeType.Lifetime, (ushort)StunAttributeType.XorPeerAddress,
+        (ushort)StunAttributeType.Data, (ushort)StunAttributeType.RequestedAddressFamily, (ushort)StunAttributeType.EvenPort,
+        (ushort)StunAttributeType.RequestedTransport, (ushort)StunAttributeType.DontFragment, (ushort)StunAttributeType.ReservationToken,
+        (ushort)StunAttributeType.XorMappedAddress, (ushort)StunAttributeType.Padding, (ushort)StunAttributeType.Priority,
+        (ushort)StunAttributeType.UseCandidate, (ushort)StunAttributeType.ConnectionId,
+    ];
+
+    // RFC 8489 §9.2.4: the list a 401 offers, most preferred first; a client echoes it back.
+    private static readonly StunPasswordAlgorithm[] OfferedAlgorithms = [StunPasswordAlgorithm.Sha256, StunPasswordAlgorithm.Md5];
+
+    private const byte RequestedTransportUdp = 17;
+
+    /// <summary>
+    /// Handles a TURN request or indication (anything but Binding) and writes the response into
+    /// <paramref name="response"/>. Returns its length, or 0 when nothing is to be sent.
+    /// </summary>
+    public int HandleMessage(ReadOnlySpan<byte> message, in TurnContext context, Span<byte> response)
+    {
+        var status = StunMessageReader.TryParse(message, _limits, out var request, out var error);
+        if (status != OperationStatus.Done)
+        {
+            if (status == OperationStatus.NeedMoreData || error.IsHeaderError())
+            {
+                Metrics.Drop(TurnDropReason.Malformed);
+                return 0;
+            }
+
+            var header = StunHeader.Read(message);
+            if (header.Class != StunClass.Request)
+            {
+                Metrics.Drop(TurnDropReason.Malformed);
+                return 0;
+            }
+
+            return Error(header, response, 400, "Malformed attribute"u8, default);
+        }
+
+        var requestHeader = request.Header;
+        if (request.HasFingerprint && !request.VerifyFingerprint())
+        {
+            // RFC 8489 §7.3: not STUN after all.
+            Metrics.Drop(TurnDropReason.Malformed);
+            return 0;
+        }
+
+        if (requestHeader.Class == StunClass.Indication)
+        {
+            if (requestHeader.Method == (ushort)StunMethod.Send)
+            {
+                HandleSend(request, context);
+            }
+            else
+            {
+                Metrics.Drop(TurnDropReason.Malformed);
+            }
+
+            return 0;
+        }
+
+        if (requestHeader.Class != StunClass.Request)
+        {
+            Metrics.Drop(TurnDropReason.Malformed);
+            return 0;
+        }
+
+        var slot = requestHeader.Method switch
+        {
+            (ushort)StunMethod.Allocate => StunMethodSlot.Allocate,
+            (ushort)StunMethod.Refresh => StunMethodSlot.Refresh,
+            (ushort)StunMethod.CreatePermission => StunMethodSlot.CreatePermission,
+            (ushort)StunMethod.ChannelBind => StunMethodSlot.ChannelBind,
+            _ => StunMethodSlot.Other,
+        };
+        Metrics.Request(slot);
+        if (slot == StunMethodSlot.Other)
+        {
+            // RFC 6062's Connect and ConnectionBind need a TCP relay, which this server does not offer yet.
+            return Error(requestHeader, response, 400, "Unsupported method"u8, default);
+        }
+
+        Span<ushort> unknown = stackalloc ushort[MaxUnknownReported];
+        var unknownCount = request.CollectUnknownComprehensionRequired(Understood, unknown);
+        if (unknownCount > 0)
+        {
+            return Error(requestHeader, response, 420, "Unknown Attribute"u8, unknown[..unknownCount]);
+        }
+
+        var allocation = Find(context.FiveTuple);
+        Span<byte> keyBuffer = stackalloc byte[32];
+        var auth = Authenticate(request, context, allocation, keyBuffer, response, out var refused);
+        if (!auth.Ok)
+        {
+            LogRefused(MethodName(slot), context.Client, refused.Code);
+            return refused.Length;
+        }
+
+        return slot switch
+        {
+            StunMethodSlot.Allocate => Allocate(request, context, allocation, auth, response),
+            StunMethodSlot.Refresh => Refresh(request, context, allocation, auth, response),
+            StunMethodSlot.CreatePermission => CreatePermission(request, context, allocation, auth, response),
+            _ => ChannelBind(request, context, allocation, auth, response),
+        };
+    }
+
+    private static string MethodName(StunMethodSlot slot) => slot switch
+    {
+        StunMethodSlot.Allocate => "Allocate",
+        StunMethodSlot.Refresh => "Refresh",
+        StunMethodSlot.CreatePermission => "CreatePermission",
+        StunMethodSlot.ChannelBind => "ChannelBind",
+        _ => "request",
+    };
+
+    /// <summary>The credentials a request proved, used to sign its response (RFC 8489 §9.2.4).</summary>
+    private readonly ref struct Auth
+    {
+        public Auth(ReadOnlySpan<byte> key, bool sha256Integrity, StunPasswordAlgorithm algorithm, ReadOnlySpan<byte> username)
+        {
+            Key = key;
+            Sha256Integrity = sha256Integrity;
+            Algorithm = algorithm;
+            Username = username;
+            Ok = true;
+        }
+
+        public bool Ok { get; }
+
+        public ReadOnlySpan<byte> Key { get; }
+
+        public bool Sha256Integrity { get; }
+
+        public StunPasswordAlgorithm Algorithm { get; }
+
+        public ReadOnlySpan<byte> Username { get; }
+    }
+
+    private readonly record struct Refusal(int Length, int Code);
+
+    /// <summary>
+    /// The long-term credential mechanism (RFC 8489 §9.2.4) as RFC 8656 §5 applies it to every request.
+    /// Nothing is stored for a request that fails here: the nonce carries its own expiry and client.
+    /// </summary>
+    private Auth Authenticate(in StunMessage request, in TurnContext context, TurnAllocation? allocation, Span<byte> keyBuffer, Span<byte> response, out Refusal refused)
+    {
+        var header = request.Header;
+        var hasSha1 = request.HasMessageIntegrity;
+        var hasSha256 = request.HasMessageIntegritySha256;
+        if (!hasSha1 && !hasSha256)
+        {
+            refused = new Refusal(Challenge(header, context, response, 401, "Unauthorized"u8), 401);
+            return default;
+        }
+
+        if (!request.TryGetAttribute(StunAttributeType.Username, out var username)
+            || !request.TryGetAttribute(StunAttributeType.Realm, out _)
+            || !request.TryGetAttribute(StunAttributeType.Nonce, out var nonce))
+        {
+            // USERHASH is not offered (the nonce does not set the anonymity bit), so it cannot stand in for USERNAME.
+            refused = new Refusal(Error(header, response, 400, "Missing USERNAME, REALM or NONCE"u8, default), 400);
+            return default;
+        }
+
+        if (Nonces.Validate(nonce, context.Client) != NonceCheck.Valid)
+        {
+            refused = new Refusal(Challenge(header, context, response, 438, "Stale Nonce"u8), 438);
+            return default;
+        }
+
+        if (!TrySelectAlgorithm(request, out var algorithm))
+        {
+            refused = new Refusal(Error(header, response, 400, "PASSWORD-ALGORITHM(S) do not match the offer"u8, default), 400);
+            return default;
+        }
+
+        var keyLength = StunCredentials.KeyLength(algorithm);
+        if (allocation is not null)
+        {
+            // RFC 8656 §5: later requests on an allocation must use the credentials that created it.
+            if (!username.SequenceEqual(allocation.UsernameUtf8) || allocation.Algorithm != algorithm)
+            {
+                refused = new Refusal(Error(header, response, 441, "Wrong Credentials"u8, default), 441);
+                return default;
+            }
+
+            allocation.Key.CopyTo(keyBuffer);
+            if (!Verify(request, hasSha256, keyBuffer[..keyLength]))
+            {
+                refused = new Refusal(Challenge(header, context, response, 401, "Unauthorized"u8), 401);
+                return default;
+            }
+
+            refused = default;
+            return new Auth(keyBuffer[..keyLength], hasSha256, algorithm, username);
+        }
+
+        Span<byte> candidates = stackalloc byte[TurnCredentialStore.MaxCandidates * 32];
+        var count = Credentials.GetCandidateKeys(username, algorithm, candidates);
+        for (var i = 0; i < count; i++)
+        {
+            var key = candidates.Slice(i * keyLength, keyLength);
+            if (Verify(request, hasSha256, key))
+            {
+                key.CopyTo(keyBuffer);
+                refused = default;
+                return new Auth(keyBuffer[..keyLength], hasSha256, algorithm, username);
+            }
+        }
+
+        refused = new Refusal(Challenge(header, context, response, 401, "Unauthorized"u8), 401);
+        return default;
+    }
+
+    private static bool Verify(in StunMessage request, bool sha256, ReadOnlySpan<byte> key) =>
+        sha256 ? request.VerifyMessageIntegritySha256(key) : request.VerifyMessageIntegrity(key);
+
+    /// <summary>
+    /// RFC 8489 §9.2.4: no PASSWORD-ALGORITHMS and no PASSWORD-ALGORITHM means MD5; otherwise both must be
+    /// present, the list must be the one offered, and the choice must be in it.
+    /// </summary>
+    private static bool TrySelectAlgorithm(in StunMessage request, out StunPasswordAlgorithm algorithm)
+    {
+        algorithm = StunPasswordAlgorithm.Md5;
+        var hasList = request.TryGetAttribute(StunAttributeType.PasswordAlgorithms, out var list);
+        var hasChoice = request.TryGetAttribute(StunAttributeType.PasswordAlgorithm, out var choice);
+        if (!hasList && !hasChoice)
+        {
+            return true;
+        }
+
+        if (!hasList || !hasChoice || !StunAttributeReader.TryReadPasswordAlgorithm(choice, out algorithm, out _))
+        {
+            return false;
+        }
+
+        var offset = 0;
+        var index = 0;
+        var chosenOffered = false;
+        while (offset < list.Length)
+        {
+            if (!StunAttributeReader.TryReadPasswordAlgorithmEntry(list, ref offset, out var entry, out _)
+                || index >= OfferedAlgorithms.Length || entry != OfferedAlgorithms[index])
+            {
+                return false;
+            }
+
+            chosenOffered |= entry == algorithm;
+            index++;
+        }
+
+        return index == OfferedAlgorithms.Length && chosenOffered;
+    }
+
+    private int Allocate(in StunMessage request, in TurnContext context, TurnAllocation? existing, in Auth auth, Span<byte> response)
+    {
+        var header = request.Header;
+        if (existing is not null)
+        {
+            // RFC 8656 §7.2: a retransmitted Allocate gets the original success; anything else is 437.
+            return existing.AllocateTransaction == header.TransactionId
+                ? AllocateSuccess(header, existing, context, auth, response)
+                : Error(header, response, 437, "Allocation Mismatch"u8, default, auth);
+        }
+
+        if (!request.TryGetAttribute(StunAttributeType.RequestedTransport, out var transport))
+        {
+            return Error(header, response, 400, "REQUESTED-TRANSPORT missing"u8, default, auth);
+        }
+
+        if (transport[0] != RequestedTransportUdp)
+        {
+            return Error(header, response, 442, "Unsupported Transport Protocol"u8, default, auth);
+        }
+
+        var hasFamily = request.TryGetAttribute(StunAttributeType.RequestedAddressFamily, out var familyValue);
+        var hasAdditional = request.TryGetAttribute(StunAttributeType.AdditionalAddressFamily, out var additionalValue);
+        var hasToken = request.TryGetAttribute(StunAttributeType.ReservationToken, out var tokenValue);
+        var hasEvenPort = request.TryGetAttribute(StunAttributeType.EvenPort, out var evenPort);
+
+        // RFC 8656 §7.2: these combinations are contradictions.
+        if ((hasFamily && hasAdditional) || (hasToken && (hasEvenPort || hasFamily || hasAdditional)))
+        {
+            return Error(header, response, 400, "Conflicting attributes"u8, default, auth);
+        }
+
+        var family = AddressFamily.InterNetwork;
+        if (hasFamily)
+        {
+            family = familyValue[0] switch
+            {
+                StunAddress.FamilyIPv4 => AddressFamily.InterNetwork,
+                StunAddress.FamilyIPv6 => AddressFamily.InterNetworkV6,
+                _ => AddressFamily.Unknown,
+            };
+        }
+
+        var address = family == AddressFamily.InterNetwork ? RelayIPv4 : family == AddressFamily.InterNetworkV6 ? RelayIPv6 : null;
+        if (address is null)
+        {
+            return Error(header, response, 440, "Address Family not Supported"u8, default, auth);
+        }
+
+        var lifetime = GrantedLifetime(request);
+        var username = Encoding.UTF8.GetString(auth.Username);
+        if (TryReserveQuota(username) is { } limit)
+        {
+            Metrics.LimitHit(limit);
+            LogLimitHit(limit, context.Client, username, 486);
+            return Error(header, response, 486, "Allocation Quota Reached"u8, default, auth);
+        }
+
+        // RFC 8656 §7.2: a RESERVATION-TOKEN takes the port an earlier EVEN-PORT (R=1) set aside; EVEN-PORT
+        // with R=1 binds an even port and reserves the next one (RTP, then RTCP).
+        Socket? reserved = null;
+        Socket? socket;
+        if (hasToken)
+        {
+            socket = TakeReservation(BinaryPrimitives.ReadUInt64BigEndian(tokenValue));
+            if (socket is not null)
+            {
+                Metrics.Reservation(redeemed: true);
+            }
+        }
+        else
+        {
+            // Reservations outlive the allocations that made them, so they have a bound of their own.
+            var reserveNext = hasEvenPort && (evenPort[0] & 0x80) != 0 && _reservations.Count < _options.MaxAllocations;
+            socket = BindRelaySocket(address, hasEvenPort, reserveNext, out reserved);
+        }
+
+        if (socket is null)
+        {
+            ReleaseQuota(username);
+            Metrics.LimitHit(TurnLimit.RelayPorts);
+            LogLimitHit(TurnLimit.RelayPorts, context.Client, username, 508);
+            return Error(header, response, 508, "Insufficient Capacity"u8, default, auth);
+        }
+
+        var bound = (IPEndPoint)socket.LocalEndPoint!;
+        var advertised = family == AddressFamily.InterNetwork && AdvertisedIPv4 is { } external ? new IPEndPoint(external, bound.Port) : bound;
+        TurnClientSink sink = context.Stream is { } stream ? stream : new UdpClientSink(context.UdpSocket!, context.Client);
+        var allocation = new TurnAllocation(context.FiveTuple, username, auth.Key.ToArray(), auth.Algorithm, socket, StunAddress.FromEndPoint(advertised), sink, header.TransactionId);
+        allocation.SetLifetime(Environment.TickCount64, lifetime);
+        if (!_allocations.TryAdd(context.FiveTuple, allocation))
+        {
+            // Two copies of one Allocate raced on different threads; the other one won.
+            ReleaseQuota(username);
+            socket.Dispose();
+            reserved?.Dispose();
+            return Find(context.FiveTuple) is { } winner
+                ? AllocateSuccess(header, winner, context, auth, response)
+                : Error(header, response, 437, "Allocation Mismatch"u8, default, auth);
+        }
+
+        Metrics.AllocationCreated();
+        NextLoop().Add(allocation);
+        LogAllocationCreated(context.Client, allocation.RelayedAddress, username);
+        var token = reserved is null ? 0UL : AddReservation(reserved);
+        return AllocateSuccess(header, allocation, context, auth, response, hasAdditional && additionalValue[0] == StunAddress.FamilyIPv6, token);
+    }
+
+    private int AllocateSuccess(in StunHeader header, TurnAllocation allocation, in TurnContext context, in Auth auth, Span<byte> response, bool additionalRefused = false, ulong reservationToken = 0)
+    {
+        var writer = new StunMessageWriter(response, StunHeader.ComposeType(StunMethod.Allocate, StunClass.SuccessResponse), header.TransactionId);
+        writer.WriteXorAddress(StunAttributeType.XorRelayedAddress, allocation.RelayedAddress);
+        if (reservationToken != 0)
+        {
+            BinaryPrimitives.WriteUInt64BigEndian(writer.BeginAttribute((ushort)StunAttributeType.ReservationToken, 8), reservationToken);
+        }
+
+        if (additionalRefused)
+        {
+            // RFC 8656 §7.2/§18.12: the IPv4 half succeeded, the IPv6 half of a dual allocation did not.
+            var value = writer.BeginAttribute((ushort)StunAttributeType.AddressErrorCode, 4 + 28);
+            value[0] = StunAddress.FamilyIPv6;
+            value[1] = 0;
+            value[2] = 4;
+            value[3] = 40;
+            "Address Family not Supported"u8.CopyTo(value[4..]);
+        }
+
+        writer.WriteUInt32(StunAttributeType.Lifetime, (uint)Math.Max(0, (allocation.ExpiresAtMs - Environment.TickCount64 + 500) / 1000));
+        writer.WriteXorAddress(StunAttributeType.XorMappedAddress, context.Client);
+        return Finish(ref writer, auth, 200);
+    }
+
+    private int Refresh(in StunMessage request, in TurnContext context, TurnAllocation? allocation, in Auth auth, Span<byte> response)
+    {
+        var header = request.Header;
+        if (allocation is null)
+        {
+            return Error(header, response, 437, "Allocation Mismatch"u8, default, auth);
+        }
+
+        // RFC 8656 §7.3: a REQUESTED-ADDRESS-FAMILY that is not the allocation's is 443.
+        if (request.TryGetAttribute(StunAttributeType.RequestedAddressFamily, out var family)
+            && family[0] != (allocation.RelayFamily == AddressFamily.InterNetwork ? StunAddress.FamilyIPv4 : StunAddress.FamilyIPv6))
+        {
+            return Error(header, response, 443, "Peer Address Family Mismatch"u8, default, auth);
+        }
+
+        var lifetime = 0;
+        if (!request.TryGetAttribute(StunAttributeType.Lifetime, out var requested) || BinaryPrimitives.ReadUInt32BigEndian(requested) != 0)
+        {
+            lifetime = GrantedLifetime(request);
+            allocation.SetLifetime(Environment.TickCount64, lifetime);
+        }
+        else
+        {
+            Delete(allocation);
+        }
+
+        var writer = new StunMessageWriter(response, StunHeader.ComposeType(StunMethod.Refresh, StunClass.SuccessResponse), header.TransactionId);
+        writer.WriteUInt32(StunAttributeType.Lifetime, (uint)lifetime);
+        return Finish(ref writer, auth, 200);
+    }
+
+    private int CreatePermission(in StunMessage request, in TurnContext context, TurnAllocation? allocation, in Auth auth, Span<byte> response)
+    {
+        var header = request.Header;
+        if (allocation is null)
+        {
+            return Error(header, response, 437, "Allocation Mismatch"u8, default, auth);
+        }
+
+        // RFC 8656 §10.2: every XOR-PEER-ADDRESS must pass before any permission is installed.
+        var peers = 0;
+        foreach (var attribute in request)
+        {
+            if (attribute.Type != (ushort)StunAttributeType.XorPeerAddress)
+            {
+                continue;
+            }
+
+            StunAttributeReader.TryReadXorAddress(attribute.Value, header, out var peer);
+            if (peer.Family != allocation.RelayFamily)
+            {
+                return Error(header, response, 443, "Peer Address Family Mismatch"u8, default, auth);
+            }
+
+            if (!PeerPolicy.IsAllowed(peer))
+            {
+                Metrics.Drop(TurnDropReason.PeerDenied);
+                LogPeerDenied(peer, context.Client);
+                return Error(header, response, 403, "Forbidden"u8, default, auth);
+            }
+
+            peers++;
+        }
+
+        if (peers == 0)
+        {
+            return Error(header, response, 400, "XOR-PEER-ADDRESS missing"u8, default, auth);
+        }
+
+        var nowMs = Environment.TickCount64;
+        var expires = nowMs + (PermissionLifetimeSeconds * 1000L);
+        foreach (var attribute in request)
+        {
+            if (attribute.Type == (ushort)StunAttributeType.XorPeerAddress)
+            {
+                StunAttributeReader.TryReadXorAddress(attribute.Value, header, out var peer);
+                if (!allocation.TryInstallPermission(peer, expires, nowMs, _options.MaxPermissionsPerAllocation))
+                {
+                    Metrics.LimitHit(TurnLimit.Permissions);
+                    LogLimitHit(TurnLimit.Permissions, context.Client, allocation.Username, 508);
+                    return Error(header, response, 508, "Insufficient Capacity"u8, default, auth);
+                }
+            }
+        }
+
+        var writer = new StunMessageWriter(response, StunHeader.ComposeType(StunMethod.CreatePermission, StunClass.SuccessResponse), header.TransactionId);
+        return Finish(ref writer, auth, 200);
+    }
+
+    private int ChannelBind(in StunMessage request, in TurnContext context, TurnAllocation? allocation, in Auth auth, Span<byte> response)
+    {
+        var header = request.Header;
+        if (allocation is null)
+        {
+            return Error(header, response, 437, "Allocation Mismatch"u8, default, auth);
+        }
+
+        if (!request.TryGetAttribute(StunAttributeType.ChannelNumber, out var numberValue)
+            || !request.TryGetAttribute(StunAttributeType.XorPeerAddress, out var peerValue))
+        {
+            return Error(header, response, 400, "CHANNEL-NUMBER or XOR-PEER-ADDRESS missing"u8, default, auth);
+        }
+
+        // RFC 8656 §11.2: numbers outside 0x4000-0x4FFF are 400 (0x7FFF with the RFC 5766 range on).
+        var number = BinaryPrimitives.ReadUInt16BigEndian(numberValue);
+        if (!(_options.AcceptRfc5766ChannelNumbers ? Protocol.Turn.TurnChannel.IsValidRfc5766Number(number) : Protocol.Turn.TurnChannel.IsValidNumber(number)))
+        {
+            return Error(header, response, 400, "Channel number out of range"u8, default, auth);
+        }
+
+        StunAttributeReader.TryReadXorAddress(peerValue, header, out var peer);
+        if (peer.Family != allocation.RelayFamily)
+        {
+            return Error(header, response, 443, "Peer Address Family Mismatch"u8, default, auth);
+        }
+
+        if (!PeerPolicy.IsAllowed(peer))
+        {
+            Metrics.Drop(TurnDropReason.PeerDenied);
+            LogPeerDenied(peer, context.Client);
+            return Error(header, response, 403, "Forbidden"u8, default, auth);
+        }
+
+        var nowMs = Environment.TickCount64;
+        switch (allocation.TryBindChannel(number, peer, nowMs + (ChannelLifetimeSeconds * 1000L), nowMs, _options.MaxChannelsPerAllocation))
+        {
+            case ChannelBindResult.Conflict:
+                return Error(header, response, 400, "Channel or peer already bound"u8, default, auth);
+            case ChannelBindResult.Full:
+                Metrics.LimitHit(TurnLimit.Channels);
+                LogLimitHit(TurnLimit.Channels, context.Client, allocation.Username, 508);
+                return Error(header, response, 508, "Insufficient Capacity"u8, default, auth);
+        }
+
+        // RFC 8656 §11.2: binding a channel also installs or refreshes the permission for the peer.
+        if (!allocation.TryInstallPermission(peer, nowMs + (PermissionLifetimeSeconds * 1000L), nowMs, _options.MaxPermissionsPerAllocation))
+        {
+            Metrics.LimitHit(TurnLimit.Permissions);
+            return Error(header, response, 508, "Insufficient Capacity"u8, default, auth);
+        }
+
+        var writer = new StunMessageWriter(response, StunHeader.ComposeType(StunMethod.ChannelBind, StunClass.SuccessResponse), header.TransactionId);
+        return Finish(ref writer, auth, 200);
+    }
+
+    /// <summary>RFC 8656 §11.2: a Send indication is relayed if it names a permitted peer; otherwise it vanishes.</summary>
+    private void HandleSend(in StunMessage request, in TurnContext context)
+    {
+        if (!_allocations.TryGetValue(context.FiveTuple, out var allocation))
+        {
+            Metrics.Drop(TurnDropReason.NoAllocation);
+            return;
+        }
+
+        if (!request.TryGetAttribute(StunAttributeType.XorPeerAddress, out var peerValue) || !request.TryGetAttribute(StunAttributeType.Data, out var data))
+        {
+            Metrics.Drop(TurnDropReason.Malformed);
+            return;
+        }
+
+        StunAttributeReader.TryReadXorAddress(peerValue, request.Header, out var peer);
+        var nowMs = Environment.TickCount64;
+        if (peer.Family != allocation.RelayFamily || !allocation.HasPermission(peer, nowMs))
+        {
+            Metrics.Drop(TurnDropReason.NoPermission);
+            return;
+        }
+
+        SendToPeer(allocation, data, peer, nowMs);
+    }
+
+    /// <summary>RFC 8656 §7.2 and §7.3: at least the default, at most the configured maximum.</summary>
+    private int GrantedLifetime(in StunMessage request)
+    {
+        var lifetime = _options.DefaultLifetimeSeconds;
+        if (request.TryGetAttribute(StunAttributeType.Lifetime, out var value))
+        {
+            lifetime = (int)Math.Min(BinaryPrimitives.ReadUInt32BigEndian(value), (uint)_options.MaxLifetimeSeconds);
+            lifetime = Math.Max(lifetime, _options.DefaultLifetimeSeconds);
+        }
+
+        return lifetime;
+    }
+
+    /// <summary>401 or 438 with REALM, a fresh NONCE and the offered PASSWORD-ALGORITHMS (RFC 8489 §9.2.4).</summary>
+    private int Challenge(in StunHeader header, in TurnContext context, Span<byte> response, int code, ReadOnlySpan<byte> reason)
+    {
+        var writer = new StunMessageWriter(response, StunHeader.ComposeType(header.Method, StunClass.ErrorResponse), header.TransactionId);
+        writer.WriteErrorCode(code, reason);
+        writer.WriteAttribute(StunAttributeType.Realm, _realm);
+        Span<byte> nonce = stackalloc byte[TurnNonceService.MaxLength];
+        writer.WriteAttribute(StunAttributeType.Nonce, nonce[..Nonces.Write(context.Client, nonce)]);
+        writer.WritePasswordAlgorithms(OfferedAlgorithms);
+        return Finish(ref writer, default, code);
+    }
+
+    private int Error(in StunHeader header, Span<byte> response, int code, ReadOnlySpan<byte> reason, ReadOnlySpan<ushort> unknown, in Auth auth = default)
+    {
+        var writer = new StunMessageWriter(response, StunHeader.ComposeType(header.Method, StunClass.ErrorResponse), header.TransactionId);
+        writer.WriteErrorCode(code, reason);
+        if (!unknown.IsEmpty)
+        {
+            writer.WriteUnknownAttributes(unknown);
+        }
+
+        return Finish(ref writer, auth, code);
+    }
+
+    /// <summary>SOFTWARE, then integrity of the kind the request used when it authenticated, then FINGERPRINT.</summary>
+    private int Finish(ref StunMessageWriter writer, in Auth auth, int code)
+    {
+        if (_software.Length > 0)
+        {
+            writer.WriteAttribute(StunAttributeType.Software, _software);
+        }
+
+        if (auth.Ok)
+        {
+            if (auth.Sha256Integrity)
+            {
+                writer.WriteMessageIntegritySha256(auth.Key);
+            }
+            else
+            {
+                writer.WriteMessageIntegrity(auth.Key);
+            }
+        }
+
+        writer.WriteFingerprint();
+        Metrics.Response(code);
+        return writer.Length;
+    }
+}
