@@ -70,6 +70,31 @@ public sealed partial class TurnInteropTests
     }
 
     [Fact]
+    public async Task Uclient_OverTls_WithATestCertificate_RelaysWithNoLoss()
+    {
+        var directory = Directory.CreateTempSubdirectory("relay-turn-tls-").FullName;
+        try
+        {
+            var (certificate, key) = StunTcpTlsTests.WriteSelfSignedPem(directory);
+            await using var server = await RelayTestServer.StartAsync([.. RelaySettings, $"Relay:Tls:CertificatePath={certificate}", $"Relay:Tls:KeyPath={key}"]);
+            var peerPort = FreeUdpPort();
+            using var peer = ExternalTool.Start("turnutils_peer", "-L", "127.0.0.1", "-p", Port(peerPort));
+            await WaitForUdpListenerAsync(peerPort);
+
+            // -t -S: TLS over TCP to the TLS port (RFC 8656 §3.1; -S alone means DTLS, which we do not serve).
+            // uclient does not verify the certificate without -E.
+            var result = await ExternalTool.RunAsync("turnutils_uclient", "-t", "-S", "-c", "-m", "2", "-n", "20", "-u", User, "-w", Password,
+                "-e", "127.0.0.1", "-r", Port(peerPort), "-p", Port(server.TlsPort), "127.0.0.1");
+            AssertNoLoss(result.Output, expected: 2 * 20, "TLS");
+            Assert.True(server.Services.GetRequiredService<TurnMetrics>().AllocationsCreated >= 2);
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task Uclient_ClientToClient_ThroughTwoAllocations_WithNoLoss()
     {
         await using var server = await RelayTestServer.StartAsync(RelaySettings);
