@@ -94,6 +94,23 @@ public sealed partial class TurnInteropTests
         }
     }
 
+    [Theory]
+    [InlineData("UDP")]
+    [InlineData("TCP")]
+    public async Task Uclient_IPv6Relay_ToAnIPv6Peer_WithNoLoss(string transport)
+    {
+        await using var server = await RelayTestServer.StartAsync(RelaySettings);
+        var peerPort = FreeUdpPort();
+        using var peer = ExternalTool.Start("turnutils_peer", "-L", "::1", "-p", Port(peerPort));
+        await WaitForUdpListenerAsync(peerPort, IPAddress.IPv6Loopback);
+
+        // -x: REQUESTED-ADDRESS-FAMILY IPv6 (RFC 8656 §7.2), with the client itself on IPv4.
+        string[] tcp = transport == "TCP" ? ["-t"] : [];
+        var result = await ExternalTool.RunAsync("turnutils_uclient", [.. tcp, "-x", "-c", "-m", "2", "-n", "20", "-u", User, "-w", Password,
+            "-e", "::1", "-r", Port(peerPort), "-p", Port(server.StunPort), "127.0.0.1"]);
+        AssertNoLoss(result.Output, expected: 2 * 20, $"IPv6 relay over {transport}");
+    }
+
     [Fact]
     public async Task Uclient_ClientToClient_ThroughTwoAllocations_WithNoLoss()
     {
@@ -191,11 +208,12 @@ public sealed partial class TurnInteropTests
     }
 
     /// <summary>turnutils_peer echoes; wait until it does, so the first relayed packet is not lost to a race.</summary>
-    private static async Task WaitForUdpListenerAsync(int port)
+    private static async Task WaitForUdpListenerAsync(int port, IPAddress? address = null)
     {
-        using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
-        probe.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        var target = new IPEndPoint(IPAddress.Loopback, port);
+        address ??= IPAddress.Loopback;
+        using var probe = new Socket(address.AddressFamily, SocketType.Dgram, ProtocolType.Udp);
+        probe.Bind(new IPEndPoint(address, 0));
+        var target = new IPEndPoint(address, port);
         var buffer = new byte[64];
         for (var attempt = 0; attempt < 100; attempt++)
         {
@@ -203,7 +221,7 @@ public sealed partial class TurnInteropTests
             using var wait = new CancellationTokenSource(TimeSpan.FromMilliseconds(200));
             try
             {
-                await probe.ReceiveFromAsync(buffer, new IPEndPoint(IPAddress.Any, 0), wait.Token);
+                await probe.ReceiveFromAsync(buffer, new IPEndPoint(address.AddressFamily == AddressFamily.InterNetwork ? IPAddress.Any : IPAddress.IPv6Any, 0), wait.Token);
                 return;
             }
             catch (OperationCanceledException)
@@ -215,6 +233,6 @@ public sealed partial class TurnInteropTests
             }
         }
 
-        Assert.Fail($"turnutils_peer never echoed on 127.0.0.1:{port}");
+        Assert.Fail($"turnutils_peer never echoed on {target}");
     }
 }
