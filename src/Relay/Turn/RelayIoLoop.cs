@@ -52,29 +52,43 @@ internal sealed unsafe class RelayIoLoop : IDisposable
         _thread.Start();
     }
 
-    /// <summary>Starts watching an allocation's relay socket.</summary>
+    /// <summary>Starts watching an allocation's relay socket(s).</summary>
     public void Add(TurnAllocation allocation)
     {
-        var handle = GCHandle.Alloc(allocation);
-        allocation.LoopHandle = handle;
         allocation.Loop = this;
-        var slot = stackalloc byte[16];
-        LinuxEpoll.WriteEvent(slot, LinuxEpoll.EpollIn, (ulong)GCHandle.ToIntPtr(handle));
-        if (LinuxEpoll.Control(_epoll, LinuxEpoll.EpollCtlAdd, (int)allocation.RelaySocket.Handle, slot) != 0)
+        allocation.LoopHandle = Register(new RelayBinding(allocation, allocation.RelaySocket));
+        if (allocation.SecondarySocket is { } secondary)
         {
-            var errno = Marshal.GetLastPInvokeError();
-            handle.Free();
-            allocation.LoopHandle = default;
-            throw new IOException($"epoll_ctl(ADD) failed (errno {errno})");
+            allocation.SecondaryLoopHandle = Register(new RelayBinding(allocation, secondary));
         }
     }
 
-    /// <summary>Stops watching; the socket is closed and the handle freed on the loop thread.</summary>
+    /// <summary>Stops watching; the sockets are closed and the handles freed on the loop thread.</summary>
     public void Remove(TurnAllocation allocation)
     {
         var slot = stackalloc byte[16];
         LinuxEpoll.Control(_epoll, LinuxEpoll.EpollCtlDel, (int)allocation.RelaySocket.Handle, slot);
+        if (allocation.SecondarySocket is { } secondary)
+        {
+            LinuxEpoll.Control(_epoll, LinuxEpoll.EpollCtlDel, (int)secondary.Handle, slot);
+        }
+
         _retired.Enqueue(allocation);
+    }
+
+    private GCHandle Register(RelayBinding binding)
+    {
+        var handle = GCHandle.Alloc(binding);
+        var slot = stackalloc byte[16];
+        LinuxEpoll.WriteEvent(slot, LinuxEpoll.EpollIn, (ulong)GCHandle.ToIntPtr(handle));
+        if (LinuxEpoll.Control(_epoll, LinuxEpoll.EpollCtlAdd, (int)binding.Socket.Handle, slot) != 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            handle.Free();
+            throw new IOException($"epoll_ctl(ADD) failed (errno {errno})");
+        }
+
+        return handle;
     }
 
     public void Dispose()
@@ -90,9 +104,15 @@ internal sealed unsafe class RelayIoLoop : IDisposable
         while (_retired.TryDequeue(out var allocation))
         {
             allocation.RelaySocket.Dispose();
+            allocation.SecondarySocket?.Dispose();
             if (allocation.LoopHandle.IsAllocated)
             {
                 allocation.LoopHandle.Free();
+            }
+
+            if (allocation.SecondaryLoopHandle.IsAllocated)
+            {
+                allocation.SecondaryLoopHandle.Free();
             }
         }
     }
@@ -121,9 +141,9 @@ internal sealed unsafe class RelayIoLoop : IDisposable
                 for (var e = 0; e < ready; e++)
                 {
                     var handle = GCHandle.FromIntPtr((nint)LinuxEpoll.ReadEventData(events + (e * LinuxEpoll.EventSize)));
-                    if (handle.Target is TurnAllocation allocation && !allocation.IsClosed)
+                    if (handle.Target is RelayBinding binding && !binding.Allocation.IsClosed)
                     {
-                        Drain(allocation, headers, names, buffers);
+                        Drain(binding.Allocation, binding.Socket, headers, names, buffers);
                     }
                 }
             }
@@ -142,10 +162,10 @@ internal sealed unsafe class RelayIoLoop : IDisposable
         }
     }
 
-    private void Drain(TurnAllocation allocation, LinuxUdp.MMsgHdr* headers, byte* names, byte* buffers)
+    private void Drain(TurnAllocation allocation, System.Net.Sockets.Socket socket, LinuxUdp.MMsgHdr* headers, byte* names, byte* buffers)
     {
-        var fd = (int)allocation.RelaySocket.Handle;
-        var family = allocation.RelayFamily;
+        var fd = (int)socket.Handle;
+        var family = socket.AddressFamily;
         for (var batch = 0; batch < MaxBatchesPerSocket; batch++)
         {
             for (var i = 0; i < _batchSize; i++)
@@ -181,4 +201,7 @@ internal sealed unsafe class RelayIoLoop : IDisposable
             }
         }
     }
+
+    /// <summary>What one epoll registration names: a relay socket and the allocation it belongs to.</summary>
+    private sealed record RelayBinding(TurnAllocation Allocation, System.Net.Sockets.Socket Socket);
 }

@@ -32,8 +32,10 @@ internal sealed class TurnAllocation
     private long _windowBytes;
     private int _closed;
 
-    public TurnAllocation(TurnFiveTuple fiveTuple, string username, byte[] key, StunPasswordAlgorithm algorithm, Socket relaySocket, StunAddress relayedAddress, TurnClientSink sink, StunTransactionId allocateTransaction)
+    public TurnAllocation(TurnFiveTuple fiveTuple, string username, byte[] key, StunPasswordAlgorithm algorithm, Socket relaySocket, StunAddress relayedAddress, TurnClientSink sink, StunTransactionId allocateTransaction, Socket? secondarySocket = null, StunAddress secondaryRelayedAddress = default)
     {
+        SecondarySocket = secondarySocket;
+        SecondaryRelayedAddress = secondaryRelayedAddress;
         FiveTuple = fiveTuple;
         Username = username;
         UsernameUtf8 = System.Text.Encoding.UTF8.GetBytes(username);
@@ -64,13 +66,26 @@ internal sealed class TurnAllocation
     /// <summary>The address advertised in XOR-RELAYED-ADDRESS (the external address when one is configured).</summary>
     public StunAddress RelayedAddress { get; }
 
+    /// <summary>The IPv6 relay socket of a dual allocation (RFC 8656 §7.2, ADDITIONAL-ADDRESS-FAMILY).</summary>
+    public Socket? SecondarySocket { get; }
+
+    public StunAddress SecondaryRelayedAddress { get; }
+
+    /// <summary>True when the allocation has a relayed address of <paramref name="family"/>; otherwise 443 (RFC 8656 §9.1).</summary>
+    public bool ServesFamily(AddressFamily family) => RelayFamily == family || (SecondarySocket is { } secondary && secondary.AddressFamily == family);
+
+    /// <summary>The relay socket that talks to peers of <paramref name="family"/>.</summary>
+    public Socket SocketFor(AddressFamily family) => RelayFamily == family || SecondarySocket is null ? RelaySocket : SecondarySocket;
+
     public TurnClientSink Sink { get; }
 
     /// <summary>So a retransmitted Allocate gets the same success instead of 437 (RFC 8656 §7.2).</summary>
     public StunTransactionId AllocateTransaction { get; }
 
-    /// <summary>Registration with the relay I/O loop that watches <see cref="RelaySocket"/>.</summary>
+    /// <summary>Registrations with the relay I/O loop: one per relay socket.</summary>
     public GCHandle LoopHandle { get; set; }
+
+    public GCHandle SecondaryLoopHandle { get; set; }
 
     public RelayIoLoop? Loop { get; set; }
 

@@ -50,6 +50,7 @@ internal sealed class TurnMetrics
     private readonly long[] _bytes = new long[DirectionNames.Length];
     private long _allocations;
     private long _allocationsCreated;
+    private long _dualAllocationsCreated;
     private long _reservationsIssued;
     private long _reservationsRedeemed;
 
@@ -71,11 +72,18 @@ internal sealed class TurnMetrics
 
     public long AllocationsCreated => Volatile.Read(ref _allocationsCreated);
 
-    public void AllocationCreated()
+    public void AllocationCreated(bool dual)
     {
         Interlocked.Increment(ref _allocations);
         Interlocked.Increment(ref _allocationsCreated);
+        if (dual)
+        {
+            Interlocked.Increment(ref _dualAllocationsCreated);
+        }
     }
+
+    /// <summary>Allocations that got an IPv6 relayed address next to the IPv4 one (RFC 8656 §7.2).</summary>
+    public long DualAllocationsCreated => Volatile.Read(ref _dualAllocationsCreated);
 
     public void AllocationDeleted() => Interlocked.Decrement(ref _allocations);
 
@@ -118,7 +126,7 @@ internal sealed class TurnMetrics
     public void WritePrometheus(StringBuilder output)
     {
         WriteFamily(output, "relay_turn_allocations", "Live TURN allocations.", "gauge", [new("", Allocations)]);
-        WriteFamily(output, "relay_turn_allocations_created_total", "TURN allocations created.", "counter", [new("", Volatile.Read(ref _allocationsCreated))]);
+        WriteFamily(output, "relay_turn_allocations_created_total", "TURN allocations created; dual ones have an IPv4 and an IPv6 relayed address.", "counter", [new("kind=\"single\"", Volatile.Read(ref _allocationsCreated) - Volatile.Read(ref _dualAllocationsCreated)), new("kind=\"dual\"", Volatile.Read(ref _dualAllocationsCreated))]);
         WriteFamily(output, "relay_turn_reservations_total", "Relay ports reserved by EVEN-PORT and redeemed by RESERVATION-TOKEN.", "counter", [new("outcome=\"issued\"", Volatile.Read(ref _reservationsIssued)), new("outcome=\"redeemed\"", Volatile.Read(ref _reservationsRedeemed))]);
         WriteFamily(output, "relay_turn_requests_total", "TURN requests, by method.", "counter", Labelled(_requests, MethodNames, "method"));
         WriteFamily(output, "relay_turn_responses_total", "TURN responses, by code (200 is success).", "counter", Labelled(_responses, CodeNames(), "code"));

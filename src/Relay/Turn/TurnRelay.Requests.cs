@@ -29,6 +29,8 @@ internal sealed partial class TurnRelay
     private static readonly StunPasswordAlgorithm[] OfferedAlgorithms = [StunPasswordAlgorithm.Sha256, StunPasswordAlgorithm.Md5];
 
     private const byte RequestedTransportUdp = 17;
+    private const ushort LegacyAdditionalAddressFamily = 0x8032;
+    private const ushort LegacyAddressErrorCode = 0x8033;
 
     /// <summary>
     /// Handles a TURN request or indication (anything but Binding) and writes the response into
@@ -293,7 +295,16 @@ internal sealed partial class TurnRelay
         }
 
         var hasFamily = request.TryGetAttribute(StunAttributeType.RequestedAddressFamily, out var familyValue);
-        var hasAdditional = request.TryGetAttribute(StunAttributeType.AdditionalAddressFamily, out var additionalValue);
+        var additionalFamily = request.TryGetAttribute(StunAttributeType.AdditionalAddressFamily, out var additionalValue) ? additionalValue[0] : -1;
+        var legacyDual = false;
+        if (additionalFamily < 0)
+        {
+            additionalFamily = LegacyAdditionalFamily(request);
+            legacyDual = additionalFamily >= 0;
+        }
+
+        var hasAdditional = additionalFamily >= 0;
+
         var hasToken = request.TryGetAttribute(StunAttributeType.ReservationToken, out var tokenValue);
         var hasEvenPort = request.TryGetAttribute(StunAttributeType.EvenPort, out var evenPort);
 
@@ -301,6 +312,12 @@ internal sealed partial class TurnRelay
         if ((hasFamily && hasAdditional) || (hasToken && (hasEvenPort || hasFamily || hasAdditional)))
         {
             return Error(header, response, 400, "Conflicting attributes"u8, default, auth);
+        }
+
+        // RFC 8656 §7.2: ADDITIONAL-ADDRESS-FAMILY asks for an IPv6 address next to the IPv4 one; 0x01 there is 400.
+        if (hasAdditional && additionalFamily != StunAddress.FamilyIPv6)
+        {
+            return Error(header, response, 400, "ADDITIONAL-ADDRESS-FAMILY must be IPv6"u8, default, auth);
         }
 
         var family = AddressFamily.InterNetwork;
@@ -356,47 +373,83 @@ internal sealed partial class TurnRelay
             return Error(header, response, 508, "Insufficient Capacity"u8, default, auth);
         }
 
+        // The IPv6 half of a dual allocation is best effort: when it cannot be had, the IPv4 allocation
+        // stands and ADDRESS-ERROR-CODE says why (RFC 8656 §7.2).
+        Socket? secondary = null;
+        var additionalError = 0;
+        if (hasAdditional)
+        {
+            secondary = RelayIPv6 is { } v6 ? BindRelaySocket(v6, evenPort: false, reserveNext: false, out _) : null;
+            additionalError = secondary is not null ? 0 : RelayIPv6 is null ? 440 : 508;
+        }
+
         var bound = (IPEndPoint)socket.LocalEndPoint!;
         var advertised = family == AddressFamily.InterNetwork && AdvertisedIPv4 is { } external ? new IPEndPoint(external, bound.Port) : bound;
         TurnClientSink sink = context.Stream is { } stream ? stream : new UdpClientSink(context.UdpSocket!, context.Client);
-        var allocation = new TurnAllocation(context.FiveTuple, username, auth.Key.ToArray(), auth.Algorithm, socket, StunAddress.FromEndPoint(advertised), sink, header.TransactionId);
+        var allocation = new TurnAllocation(context.FiveTuple, username, auth.Key.ToArray(), auth.Algorithm, socket, StunAddress.FromEndPoint(advertised), sink, header.TransactionId,
+            secondary, secondary is null ? default : StunAddress.FromEndPoint((IPEndPoint)secondary.LocalEndPoint!));
         allocation.SetLifetime(Environment.TickCount64, lifetime);
         if (!_allocations.TryAdd(context.FiveTuple, allocation))
         {
             // Two copies of one Allocate raced on different threads; the other one won.
             ReleaseQuota(username);
             socket.Dispose();
+            secondary?.Dispose();
             reserved?.Dispose();
             return Find(context.FiveTuple) is { } winner
                 ? AllocateSuccess(header, winner, context, auth, response)
                 : Error(header, response, 437, "Allocation Mismatch"u8, default, auth);
         }
 
-        Metrics.AllocationCreated();
+        Metrics.AllocationCreated(dual: secondary is not null);
         NextLoop().Add(allocation);
-        LogAllocationCreated(context.Client, allocation.RelayedAddress, username);
+        LogAllocationCreated(context.Client, allocation.RelayedAddress, allocation.SecondarySocket is null ? (hasAdditional ? "IPv6 refused" : "none") : allocation.SecondaryRelayedAddress.ToString(), username);
         var token = reserved is null ? 0UL : AddReservation(reserved);
-        return AllocateSuccess(header, allocation, context, auth, response, hasAdditional && additionalValue[0] == StunAddress.FamilyIPv6, token);
+        return AllocateSuccess(header, allocation, context, auth, response, additionalError, token, legacyDual);
     }
 
-    private int AllocateSuccess(in StunHeader header, TurnAllocation allocation, in TurnContext context, in Auth auth, Span<byte> response, bool additionalRefused = false, ulong reservationToken = 0)
+    /// <summary>
+    /// coturn (through 4.6) sends ADDITIONAL-ADDRESS-FAMILY under the code point of the draft that became
+    /// RFC 8656 (0x8032, with ADDRESS-ERROR-CODE at 0x8033), not IANA's 0x8000. It is comprehension-
+    /// optional, so the codec passes it unchecked: its length is checked here.
+    /// </summary>
+    private static int LegacyAdditionalFamily(in StunMessage request)
+    {
+        foreach (var attribute in request)
+        {
+            if (attribute.Type == LegacyAdditionalAddressFamily && attribute.Value.Length == 4)
+            {
+                return attribute.Value[0];
+            }
+        }
+
+        return -1;
+    }
+
+    private int AllocateSuccess(in StunHeader header, TurnAllocation allocation, in TurnContext context, in Auth auth, Span<byte> response, int additionalError = 0, ulong reservationToken = 0, bool legacyDual = false)
     {
         var writer = new StunMessageWriter(response, StunHeader.ComposeType(StunMethod.Allocate, StunClass.SuccessResponse), header.TransactionId);
         writer.WriteXorAddress(StunAttributeType.XorRelayedAddress, allocation.RelayedAddress);
+        if (allocation.SecondarySocket is not null)
+        {
+            writer.WriteXorAddress(StunAttributeType.XorRelayedAddress, allocation.SecondaryRelayedAddress);
+        }
+
         if (reservationToken != 0)
         {
             BinaryPrimitives.WriteUInt64BigEndian(writer.BeginAttribute((ushort)StunAttributeType.ReservationToken, 8), reservationToken);
         }
 
-        if (additionalRefused)
+        if (additionalError != 0)
         {
-            // RFC 8656 §7.2/§18.12: the IPv4 half succeeded, the IPv6 half of a dual allocation did not.
-            var value = writer.BeginAttribute((ushort)StunAttributeType.AddressErrorCode, 4 + 28);
+            // RFC 8656 §18.12: family, then an ERROR-CODE-shaped class and number, then a reason.
+            var reason = additionalError == 440 ? "Address Family not Supported"u8 : "Insufficient Capacity"u8;
+            var value = writer.BeginAttribute(legacyDual ? LegacyAddressErrorCode : (ushort)StunAttributeType.AddressErrorCode, 4 + reason.Length);
             value[0] = StunAddress.FamilyIPv6;
             value[1] = 0;
-            value[2] = 4;
-            value[3] = 40;
-            "Address Family not Supported"u8.CopyTo(value[4..]);
+            value[2] = (byte)(additionalError / 100);
+            value[3] = (byte)(additionalError % 100);
+            reason.CopyTo(value[4..]);
         }
 
         writer.WriteUInt32(StunAttributeType.Lifetime, (uint)Math.Max(0, (allocation.ExpiresAtMs - Environment.TickCount64 + 500) / 1000));
@@ -414,7 +467,7 @@ internal sealed partial class TurnRelay
 
         // RFC 8656 §7.3: a REQUESTED-ADDRESS-FAMILY that is not the allocation's is 443.
         if (request.TryGetAttribute(StunAttributeType.RequestedAddressFamily, out var family)
-            && family[0] != (allocation.RelayFamily == AddressFamily.InterNetwork ? StunAddress.FamilyIPv4 : StunAddress.FamilyIPv6))
+            && !allocation.ServesFamily(family[0] == StunAddress.FamilyIPv4 ? AddressFamily.InterNetwork : family[0] == StunAddress.FamilyIPv6 ? AddressFamily.InterNetworkV6 : AddressFamily.Unknown))
         {
             return Error(header, response, 443, "Peer Address Family Mismatch"u8, default, auth);
         }
@@ -453,7 +506,7 @@ internal sealed partial class TurnRelay
             }
 
             StunAttributeReader.TryReadXorAddress(attribute.Value, header, out var peer);
-            if (peer.Family != allocation.RelayFamily)
+            if (!allocation.ServesFamily(peer.Family))
             {
                 return Error(header, response, 443, "Peer Address Family Mismatch"u8, default, auth);
             }
@@ -515,7 +568,7 @@ internal sealed partial class TurnRelay
         }
 
         StunAttributeReader.TryReadXorAddress(peerValue, header, out var peer);
-        if (peer.Family != allocation.RelayFamily)
+        if (!allocation.ServesFamily(peer.Family))
         {
             return Error(header, response, 443, "Peer Address Family Mismatch"u8, default, auth);
         }
@@ -566,7 +619,7 @@ internal sealed partial class TurnRelay
 
         StunAttributeReader.TryReadXorAddress(peerValue, request.Header, out var peer);
         var nowMs = Environment.TickCount64;
-        if (peer.Family != allocation.RelayFamily || !allocation.HasPermission(peer, nowMs))
+        if (!allocation.ServesFamily(peer.Family) || !allocation.HasPermission(peer, nowMs))
         {
             Metrics.Drop(TurnDropReason.NoPermission);
             return;

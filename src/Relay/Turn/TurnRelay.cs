@@ -248,8 +248,9 @@ internal sealed partial class TurnRelay : IHostedService, IDisposable
         }
 
         Span<byte> address = stackalloc byte[LinuxEpoll.SockaddrIn6Length];
-        var addressLength = LinuxEpoll.WriteSockaddr(peer, allocation.RelayFamily, address);
-        var handle = allocation.RelaySocket.SafeHandle;
+        var socket = allocation.SocketFor(peer.Family);
+        var addressLength = LinuxEpoll.WriteSockaddr(peer, socket.AddressFamily, address);
+        var handle = socket.SafeHandle;
         var added = false;
         try
         {
@@ -298,6 +299,7 @@ internal sealed partial class TurnRelay : IHostedService, IDisposable
         else
         {
             allocation.RelaySocket.Dispose();
+            allocation.SecondarySocket?.Dispose();
         }
 
         LogAllocationDeleted(allocation.FiveTuple.Client, allocation.RelayedAddress, allocation.Username);
@@ -526,8 +528,8 @@ internal sealed partial class TurnRelay : IHostedService, IDisposable
     [LoggerMessage(EventId = 4002, Level = LogLevel.Error, Message = "TURN allocation sweep failed")]
     private partial void LogSweepFailed(Exception exception);
 
-    [LoggerMessage(EventId = 4003, Level = LogLevel.Information, Message = "TURN allocation for {Client} relayed at {Relayed} (user {User})")]
-    private partial void LogAllocationCreated(StunAddress client, StunAddress relayed, string user);
+    [LoggerMessage(EventId = 4003, Level = LogLevel.Information, Message = "TURN allocation for {Client} relayed at {Relayed}, IPv6 half {Additional} (user {User})")]
+    private partial void LogAllocationCreated(StunAddress client, StunAddress relayed, string additional, string user);
 
     [LoggerMessage(EventId = 4004, Level = LogLevel.Debug, Message = "TURN allocation for {Client} at {Relayed} (user {User}) deleted")]
     private partial void LogAllocationDeleted(StunAddress client, StunAddress relayed, string user);

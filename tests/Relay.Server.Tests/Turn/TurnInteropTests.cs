@@ -33,6 +33,8 @@ public sealed partial class TurnInteropTests
         { "TCP, Send/Data indications (-t -s)", ["-t", "-s"] },
         { "UDP, IPv4 requested explicitly, DONT-FRAGMENT (-X -g)", ["-X", "-g"] },
         { "UDP, RTP/RTCP pairs (EVEN-PORT)", ["-EVEN"] },
+        { "UDP, dual IPv4+IPv6 allocation (-Z, ADDITIONAL-ADDRESS-FAMILY)", ["-Z"] },
+        { "TCP, dual IPv4+IPv6 allocation (-t -Z)", ["-t", "-Z"] },
     };
 
     [Theory]
@@ -67,6 +69,9 @@ public sealed partial class TurnInteropTests
         {
             Assert.True(metrics.ReservationsRedeemed >= 1, $"{mode}: no RESERVATION-TOKEN was redeemed");
         }
+
+        // -Z: every allocation also got an IPv6 relayed address (coturn sends the draft's 0x8032 code point).
+        Assert.Equal(flags.Contains("-Z") ? metrics.AllocationsCreated : 0, metrics.DualAllocationsCreated);
     }
 
     [Fact]
