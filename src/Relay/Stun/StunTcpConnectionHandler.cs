@@ -112,6 +112,7 @@ internal sealed partial class StunTcpConnectionHandler : ConnectionHandler
                 var buffer = result.Buffer;
                 var wrote = false;
                 var end = StunConnectionEnd.None;
+                TcpPeerConnection? dataPeer = null;
                 try
                 {
                     // Drain every complete frame in this read before flushing once (Kestrel's loop shape).
@@ -161,7 +162,7 @@ internal sealed partial class StunTcpConnectionHandler : ConnectionHandler
                             break;
                         }
 
-                        var length = Handle(message, context, turnContext, response);
+                        var length = Handle(message, context, turnContext, response, out dataPeer);
                         if (length > 0)
                         {
                             wrote = true;
@@ -170,9 +171,16 @@ internal sealed partial class StunTcpConnectionHandler : ConnectionHandler
                                 return StunConnectionEnd.PeerClosed;
                             }
                         }
+
+                        if (dataPeer is not null)
+                        {
+                            // RFC 6062 §5.4: after ConnectionBind the stream is the peer's data; what
+                            // follows the request in this read already belongs to it.
+                            break;
+                        }
                     }
 
-                    if (end == StunConnectionEnd.None && result.IsCompleted)
+                    if (end == StunConnectionEnd.None && dataPeer is null && result.IsCompleted)
                     {
                         if (!buffer.IsEmpty)
                         {
@@ -188,11 +196,26 @@ internal sealed partial class StunTcpConnectionHandler : ConnectionHandler
                 }
                 finally
                 {
-                    input.AdvanceTo(buffer.Start, buffer.End);
+                    if (dataPeer is null)
+                    {
+                        input.AdvanceTo(buffer.Start, buffer.End);
+                    }
+                    else
+                    {
+                        // Not examined: the relay's first read must see bytes that are already here.
+                        input.AdvanceTo(buffer.Start);
+                    }
                 }
 
                 if (wrote && !await sink.FlushAsync().ConfigureAwait(false))
                 {
+                    return StunConnectionEnd.PeerClosed;
+                }
+
+                if (dataPeer is not null)
+                {
+                    sink.Complete();
+                    await _turn!.RelayTcpDataAsync(dataPeer, input, connection.Transport.Output).ConfigureAwait(false);
                     return StunConnectionEnd.PeerClosed;
                 }
 
@@ -239,8 +262,9 @@ internal sealed partial class StunTcpConnectionHandler : ConnectionHandler
     }
 
     /// <summary>Answers one STUN or TURN message into <paramref name="response"/>; returns the response length.</summary>
-    private int Handle(in ReadOnlySequence<byte> message, in StunRequestContext context, in TurnContext turnContext, byte[] response)
+    private int Handle(in ReadOnlySequence<byte> message, in StunRequestContext context, in TurnContext turnContext, byte[] response, out TcpPeerConnection? dataPeer)
     {
+        dataPeer = null;
         var length = (int)message.Length;
         byte[]? rented = null;
         var contiguous = message.IsSingleSegment
@@ -250,7 +274,7 @@ internal sealed partial class StunTcpConnectionHandler : ConnectionHandler
         {
             if (_turn is not null && StunHeader.GetMethod(BinaryPrimitives.ReadUInt16BigEndian(contiguous)) != (ushort)StunMethod.Binding)
             {
-                return _turn.HandleMessage(contiguous, turnContext, response);
+                return _turn.HandleMessage(contiguous, turnContext, response, out dataPeer);
             }
 
             var reply = _service.Handle(contiguous, context, response);

@@ -44,6 +44,7 @@ internal sealed class TurnAllocation
         RelaySocket = relaySocket;
         RelayedAddress = relayedAddress;
         RelayFamily = relaySocket.AddressFamily;
+        IsTcpRelay = relaySocket.SocketType == SocketType.Stream;
         Sink = sink;
         AllocateTransaction = allocateTransaction;
     }
@@ -62,6 +63,12 @@ internal sealed class TurnAllocation
     public Socket RelaySocket { get; }
 
     public AddressFamily RelayFamily { get; }
+
+    /// <summary>An RFC 6062 allocation: <see cref="RelaySocket"/> is a TCP listener, and data flows over per-peer TCP connections.</summary>
+    public bool IsTcpRelay { get; }
+
+    /// <summary>Peer TCP connections of an RFC 6062 allocation, bound or waiting for a ConnectionBind.</summary>
+    public int TcpConnectionCount;
 
     /// <summary>The address advertised in XOR-RELAYED-ADDRESS (the external address when one is configured).</summary>
     public StunAddress RelayedAddress { get; }

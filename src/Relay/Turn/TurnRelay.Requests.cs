@@ -25,6 +25,8 @@ internal sealed partial class TurnRelay
         (ushort)StunAttributeType.UseCandidate, (ushort)StunAttributeType.ConnectionId,
     ];
 
+    private const byte RequestedTransportTcp = 6;
+
     // RFC 8489 §9.2.4: the list a 401 offers, most preferred first; a client echoes it back.
     private static readonly StunPasswordAlgorithm[] OfferedAlgorithms = [StunPasswordAlgorithm.Sha256, StunPasswordAlgorithm.Md5];
 
@@ -36,8 +38,16 @@ internal sealed partial class TurnRelay
     /// Handles a TURN request or indication (anything but Binding) and writes the response into
     /// <paramref name="response"/>. Returns its length, or 0 when nothing is to be sent.
     /// </summary>
-    public int HandleMessage(ReadOnlySpan<byte> message, in TurnContext context, Span<byte> response)
+    public int HandleMessage(ReadOnlySpan<byte> message, in TurnContext context, Span<byte> response) =>
+        HandleMessage(message, context, response, out _);
+
+    /// <summary>
+    /// As <see cref="HandleMessage(ReadOnlySpan{byte}, in TurnContext, Span{byte})"/>; a successful RFC 6062
+    /// ConnectionBind also hands back the peer connection this stream now carries, raw, after the response.
+    /// </summary>
+    public int HandleMessage(ReadOnlySpan<byte> message, in TurnContext context, Span<byte> response, out TcpPeerConnection? boundPeer)
     {
+        boundPeer = null;
         var status = StunMessageReader.TryParse(message, _limits, out var request, out var error);
         if (status != OperationStatus.Done)
         {
@@ -91,12 +101,13 @@ internal sealed partial class TurnRelay
             (ushort)StunMethod.Refresh => StunMethodSlot.Refresh,
             (ushort)StunMethod.CreatePermission => StunMethodSlot.CreatePermission,
             (ushort)StunMethod.ChannelBind => StunMethodSlot.ChannelBind,
+            (ushort)StunMethod.Connect => StunMethodSlot.Connect,
+            (ushort)StunMethod.ConnectionBind => StunMethodSlot.ConnectionBind,
             _ => StunMethodSlot.Other,
         };
         Metrics.Request(slot);
         if (slot == StunMethodSlot.Other)
         {
-            // RFC 6062's Connect and ConnectionBind need a TCP relay, which this server does not offer yet.
             return Error(requestHeader, response, 400, "Unsupported method"u8, default);
         }
 
@@ -121,6 +132,8 @@ internal sealed partial class TurnRelay
             StunMethodSlot.Allocate => Allocate(request, context, allocation, auth, response),
             StunMethodSlot.Refresh => Refresh(request, context, allocation, auth, response),
             StunMethodSlot.CreatePermission => CreatePermission(request, context, allocation, auth, response),
+            StunMethodSlot.Connect => Connect(request, context, allocation, auth, response),
+            StunMethodSlot.ConnectionBind => ConnectionBind(request, context, allocation, auth, response, out boundPeer),
             _ => ChannelBind(request, context, allocation, auth, response),
         };
     }
@@ -131,6 +144,8 @@ internal sealed partial class TurnRelay
         StunMethodSlot.Refresh => "Refresh",
         StunMethodSlot.CreatePermission => "CreatePermission",
         StunMethodSlot.ChannelBind => "ChannelBind",
+        StunMethodSlot.Connect => "Connect",
+        StunMethodSlot.ConnectionBind => "ConnectionBind",
         _ => "request",
     };
 
@@ -289,9 +304,23 @@ internal sealed partial class TurnRelay
             return Error(header, response, 400, "REQUESTED-TRANSPORT missing"u8, default, auth);
         }
 
-        if (transport[0] != RequestedTransportUdp)
+        var tcpRelay = transport[0] == RequestedTransportTcp;
+        if (transport[0] != RequestedTransportUdp && !tcpRelay)
         {
             return Error(header, response, 442, "Unsupported Transport Protocol"u8, default, auth);
+        }
+
+        // RFC 6062 §5.1: a TCP relay is allocated over a TCP or TLS control connection only, and has
+        // no port pairs (EVEN-PORT) or dual families.
+        if (tcpRelay && context.Transport == StunTransport.Udp)
+        {
+            return Error(header, response, 400, "TCP relay needs a TCP or TLS connection"u8, default, auth);
+        }
+
+        if (tcpRelay && (request.HasAttribute(StunAttributeType.EvenPort) || request.HasAttribute(StunAttributeType.ReservationToken)
+            || request.HasAttribute(StunAttributeType.AdditionalAddressFamily) || LegacyAdditionalFamily(request) >= 0))
+        {
+            return Error(header, response, 400, "EVEN-PORT, RESERVATION-TOKEN and dual allocation are UDP only"u8, default, auth);
         }
 
         var hasFamily = request.TryGetAttribute(StunAttributeType.RequestedAddressFamily, out var familyValue);
@@ -358,6 +387,10 @@ internal sealed partial class TurnRelay
                 Metrics.Reservation(redeemed: true);
             }
         }
+        else if (tcpRelay)
+        {
+            socket = BindTcpRelayListener(address);
+        }
         else
         {
             // Reservations outlive the allocations that made them, so they have a bound of their own.
@@ -402,7 +435,15 @@ internal sealed partial class TurnRelay
         }
 
         Metrics.AllocationCreated(dual: secondary is not null);
-        NextLoop().Add(allocation);
+        if (tcpRelay)
+        {
+            _ = AcceptPeersAsync(allocation);
+        }
+        else
+        {
+            NextLoop().Add(allocation);
+        }
+
         LogAllocationCreated(context.Client, allocation.RelayedAddress, allocation.SecondarySocket is null ? (hasAdditional ? "IPv6 refused" : "none") : allocation.SecondaryRelayedAddress.ToString(), username);
         var token = reserved is null ? 0UL : AddReservation(reserved);
         return AllocateSuccess(header, allocation, context, auth, response, additionalError, token, legacyDual);
@@ -554,6 +595,12 @@ internal sealed partial class TurnRelay
             return Error(header, response, 437, "Allocation Mismatch"u8, default, auth);
         }
 
+        if (allocation.IsTcpRelay)
+        {
+            // RFC 6062 §5: a TCP allocation carries data over its peer connections, never channels.
+            return Error(header, response, 400, "Channels need a UDP allocation"u8, default, auth);
+        }
+
         if (!request.TryGetAttribute(StunAttributeType.ChannelNumber, out var numberValue)
             || !request.TryGetAttribute(StunAttributeType.XorPeerAddress, out var peerValue))
         {
@@ -605,7 +652,7 @@ internal sealed partial class TurnRelay
     /// <summary>RFC 8656 §11.2: a Send indication is relayed if it names a permitted peer; otherwise it vanishes.</summary>
     private void HandleSend(in StunMessage request, in TurnContext context)
     {
-        if (!_allocations.TryGetValue(context.FiveTuple, out var allocation))
+        if (!_allocations.TryGetValue(context.FiveTuple, out var allocation) || allocation.IsTcpRelay)
         {
             Metrics.Drop(TurnDropReason.NoAllocation);
             return;

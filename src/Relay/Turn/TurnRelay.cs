@@ -292,7 +292,12 @@ internal sealed partial class TurnRelay : IHostedService, IDisposable
         _allocations.TryRemove(new KeyValuePair<TurnFiveTuple, TurnAllocation>(allocation.FiveTuple, allocation));
         ReleaseQuota(allocation.Username);
         Metrics.AllocationDeleted();
-        if (allocation.Loop is { } loop)
+        if (allocation.IsTcpRelay)
+        {
+            allocation.RelaySocket.Dispose();
+            SweepTcpConnections(Environment.TickCount64);
+        }
+        else if (allocation.Loop is { } loop)
         {
             loop.Remove(allocation);
         }
@@ -318,6 +323,7 @@ internal sealed partial class TurnRelay : IHostedService, IDisposable
                 }
             }
 
+            SweepTcpConnections(nowMs);
             foreach (var allocation in _allocations.Values)
             {
                 if (allocation.ExpiresAtMs <= nowMs)

@@ -116,6 +116,32 @@ public sealed partial class TurnInteropTests
         AssertNoLoss(result.Output, expected: 2 * 20, $"IPv6 relay over {transport}");
     }
 
+    [Theory]
+    [InlineData("TCP")]
+    [InlineData("TLS")]
+    public async Task Uclient_TcpRelay_Rfc6062_ClientToClient_WithNoLoss(string transport)
+    {
+        var directory = Directory.CreateTempSubdirectory("relay-turn-6062-").FullName;
+        try
+        {
+            var (certificate, key) = StunTcpTlsTests.WriteSelfSignedPem(directory);
+            await using var server = await RelayTestServer.StartAsync([.. RelaySettings, $"Relay:Tls:CertificatePath={certificate}", $"Relay:Tls:KeyPath={key}"]);
+
+            // -T: TCP relay (RFC 6062). One client Connects to the other's relayed address, the other gets a
+            // ConnectionAttempt; both open data connections with ConnectionBind.
+            string[] tls = transport == "TLS" ? ["-S"] : [];
+            var port = transport == "TLS" ? server.TlsPort : server.StunPort;
+            var result = await ExternalTool.RunAsync("turnutils_uclient", [.. tls, "-T", "-m", "2", "-n", "20", "-u", User, "-w", Password, "-p", Port(port), "127.0.0.1"]);
+            AssertNoLoss(result.Output, expected: 2 * 20, $"TCP relay over {transport}");
+            var metrics = server.Services.GetRequiredService<TurnMetrics>();
+            Assert.True(metrics.RelayedPackets(toPeer: true) > 0, "no bytes crossed the TCP relay");
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
     [Fact]
     public async Task Uclient_ClientToClient_ThroughTwoAllocations_WithNoLoss()
     {
