@@ -2,6 +2,7 @@ using System.Net;
 using System.Text;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Relay.Api;
 using Relay.Configuration;
 using Relay.Rendezvous.Stun;
 using Relay.Stun;
@@ -37,6 +38,8 @@ public static class RelayHost
         }
 
         var devCredentialFile = EnsureDevelopmentTurnUser(configuration.Turn, dataDirectory);
+        var adminTokens = AdminTokens.Load(configuration.Api, dataDirectory);
+        builder.Services.AddSingleton(adminTokens);
         builder.Services.AddSingleton(configuration);
         builder.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(configuration.Stun));
         builder.Services.AddSingleton<StunMetrics>();
@@ -63,7 +66,7 @@ public static class RelayHost
 
         var app = builder.Build();
         MapEndpoints(app);
-        app.Lifetime.ApplicationStarted.Register(() => PrintBanner(configuration, dataDirectory, app.Services.GetRequiredService<TurnRelay>(), devCredentialFile));
+        app.Lifetime.ApplicationStarted.Register(() => PrintBanner(configuration, dataDirectory, app.Services.GetRequiredService<TurnRelay>(), devCredentialFile, adminTokens));
         return app;
     }
 
@@ -137,6 +140,7 @@ public static class RelayHost
 
     private static void MapEndpoints(WebApplication app)
     {
+        TurnCredentialsEndpoint.Map(app);
         app.MapGet("/healthz", static (StunUdpListener udp) =>
         {
             var text = new StringBuilder("ok\n");
@@ -200,7 +204,7 @@ public static class RelayHost
         return file;
     }
 
-    private static void PrintBanner(RelayConfiguration configuration, string dataDirectory, TurnRelay turn, string? devCredentialFile)
+    private static void PrintBanner(RelayConfiguration configuration, string dataDirectory, TurnRelay turn, string? devCredentialFile, AdminTokens tokens)
     {
         var stun = configuration.Stun;
         var banner = new StringBuilder()
@@ -209,7 +213,8 @@ public static class RelayHost
             .AppendLine($"  Limits    {(stun.RateLimit.Enabled ? $"{stun.RateLimit.RequestsPerSecond}/s per IP (burst {stun.RateLimit.Burst})" : "rate limit OFF")}, {stun.Tcp.MaxConnectionsPerIp} TCP connections per IP, {stun.MaxMessageSize} B messages")
             .AppendLine($"  RFC 5780  {(Rfc5780Addresses.From(stun) is { } five ? $"alternate {five.Alternate.WithPort(five.AlternatePort)}" : "off (set Relay:Stun:AlternateAddress)")}")
             .AppendLine($"  TURN      {TurnLine(configuration.Turn, turn, devCredentialFile)}")
-            .AppendLine($"  HTTP      {configuration.Http.Port}  (/healthz, /metrics)")
+            .AppendLine($"  HTTP      {configuration.Http.Port}  (/healthz, /metrics, /v1/turn/credentials)")
+            .AppendLine($"  Admin     {(tokens.GeneratedToken is { } token ? $"token {token}  (shown once; only its hash is kept in {tokens.File})" : configuration.Api.BootstrapToken is { Length: > 0 } ? "Relay:Api:BootstrapToken" : $"token minted earlier (hash in {tokens.File}; delete it to mint a new one)")}")
             .AppendLine($"  Data      {dataDirectory}");
         static string TurnLine(TurnOptions options, TurnRelay turn, string? devCredentialFile)
         {

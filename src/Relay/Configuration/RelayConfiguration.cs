@@ -3,6 +3,7 @@ using System.Net.Sockets;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using Microsoft.Extensions.Configuration;
+using Relay.Api;
 using Relay.Rendezvous.Stun;
 using Relay.Turn;
 
@@ -17,8 +18,9 @@ public sealed class RelayConfigurationException(string message) : Exception(mess
 /// </summary>
 public sealed class RelayConfiguration
 {
-    private RelayConfiguration(RelayOptions relay, HttpOptions http, TlsOptions tls, StunOptions stun, TurnOptions turn, X509Certificate2? certificate)
+    private RelayConfiguration(RelayOptions relay, HttpOptions http, TlsOptions tls, StunOptions stun, TurnOptions turn, ApiOptions api, X509Certificate2? certificate)
     {
+        Api = api;
         Relay = relay;
         Http = http;
         Tls = tls;
@@ -39,6 +41,9 @@ public sealed class RelayConfiguration
     /// <summary><c>Relay:Stun</c>.</summary>
     public StunOptions Stun { get; }
 
+    /// <summary><c>Relay:Api</c>.</summary>
+    public ApiOptions Api { get; }
+
     /// <summary><c>Relay:Turn</c>.</summary>
     public TurnOptions Turn { get; }
 
@@ -54,6 +59,7 @@ public sealed class RelayConfiguration
         var tls = Bind<TlsOptions>(configuration, TlsOptions.SectionName, errors);
         var stun = Bind<StunOptions>(configuration, StunOptions.SectionName, errors);
         var turn = Bind<TurnOptions>(configuration, TurnOptions.SectionName, errors);
+        var api = Bind<ApiOptions>(configuration, ApiOptions.SectionName, errors);
         if (errors.Count == 0)
         {
             Validate(relay, http, stun, errors);
@@ -71,7 +77,7 @@ public sealed class RelayConfiguration
             throw new RelayConfigurationException("Invalid configuration:" + Environment.NewLine + "  " + string.Join(Environment.NewLine + "  ", errors));
         }
 
-        return new RelayConfiguration(relay, http, tls, stun, turn, certificate);
+        return new RelayConfiguration(relay, http, tls, stun, turn, api, certificate);
     }
 
     /// <summary>Parsed listen addresses, or null meaning "all addresses".</summary>

@@ -1,0 +1,91 @@
+using System.Globalization;
+using System.Text.Json.Serialization;
+using Relay.Configuration;
+using Relay.Turn;
+
+namespace Relay.Api;
+
+/// <summary>The draft's response shape (draft-uberti-behave-turn-rest-00 §2.2).</summary>
+internal sealed record TurnCredentialsResponse(
+    [property: JsonPropertyName("username")] string Username,
+    [property: JsonPropertyName("password")] string Password,
+    [property: JsonPropertyName("ttl")] int Ttl,
+    [property: JsonPropertyName("uris")] IReadOnlyList<string> Uris);
+
+/// <summary>An RFC 7807 problem body.</summary>
+internal sealed record ProblemResponse(
+    [property: JsonPropertyName("type")] string Type,
+    [property: JsonPropertyName("title")] string Title,
+    [property: JsonPropertyName("status")] int Status,
+    [property: JsonPropertyName("detail")] string Detail);
+
+[JsonSerializable(typeof(TurnCredentialsResponse))]
+[JsonSerializable(typeof(ProblemResponse))]
+internal sealed partial class ApiJsonContext : JsonSerializerContext;
+
+/// <summary>
+/// <c>GET /v1/turn/credentials?user=NAME&amp;ttl=SECONDS</c>: mints time-limited TURN credentials from
+/// the first <c>Relay:Turn:SharedSecrets</c> entry for an admin bearer token, in the TURN REST API's
+/// JSON shape, so a back end can hand them to a browser or device without knowing the secret.
+/// </summary>
+internal static class TurnCredentialsEndpoint
+{
+    public const int DefaultTtlSeconds = 86_400;
+    public const int MaxTtlSeconds = 7 * 86_400;
+
+    public static void Map(WebApplication app) =>
+        app.MapGet("/v1/turn/credentials", static (HttpContext http, AdminTokens tokens, TurnCredentialStore credentials, RelayConfiguration configuration) =>
+            Handle(http, tokens, credentials, configuration));
+
+    private static IResult Handle(HttpContext http, AdminTokens tokens, TurnCredentialStore credentials, RelayConfiguration configuration)
+    {
+        if (!tokens.IsAdmin(http.Request.Headers.Authorization))
+        {
+            http.Response.Headers.WWWAuthenticate = "Bearer";
+            return Problem(401, "Unauthorized", "Send an admin token as 'Authorization: Bearer <token>' (printed at first start, or Relay:Api:BootstrapToken).");
+        }
+
+        if (!configuration.Turn.Enabled || !credentials.HasSharedSecrets)
+        {
+            return Problem(409, "No shared secret", "Time-limited TURN credentials need Relay:Turn:SharedSecrets (and Relay:Turn:Enabled=true).");
+        }
+
+        var user = http.Request.Query["user"].ToString();
+        if (user.Length > 64 || user.Contains(':', StringComparison.Ordinal) || user.Any(char.IsControl))
+        {
+            return Problem(400, "Bad user", "'user' must be at most 64 characters, without ':' or control characters.");
+        }
+
+        var ttl = DefaultTtlSeconds;
+        var ttlText = http.Request.Query["ttl"].ToString();
+        if (ttlText.Length > 0 && (!int.TryParse(ttlText, NumberStyles.None, CultureInfo.InvariantCulture, out ttl) || ttl is < 1 or > MaxTtlSeconds))
+        {
+            return Problem(400, "Bad ttl", $"'ttl' must be whole seconds from 1 to {MaxTtlSeconds}.");
+        }
+
+        var (username, password, ttlSeconds) = credentials.MintRestCredential(user, TimeSpan.FromSeconds(ttl));
+        return Results.Json(new TurnCredentialsResponse(username, password, ttlSeconds, Uris(http, configuration)), ApiJsonContext.Default.TurnCredentialsResponse);
+    }
+
+    /// <summary>The address the caller reached us by, unless the operator configured the public one.</summary>
+    private static string[] Uris(HttpContext http, RelayConfiguration configuration)
+    {
+        var host = configuration.Turn.ExternalAddress is { Length: > 0 } external ? external : http.Request.Host.Host;
+        if (host.Contains(':', StringComparison.Ordinal) && !host.StartsWith('['))
+        {
+            host = $"[{host}]";
+        }
+
+        var port = configuration.Stun.Port.ToString(CultureInfo.InvariantCulture);
+        var uris = new List<string> { $"turn:{host}:{port}?transport=udp", $"turn:{host}:{port}?transport=tcp" };
+        if (configuration.Certificate is not null)
+        {
+            uris.Add($"turns:{host}:{configuration.Stun.TlsPort.ToString(CultureInfo.InvariantCulture)}?transport=tcp");
+        }
+
+        return [.. uris];
+    }
+
+    private static IResult Problem(int status, string title, string detail) =>
+        Results.Json(new ProblemResponse("about:blank", title, status, detail), ApiJsonContext.Default.ProblemResponse, "application/problem+json", status);
+}
