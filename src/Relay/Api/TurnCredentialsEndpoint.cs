@@ -21,7 +21,14 @@ internal sealed record ProblemResponse(
 
 [JsonSerializable(typeof(TurnCredentialsResponse))]
 [JsonSerializable(typeof(ProblemResponse))]
-internal sealed partial class ApiJsonContext : JsonSerializerContext;
+internal sealed partial class ApiJsonContext : JsonSerializerContext
+{
+    /// <summary>
+    /// Passwords are base64, and the default encoder writes their '+' as \u002B: valid, but not what an
+    /// operator pasting into a client config expects. The body is JSON, never HTML, so relaxed is safe.
+    /// </summary>
+    public static ApiJsonContext Relaxed { get; } = new(new System.Text.Json.JsonSerializerOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
+}
 
 /// <summary>
 /// <c>GET /v1/turn/credentials?user=NAME&amp;ttl=SECONDS</c>: mints time-limited TURN credentials from
@@ -64,7 +71,7 @@ internal static class TurnCredentialsEndpoint
         }
 
         var (username, password, ttlSeconds) = credentials.MintRestCredential(user, TimeSpan.FromSeconds(ttl));
-        return Results.Json(new TurnCredentialsResponse(username, password, ttlSeconds, Uris(http, configuration)), ApiJsonContext.Default.TurnCredentialsResponse);
+        return Results.Json(new TurnCredentialsResponse(username, password, ttlSeconds, Uris(http, configuration)), ApiJsonContext.Relaxed.TurnCredentialsResponse);
     }
 
     /// <summary>The address the caller reached us by, unless the operator configured the public one.</summary>
@@ -87,5 +94,5 @@ internal static class TurnCredentialsEndpoint
     }
 
     private static IResult Problem(int status, string title, string detail) =>
-        Results.Json(new ProblemResponse("about:blank", title, status, detail), ApiJsonContext.Default.ProblemResponse, "application/problem+json", status);
+        Results.Json(new ProblemResponse("about:blank", title, status, detail), ApiJsonContext.Relaxed.ProblemResponse, "application/problem+json", status);
 }
