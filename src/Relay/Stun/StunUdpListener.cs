@@ -236,6 +236,21 @@ internal sealed partial class StunUdpListener : IHostedService, IAsyncDisposable
     /// <summary>ChannelData and TURN methods go to the relay, Binding (and all of STUN when TURN is off) to the STUN service.</summary>
     private StunReply Dispatch(ReadOnlySpan<byte> datagram, in StunRequestContext context, Socket socket, Span<byte> response)
     {
+        try
+        {
+            return DispatchCore(datagram, context, socket, response);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // A fault in handling one datagram must not take the socket's receive loop down with it:
+            // that would leave a healthy-looking host with a dead listener.
+            LogDispatchFailed(context.Client, e);
+            return StunReply.None;
+        }
+    }
+
+    private StunReply DispatchCore(ReadOnlySpan<byte> datagram, in StunRequestContext context, Socket socket, Span<byte> response)
+    {
         if (_turn is not null && datagram.Length > 0)
         {
             if (TurnChannel.LooksLikeChannelData(datagram[0]))
@@ -297,6 +312,9 @@ internal sealed partial class StunUdpListener : IHostedService, IAsyncDisposable
 
     [LoggerMessage(EventId = 2004, Level = LogLevel.Critical, Message = "STUN receive loop on udp/{Endpoint} failed; that socket no longer answers")]
     private partial void LogLoopFailed(IPEndPoint endpoint, Exception exception);
+
+    [LoggerMessage(EventId = 2005, Level = LogLevel.Error, Message = "Handling a datagram from {Client} failed; the listener carries on")]
+    private partial void LogDispatchFailed(StunAddress client, Exception exception);
 
     [LoggerMessage(EventId = 2002, Level = LogLevel.Debug, Message = "UDP receive on {Endpoint} reported {Error}")]
     private partial void LogReceiveError(IPEndPoint endpoint, SocketError error);

@@ -225,7 +225,19 @@ internal sealed class TurnAllocation
     /// <summary>Drops expired permissions, and channels expired for more than <paramref name="channelQuarantineMs"/>.</summary>
     public void Sweep(long nowMs, long channelQuarantineMs)
     {
-        if (!_permissions.Any(p => p.ExpiresAtMs <= nowMs) && !_channels.Any(c => c.ExpiresAtMs + channelQuarantineMs <= nowMs))
+        // Runs every second for every allocation: look before taking the lock or allocating.
+        var stale = false;
+        foreach (var permission in _permissions)
+        {
+            stale |= permission.ExpiresAtMs <= nowMs;
+        }
+
+        foreach (var channel in _channels)
+        {
+            stale |= channel.ExpiresAtMs + channelQuarantineMs <= nowMs;
+        }
+
+        if (!stale)
         {
             return;
         }

@@ -441,7 +441,17 @@ internal sealed partial class TurnRelay
         }
         else
         {
-            NextLoop().Add(allocation);
+            try
+            {
+                NextLoop().Add(allocation);
+            }
+            catch (IOException e)
+            {
+                // epoll refused the descriptor (out of kernel memory or watches): no relay without it.
+                LogLoopFailed(e);
+                Delete(allocation);
+                return Error(header, response, 508, "Insufficient Capacity"u8, default, auth);
+            }
         }
 
         LogAllocationCreated(context.Client, allocation.RelayedAddress, allocation.SecondarySocket is null ? (hasAdditional ? "IPv6 refused" : "none") : allocation.SecondaryRelayedAddress.ToString(), username);

@@ -55,14 +55,14 @@ internal sealed partial class TurnRelay
                 socket.Listen(TcpListenBacklog);
                 return socket;
             }
-            catch (SocketException e) when (e.SocketErrorCode == SocketError.AddressAlreadyInUse)
+            catch (SocketException e)
             {
                 socket.Dispose();
-            }
-            catch
-            {
-                socket.Dispose();
-                throw;
+                if (e.SocketErrorCode != SocketError.AddressAlreadyInUse)
+                {
+                    LogRelayBindFailed(new IPEndPoint(address, port), e.SocketErrorCode);
+                    return null;
+                }
             }
         }
 

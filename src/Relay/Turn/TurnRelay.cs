@@ -434,7 +434,7 @@ internal sealed partial class TurnRelay : IHostedService, IDisposable
         return null;
     }
 
-    private static Socket? TryBind(IPAddress address, int port)
+    private Socket? TryBind(IPAddress address, int port)
     {
         var socket = new Socket(address.AddressFamily, SocketType.Dgram, ProtocolType.Udp);
         try
@@ -442,15 +442,17 @@ internal sealed partial class TurnRelay : IHostedService, IDisposable
             socket.Bind(new IPEndPoint(address, port));
             return socket;
         }
-        catch (SocketException e) when (e.SocketErrorCode == SocketError.AddressAlreadyInUse)
+        catch (SocketException e)
         {
             socket.Dispose();
+            if (e.SocketErrorCode != SocketError.AddressAlreadyInUse)
+            {
+                // Not a busy port but an unusable address (e.g. Relay:Turn:RelayAddresses names one this
+                // host does not have): the client gets 508 and the operator a line naming the key.
+                LogRelayBindFailed(new IPEndPoint(address, port), e.SocketErrorCode);
+            }
+
             return null;
-        }
-        catch
-        {
-            socket.Dispose();
-            throw;
         }
     }
 
@@ -527,6 +529,9 @@ internal sealed partial class TurnRelay : IHostedService, IDisposable
 
         return (Pick(AddressFamily.InterNetwork, IPAddress.Loopback), Pick(AddressFamily.InterNetworkV6, IPAddress.IPv6Loopback));
     }
+
+    [LoggerMessage(EventId = 4008, Level = LogLevel.Error, Message = "Cannot bind a relay socket on {Endpoint}: {Error} (Relay:Turn:RelayAddresses, RelayPortMin/RelayPortMax)")]
+    private partial void LogRelayBindFailed(IPEndPoint endpoint, SocketError error);
 
     [LoggerMessage(EventId = 4001, Level = LogLevel.Critical, Message = "A TURN relay loop failed; allocations on it no longer receive from peers")]
     private partial void LogLoopFailed(Exception exception);
