@@ -42,7 +42,16 @@ internal sealed class RelayTestServer : IAsyncDisposable
     /// <summary>When true, errors in the log are expected (the test provokes them) and not a failure.</summary>
     public bool AllowErrors { get; set; }
 
-    public static async Task<RelayTestServer> StartAsync(params string[] settings)
+    public static Task<RelayTestServer> StartAsync(params string[] settings) => StartAsync(configure: null, settings);
+
+    /// <summary>
+    /// Starts the server with <paramref name="configure"/> applied to its services after the server's own
+    /// registrations, so a test can replace one (e.g. <c>services.AddSingleton&lt;TimeProvider&gt;(fake)</c>:
+    /// the last registration wins). RelayHost.Build runs its <c>configure</c> callback before it registers
+    /// anything, so the callback installs a service provider factory that applies the replacements when
+    /// the host builds its container.
+    /// </summary>
+    public static async Task<RelayTestServer> StartAsync(Action<IServiceCollection>? configure, params string[] settings)
     {
         var stunPort = settings.Any(static s => s.StartsWith("Relay:Stun:Port=", StringComparison.Ordinal))
             ? int.Parse(settings.First(static s => s.StartsWith("Relay:Stun:Port=", StringComparison.Ordinal)).Split('=')[1])
@@ -67,7 +76,14 @@ internal sealed class RelayTestServer : IAsyncDisposable
 
         args.AddRange(settings.Where(static s => !s.StartsWith("Relay:Stun:Port=", StringComparison.Ordinal)).Select(static s => "--" + s));
         var logs = new CollectingLoggerProvider();
-        var app = RelayHost.Build([.. args], builder => builder.Logging.AddProvider(logs));
+        var app = RelayHost.Build([.. args], builder =>
+        {
+            builder.Logging.AddProvider(logs);
+            if (configure is not null)
+            {
+                builder.Host.UseServiceProviderFactory(new OverridingServiceProviderFactory(configure));
+            }
+        });
         try
         {
             await app.StartAsync();
@@ -118,6 +134,20 @@ internal sealed class RelayTestServer : IAsyncDisposable
             await Task.Delay(10, CancellationToken.None);
         }
     }
+}
+
+/// <summary>Applies a test's service replacements to the finished service collection, then builds it as usual.</summary>
+internal sealed class OverridingServiceProviderFactory(Action<IServiceCollection> configure) : IServiceProviderFactory<IServiceCollection>
+{
+    private readonly DefaultServiceProviderFactory _inner = new();
+
+    public IServiceCollection CreateBuilder(IServiceCollection services)
+    {
+        configure(services);
+        return _inner.CreateBuilder(services);
+    }
+
+    public IServiceProvider CreateServiceProvider(IServiceCollection containerBuilder) => _inner.CreateServiceProvider(containerBuilder);
 }
 
 internal static class FreePorts

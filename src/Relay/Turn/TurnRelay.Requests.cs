@@ -111,13 +111,6 @@ internal sealed partial class TurnRelay
             return Error(requestHeader, response, 400, "Unsupported method"u8, default);
         }
 
-        Span<ushort> unknown = stackalloc ushort[MaxUnknownReported];
-        var unknownCount = request.CollectUnknownComprehensionRequired(Understood, unknown);
-        if (unknownCount > 0)
-        {
-            return Error(requestHeader, response, 420, "Unknown Attribute"u8, unknown[..unknownCount]);
-        }
-
         var allocation = Find(context.FiveTuple);
         Span<byte> keyBuffer = stackalloc byte[32];
         var auth = Authenticate(request, context, allocation, keyBuffer, response, out var refused);
@@ -125,6 +118,16 @@ internal sealed partial class TurnRelay
         {
             LogRefused(MethodName(slot), context.Client, refused.Code);
             return refused.Length;
+        }
+
+        // RFC 8489 §6.3: unknown comprehension-required attributes are looked for "once the authentication
+        // checks are done", so an unauthenticated request earns the 401 challenge, and the 420 carries
+        // MESSAGE-INTEGRITY: RFC 8489 §9.2.5 has clients discard an unsigned answer to a signed request.
+        Span<ushort> unknown = stackalloc ushort[MaxUnknownReported];
+        var unknownCount = request.CollectUnknownComprehensionRequired(Understood, unknown);
+        if (unknownCount > 0)
+        {
+            return Error(requestHeader, response, 420, "Unknown Attribute"u8, unknown[..unknownCount], auth);
         }
 
         return slot switch
@@ -198,12 +201,8 @@ internal sealed partial class TurnRelay
             return default;
         }
 
-        if (Nonces.Validate(nonce, context.Client) != NonceCheck.Valid)
-        {
-            refused = new Refusal(Challenge(header, context, response, 438, "Stale Nonce"u8), 438);
-            return default;
-        }
-
+        // RFC 8489 §9.2.4 runs its checks "in the order specified": PASSWORD-ALGORITHM(S) (400), then
+        // USERNAME and MESSAGE-INTEGRITY (401), and only then the NONCE (438).
         if (!TrySelectAlgorithm(request, out var algorithm))
         {
             refused = new Refusal(Error(header, response, 400, "PASSWORD-ALGORITHM(S) do not match the offer"u8, default), 400);
@@ -211,41 +210,57 @@ internal sealed partial class TurnRelay
         }
 
         var keyLength = StunCredentials.KeyLength(algorithm);
-        if (allocation is not null)
+
+        // Later requests on an allocation are checked against the key that created it (RFC 8656 §5).
+        var allocationCredentials = allocation is not null && username.SequenceEqual(allocation.UsernameUtf8) && allocation.Algorithm == algorithm;
+        var verified = false;
+        if (allocationCredentials)
         {
-            // RFC 8656 §5: later requests on an allocation must use the credentials that created it.
-            if (!username.SequenceEqual(allocation.UsernameUtf8) || allocation.Algorithm != algorithm)
-            {
-                refused = new Refusal(Error(header, response, 441, "Wrong Credentials"u8, default), 441);
-                return default;
-            }
-
-            allocation.Key.CopyTo(keyBuffer);
-            if (!Verify(request, hasSha256, keyBuffer[..keyLength]))
-            {
-                refused = new Refusal(Challenge(header, context, response, 401, "Unauthorized"u8), 401);
-                return default;
-            }
-
-            refused = default;
-            return new Auth(keyBuffer[..keyLength], hasSha256, algorithm, username);
+            allocation!.Key.CopyTo(keyBuffer);
+            verified = Verify(request, hasSha256, keyBuffer[..keyLength]);
         }
-
-        Span<byte> candidates = stackalloc byte[TurnCredentialStore.MaxCandidates * 32];
-        var count = Credentials.GetCandidateKeys(username, algorithm, candidates);
-        for (var i = 0; i < count; i++)
+        else
         {
-            var key = candidates.Slice(i * keyLength, keyLength);
-            if (Verify(request, hasSha256, key))
+            Span<byte> candidates = stackalloc byte[TurnCredentialStore.MaxCandidates * 32];
+            var count = Credentials.GetCandidateKeys(username, algorithm, candidates);
+            for (var i = 0; i < count && !verified; i++)
             {
-                key.CopyTo(keyBuffer);
-                refused = default;
-                return new Auth(keyBuffer[..keyLength], hasSha256, algorithm, username);
+                var key = candidates.Slice(i * keyLength, keyLength);
+                if (Verify(request, hasSha256, key))
+                {
+                    key.CopyTo(keyBuffer);
+                    verified = true;
+                }
             }
         }
 
-        refused = new Refusal(Challenge(header, context, response, 401, "Unauthorized"u8), 401);
-        return default;
+        if (!verified)
+        {
+            refused = new Refusal(Challenge(header, context, response, 401, "Unauthorized"u8), 401);
+            return default;
+        }
+
+        if (Nonces.Validate(nonce, context.Client) != NonceCheck.Valid)
+        {
+            refused = new Refusal(Challenge(header, context, response, 438, "Stale Nonce"u8), 438);
+            return default;
+        }
+
+        var auth = new Auth(keyBuffer[..keyLength], hasSha256, algorithm, username);
+        if (allocation is not null && !allocationCredentials)
+        {
+            // RFC 8656 §5: only a request that "passes authentication" with other credentials than the
+            // allocation's is 441 (before, any other USERNAME got 441 unauthenticated, which told an
+            // off-path prober whose allocation a 5-tuple holds). An Allocate on a 5-tuple in use is 437
+            // (§7.2 step 2). Both are signed with the requester's key, as RFC 8489 §9.2.4 asks.
+            refused = header.Method == (ushort)StunMethod.Allocate
+                ? new Refusal(Error(header, response, 437, "Allocation Mismatch"u8, default, auth), 437)
+                : new Refusal(Error(header, response, 441, "Wrong Credentials"u8, default, auth), 441);
+            return default;
+        }
+
+        refused = default;
+        return auth;
     }
 
     private static bool Verify(in StunMessage request, bool sha256, ReadOnlySpan<byte> key) =>
@@ -337,8 +352,11 @@ internal sealed partial class TurnRelay
         var hasToken = request.TryGetAttribute(StunAttributeType.ReservationToken, out var tokenValue);
         var hasEvenPort = request.TryGetAttribute(StunAttributeType.EvenPort, out var evenPort);
 
-        // RFC 8656 §7.2: these combinations are contradictions.
-        if ((hasFamily && hasAdditional) || (hasToken && (hasEvenPort || hasFamily || hasAdditional)))
+        // RFC 8656 §7.2: these combinations are contradictions. Steps 8 and 9 too: EVEN-PORT with R=1 cannot
+        // reserve a pair for a dual allocation, and ADDITIONAL-ADDRESS-FAMILY can only ask for IPv6 (it was
+        // granted as a plain IPv4 allocation before, where the RFC demands 400).
+        if ((hasFamily && hasAdditional) || (hasToken && (hasEvenPort || hasFamily || hasAdditional))
+            || (hasAdditional && (additionalValue[0] != StunAddress.FamilyIPv6 || (hasEvenPort && (evenPort[0] & 0x80) != 0))))
         {
             return Error(header, response, 400, "Conflicting attributes"u8, default, auth);
         }
