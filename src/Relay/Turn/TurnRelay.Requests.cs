@@ -356,15 +356,9 @@ internal sealed partial class TurnRelay
         // reserve a pair for a dual allocation, and ADDITIONAL-ADDRESS-FAMILY can only ask for IPv6 (it was
         // granted as a plain IPv4 allocation before, where the RFC demands 400).
         if ((hasFamily && hasAdditional) || (hasToken && (hasEvenPort || hasFamily || hasAdditional))
-            || (hasAdditional && (additionalValue[0] != StunAddress.FamilyIPv6 || (hasEvenPort && (evenPort[0] & 0x80) != 0))))
+            || (hasAdditional && (additionalFamily != StunAddress.FamilyIPv6 || (hasEvenPort && (evenPort[0] & 0x80) != 0))))
         {
             return Error(header, response, 400, "Conflicting attributes"u8, default, auth);
-        }
-
-        // RFC 8656 §7.2: ADDITIONAL-ADDRESS-FAMILY asks for an IPv6 address next to the IPv4 one; 0x01 there is 400.
-        if (hasAdditional && additionalFamily != StunAddress.FamilyIPv6)
-        {
-            return Error(header, response, 400, "ADDITIONAL-ADDRESS-FAMILY must be IPv6"u8, default, auth);
         }
 
         var family = AddressFamily.InterNetwork;

@@ -17,6 +17,7 @@ namespace Relay.Server.Tests.Turn;
 /// allocation: afterwards the server still answers, the allocation still relays, garbage created
 /// nothing, and neither memory nor descriptors leaked. Seeded, so a failure replays exactly.
 /// </summary>
+[Collection(ProcessWideCollection.Name)]
 public sealed partial class TurnFuzzTests
 {
     private const int Seed = 0x7E57_2026;

@@ -300,14 +300,14 @@ public sealed class TurnProtocolTests
     }
 
     [Theory]
-    [InlineData(6)]   // TCP. RFC 6062 §5.1 item 2, once implemented, makes this 400 over UDP ("client connection transport is not TCP or TLS").
-    [InlineData(132)] // SCTP: 442 with or without RFC 6062.
-    public async Task Rfc8656_7_2_RequestedTransportOtherThanUdp_Gets442(byte protocol)
+    [InlineData(132, 442)] // SCTP: no relay of that kind (RFC 8656 §7.2).
+    [InlineData(6, 400)]   // TCP asked for over UDP: RFC 6062 §5.1 item 2, "client connection transport is not TCP or TLS".
+    public async Task Rfc8656_7_2_RequestedTransportOtherThanUdp_OverUdp_IsRefused(byte protocol, int code)
     {
         await using var server = await RelayTestServer.StartAsync(Settings());
         await using var client = Udp(server, Alice, AlicePassword);
 
-        AssertError(await client.SendAuthenticatedAsync(StunMethod.Allocate, RequestedTransport(protocol)), 442);
+        AssertError(await client.SendAuthenticatedAsync(StunMethod.Allocate, RequestedTransport(protocol)), code);
         Assert.Equal(0, Relay(server).AllocationCount);
     }
 
