@@ -78,7 +78,7 @@ internal sealed class TurnAllocation
 
     public StunAddress SecondaryRelayedAddress { get; }
 
-    /// <summary>True when the allocation has a relayed address of <paramref name="family"/>; otherwise 443 (RFC 8656 §9.1).</summary>
+    /// <summary>True when the allocation has a relayed address of <paramref name="family"/>; otherwise 443 (RFC 8656 §10.2, §12.2).</summary>
     public bool ServesFamily(AddressFamily family) => RelayFamily == family || (SecondarySocket is { } secondary && secondary.AddressFamily == family);
 
     /// <summary>The relay socket that talks to peers of <paramref name="family"/>.</summary>

@@ -428,6 +428,16 @@ internal sealed partial class TurnRelay
             additionalError = secondary is not null ? 0 : RelayIPv6 is null ? 440 : 508;
         }
 
+        // RFC 8656 §7.2 step 4 (§14.8): DONT-FRAGMENT asks that relayed datagrams leave with DF set.
+        if (request.HasAttribute(StunAttributeType.DontFragment))
+        {
+            SetDontFragment(socket);
+            if (secondary is not null)
+            {
+                SetDontFragment(secondary);
+            }
+        }
+
         var bound = (IPEndPoint)socket.LocalEndPoint!;
         var advertised = family == AddressFamily.InterNetwork && AdvertisedIPv4 is { } external ? new IPEndPoint(external, bound.Port) : bound;
         TurnClientSink sink = context.Stream is { } stream ? stream : new UdpClientSink(context.UdpSocket!, context.Client);
@@ -528,7 +538,7 @@ internal sealed partial class TurnRelay
             return Error(header, response, 437, "Allocation Mismatch"u8, default, auth);
         }
 
-        // RFC 8656 §7.3: a REQUESTED-ADDRESS-FAMILY that is not the allocation's is 443.
+        // RFC 8656 §8.2: a REQUESTED-ADDRESS-FAMILY that is not the allocation's is 443.
         if (request.TryGetAttribute(StunAttributeType.RequestedAddressFamily, out var family)
             && !allocation.ServesFamily(family[0] == StunAddress.FamilyIPv4 ? AddressFamily.InterNetwork : family[0] == StunAddress.FamilyIPv6 ? AddressFamily.InterNetworkV6 : AddressFamily.Unknown))
         {
@@ -629,7 +639,7 @@ internal sealed partial class TurnRelay
             return Error(header, response, 400, "CHANNEL-NUMBER or XOR-PEER-ADDRESS missing"u8, default, auth);
         }
 
-        // RFC 8656 §11.2: numbers outside 0x4000-0x4FFF are 400 (0x7FFF with the RFC 5766 range on).
+        // RFC 8656 §12.2: numbers outside 0x4000-0x4FFF are 400 (0x7FFF with the RFC 5766 range on).
         var number = BinaryPrimitives.ReadUInt16BigEndian(numberValue);
         if (!(_options.AcceptRfc5766ChannelNumbers ? Protocol.Turn.TurnChannel.IsValidRfc5766Number(number) : Protocol.Turn.TurnChannel.IsValidNumber(number)))
         {
@@ -660,7 +670,7 @@ internal sealed partial class TurnRelay
                 return Error(header, response, 508, "Insufficient Capacity"u8, default, auth);
         }
 
-        // RFC 8656 §11.2: binding a channel also installs or refreshes the permission for the peer.
+        // RFC 8656 §12.2: binding a channel also installs or refreshes the permission for the peer.
         if (!allocation.TryInstallPermission(peer, nowMs + (PermissionLifetimeSeconds * 1000L), nowMs, _options.MaxPermissionsPerAllocation))
         {
             Metrics.LimitHit(TurnLimit.Permissions);
@@ -697,7 +707,21 @@ internal sealed partial class TurnRelay
         SendToPeer(allocation, data, peer, nowMs);
     }
 
-    /// <summary>RFC 8656 §7.2 and §7.3: at least the default, at most the configured maximum.</summary>
+    private static void SetDontFragment(Socket socket)
+    {
+        if (socket.AddressFamily == AddressFamily.InterNetwork)
+        {
+            // IP_MTU_DISCOVER = IP_PMTUDISC_DO on Linux.
+            socket.DontFragment = true;
+        }
+        else
+        {
+            // IPPROTO_IPV6, IPV6_DONTFRAG.
+            socket.SetRawSocketOption(41, 62, [1, 0, 0, 0]);
+        }
+    }
+
+    /// <summary>RFC 8656 §7.2 and §8.2: at least the default, at most the configured maximum.</summary>
     private int GrantedLifetime(in StunMessage request)
     {
         var lifetime = _options.DefaultLifetimeSeconds;
