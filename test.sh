@@ -5,8 +5,9 @@ set -uo pipefail
 cd "$(dirname "$0")"
 
 # The interop tests drive real third-party peers: coturn's turnutils and turnserver, Debian's classic
-# stun client.
-packages=(coturn stun-client)
+# stun client, and chromium (headless, through Playwright, which cannot download a browser of its own)
+# for WebRTC through our TURN relay.
+packages=(coturn stun-client chromium)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
