@@ -66,7 +66,11 @@ public static class RelayHost
 
         var app = builder.Build();
         MapEndpoints(app);
-        app.Lifetime.ApplicationStarted.Register(() => PrintBanner(configuration, dataDirectory, app.Services.GetRequiredService<TurnRelay>(), devCredentialFile, adminTokens));
+        app.Lifetime.ApplicationStarted.Register(() =>
+        {
+            adminTokens.PersistGenerated();
+            PrintBanner(configuration, dataDirectory, app.Services.GetRequiredService<TurnRelay>(), devCredentialFile, adminTokens);
+        });
         return app;
     }
 

@@ -32,6 +32,25 @@ public sealed class StartupTests
     }
 
     [Fact]
+    public async Task FailedStart_StoresNoAdminToken_ThatNobodyWasShown()
+    {
+        var port = FreePorts.UdpAndTcpPair();
+        using var squatter = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        squatter.Bind(new IPEndPoint(IPAddress.Loopback, port));
+        var data = Directory.CreateTempSubdirectory("relay-start-").FullName;
+        try
+        {
+            await using var app = RelayHost.Build([$"--Relay:DataDirectory={data}", $"--Relay:Stun:Port={port}", "--Relay:Stun:ListenAddresses:0=127.0.0.1", $"--Relay:Http:Port={FreePorts.Tcp()}", "--Relay:Http:ListenAddresses:0=127.0.0.1"]);
+            await Assert.ThrowsAsync<IOException>(() => app.StartAsync());
+            Assert.False(File.Exists(Path.Combine(data, Api.AdminTokens.FileName)), "a token that was never printed would lock the operator out");
+        }
+        finally
+        {
+            Directory.Delete(data, recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task TcpPortInUse_StopsStartup()
     {
         var port = FreePorts.UdpAndTcpPair();
@@ -51,6 +70,9 @@ public sealed class StartupTests
     [InlineData("Relay:Stun:Prot=1", "Relay:Stun: unknown key(s) 'Prot'")]
     [InlineData("Relay:Tls:CertificatePath=/nonexistent.pem", "Relay:Tls:KeyPath: must be set together with Relay:Tls:CertificatePath")]
     [InlineData("Relay:Stun:MaxMessageSize=100", "Relay:Stun:MaxMessageSize: must be between 576 and 65535")]
+    [InlineData("Relay:Turn:Users:0=no-password", "Relay:Turn:Users:0: expected user:password")]
+    [InlineData("Relay:Turn:AllowedPeers:0=10.0.0.1/8", "Relay:Turn:AllowedPeers:0: '10.0.0.1/8' is not a CIDR range")]
+    [InlineData("Relay:Turn:Realms=x", "Relay:Turn: unknown key(s) 'Realms'")]
     public void BadValue_StopsStartup_WithAMessageNamingTheKey(string setting, string expected)
     {
         var settings = new[] { "--" + setting };

@@ -53,16 +53,28 @@ internal sealed class AdminTokens
         else if (hashes.Count == 0)
         {
             generated = "rly_" + Base64Url(RandomNumberGenerator.GetBytes(32));
-            System.IO.File.WriteAllText(file, Convert.ToHexStringLower(Hash(generated)) + "\n");
-            if (!OperatingSystem.IsWindows())
-            {
-                System.IO.File.SetUnixFileMode(file, UnixFileMode.UserRead | UnixFileMode.UserWrite);
-            }
-
             hashes.Add(Hash(generated));
         }
 
         return new AdminTokens([.. hashes], generated, file);
+    }
+
+    /// <summary>
+    /// Keeps the generated token's hash. Called once the server is up and about to print the token:
+    /// a start that fails (a port in use) must not store a token nobody was ever shown.
+    /// </summary>
+    public void PersistGenerated()
+    {
+        if (GeneratedToken is null || System.IO.File.Exists(File))
+        {
+            return;
+        }
+
+        System.IO.File.WriteAllText(File, Convert.ToHexStringLower(Hash(GeneratedToken)) + "\n");
+        if (!OperatingSystem.IsWindows())
+        {
+            System.IO.File.SetUnixFileMode(File, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        }
     }
 
     /// <summary>True for an <c>Authorization: Bearer</c> value that is one of the admin tokens.</summary>
