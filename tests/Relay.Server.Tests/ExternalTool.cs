@@ -56,6 +56,18 @@ internal sealed class BackgroundTool(Process process) : IDisposable
     private readonly Task<string> _stdout = process.StandardOutput.ReadToEndAsync();
     private readonly Task<string> _stderr = process.StandardError.ReadToEndAsync();
 
+    /// <summary>Ends the tool if it still runs and returns everything it printed, for assertion messages.</summary>
+    public async Task<string> StopAsync()
+    {
+        if (!process.HasExited)
+        {
+            process.Kill(entireProcessTree: true);
+        }
+
+        await process.WaitForExitAsync();
+        return await _stdout + await _stderr;
+    }
+
     public void Dispose()
     {
         if (!process.HasExited)

@@ -51,7 +51,10 @@ public sealed partial class InteropTests
             "Relay:Stun:ListenAddresses:0=127.0.0.1", "Relay:Stun:AlternateAddress=127.0.0.2");
 
         // Debian's stun client exits with its NAT-type code: 1 means "Open" (success), 28 means blocked.
-        var result = await ExternalTool.RunAsync("stun", $"127.0.0.1:{server.StunPort}");
+        // Left to itself it picks a random source port pair and fails when either is taken, so give it a
+        // pair that is free (it uses -p and -p + 1).
+        var source = FreePorts.UdpAndTcpPair().ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var result = await ExternalTool.RunAsync("stun", $"127.0.0.1:{server.StunPort}", "-p", source);
         Assert.True(result.ExitCode == 1, $"exit code {result.ExitCode}:\n{result.Output}");
         Assert.Contains("Primary: Open", result.Output, StringComparison.Ordinal);
         Assert.True(server.Metrics.Responses(Rendezvous.Stun.StunTransport.Udp, 200) >= 3, "tests I, II and III each got an answer");

@@ -68,6 +68,14 @@ internal sealed class RelayTestServer : IAsyncDisposable
             "--Relay:Http:ListenAddresses:0=127.0.0.1",
             "--Relay:Stun:UdpReceiveLoops=2",
         };
+        if (!settings.Any(static s => s.StartsWith("Relay:Turn:RelayPort", StringComparison.Ordinal)))
+        {
+            // Relay ports above both FreePorts' range (20000-59999) and the kernel's ephemeral range
+            // (32768-60999), so an allocation in one test never takes the port another test just chose.
+            args.Add("--Relay:Turn:RelayPortMin=61000");
+            args.Add("--Relay:Turn:RelayPortMax=65535");
+        }
+
         if (!settings.Any(static s => s.StartsWith("Relay:Stun:ListenAddresses", StringComparison.Ordinal)))
         {
             args.Add("--Relay:Stun:ListenAddresses:0=127.0.0.1");

@@ -52,6 +52,36 @@ internal static unsafe partial class LinuxEpoll
     public static ulong ReadEventData(byte* slot) => Unsafe.ReadUnaligned<ulong>(slot + EventDataOffset);
 
     /// <summary>
+    /// One non-blocking sendto on a socket another thread may be closing. The reference on the handle
+    /// keeps the descriptor from being closed, and its number reused, during the call. False when the
+    /// datagram was not sent (full buffer, unreachable, or the socket is gone).
+    /// </summary>
+    public static bool TrySendTo(SafeHandle socket, ReadOnlySpan<byte> data, ReadOnlySpan<byte> address)
+    {
+        var added = false;
+        try
+        {
+            socket.DangerousAddRef(ref added);
+            fixed (byte* payload = data)
+            fixed (byte* name = address)
+            {
+                return SendTo((int)socket.DangerousGetHandle(), payload, (nuint)data.Length, MsgDontWait, name, (uint)address.Length) >= 0;
+            }
+        }
+        catch (ObjectDisposedException)
+        {
+            return false;
+        }
+        finally
+        {
+            if (added)
+            {
+                socket.DangerousRelease();
+            }
+        }
+    }
+
+    /// <summary>
     /// Writes the native sockaddr for <paramref name="address"/> as a socket of <paramref name="socketFamily"/>
     /// expects it: an IPv4 peer on an IPv6 (dual-mode) socket becomes ::ffff:a.b.c.d. Returns its length.
     /// </summary>

@@ -19,7 +19,7 @@ internal abstract class TurnClientSink
 }
 
 /// <summary>Sends from the listening socket the client reached, so the reply's 5-tuple is the client's.</summary>
-internal sealed unsafe class UdpClientSink : TurnClientSink
+internal sealed class UdpClientSink : TurnClientSink
 {
     private readonly Socket _socket;
     private readonly byte[] _address = new byte[LinuxEpoll.SockaddrIn6Length];
@@ -33,32 +33,8 @@ internal sealed unsafe class UdpClientSink : TurnClientSink
 
     public override bool IsStream => false;
 
-    public override bool TrySend(ReadOnlySpan<byte> frame)
-    {
-        var handle = _socket.SafeHandle;
-        var added = false;
-        try
-        {
-            // The reference keeps the descriptor from being closed and reused under us during shutdown.
-            handle.DangerousAddRef(ref added);
-            fixed (byte* data = frame)
-            fixed (byte* address = _address)
-            {
-                return LinuxEpoll.SendTo((int)handle.DangerousGetHandle(), data, (nuint)frame.Length, LinuxEpoll.MsgDontWait, address, (uint)_addressLength) >= 0;
-            }
-        }
-        catch (ObjectDisposedException)
-        {
-            return false;
-        }
-        finally
-        {
-            if (added)
-            {
-                handle.DangerousRelease();
-            }
-        }
-    }
+    public override bool TrySend(ReadOnlySpan<byte> frame) =>
+        LinuxEpoll.TrySendTo(_socket.SafeHandle, frame, _address.AsSpan(0, _addressLength));
 }
 
 /// <summary>
@@ -70,10 +46,20 @@ internal sealed class StreamClientSink : TurnClientSink
 {
     private readonly object _gate = new();
     private readonly PipeWriter _output;
-    private Task? _pendingFlush;
+    private readonly Action _onFlushed;
+    private ValueTask<FlushResult> _pendingFlush;
+    private bool _flushPending;
     private bool _completed;
 
-    public StreamClientSink(PipeWriter output) => _output = output;
+    // Only the connection's own loop waits for a flush (responses must not be lost); relayed data never
+    // waits, so this is created on the control path and the relay path allocates nothing.
+    private TaskCompletionSource? _flushed;
+
+    public StreamClientSink(PipeWriter output)
+    {
+        _output = output;
+        _onFlushed = OnFlushed;
+    }
 
     public override bool IsStream => true;
 
@@ -81,12 +67,13 @@ internal sealed class StreamClientSink : TurnClientSink
     {
         lock (_gate)
         {
-            if (_completed || _pendingFlush is { IsCompleted: false })
+            if (_completed || _flushPending)
             {
                 return false;
             }
 
-            WriteAndFlush(frame);
+            Append(frame);
+            Flush();
             return true;
         }
     }
@@ -96,7 +83,7 @@ internal sealed class StreamClientSink : TurnClientSink
     {
         while (true)
         {
-            Task? pending;
+            Task wait;
             lock (_gate)
             {
                 if (_completed)
@@ -104,15 +91,17 @@ internal sealed class StreamClientSink : TurnClientSink
                     return false;
                 }
 
-                pending = _pendingFlush;
-                if (pending is null || pending.IsCompleted)
+                if (!_flushPending)
                 {
-                    WriteAndFlush(frame.Span);
+                    Append(frame.Span);
+                    Flush();
                     return true;
                 }
+
+                wait = WaitForFlush();
             }
 
-            await pending.ConfigureAwait(false);
+            await wait.ConfigureAwait(false);
         }
     }
 
@@ -124,21 +113,20 @@ internal sealed class StreamClientSink : TurnClientSink
     {
         lock (_gate)
         {
-            if (_completed || _pendingFlush is { IsCompleted: false })
+            if (_completed || _flushPending)
             {
                 return false;
             }
 
-            frame.CopyTo(_output.GetSpan(frame.Length));
-            _output.Advance(frame.Length);
+            Append(frame);
             return true;
         }
     }
 
-    /// <summary>Flushes what <see cref="TryWriteBuffered"/> appended; false once the connection is gone.</summary>
+    /// <summary>Flushes what <see cref="TryWriteBuffered"/> appended and waits for it; false once the connection is gone.</summary>
     public async ValueTask<bool> FlushAsync()
     {
-        Task? pending;
+        Task wait;
         lock (_gate)
         {
             if (_completed)
@@ -146,23 +134,20 @@ internal sealed class StreamClientSink : TurnClientSink
                 return false;
             }
 
-            if (_pendingFlush is null || _pendingFlush.IsCompleted)
+            if (!_flushPending)
             {
-                var flush = _output.FlushAsync();
-                if (flush.IsCompletedSuccessfully)
-                {
-                    _completed |= flush.Result.IsCompleted;
-                    _pendingFlush = null;
-                    return !_completed;
-                }
-
-                _pendingFlush = flush.AsTask();
+                Flush();
             }
 
-            pending = _pendingFlush;
+            if (!_flushPending)
+            {
+                return !_completed;
+            }
+
+            wait = WaitForFlush();
         }
 
-        await pending.ConfigureAwait(false);
+        await wait.ConfigureAwait(false);
         return true;
     }
 
@@ -172,23 +157,57 @@ internal sealed class StreamClientSink : TurnClientSink
         lock (_gate)
         {
             _completed = true;
+            _flushed?.TrySetResult();
         }
     }
 
-    private void WriteAndFlush(ReadOnlySpan<byte> frame)
+    private void Append(ReadOnlySpan<byte> frame)
     {
         frame.CopyTo(_output.GetSpan(frame.Length));
         _output.Advance(frame.Length);
+    }
+
+    /// <summary>
+    /// Under the lock. A flush that cannot finish now (the client reads slower than we send) leaves a
+    /// continuation on the pipe's own awaitable instead of turning it into a Task: no allocation.
+    /// </summary>
+    private void Flush()
+    {
         var flush = _output.FlushAsync();
         if (flush.IsCompletedSuccessfully)
         {
-            var result = flush.Result;
-            _completed |= result.IsCompleted;
-            _pendingFlush = null;
+            _completed |= flush.Result.IsCompleted;
+            return;
         }
-        else
+
+        _pendingFlush = flush;
+        _flushPending = true;
+        flush.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(_onFlushed);
+    }
+
+    private Task WaitForFlush() => (_flushed ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
+
+    private void OnFlushed()
+    {
+        TaskCompletionSource? waiters;
+        lock (_gate)
         {
-            _pendingFlush = flush.AsTask();
+            try
+            {
+                _completed |= _pendingFlush.Result.IsCompleted;
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                // The transport failed or was aborted; this runs on a pool thread, so nothing may escape.
+                _completed = true;
+            }
+
+            _pendingFlush = default;
+            _flushPending = false;
+            waiters = _flushed;
+            _flushed = null;
         }
+
+        waiters?.TrySetResult();
     }
 }

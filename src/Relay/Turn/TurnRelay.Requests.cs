@@ -579,16 +579,10 @@ internal sealed partial class TurnRelay
             }
 
             StunAttributeReader.TryReadXorAddress(attribute.Value, header, out var peer);
-            if (!allocation.ServesFamily(peer.Family))
+            var refused = RefusePeer(peer, allocation, context, header, auth, response);
+            if (refused > 0)
             {
-                return Error(header, response, 443, "Peer Address Family Mismatch"u8, default, auth);
-            }
-
-            if (!PeerPolicy.IsAllowed(peer))
-            {
-                Metrics.Drop(TurnDropReason.PeerDenied);
-                LogPeerDenied(peer, context.Client);
-                return Error(header, response, 403, "Forbidden"u8, default, auth);
+                return refused;
             }
 
             peers++;
@@ -647,16 +641,10 @@ internal sealed partial class TurnRelay
         }
 
         StunAttributeReader.TryReadXorAddress(peerValue, header, out var peer);
-        if (!allocation.ServesFamily(peer.Family))
+        var refused = RefusePeer(peer, allocation, context, header, auth, response);
+        if (refused > 0)
         {
-            return Error(header, response, 443, "Peer Address Family Mismatch"u8, default, auth);
-        }
-
-        if (!PeerPolicy.IsAllowed(peer))
-        {
-            Metrics.Drop(TurnDropReason.PeerDenied);
-            LogPeerDenied(peer, context.Client);
-            return Error(header, response, 403, "Forbidden"u8, default, auth);
+            return refused;
         }
 
         var nowMs = Environment.TickCount64;
@@ -679,6 +667,28 @@ internal sealed partial class TurnRelay
 
         var writer = new StunMessageWriter(response, StunHeader.ComposeType(StunMethod.ChannelBind, StunClass.SuccessResponse), header.TransactionId);
         return Finish(ref writer, auth, 200);
+    }
+
+    /// <summary>
+    /// The checks every peer address in a request passes (CreatePermission, ChannelBind, Connect): a
+    /// family the allocation relays (443, RFC 8656 §10.2/§12.2), and the peer policy (403). Returns the
+    /// length of the error response written, or 0 when the peer is acceptable.
+    /// </summary>
+    private int RefusePeer(in StunAddress peer, TurnAllocation allocation, in TurnContext context, in StunHeader header, in Auth auth, Span<byte> response)
+    {
+        if (!allocation.ServesFamily(peer.Family))
+        {
+            return Error(header, response, 443, "Peer Address Family Mismatch"u8, default, auth);
+        }
+
+        if (!PeerPolicy.IsAllowed(peer))
+        {
+            Metrics.Drop(TurnDropReason.PeerDenied);
+            LogPeerDenied(peer, context.Client);
+            return Error(header, response, 403, "Forbidden"u8, default, auth);
+        }
+
+        return 0;
     }
 
     /// <summary>RFC 8656 §11.2: a Send indication is relayed if it names a permitted peer; otherwise it vanishes.</summary>

@@ -181,16 +181,10 @@ internal sealed partial class TurnRelay
         }
 
         StunAttributeReader.TryReadXorAddress(peerValue, header, out var peer);
-        if (!allocation.ServesFamily(peer.Family))
+        var refused = RefusePeer(peer, allocation, context, header, auth, response);
+        if (refused > 0)
         {
-            return Error(header, response, 443, "Peer Address Family Mismatch"u8, default, auth);
-        }
-
-        if (!PeerPolicy.IsAllowed(peer))
-        {
-            Metrics.Drop(TurnDropReason.PeerDenied);
-            LogPeerDenied(peer, context.Client);
-            return Error(header, response, 403, "Forbidden"u8, default, auth);
+            return refused;
         }
 
         // RFC 6062 §5.2: one connection per peer address.

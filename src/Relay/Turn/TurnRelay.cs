@@ -239,7 +239,7 @@ internal sealed partial class TurnRelay : IHostedService, IDisposable
 
     public void OnLoopFailed(Exception exception) => LogLoopFailed(exception);
 
-    private unsafe void SendToPeer(TurnAllocation allocation, ReadOnlySpan<byte> data, in StunAddress peer, long nowMs)
+    private void SendToPeer(TurnAllocation allocation, ReadOnlySpan<byte> data, in StunAddress peer, long nowMs)
     {
         if (!allocation.TryConsumeBandwidth(data.Length, nowMs, _options.MaxBytesPerSecondPerAllocation))
         {
@@ -250,33 +250,10 @@ internal sealed partial class TurnRelay : IHostedService, IDisposable
         Span<byte> address = stackalloc byte[LinuxEpoll.SockaddrIn6Length];
         var socket = allocation.SocketFor(peer.Family);
         var addressLength = LinuxEpoll.WriteSockaddr(peer, socket.AddressFamily, address);
-        var handle = socket.SafeHandle;
-        var added = false;
-        try
+        if (!LinuxEpoll.TrySendTo(socket.SafeHandle, data, address[..addressLength]))
         {
-            // The reference keeps the descriptor alive if the allocation is deleted meanwhile.
-            handle.DangerousAddRef(ref added);
-            fixed (byte* payload = data)
-            fixed (byte* name = address)
-            {
-                if (LinuxEpoll.SendTo((int)handle.DangerousGetHandle(), payload, (nuint)data.Length, LinuxEpoll.MsgDontWait, name, (uint)addressLength) < 0)
-                {
-                    Metrics.Drop(TurnDropReason.SendFailed);
-                    return;
-                }
-            }
-        }
-        catch (ObjectDisposedException)
-        {
-            Metrics.Drop(TurnDropReason.NoAllocation);
+            Metrics.Drop(TurnDropReason.SendFailed);
             return;
-        }
-        finally
-        {
-            if (added)
-            {
-                handle.DangerousRelease();
-            }
         }
 
         Metrics.Relayed(toPeer: true, data.Length);

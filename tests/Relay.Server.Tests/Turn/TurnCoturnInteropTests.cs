@@ -19,7 +19,6 @@ public sealed class TurnCoturnInteropTests
     [Fact]
     public async Task CoturnUclient_RestCredential_VerifiesAgainstOurCandidateKeys()
     {
-        var uclient = FindProgram("turnutils_uclient");
         const string secret = "interop-secret";
         var options = TurnCredentialStoreTests.Options("example.org", secrets: ["some-newer-secret", secret]);
         var store = new TurnCredentialStore(options, TimeProvider.System);
@@ -29,17 +28,7 @@ public sealed class TurnCoturnInteropTests
         socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
         var port = ((IPEndPoint)socket.LocalEndPoint!).Port;
 
-        var start = new ProcessStartInfo("timeout", ["30", uclient, "-W", secret, "-u", "alice", "-p", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "-n", "1", "-e", "127.0.0.1", "127.0.0.1"])
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            RedirectStandardInput = true,
-            WorkingDirectory = Path.GetTempPath(),
-        };
-        using var process = Process.Start(start)!;
-        process.StandardInput.Close();
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
+        using var uclient = ExternalTool.Start("turnutils_uclient", "-W", secret, "-u", "alice", "-p", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "-n", "1", "-e", "127.0.0.1", "127.0.0.1");
 
         string? verified = null;
         var log = new StringBuilder();
@@ -63,17 +52,8 @@ public sealed class TurnCoturnInteropTests
         catch (OperationCanceledException)
         {
         }
-        finally
-        {
-            if (!process.HasExited)
-            {
-                process.Kill(entireProcessTree: true);
-            }
 
-            await process.WaitForExitAsync();
-        }
-
-        var output = await stdout + await stderr;
+        var output = await uclient.StopAsync();
         Assert.True(verified is not null, $"no authenticated Allocate verified.\nours:\n{log}\nuclient:\n{output}");
 
         // uclient builds "<now + a day>:alice" (draft-uberti-behave-turn-rest-00 §2.2).
@@ -142,10 +122,4 @@ public sealed class TurnCoturnInteropTests
         return writer.Length;
     }
 
-    private static string FindProgram(string program)
-    {
-        var path = Environment.GetEnvironmentVariable("PATH")!.Split(':').Select(directory => Path.Combine(directory, program)).FirstOrDefault(File.Exists);
-        Assert.True(path is not null, $"{program} is not installed; ./test.sh installs it (apt-get install coturn)");
-        return path;
-    }
 }

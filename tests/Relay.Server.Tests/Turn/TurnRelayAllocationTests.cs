@@ -62,7 +62,19 @@ public sealed class TurnRelayAllocationTests
             RelayBothWays();
         }
 
-        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        var allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        if (stream)
+        {
+            // Our sink allocates nothing, but a flush hands the bytes to Kestrel's socket sender through
+            // its I/O queue, whose ConcurrentQueue segments are allocated now and then on this thread.
+            // That cost is amortized, while any object allocated per packet is at least 24 bytes, so an
+            // average under 16 bytes per packet still proves there is none.
+            Assert.True(allocated < 16L * 3 * 2_000, $"{allocated} bytes allocated for {3 * 2_000} relayed packets");
+        }
+        else
+        {
+            Assert.Equal(0, allocated);
+        }
 
         // Every call really went through a relay path: it was relayed, or shed by a full socket buffer
         // (the test does not read), and counted either way; nothing fell out as "no permission".
