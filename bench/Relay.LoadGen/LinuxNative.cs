@@ -17,6 +17,7 @@ internal static unsafe partial class LinuxNative
     public const int UdpSegment = 103;
     public const int EpollCtlAdd = 1;
     public const int EpollCloExec = 0x80000;
+    public const int ScClkTck = 2;
 
     public const int EIntr = 4;
     public const int EAgain = 11;
@@ -69,6 +70,16 @@ internal static unsafe partial class LinuxNative
 
     [LibraryImport(Libc, EntryPoint = "epoll_wait", SetLastError = true)]
     public static partial int EpollWait(int epfd, byte* events, int maxEvents, int timeoutMs);
+
+    [LibraryImport(Libc, EntryPoint = "sendto", SetLastError = true)]
+    public static partial nint SendTo(int fd, void* buffer, nuint length, int flags, void* address, uint addressLength);
+
+    [LibraryImport(Libc, EntryPoint = "sysconf")]
+    public static partial long SysConf(int name);
+
+    /// <summary>epoll_wait with a nanosecond timeout (Linux 5.11, glibc 2.35); the timespec is {tv_sec, tv_nsec}.</summary>
+    [LibraryImport(Libc, EntryPoint = "epoll_pwait2", SetLastError = true)]
+    public static partial int EpollPWait2(int epfd, byte* events, int maxEvents, long* timeout, void* sigmask);
 
     [LibraryImport(Libc, EntryPoint = "close", SetLastError = true)]
     public static partial int Close(int fd);

@@ -54,12 +54,14 @@ internal sealed class LoadOptions
     public bool Gso { get; init; } = true;
 
     public const string Usage = """
-        Relay.LoadGen - STUN Binding load generator (works against any RFC 5389/8489 server)
+        Relay.LoadGen - STUN Binding and TURN relay load generator (any RFC 8489 / RFC 8656 server)
 
         usage:
           Relay.LoadGen stun  --target HOST:PORT [options]   measure Binding transactions/second
           Relay.LoadGen probe --target HOST:PORT [--transport udp|tcp] [--wait SECONDS]
                                                                exit 0 once the server answers a Binding
+          Relay.LoadGen turn  --target IP:PORT [options]     TURN relay: allocations/s, bytes per
+                                                               allocation, relayed round trips/s, latency
 
         stun options:
           --transport udp|tcp   default udp; tcp = one connection per --sockets, pipelined

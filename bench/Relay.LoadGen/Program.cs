@@ -3,10 +3,23 @@ using Relay.LoadGen;
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
 {
     Console.WriteLine(LoadOptions.Usage);
+    Console.WriteLine(TurnLoadOptions.Usage);
     return args.Length == 0 ? 2 : 0;
 }
 
 var command = args[0];
+if (command == "turn")
+{
+    if (!TurnLoadOptions.TryParse(args, 1, out var turnOptions, out var turnError))
+    {
+        Console.Error.WriteLine($"error: {turnError}");
+        Console.Error.WriteLine(TurnLoadOptions.Usage);
+        return 2;
+    }
+
+    return TurnLoad.Run(turnOptions!);
+}
+
 if (command is not ("stun" or "probe"))
 {
     Console.Error.WriteLine($"unknown command '{command}'");
