@@ -33,6 +33,9 @@ internal sealed unsafe class RelayIoLoop : IDisposable
     private readonly int _epoll;
     private readonly Thread _thread;
     private readonly ConcurrentQueue<TurnAllocation> _retired = new();
+    private readonly LinuxUdp.IoVec* _sendIov;
+    private readonly LinuxUdp.MMsgHdr* _sendHeaders;
+    private readonly int[] _sendLengths;
     private volatile bool _stopping;
 
     public RelayIoLoop(TurnRelay relay, int index, int batchSize, int maxDatagram)
@@ -48,6 +51,9 @@ internal sealed unsafe class RelayIoLoop : IDisposable
             throw new IOException($"epoll_create1 failed (errno {Marshal.GetLastPInvokeError()})");
         }
 
+        _sendIov = (LinuxUdp.IoVec*)NativeMemory.AllocZeroed((nuint)(batchSize * sizeof(LinuxUdp.IoVec)));
+        _sendHeaders = (LinuxUdp.MMsgHdr*)NativeMemory.AllocZeroed((nuint)(batchSize * sizeof(LinuxUdp.MMsgHdr)));
+        _sendLengths = new int[batchSize];
         _thread = new Thread(Run) { IsBackground = true, Name = $"turn-relay-{index}" };
         _thread.Start();
     }
@@ -97,6 +103,69 @@ internal sealed unsafe class RelayIoLoop : IDisposable
         _thread.Join();
         RetirePending();
         LinuxEpoll.Close(_epoll);
+        NativeMemory.Free(_sendIov);
+        NativeMemory.Free(_sendHeaders);
+    }
+
+    /// <summary>
+    /// One sendmmsg from the client's listening socket for every frame gathered from one recvmmsg: the
+    /// per-call cost, most of a small datagram's, is paid once per batch.
+    /// </summary>
+    private void SendBatch(UdpClientSink sink, int count)
+    {
+        var handle = sink.SocketHandle;
+        var added = false;
+        var sent = 0;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            fixed (byte* address = sink.Address)
+            {
+                for (var i = 0; i < count; i++)
+                {
+                    _sendHeaders[i].Header = new LinuxUdp.MsgHdr { Name = address, NameLength = (uint)sink.Address.Length, Iov = _sendIov + i, IovLength = 1 };
+                }
+
+                var fd = (int)handle.DangerousGetHandle();
+                while (sent < count)
+                {
+                    var result = LinuxUdp.SendMmsg(fd, _sendHeaders + sent, (uint)(count - sent), LinuxEpoll.MsgDontWait);
+                    if (result <= 0)
+                    {
+                        if (result < 0 && Marshal.GetLastPInvokeError() == LinuxUdp.EIntr)
+                        {
+                            continue;
+                        }
+
+                        // A full socket buffer (EAGAIN) or an error for the first of the rest: shed it, go on.
+                        _relay.CountSent(false, sink, _sendLengths[sent]);
+                        sent++;
+                        continue;
+                    }
+
+                    for (var i = sent; i < sent + result; i++)
+                    {
+                        _relay.CountSent(true, sink, _sendLengths[i]);
+                    }
+
+                    sent += result;
+                }
+            }
+        }
+        catch (ObjectDisposedException)
+        {
+            for (var i = sent; i < count; i++)
+            {
+                _relay.CountSent(false, sink, _sendLengths[i]);
+            }
+        }
+        finally
+        {
+            if (added)
+            {
+                handle.DangerousRelease();
+            }
+        }
     }
 
     private void RetirePending()
@@ -182,6 +251,9 @@ internal sealed unsafe class RelayIoLoop : IDisposable
             }
 
             var nowMs = Environment.TickCount64;
+            var sink = allocation.Sink;
+            var udpSink = sink as UdpClientSink;
+            var framed = 0;
             for (var i = 0; i < received; i++)
             {
                 var slot = new Span<byte>(buffers + (i * _slotSize), _slotSize);
@@ -191,8 +263,28 @@ internal sealed unsafe class RelayIoLoop : IDisposable
                     continue;
                 }
 
+                var length = (int)headers[i].Length;
                 var peer = StunAddress.FromNativeSocketAddress(new ReadOnlySpan<byte>(names + (i * LinuxUdp.SocketAddressSlot), (int)headers[i].Header.NameLength), family);
-                _relay.OnPeerDatagram(allocation, slot, (int)headers[i].Length, peer, nowMs);
+                if (!_relay.TryFrame(allocation, slot, length, peer, nowMs, out var start, out var frameLength))
+                {
+                    continue;
+                }
+
+                if (udpSink is null)
+                {
+                    _relay.CountSent(sink.TrySend(slot.Slice(start, frameLength)), sink, length);
+                    continue;
+                }
+
+                // Everything this socket received goes to one client: gather it for one sendmmsg.
+                _sendIov[framed] = new LinuxUdp.IoVec { Base = buffers + (i * _slotSize) + start, Length = (nuint)frameLength };
+                _sendLengths[framed] = length;
+                framed++;
+            }
+
+            if (udpSink is not null && framed > 0)
+            {
+                SendBatch(udpSink, framed);
             }
 
             if (received < _batchSize)

@@ -35,6 +35,12 @@ internal sealed class UdpClientSink : TurnClientSink
 
     public override bool TrySend(ReadOnlySpan<byte> frame) =>
         LinuxEpoll.TrySendTo(_socket.SafeHandle, frame, _address.AsSpan(0, _addressLength));
+
+    /// <summary>The listening socket's descriptor, for batched sends from the relay loop.</summary>
+    public System.Runtime.InteropServices.SafeHandle SocketHandle => _socket.SafeHandle;
+
+    /// <summary>The client's native sockaddr, as the listening socket expects it.</summary>
+    public ReadOnlySpan<byte> Address => _address.AsSpan(0, _addressLength);
 }
 
 /// <summary>

@@ -191,45 +191,61 @@ internal sealed partial class TurnRelay : IHostedService, IDisposable
     /// <param name="nowMs">The loop's clock for this batch.</param>
     public void OnPeerDatagram(TurnAllocation allocation, Span<byte> slot, int length, in StunAddress peer, long nowMs)
     {
+        if (TryFrame(allocation, slot, length, peer, nowMs, out var start, out var frameLength))
+        {
+            CountSent(allocation.Sink.TrySend(slot.Slice(start, frameLength)), allocation.Sink, length);
+        }
+    }
+
+    /// <summary>
+    /// Turns a datagram from a peer into what the client receives, in place: ChannelData when the peer
+    /// has a channel (RFC 8656 §12.6; padded on streams, §12.5), else a Data indication (§11.3). False,
+    /// counted, when the peer has no permission or the allocation is over its bandwidth.
+    /// </summary>
+    /// <param name="start">Where the frame starts in <paramref name="slot"/>.</param>
+    /// <param name="frameLength">The frame's length.</param>
+    public bool TryFrame(TurnAllocation allocation, Span<byte> slot, int length, in StunAddress peer, long nowMs, out int start, out int frameLength)
+    {
+        start = frameLength = 0;
+
         // RFC 8656 §11.3: data from a peer without a permission is discarded.
         if (!allocation.HasPermission(peer, nowMs))
         {
             Metrics.Drop(TurnDropReason.NoPermission);
-            return;
+            return false;
         }
 
         if (!allocation.TryConsumeBandwidth(length, nowMs, _options.MaxBytesPerSecondPerAllocation))
         {
             Metrics.Drop(TurnDropReason.Bandwidth);
-            return;
+            return false;
         }
 
-        var sink = allocation.Sink;
-        ReadOnlySpan<byte> frame;
         var channel = allocation.FindChannel(peer, nowMs);
         if (channel != 0)
         {
-            // RFC 8656 §12.6 (§12.5 for the padding on streams).
-            var start = RelayIoLoop.Headroom - TurnChannel.HeaderLength;
+            start = RelayIoLoop.Headroom - TurnChannel.HeaderLength;
             ChannelDataWriter.WriteHeader(slot[start..], channel, length);
-            var total = ChannelDataWriter.GetLength(length, sink.IsStream);
-            slot.Slice(RelayIoLoop.Headroom + length, total - TurnChannel.HeaderLength - length).Clear();
-            frame = slot.Slice(start, total);
-        }
-        else
-        {
-            // RFC 8656 §11.3: a Data indication with XOR-PEER-ADDRESS and DATA, written in front of the payload.
-            var prefix = StunConstants.HeaderLength + StunConstants.AttributeHeaderLength + 4 + peer.AddressLength + StunConstants.AttributeHeaderLength;
-            var start = RelayIoLoop.Headroom - prefix;
-            var writer = new StunMessageWriter(slot[start..], StunHeader.ComposeType(StunMethod.Data, StunClass.Indication), StunTransactionId.NewRandom());
-            writer.WriteXorAddress(StunAttributeType.XorPeerAddress, peer);
-            writer.BeginAttribute((ushort)StunAttributeType.Data, length);
-            frame = slot.Slice(start, writer.Length);
+            frameLength = ChannelDataWriter.GetLength(length, allocation.Sink.IsStream);
+            slot.Slice(RelayIoLoop.Headroom + length, frameLength - TurnChannel.HeaderLength - length).Clear();
+            return true;
         }
 
-        if (sink.TrySend(frame))
+        var prefix = StunConstants.HeaderLength + StunConstants.AttributeHeaderLength + 4 + peer.AddressLength + StunConstants.AttributeHeaderLength;
+        start = RelayIoLoop.Headroom - prefix;
+        var writer = new StunMessageWriter(slot[start..], StunHeader.ComposeType(StunMethod.Data, StunClass.Indication), StunTransactionId.NewRandom());
+        writer.WriteXorAddress(StunAttributeType.XorPeerAddress, peer);
+        writer.BeginAttribute((ushort)StunAttributeType.Data, length);
+        frameLength = writer.Length;
+        return true;
+    }
+
+    /// <summary>Counts one frame toward the client as relayed, or as shed and why.</summary>
+    public void CountSent(bool sent, TurnClientSink sink, int payloadLength)
+    {
+        if (sent)
         {
-            Metrics.Relayed(toPeer: false, length);
+            Metrics.Relayed(toPeer: false, payloadLength);
         }
         else
         {
@@ -516,7 +532,7 @@ internal sealed partial class TurnRelay : IHostedService, IDisposable
     [LoggerMessage(EventId = 4002, Level = LogLevel.Error, Message = "TURN allocation sweep failed")]
     private partial void LogSweepFailed(Exception exception);
 
-    [LoggerMessage(EventId = 4003, Level = LogLevel.Information, Message = "TURN allocation for {Client} relayed at {Relayed}, IPv6 half {Additional} (user {User})")]
+    [LoggerMessage(EventId = 4003, Level = LogLevel.Debug, Message = "TURN allocation for {Client} relayed at {Relayed}, IPv6 half {Additional} (user {User})")]
     private partial void LogAllocationCreated(StunAddress client, StunAddress relayed, string additional, string user);
 
     [LoggerMessage(EventId = 4004, Level = LogLevel.Debug, Message = "TURN allocation for {Client} at {Relayed} (user {User}) deleted")]
