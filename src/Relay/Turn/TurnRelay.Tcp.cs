@@ -153,7 +153,7 @@ internal sealed partial class TurnRelay
     /// <summary>Peer connections of a deleted allocation go with it; unbound ones expire after 30 s.</summary>
     private void SweepTcpConnections(long nowMs)
     {
-        foreach (var connection in _tcpConnections.Values)
+        foreach (var (_, connection) in _tcpConnections)
         {
             if (connection.Allocation.IsClosed || (!connection.IsBound && connection.ExpiresAtMs <= nowMs))
             {
@@ -188,7 +188,7 @@ internal sealed partial class TurnRelay
         }
 
         // RFC 6062 §5.2: one connection per peer address.
-        foreach (var existing in _tcpConnections.Values)
+        foreach (var (_, existing) in _tcpConnections)
         {
             if (existing.Allocation == allocation && existing.PeerAddress == peer)
             {

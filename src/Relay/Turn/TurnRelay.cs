@@ -131,7 +131,7 @@ internal sealed partial class TurnRelay : IHostedService, IDisposable
     {
         _sweepTimer?.Dispose();
         _sweepTimer = null;
-        foreach (var allocation in _allocations.Values)
+        foreach (var (_, allocation) in _allocations)
         {
             Delete(allocation);
         }
@@ -317,7 +317,9 @@ internal sealed partial class TurnRelay : IHostedService, IDisposable
             }
 
             SweepTcpConnections(nowMs);
-            foreach (var allocation in _allocations.Values)
+            // Enumerating the dictionary itself takes no locks and copies nothing; .Values would lock
+            // every bucket and copy all allocations once a second.
+            foreach (var (_, allocation) in _allocations)
             {
                 if (allocation.ExpiresAtMs <= nowMs)
                 {
