@@ -65,38 +65,9 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-LOADGEN=bench/Relay.LoadGen/bin/Release/net10.0/Relay.LoadGen.dll
-OURS_DLL=src/Relay/bin/Release/net10.0/Relay.dll
-WORK=$(mktemp -d /tmp/bench-stun.XXXXXX)
-STARTED=()
-
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  local pid
-  for pid in "${STARTED[@]}"; do kill "$pid" 2>/dev/null || true; done
-  sleep 0.5
-  for pid in "${STARTED[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log() { printf '%s\n' "$*" >&2; }
-
-port_in_use() {
-  [[ -n $(ss -Hlnu "sport = :$1" 2>/dev/null) || -n $(ss -Hlnt "sport = :$1" 2>/dev/null) ]]
-}
-
-pick_port() {
-  local p=$1
-  shift
-  while port_in_use "$p" || [[ " $* " == *" $p "* ]]; do p=$((p + 1)); done
-  echo "$p"
-}
+BENCH_NAME=bench-stun
+# shellcheck source=scripts/bench-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
 
 # "cpu busy_ticks total_ticks" for the whole machine or one CPU (arg: cpu, cpu0, cpu1).
 cpu_sample() {
@@ -120,12 +91,6 @@ median_dec() { # same, for values like 0.93 (two decimals)
     END { if (NR == 0) print 0; else if (NR % 2) printf "%.2f\n", v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
-stop_pid() {
-  local pid=$1
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-  kill -9 "$pid" 2>/dev/null || true
-}
 
 # --- build -----------------------------------------------------------------------------------------
 if [[ $BUILD == 1 ]]; then
@@ -152,18 +117,10 @@ fi
 
 command -v turnserver >/dev/null || { log "turnserver (coturn) not installed"; exit 1; }
 
-# Our server may also bind port+1 (RFC 5780 alternate port), so keep that free and put coturn well away.
-OURS_PORT=3478
-while port_in_use "$OURS_PORT" || port_in_use $((OURS_PORT + 1)); do OURS_PORT=$((OURS_PORT + 2)); done
-HTTP_PORT=$(pick_port 18080)
-COTURN_PORT=$(pick_port 13478 "$OURS_PORT" $((OURS_PORT + 1)) "$HTTP_PORT")
+pick_server_ports
 CORES=$(nproc)
 COTURN_VERSION=$(turnserver --version 2>/dev/null | head -n 1)
 
-PRIO=()
-if [[ $NICE != 0 ]]; then
-  if [[ $NICE -lt 0 && $(id -u) != 0 ]]; then log "--nice $NICE needs root; running at normal priority"; else PRIO=(nice -n "$NICE"); fi
-fi
 
 # --- servers ---------------------------------------------------------------------------------------
 COTURN_PID=

@@ -70,38 +70,9 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-LOADGEN=bench/Relay.LoadGen/bin/Release/net10.0/Relay.LoadGen.dll
-OURS_DLL=src/Relay/bin/Release/net10.0/Relay.dll
-WORK=$(mktemp -d /tmp/bench-turn.XXXXXX)
-STARTED=()
-
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  local pid
-  for pid in "${STARTED[@]}"; do kill "$pid" 2>/dev/null || true; done
-  sleep 0.5
-  for pid in "${STARTED[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log() { printf '%s\n' "$*" >&2; }
-
-port_in_use() {
-  [[ -n $(ss -Hlnu "sport = :$1" 2>/dev/null) || -n $(ss -Hlnt "sport = :$1" 2>/dev/null) ]]
-}
-
-pick_port() {
-  local p=$1
-  shift
-  while port_in_use "$p" || [[ " $* " == *" $p "* ]]; do p=$((p + 1)); done
-  echo "$p"
-}
+BENCH_NAME=bench-turn
+# shellcheck source=scripts/bench-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
 
 median() {
   tr ' ' '\n' <<<"$*" | { grep -v '^$' || true; } | sort -g | awk '{ v[NR] = $1 }
@@ -120,12 +91,6 @@ per_core() { # rate cores
   awk -v r="$1" -v c="$2" 'BEGIN { if (r == "" || c + 0 == 0) print ""; else printf "%.0f", r / c }'
 }
 
-stop_pid() {
-  local pid=$1
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-  kill -9 "$pid" 2>/dev/null || true
-}
 
 # --- build -----------------------------------------------------------------------------------------
 if [[ $BUILD == 1 ]]; then
@@ -146,17 +111,10 @@ if [[ $(ulimit -n) != unlimited && $(ulimit -n) -lt $NEED_FDS ]]; then
   exit 1
 fi
 
-OURS_PORT=3478
-while port_in_use "$OURS_PORT" || port_in_use $((OURS_PORT + 1)); do OURS_PORT=$((OURS_PORT + 2)); done
-HTTP_PORT=$(pick_port 18080)
-COTURN_PORT=$(pick_port 13478 "$OURS_PORT" $((OURS_PORT + 1)) "$HTTP_PORT")
+pick_server_ports
 CORES=$(nproc)
 COTURN_VERSION=$(turnserver --version 2>/dev/null | head -n 1)
 
-PRIO=()
-if [[ $NICE != 0 ]]; then
-  if [[ $NICE -lt 0 && $(id -u) != 0 ]]; then log "--nice $NICE needs root; running at normal priority"; else PRIO=(nice -n "$NICE"); fi
-fi
 
 # --- servers ---------------------------------------------------------------------------------------
 SERVER_PID=
