@@ -528,45 +528,7 @@ public sealed class FuzzTests(ITestOutputHelper output)
             }
         }
 
-        /// <summary>
-        /// 1 to 5 segments over slices of <paramref name="exact"/> (no copy), cut at random places; now and
-        /// then an empty segment first, last or in between, which a ReadOnlySequence may legally contain.
-        /// </summary>
-        private ReadOnlySequence<byte> Segment(byte[] exact)
-        {
-            var n = exact.Length;
-            var pieces = _random.Next(1, 6);
-            if (pieces == 1 && _random.Next(2) == 0)
-            {
-                return new ReadOnlySequence<byte>(exact);
-            }
-
-            Span<int> cuts = stackalloc int[5];
-            for (var i = 0; i < pieces - 1; i++)
-            {
-                cuts[i] = _random.Next(3) switch
-                {
-                    0 => 0,
-                    1 => Math.Min(n, _random.Next(0, 24)),
-                    _ => _random.Next(0, n + 1),
-                };
-            }
-
-            cuts[..(pieces - 1)].Sort();
-            var memory = exact.AsMemory();
-            var start = 0;
-            TestSegment? first = null;
-            TestSegment? last = null;
-            for (var i = 0; i < pieces; i++)
-            {
-                var end = i < pieces - 1 ? cuts[i] : n;
-                var piece = memory[start..end];
-                last = last is null ? (first = new TestSegment(piece)) : last.Append(piece);
-                start = end;
-            }
-
-            return new ReadOnlySequence<byte>(first!, 0, last!, last!.Memory.Length);
-        }
+        private ReadOnlySequence<byte> Segment(byte[] exact) => TestSegment.RandomSplit(_random, exact);
 
         // ---- Inputs ----
 

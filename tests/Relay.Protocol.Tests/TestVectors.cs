@@ -203,6 +203,48 @@ internal sealed class TestSegment : ReadOnlySequenceSegment<byte>
         return next;
     }
 
+    /// <summary>
+    /// For the fuzzers: 1 to 5 segments over slices of <paramref name="exact"/> (no copy), cut at random
+    /// places, favouring cuts inside the first 24 bytes and, with <paramref name="headerBias"/>, inside
+    /// the first <paramref name="headerBias"/> bytes; empty segments now and then, first, last or in
+    /// between, which a ReadOnlySequence may legally contain.
+    /// </summary>
+    public static ReadOnlySequence<byte> RandomSplit(Random random, byte[] exact, int headerBias = 0)
+    {
+        var n = exact.Length;
+        var pieces = random.Next(1, 6);
+        if (pieces == 1 && random.Next(2) == 0)
+        {
+            return new ReadOnlySequence<byte>(exact);
+        }
+
+        Span<int> cuts = stackalloc int[5];
+        for (var i = 0; i < pieces - 1; i++)
+        {
+            cuts[i] = random.Next(3) switch
+            {
+                0 => headerBias == 0 ? 0 : Math.Min(n, random.Next(0, headerBias + 1)),
+                1 => Math.Min(n, random.Next(0, 24)),
+                _ => random.Next(0, n + 1),
+            };
+        }
+
+        cuts[..(pieces - 1)].Sort();
+        var memory = exact.AsMemory();
+        var start = 0;
+        TestSegment? first = null;
+        TestSegment? last = null;
+        for (var i = 0; i < pieces; i++)
+        {
+            var end = i < pieces - 1 ? cuts[i] : n;
+            var piece = memory[start..end];
+            last = last is null ? (first = new TestSegment(piece)) : last.Append(piece);
+            start = end;
+        }
+
+        return new ReadOnlySequence<byte>(first!, 0, last!, last!.Memory.Length);
+    }
+
     /// <summary>A sequence whose segments are exactly <paramref name="parts"/>, empty ones included.</summary>
     public static ReadOnlySequence<byte> Sequence(params ReadOnlyMemory<byte>[] parts)
     {
