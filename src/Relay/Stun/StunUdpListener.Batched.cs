@@ -94,7 +94,7 @@ internal sealed unsafe partial class StunUdpListener
 
                     var response = new Span<byte>(responseBuffers + (replies * responseSize), responseSize);
                     context = context with { Client = client };
-                    var reply = Dispatch(datagram, context, socket, response);
+                    var reply = Dispatch(datagram, context, group.Sockets[0], response);
                     if (!reply.HasResponse)
                     {
                         continue;

@@ -185,7 +185,7 @@ internal sealed partial class StunUdpListener : IHostedService, IAsyncDisposable
                 continue;
             }
 
-            var reply = Dispatch(buffer.AsSpan(0, received), new StunRequestContext(client, group.Local, StunTransport.Udp), socket, response);
+            var reply = Dispatch(buffer.AsSpan(0, received), new StunRequestContext(client, group.Local, StunTransport.Udp), group.Sockets[0], response);
             if (!reply.HasResponse)
             {
                 continue;
@@ -234,11 +234,18 @@ internal sealed partial class StunUdpListener : IHostedService, IAsyncDisposable
         && StunHeader.GetClass(BinaryPrimitives.ReadUInt16BigEndian(datagram)) != StunClass.Indication;
 
     /// <summary>ChannelData and TURN methods go to the relay, Binding (and all of STUN when TURN is off) to the STUN service.</summary>
-    private StunReply Dispatch(ReadOnlySpan<byte> datagram, in StunRequestContext context, Socket socket, Span<byte> response)
+    /// <param name="datagram">What arrived.</param>
+    /// <param name="context">From whom, on which endpoint.</param>
+    /// <param name="clientSocket">
+    /// The socket relayed data goes back to this client from: the first of the endpoint's SO_REUSEPORT
+    /// group, whichever received this datagram, so the relay loop can send to all its clients in one call.
+    /// </param>
+    /// <param name="response">Where a STUN response is written.</param>
+    private StunReply Dispatch(ReadOnlySpan<byte> datagram, in StunRequestContext context, Socket clientSocket, Span<byte> response)
     {
         try
         {
-            return DispatchCore(datagram, context, socket, response);
+            return DispatchCore(datagram, context, clientSocket, response);
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
@@ -249,13 +256,13 @@ internal sealed partial class StunUdpListener : IHostedService, IAsyncDisposable
         }
     }
 
-    private StunReply DispatchCore(ReadOnlySpan<byte> datagram, in StunRequestContext context, Socket socket, Span<byte> response)
+    private StunReply DispatchCore(ReadOnlySpan<byte> datagram, in StunRequestContext context, Socket clientSocket, Span<byte> response)
     {
         if (_turn is not null && datagram.Length > 0)
         {
             if (TurnChannel.LooksLikeChannelData(datagram[0]))
             {
-                var turnContext = new TurnContext(context.Client, context.Local, StunTransport.Udp, socket, null);
+                var turnContext = new TurnContext(context.Client, context.Local, StunTransport.Udp, clientSocket, null);
                 if (ChannelDataReader.TryRead(datagram, _turn.ChannelLimits, out var channel, out var data, out _))
                 {
                     _turn.HandleChannelData(channel, data, turnContext);
@@ -273,7 +280,7 @@ internal sealed partial class StunUdpListener : IHostedService, IAsyncDisposable
                 && StunHeader.GetMethod(BinaryPrimitives.ReadUInt16BigEndian(datagram)) != (ushort)StunMethod.Binding
                 && BinaryPrimitives.ReadUInt32BigEndian(datagram[4..]) == StunConstants.MagicCookie)
             {
-                var length = _turn.HandleMessage(datagram, new TurnContext(context.Client, context.Local, StunTransport.Udp, socket, null), response);
+                var length = _turn.HandleMessage(datagram, new TurnContext(context.Client, context.Local, StunTransport.Udp, clientSocket, null), response);
                 return length > 0 ? new StunReply(length, StunResponseSource.Same, 0) : StunReply.None;
             }
         }

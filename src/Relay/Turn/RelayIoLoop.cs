@@ -27,15 +27,27 @@ internal sealed unsafe class RelayIoLoop : IDisposable
     // the others; level-triggered epoll reports the socket again.
     private const int MaxBatchesPerSocket = 4;
 
+    // Receive slots per wake-up, in recvmmsg batches: frames wait in them until the one sendmmsg.
+    private const int GatherBatches = 4;
+
     private readonly TurnRelay _relay;
     private readonly int _batchSize;
     private readonly int _slotSize;
     private readonly int _epoll;
     private readonly Thread _thread;
     private readonly ConcurrentQueue<TurnAllocation> _retired = new();
+    // Frames for UDP clients are gathered across every socket one epoll wake-up reports and leave in
+    // one sendmmsg: all clients of a listen endpoint share its first socket (same source address and
+    // port as the others of its SO_REUSEPORT group), so the per-call cost is paid once per wake-up.
+    private readonly int _gatherSlots;
     private readonly LinuxUdp.IoVec* _sendIov;
     private readonly LinuxUdp.MMsgHdr* _sendHeaders;
+    private readonly byte* _sendNames;
     private readonly int[] _sendLengths;
+    private readonly UdpClientSink?[] _sendSinks;
+    private System.Runtime.InteropServices.SafeHandle? _pendingSocket;
+    private int _pending;
+    private int _used;
     private volatile bool _stopping;
 
     public RelayIoLoop(TurnRelay relay, int index, int batchSize, int maxDatagram)
@@ -51,9 +63,12 @@ internal sealed unsafe class RelayIoLoop : IDisposable
             throw new IOException($"epoll_create1 failed (errno {Marshal.GetLastPInvokeError()})");
         }
 
-        _sendIov = (LinuxUdp.IoVec*)NativeMemory.AllocZeroed((nuint)(batchSize * sizeof(LinuxUdp.IoVec)));
-        _sendHeaders = (LinuxUdp.MMsgHdr*)NativeMemory.AllocZeroed((nuint)(batchSize * sizeof(LinuxUdp.MMsgHdr)));
-        _sendLengths = new int[batchSize];
+        _gatherSlots = batchSize * GatherBatches;
+        _sendIov = (LinuxUdp.IoVec*)NativeMemory.AllocZeroed((nuint)(_gatherSlots * sizeof(LinuxUdp.IoVec)));
+        _sendHeaders = (LinuxUdp.MMsgHdr*)NativeMemory.AllocZeroed((nuint)(_gatherSlots * sizeof(LinuxUdp.MMsgHdr)));
+        _sendNames = (byte*)NativeMemory.AllocZeroed((nuint)(_gatherSlots * LinuxUdp.SocketAddressSlot));
+        _sendLengths = new int[_gatherSlots];
+        _sendSinks = new UdpClientSink?[_gatherSlots];
         _thread = new Thread(Run) { IsBackground = true, Name = $"turn-relay-{index}" };
         _thread.Start();
     }
@@ -105,58 +120,55 @@ internal sealed unsafe class RelayIoLoop : IDisposable
         LinuxEpoll.Close(_epoll);
         NativeMemory.Free(_sendIov);
         NativeMemory.Free(_sendHeaders);
+        NativeMemory.Free(_sendNames);
     }
 
-    /// <summary>
-    /// One sendmmsg from the client's listening socket for every frame gathered from one recvmmsg: the
-    /// per-call cost, most of a small datagram's, is paid once per batch.
-    /// </summary>
-    private void SendBatch(UdpClientSink sink, int count)
+    /// <summary>Sends every gathered UDP frame with one sendmmsg (more only when the kernel takes part of them).</summary>
+    private void FlushPending()
     {
-        var handle = sink.SocketHandle;
+        if (_pending == 0)
+        {
+            return;
+        }
+
+        var handle = _pendingSocket!;
+        var count = _pending;
+        _pending = 0;
         var added = false;
         var sent = 0;
         try
         {
             handle.DangerousAddRef(ref added);
-            fixed (byte* address = sink.Address)
+            var fd = (int)handle.DangerousGetHandle();
+            while (sent < count)
             {
-                for (var i = 0; i < count; i++)
+                var result = LinuxUdp.SendMmsg(fd, _sendHeaders + sent, (uint)(count - sent), LinuxEpoll.MsgDontWait);
+                if (result <= 0)
                 {
-                    _sendHeaders[i].Header = new LinuxUdp.MsgHdr { Name = address, NameLength = (uint)sink.Address.Length, Iov = _sendIov + i, IovLength = 1 };
-                }
-
-                var fd = (int)handle.DangerousGetHandle();
-                while (sent < count)
-                {
-                    var result = LinuxUdp.SendMmsg(fd, _sendHeaders + sent, (uint)(count - sent), LinuxEpoll.MsgDontWait);
-                    if (result <= 0)
+                    if (result < 0 && Marshal.GetLastPInvokeError() == LinuxUdp.EIntr)
                     {
-                        if (result < 0 && Marshal.GetLastPInvokeError() == LinuxUdp.EIntr)
-                        {
-                            continue;
-                        }
-
-                        // A full socket buffer (EAGAIN) or an error for the first of the rest: shed it, go on.
-                        _relay.CountSent(false, sink, _sendLengths[sent]);
-                        sent++;
                         continue;
                     }
 
-                    for (var i = sent; i < sent + result; i++)
-                    {
-                        _relay.CountSent(true, sink, _sendLengths[i]);
-                    }
-
-                    sent += result;
+                    // A full socket buffer (EAGAIN) or an error for the first of the rest: shed it, go on.
+                    _relay.CountSent(false, _sendSinks[sent]!, _sendLengths[sent]);
+                    sent++;
+                    continue;
                 }
+
+                for (var i = sent; i < sent + result; i++)
+                {
+                    _relay.CountSent(true, _sendSinks[i]!, _sendLengths[i]);
+                }
+
+                sent += result;
             }
         }
         catch (ObjectDisposedException)
         {
             for (var i = sent; i < count; i++)
             {
-                _relay.CountSent(false, sink, _sendLengths[i]);
+                _relay.CountSent(false, _sendSinks[i]!, _sendLengths[i]);
             }
         }
         finally
@@ -165,7 +177,29 @@ internal sealed unsafe class RelayIoLoop : IDisposable
             {
                 handle.DangerousRelease();
             }
+
+            Array.Clear(_sendSinks, 0, count);
         }
+    }
+
+    private void Gather(UdpClientSink sink, byte* frame, int frameLength, int payloadLength)
+    {
+        var socket = sink.SocketHandle;
+        if (_pending > 0 && !ReferenceEquals(socket, _pendingSocket))
+        {
+            // Another listen endpoint (IPv6 next to IPv4, or a second address): its own sendmmsg.
+            FlushPending();
+        }
+
+        var name = _sendNames + (_pending * LinuxUdp.SocketAddressSlot);
+        var address = sink.Address;
+        address.CopyTo(new Span<byte>(name, LinuxUdp.SocketAddressSlot));
+        _sendIov[_pending] = new LinuxUdp.IoVec { Base = frame, Length = (nuint)frameLength };
+        _sendHeaders[_pending].Header = new LinuxUdp.MsgHdr { Name = name, NameLength = (uint)address.Length, Iov = _sendIov + _pending, IovLength = 1 };
+        _sendLengths[_pending] = payloadLength;
+        _sendSinks[_pending] = sink;
+        _pendingSocket = socket;
+        _pending++;
     }
 
     private void RetirePending()
@@ -192,12 +226,11 @@ internal sealed unsafe class RelayIoLoop : IDisposable
         var headers = (LinuxUdp.MMsgHdr*)NativeMemory.AllocZeroed((nuint)(_batchSize * sizeof(LinuxUdp.MMsgHdr)));
         var iovs = (LinuxUdp.IoVec*)NativeMemory.AllocZeroed((nuint)(_batchSize * sizeof(LinuxUdp.IoVec)));
         var names = (byte*)NativeMemory.AllocZeroed((nuint)(_batchSize * LinuxUdp.SocketAddressSlot));
-        var buffers = (byte*)NativeMemory.AlignedAlloc((nuint)(_batchSize * _slotSize), 64);
+        var buffers = (byte*)NativeMemory.AlignedAlloc((nuint)(_gatherSlots * _slotSize), 64);
         try
         {
             for (var i = 0; i < _batchSize; i++)
             {
-                iovs[i] = new LinuxUdp.IoVec { Base = buffers + (i * _slotSize) + Headroom, Length = (nuint)(_slotSize - Headroom - 4) };
                 headers[i].Header.Iov = iovs + i;
                 headers[i].Header.IovLength = 1;
             }
@@ -212,9 +245,12 @@ internal sealed unsafe class RelayIoLoop : IDisposable
                     var handle = GCHandle.FromIntPtr((nint)LinuxEpoll.ReadEventData(events + (e * LinuxEpoll.EventSize)));
                     if (handle.Target is RelayBinding binding && !binding.Allocation.IsClosed)
                     {
-                        Drain(binding.Allocation, binding.Socket, headers, names, buffers);
+                        Drain(binding.Allocation, binding.Socket, headers, iovs, names, buffers);
                     }
                 }
+
+                FlushPending();
+                _used = 0;
             }
         }
         catch (Exception exception)
@@ -231,14 +267,24 @@ internal sealed unsafe class RelayIoLoop : IDisposable
         }
     }
 
-    private void Drain(TurnAllocation allocation, System.Net.Sockets.Socket socket, LinuxUdp.MMsgHdr* headers, byte* names, byte* buffers)
+    private void Drain(TurnAllocation allocation, System.Net.Sockets.Socket socket, LinuxUdp.MMsgHdr* headers, LinuxUdp.IoVec* iovs, byte* names, byte* buffers)
     {
         var fd = (int)socket.Handle;
         var family = socket.AddressFamily;
+        var sink = allocation.Sink;
+        var udpSink = sink as UdpClientSink;
         for (var batch = 0; batch < MaxBatchesPerSocket; batch++)
         {
+            if (_used + _batchSize > _gatherSlots)
+            {
+                // Every slot holds a frame waiting for the sendmmsg: send them, then reuse the slots.
+                FlushPending();
+                _used = 0;
+            }
+
             for (var i = 0; i < _batchSize; i++)
             {
+                iovs[i] = new LinuxUdp.IoVec { Base = buffers + ((_used + i) * _slotSize) + Headroom, Length = (nuint)(_slotSize - Headroom - 4) };
                 headers[i].Header.Name = names + (i * LinuxUdp.SocketAddressSlot);
                 headers[i].Header.NameLength = LinuxUdp.SocketAddressSlot;
                 headers[i].Header.Flags = 0;
@@ -251,12 +297,10 @@ internal sealed unsafe class RelayIoLoop : IDisposable
             }
 
             var nowMs = Environment.TickCount64;
-            var sink = allocation.Sink;
-            var udpSink = sink as UdpClientSink;
-            var framed = 0;
             for (var i = 0; i < received; i++)
             {
-                var slot = new Span<byte>(buffers + (i * _slotSize), _slotSize);
+                var slotStart = buffers + ((_used + i) * _slotSize);
+                var slot = new Span<byte>(slotStart, _slotSize);
                 if ((headers[i].Header.Flags & LinuxUdp.MsgTrunc) != 0)
                 {
                     _relay.Metrics.Drop(TurnDropReason.TooLarge);
@@ -273,20 +317,14 @@ internal sealed unsafe class RelayIoLoop : IDisposable
                 if (udpSink is null)
                 {
                     _relay.CountSent(sink.TrySend(slot.Slice(start, frameLength)), sink, length);
-                    continue;
                 }
-
-                // Everything this socket received goes to one client: gather it for one sendmmsg.
-                _sendIov[framed] = new LinuxUdp.IoVec { Base = buffers + (i * _slotSize) + start, Length = (nuint)frameLength };
-                _sendLengths[framed] = length;
-                framed++;
+                else
+                {
+                    Gather(udpSink, slotStart + start, frameLength, length);
+                }
             }
 
-            if (udpSink is not null && framed > 0)
-            {
-                SendBatch(udpSink, framed);
-            }
-
+            _used += received;
             if (received < _batchSize)
             {
                 return;
