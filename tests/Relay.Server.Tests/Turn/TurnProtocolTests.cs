@@ -736,6 +736,38 @@ public sealed class TurnProtocolTests
 
     // ---------------------------------------------------------------- helpers
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Rfc8656_7_2_DontFragment_IsHonouredOnTheRelaySocket(bool ipv6)
+    {
+        await using var server = await RelayTestServer.StartAsync(Settings());
+        await using var client = Udp(server, Alice, AlicePassword);
+
+        // Step 4 / §14.8: the server sets DF on what it relays, rather than treating the attribute as unknown.
+        await client.AllocateAsync((ref StunMessageWriter w) =>
+        {
+            w.BeginAttribute((ushort)StunAttributeType.DontFragment, 0);
+            if (ipv6)
+            {
+                WriteFamily(ref w, StunAttributeType.RequestedAddressFamily, StunAddress.FamilyIPv6);
+            }
+        });
+
+        var socket = Relay(server).Find(client.FiveTuple)!.RelaySocket;
+        Assert.Equal(ipv6 ? AddressFamily.InterNetworkV6 : AddressFamily.InterNetwork, socket.AddressFamily);
+        // IPPROTO_IPV6/IPV6_DONTFRAG is 1 when set; IPPROTO_IP/IP_MTU_DISCOVER is IP_PMTUDISC_DO (2).
+        var value = BitConverter.ToInt32(ipv6 ? RawOption(socket, 41, 62) : RawOption(socket, 0, 10));
+        Assert.Equal(ipv6 ? 1 : 2, value);
+    }
+
+    private static byte[] RawOption(Socket socket, int level, int name)
+    {
+        var value = new byte[4];
+        socket.GetRawSocketOption(level, name, value);
+        return value;
+    }
+
     private static TurnRelay Relay(RelayTestServer server) => server.Services.GetRequiredService<TurnRelay>();
 
     private static TurnMetrics Metrics(RelayTestServer server) => server.Services.GetRequiredService<TurnMetrics>();
