@@ -33,7 +33,6 @@ internal sealed unsafe class BatchedUdpWorker : LoadCounters, IDisposable
     private const int MaxEvents = 64;
 
     /// <summary>Datagrams per GSO send; the kernel's limit (UDP_MAX_SEGMENTS) is 64 or more.</summary>
-    private const int GsoMaxSegments = 64;
     private const int EpollWaitMs = 5;
 
     private readonly RunState _run;
@@ -418,40 +417,8 @@ internal sealed unsafe class BatchedUdpWorker : LoadCounters, IDisposable
             _sentAt[basis + _pendingSlots[basis + k]] = stamp;
         }
 
-        var messages = _sendMessages + basis;
-        var messageCount = count;
-        var perMessage = 1;
-        if (_gso)
-        {
-            perMessage = GsoMaxSegments;
-            messageCount = (count + GsoMaxSegments - 1) / GsoMaxSegments;
-            for (var m = 0; m < messageCount; m++)
-            {
-                messages[m].Header.Iov = &_gatherIov[basis + (m * GsoMaxSegments)];
-                messages[m].Header.IovLength = (nuint)Math.Min(GsoMaxSegments, count - (m * GsoMaxSegments));
-            }
-        }
-
-        var done = 0;
-        while (done < messageCount)
-        {
-            var sent = SendMMsg(_fds[s], messages + done, (uint)(messageCount - done), 0);
-            if (sent > 0)
-            {
-                done += sent;
-                continue;
-            }
-
-            if (sent < 0 && Marshal.GetLastPInvokeError() == EIntr)
-            {
-                continue;
-            }
-
-            // This message failed (e.g. a pending ICMP error, or a full buffer): its requests stay
-            // outstanding, time out and are replaced, as in the portable mode.
-            Errors += Math.Min(perMessage, count - (done * perMessage));
-            done++;
-        }
+        // A refused message's requests stay outstanding, time out and are replaced, as in the portable mode.
+        Errors += SendGathered(_fds[s], _sendMessages + basis, _gatherIov + basis, count, _gso);
     }
 
     private Span<byte> RequestTransactionId(int index) =>
@@ -470,30 +437,6 @@ internal sealed unsafe class BatchedUdpWorker : LoadCounters, IDisposable
         return length >= 16 && *(ulong*)name == *(ulong*)_target;
     }
 
-    private static int WriteSockAddr(IPEndPoint endpoint, byte* at)
-    {
-        var dest = new Span<byte>(at, SockAddrSize);
-        if (endpoint.AddressFamily == AddressFamily.InterNetworkV6)
-        {
-            BinaryPrimitives.WriteUInt16LittleEndian(dest, 10); // AF_INET6, host order
-            BinaryPrimitives.WriteUInt16BigEndian(dest[2..], (ushort)endpoint.Port);
-            _ = endpoint.Address.TryWriteBytes(dest.Slice(8, 16), out _);
-            BinaryPrimitives.WriteUInt32LittleEndian(dest[24..], (uint)endpoint.Address.ScopeId);
-            return SockAddrSize;
-        }
 
-        BinaryPrimitives.WriteUInt16LittleEndian(dest, 2); // AF_INET, host order
-        BinaryPrimitives.WriteUInt16BigEndian(dest[2..], (ushort)endpoint.Port);
-        _ = endpoint.Address.TryWriteBytes(dest.Slice(4, 4), out _);
-        return 16;
-    }
-
-    // SplitMix64: transaction ids only need to be unpredictable enough not to collide.
-    private ulong NextRandom()
-    {
-        var z = _rng += 0x9E37_79B9_7F4A_7C15UL;
-        z = (z ^ (z >> 30)) * 0xBF58_476D_1CE4_E5B9UL;
-        z = (z ^ (z >> 27)) * 0x94D0_49BB_1331_11EBUL;
-        return z ^ (z >> 31);
-    }
+    private ulong NextRandom() => LinuxNative.NextRandom(ref _rng);
 }

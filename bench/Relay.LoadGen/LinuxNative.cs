@@ -1,3 +1,6 @@
+using System.Buffers.Binary;
+using System.Net;
+using System.Net.Sockets;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
@@ -26,7 +29,83 @@ internal static unsafe partial class LinuxNative
     /// <summary>sizeof(struct sockaddr_in6); also enough for a sockaddr_in.</summary>
     public const int SockAddrSize = 28;
 
+    /// <summary>Datagrams one UDP GSO send may carry here; the kernel's limit is 64 segments.</summary>
+    public const int GsoMaxSegments = 64;
+
     private const string Libc = "libc";
+
+    /// <summary>
+    /// Sends <paramref name="count"/> datagrams described by <paramref name="gather"/> with as few
+    /// sendmmsg calls as the kernel allows: one message per datagram, or with <paramref name="gso"/>
+    /// up to <see cref="GsoMaxSegments"/> datagrams per message (the socket's UDP_SEGMENT splits them).
+    /// A message the kernel refuses is skipped; returns how many datagrams were in refused messages.
+    /// </summary>
+    public static int SendGathered(int fd, MMsgHdr* messages, IoVec* gather, int count, bool gso)
+    {
+        var messageCount = count;
+        var perMessage = 1;
+        if (gso)
+        {
+            perMessage = GsoMaxSegments;
+            messageCount = (count + GsoMaxSegments - 1) / GsoMaxSegments;
+            for (var m = 0; m < messageCount; m++)
+            {
+                messages[m].Header.Iov = &gather[m * GsoMaxSegments];
+                messages[m].Header.IovLength = (nuint)Math.Min(GsoMaxSegments, count - (m * GsoMaxSegments));
+            }
+        }
+
+        var failed = 0;
+        var done = 0;
+        while (done < messageCount)
+        {
+            var sent = SendMMsg(fd, messages + done, (uint)(messageCount - done), 0);
+            if (sent > 0)
+            {
+                done += sent;
+                continue;
+            }
+
+            if (sent < 0 && Marshal.GetLastPInvokeError() == EIntr)
+            {
+                continue;
+            }
+
+            // This message failed (a pending ICMP error, a full buffer): its datagrams are the caller's to count.
+            failed += Math.Min(perMessage, count - (done * perMessage));
+            done++;
+        }
+
+        return failed;
+    }
+
+    /// <summary>Writes <paramref name="endpoint"/> as a native sockaddr_in/sockaddr_in6; returns its length.</summary>
+    public static int WriteSockAddr(IPEndPoint endpoint, byte* at)
+    {
+        var dest = new Span<byte>(at, SockAddrSize);
+        if (endpoint.AddressFamily == AddressFamily.InterNetworkV6)
+        {
+            BinaryPrimitives.WriteUInt16LittleEndian(dest, 10); // AF_INET6, host order
+            BinaryPrimitives.WriteUInt16BigEndian(dest[2..], (ushort)endpoint.Port);
+            _ = endpoint.Address.TryWriteBytes(dest.Slice(8, 16), out _);
+            BinaryPrimitives.WriteUInt32LittleEndian(dest[24..], (uint)endpoint.Address.ScopeId);
+            return SockAddrSize;
+        }
+
+        BinaryPrimitives.WriteUInt16LittleEndian(dest, 2); // AF_INET, host order
+        BinaryPrimitives.WriteUInt16BigEndian(dest[2..], (ushort)endpoint.Port);
+        _ = endpoint.Address.TryWriteBytes(dest.Slice(4, 4), out _);
+        return 16;
+    }
+
+    /// <summary>SplitMix64: transaction ids and tags only need to be unpredictable enough not to collide.</summary>
+    public static ulong NextRandom(ref ulong state)
+    {
+        var z = state += 0x9E37_79B9_7F4A_7C15UL;
+        z = (z ^ (z >> 30)) * 0xBF58_476D_1CE4_E5B9UL;
+        z = (z ^ (z >> 27)) * 0x94D0_49BB_1331_11EBUL;
+        return z ^ (z >> 31);
+    }
 
     /// <summary>Linux on a 64-bit CPU whose struct layouts match the declarations below.</summary>
     public static bool IsSupported =>

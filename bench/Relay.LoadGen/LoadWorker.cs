@@ -214,12 +214,5 @@ internal abstract class LoadWorker : LoadCounters, IDisposable
     private Span<byte> SlotTransactionId(int slot) =>
         _transactionIds.AsSpan(slot * StunWire.TransactionIdLength, StunWire.TransactionIdLength);
 
-    // SplitMix64: transaction ids only need to be unpredictable enough not to collide.
-    private ulong NextRandom()
-    {
-        var z = _rng += 0x9E37_79B9_7F4A_7C15UL;
-        z = (z ^ (z >> 30)) * 0xBF58_476D_1CE4_E5B9UL;
-        z = (z ^ (z >> 27)) * 0x94D0_49BB_1331_11EBUL;
-        return z ^ (z >> 31);
-    }
+    private ulong NextRandom() => LinuxNative.NextRandom(ref _rng);
 }

@@ -47,7 +47,6 @@ internal sealed class TrafficResult
 /// </remarks>
 internal sealed unsafe partial class TurnClients
 {
-    private const int GsoMaxSegments = 64;
     public const int PayloadHeader = 28;
 
     private byte* _tx;
@@ -524,38 +523,7 @@ internal sealed unsafe partial class TurnClients
             _result.Sent += count;
         }
 
-        var messages = _txMessages + basis;
-        var messageCount = count;
-        var perMessage = 1;
-        if (_gsoOn)
-        {
-            perMessage = GsoMaxSegments;
-            messageCount = (count + GsoMaxSegments - 1) / GsoMaxSegments;
-            for (var m = 0; m < messageCount; m++)
-            {
-                messages[m].Header.Iov = &_txGather[basis + (m * GsoMaxSegments)];
-                messages[m].Header.IovLength = (nuint)Math.Min(GsoMaxSegments, count - (m * GsoMaxSegments));
-            }
-        }
-
-        var done = 0;
-        while (done < messageCount)
-        {
-            var sent = SendMMsg(_fds[s], messages + done, (uint)(messageCount - done), 0);
-            if (sent > 0)
-            {
-                done += sent;
-                continue;
-            }
-
-            if (sent < 0 && Marshal.GetLastPInvokeError() == EIntr)
-            {
-                continue;
-            }
-
-            // The closed loop's round trips stay outstanding and time out; the open loop's count as lost.
-            _result.SendErrors += Math.Min(perMessage, count - (done * perMessage));
-            done++;
-        }
+        // The closed loop's round trips stay outstanding and time out; the open loop's count as lost.
+        _result.SendErrors += SendGathered(_fds[s], _txMessages + basis, _txGather + basis, count, _gsoOn);
     }
 }

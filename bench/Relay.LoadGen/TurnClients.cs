@@ -284,32 +284,8 @@ internal sealed unsafe partial class TurnClients : IDisposable
 
     private int ReadyIndex(int e) => (int)ReadEpollData(_events + (e * EpollEventSize));
 
-    private static int WriteSockAddr(IPEndPoint endpoint, byte* at)
-    {
-        var dest = new Span<byte>(at, SockAddrSize);
-        if (endpoint.AddressFamily == AddressFamily.InterNetworkV6)
-        {
-            BinaryPrimitives.WriteUInt16LittleEndian(dest, 10); // AF_INET6, host order
-            BinaryPrimitives.WriteUInt16BigEndian(dest[2..], (ushort)endpoint.Port);
-            _ = endpoint.Address.TryWriteBytes(dest.Slice(8, 16), out _);
-            BinaryPrimitives.WriteUInt32LittleEndian(dest[24..], (uint)endpoint.Address.ScopeId);
-            return SockAddrSize;
-        }
 
-        BinaryPrimitives.WriteUInt16LittleEndian(dest, 2); // AF_INET, host order
-        BinaryPrimitives.WriteUInt16BigEndian(dest[2..], (ushort)endpoint.Port);
-        _ = endpoint.Address.TryWriteBytes(dest.Slice(4, 4), out _);
-        return 16;
-    }
-
-    // SplitMix64: transaction ids and tags only need to be unpredictable enough not to collide.
-    private ulong NextRandom()
-    {
-        var z = _rng += 0x9E37_79B9_7F4A_7C15UL;
-        z = (z ^ (z >> 30)) * 0xBF58_476D_1CE4_E5B9UL;
-        z = (z ^ (z >> 27)) * 0x94D0_49BB_1331_11EBUL;
-        return z ^ (z >> 31);
-    }
+    private ulong NextRandom() => LinuxNative.NextRandom(ref _rng);
 }
 
 /// <summary>Long-term credentials (RFC 8489 §9.2); the key is derived once the server names its realm.</summary>
