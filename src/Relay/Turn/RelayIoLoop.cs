@@ -271,8 +271,7 @@ internal sealed unsafe class RelayIoLoop : IDisposable
     {
         var fd = (int)socket.Handle;
         var family = socket.AddressFamily;
-        var sink = allocation.Sink;
-        var udpSink = sink as UdpClientSink;
+        var udpSink = allocation.Sink as UdpClientSink;
         for (var batch = 0; batch < MaxBatchesPerSocket; batch++)
         {
             if (_used + _batchSize > _gatherSlots)
@@ -309,16 +308,12 @@ internal sealed unsafe class RelayIoLoop : IDisposable
 
                 var length = (int)headers[i].Length;
                 var peer = StunAddress.FromNativeSocketAddress(new ReadOnlySpan<byte>(names + (i * LinuxUdp.SocketAddressSlot), (int)headers[i].Header.NameLength), family);
-                if (!_relay.TryFrame(allocation, slot, length, peer, nowMs, out var start, out var frameLength))
-                {
-                    continue;
-                }
-
                 if (udpSink is null)
                 {
-                    _relay.CountSent(sink.TrySend(slot.Slice(start, frameLength)), sink, length);
+                    // A stream client: written to its connection now (there is no batch send for a pipe).
+                    _relay.OnPeerDatagram(allocation, slot, length, peer, nowMs);
                 }
-                else
+                else if (_relay.TryFrame(allocation, slot, length, peer, nowMs, out var start, out var frameLength))
                 {
                     Gather(udpSink, slotStart + start, frameLength, length);
                 }

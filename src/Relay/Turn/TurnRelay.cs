@@ -97,9 +97,6 @@ internal sealed partial class TurnRelay : IHostedService, IDisposable
     /// <summary>ChannelData framing limits, with the RFC 5766 channel range when configured.</summary>
     public ChannelDataLimits ChannelLimits => ChannelDataLimits.Default with { AcceptRfc5766Channels = _options.AcceptRfc5766ChannelNumbers };
 
-    /// <summary>Reader limits for TURN messages: a Send indication carries up to a whole datagram.</summary>
-    public StunReaderLimits Limits => _limits;
-
     public int AllocationCount => _allocations.Count;
 
     public Task StartAsync(CancellationToken cancellationToken)
