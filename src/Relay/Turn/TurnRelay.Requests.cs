@@ -406,7 +406,15 @@ internal sealed partial class TurnRelay
         else
         {
             // Reservations outlive the allocations that made them, so they have a bound of their own.
-            var reserveNext = hasEvenPort && (evenPort[0] & 0x80) != 0 && _reservations.Count < _options.MaxAllocations;
+            var reserveNext = hasEvenPort && (evenPort[0] & 0x80) != 0;
+            if (reserveNext && _reservations.Count >= _options.MaxAllocations)
+            {
+                // The allocation is still granted, on an even port, just without a reserved twin.
+                reserveNext = false;
+                Metrics.LimitHit(TurnLimit.Reservations);
+                LogLimitHit(TurnLimit.Reservations, context.Client, username, 200);
+            }
+
             socket = BindRelaySocket(address, hasEvenPort, reserveNext, out reserved);
         }
 
