@@ -1,0 +1,144 @@
+namespace Relay.Mqtt;
+
+/// <summary><c>Relay:Mqtt</c>: the device connection plane (MQTT 3.1.1 and 5.0).</summary>
+public sealed class MqttOptions
+{
+    /// <summary>Configuration section.</summary>
+    public const string SectionName = "Relay:Mqtt";
+
+    /// <summary>False turns every MQTT listener off.</summary>
+    public bool Enabled { get; set; } = true;
+
+    /// <summary>Plain TCP port.</summary>
+    public int Port { get; set; } = 1883;
+
+    /// <summary>TLS port; served only when <c>Relay:Tls</c> has a certificate.</summary>
+    public int TlsPort { get; set; } = 8883;
+
+    /// <summary>Addresses to listen on; empty means all.</summary>
+    public IList<string> ListenAddresses { get; } = [];
+
+    /// <summary>Serve MQTT over WebSocket at <c>/mqtt</c> on the HTTP port (subprotocol <c>mqtt</c>).</summary>
+    public bool WebSocket { get; set; } = true;
+
+    /// <summary>TLS client certificates: <c>None</c>, <c>Optional</c> (a valid certificate whose subject CN is a registered device id authenticates it) or <c>Required</c>.</summary>
+    public string ClientCertificateMode { get; set; } = "None";
+
+    /// <summary>PEM bundle of CAs trusted for client certificates; empty trusts the system store.</summary>
+    public string? ClientCertificateAuthorityPath { get; set; }
+
+    /// <summary>Accept CONNECTs without credentials and zero-length client ids (a lab broker), still within the ACL rules.</summary>
+    public bool AllowAnonymous { get; set; }
+
+    /// <summary>Largest packet accepted or sent, in bytes (remaining length plus header). MQTT 5 clients are told it in CONNACK.</summary>
+    public int MaxPacketSize { get; set; } = 256 * 1024;
+
+    /// <summary>QoS 1 and 2 messages sent to one client and not yet acknowledged; also the Receive Maximum we announce.</summary>
+    public int MaxInflight { get; set; } = 32;
+
+    /// <summary>Messages queued for one session (offline or beyond the inflight window).</summary>
+    public int MaxQueuedMessages { get; set; } = 1000;
+
+    /// <summary>What a full queue does with a new message: <c>DropNewest</c> (refuse the new one) or <c>DropOldest</c>.</summary>
+    public string QueueDropPolicy { get; set; } = "DropOldest";
+
+    /// <summary>Concurrent MQTT connections from one IP address.</summary>
+    public int MaxConnectionsPerIp { get; set; } = 100;
+
+    /// <summary>Seconds a new connection has to send a complete CONNECT (slowloris guard).</summary>
+    public int ConnectTimeoutSeconds { get; set; } = 10;
+
+    /// <summary>Upper bound on the keep-alive a client may ask for; MQTT 5 clients asking for more (or 0) get Server Keep Alive.</summary>
+    public int MaxKeepAliveSeconds { get; set; } = 1200;
+
+    /// <summary>Upper bound on MQTT 5 Session Expiry Interval; MQTT 3.1.1 persistent sessions get this expiry.</summary>
+    public uint MaxSessionExpirySeconds { get; set; } = 7 * 24 * 3600;
+
+    /// <summary>Topic Alias Maximum announced to MQTT 5 clients (0 = no aliases from clients).</summary>
+    public int TopicAliasMaximum { get; set; } = 64;
+
+    /// <summary>Retained messages kept in total.</summary>
+    public int MaxRetainedMessages { get; set; } = 100_000;
+
+    /// <summary>Subscriptions per session.</summary>
+    public int MaxSubscriptionsPerSession { get; set; } = 100;
+
+    /// <summary>Seconds between <c>$SYS/broker/...</c> statistics publications (0 = off).</summary>
+    public int SysIntervalSeconds { get; set; } = 10;
+
+    /// <summary>Failed CONNECT authentications allowed per source IP per minute before further attempts are refused without checking.</summary>
+    public int AuthFailuresPerMinutePerIp { get; set; } = 10;
+
+    /// <summary>Ordered ACL rules; the first that matches decides. See docs/mqtt.md.</summary>
+    public IList<MqttAclRuleOptions> Acl { get; } = [];
+
+    /// <summary>Back-end accounts with configured grants (<c>name</c>, <c>password</c>, <c>grants</c>).</summary>
+    public IList<MqttServiceAccountOptions> ServiceAccounts { get; } = [];
+
+    /// <summary>Devices provisioned from configuration at start (<c>id</c>, <c>secret</c>); stored hashed in the registry.</summary>
+    public IList<MqttDeviceOptions> Devices { get; } = [];
+
+    /// <summary>Optional HTTP authentication hook.</summary>
+    public MqttAuthHookOptions AuthHook { get; set; } = new();
+}
+
+/// <summary>One ACL rule: allow or deny an action on a topic filter to clients matching a username or client-id pattern.</summary>
+public sealed class MqttAclRuleOptions
+{
+    /// <summary><c>allow</c> or <c>deny</c>.</summary>
+    public string Permission { get; set; } = "allow";
+
+    /// <summary>Username pattern (<c>*</c> matches any; a trailing <c>*</c> is a prefix match); null matches any.</summary>
+    public string? Username { get; set; }
+
+    /// <summary>Client-id pattern, as <see cref="Username"/>.</summary>
+    public string? ClientId { get; set; }
+
+    /// <summary>MQTT topic filter; <c>%u</c> and <c>%c</c> stand for the username and client id.</summary>
+    public string Topic { get; set; } = "#";
+
+    /// <summary><c>publish</c>, <c>subscribe</c> or <c>all</c>.</summary>
+    public string Action { get; set; } = "all";
+}
+
+/// <summary>A back-end account.</summary>
+public sealed class MqttServiceAccountOptions
+{
+    /// <summary>Username.</summary>
+    public string Name { get; set; } = string.Empty;
+
+    /// <summary>Password (plain in configuration; compared in constant time).</summary>
+    public string Password { get; set; } = string.Empty;
+
+    /// <summary>Topic filters it may use, each optionally prefixed <c>pub:</c> or <c>sub:</c> (default both).</summary>
+    public IList<string> Grants { get; } = [];
+}
+
+/// <summary>A device provisioned from configuration.</summary>
+public sealed class MqttDeviceOptions
+{
+    /// <summary>Device id = MQTT client id = username.</summary>
+    public string Id { get; set; } = string.Empty;
+
+    /// <summary>Secret = MQTT password.</summary>
+    public string Secret { get; set; } = string.Empty;
+}
+
+/// <summary>HTTP authentication hook (the LDAP/IAM integration point brokers offer).</summary>
+public sealed class MqttAuthHookOptions
+{
+    /// <summary>URL to call; empty turns the hook off.</summary>
+    public string? Url { get; set; }
+
+    /// <summary><c>POST</c> (JSON body) or <c>GET</c> (query string).</summary>
+    public string Method { get; set; } = "POST";
+
+    /// <summary>Per-attempt timeout in milliseconds.</summary>
+    public int TimeoutMilliseconds { get; set; } = 2000;
+
+    /// <summary>Retries after a failed attempt (timeout, connection error, 5xx).</summary>
+    public int Retries { get; set; } = 1;
+
+    /// <summary>True: consult the hook only when the built-in store does not know the user; false: the hook decides alone.</summary>
+    public bool FallbackOnly { get; set; } = true;
+}
