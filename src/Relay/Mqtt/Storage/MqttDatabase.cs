@@ -18,7 +18,7 @@ internal sealed record SqlStatement(string Text, params string[] Parameters);
 /// Reads open their own pooled connections: WAL lets them run beside the writer and they see only
 /// committed data, which is what callers were told exists.
 /// </summary>
-internal sealed class MqttDatabase : IAsyncDisposable
+internal sealed class MqttDatabase : IAsyncDisposable, IDisposable
 {
     /// <summary>File name under the data directory.</summary>
     public const string FileName = "mqtt.db";
@@ -33,6 +33,7 @@ internal sealed class MqttDatabase : IAsyncDisposable
     // that the first caller in it is not held back for long.
     private const int MaxBatch = 512;
     private const int BusyTimeoutMilliseconds = 5000;
+    private const int MaxIdleReaders = 4;
 
     private static readonly string[] Schema =
     [
@@ -91,6 +92,7 @@ internal sealed class MqttDatabase : IAsyncDisposable
     private readonly Channel<WriteOperation> _queue;
     private readonly Dictionary<SqlStatement, SqliteCommand> _commands = new(ReferenceEqualityComparer.Instance);
     private readonly string _readConnectionString;
+    private readonly System.Collections.Concurrent.ConcurrentQueue<SqliteConnection> _idleReaders = new();
     private readonly ILogger _logger;
     private readonly Task _loop;
     private SqliteTransaction? _transaction;
@@ -106,7 +108,9 @@ internal sealed class MqttDatabase : IAsyncDisposable
         {
             DataSource = path,
             Mode = SqliteOpenMode.ReadOnly,
-            Pooling = true,
+            // Our own small pool (RentReader) instead of Microsoft.Data.Sqlite's process-wide one,
+            // so that disposing the store really closes every handle on the file.
+            Pooling = false,
         }.ToString();
         _queue = Channel.CreateBounded<WriteOperation>(new BoundedChannelOptions(queueCapacity)
         {
@@ -171,6 +175,30 @@ internal sealed class MqttDatabase : IAsyncDisposable
     }
 
     /// <summary>
+    /// A read-only connection from a small pool, for frequent reads (a lookup per CONNECT): opening a
+    /// SQLite connection parses the schema each time. Dispose the lease to return it.
+    /// </summary>
+    public ReaderLease RentReader() =>
+        new(this, _idleReaders.TryDequeue(out var connection) ? connection : OpenReader());
+
+    private void Return(SqliteConnection connection)
+    {
+        if (Volatile.Read(ref _disposed) == 0 && _idleReaders.Count < MaxIdleReaders)
+        {
+            _idleReaders.Enqueue(connection);
+            // Disposal may have drained the queue between the check and the enqueue.
+            if (Volatile.Read(ref _disposed) == 0 || !_idleReaders.TryDequeue(out var late))
+            {
+                return;
+            }
+
+            connection = late;
+        }
+
+        connection.Dispose();
+    }
+
+    /// <summary>
     /// Queues <paramref name="operation"/> for the writer and completes after the transaction that ran
     /// it committed. <paramref name="cancellationToken"/> only cancels waiting for queue space: once
     /// queued, an operation runs, because abandoning it half-way through a batch is not possible.
@@ -191,6 +219,9 @@ internal sealed class MqttDatabase : IAsyncDisposable
         return await op.Completion.Task.ConfigureAwait(false);
     }
 
+    /// <summary>For containers disposed synchronously; the writer's loop never needs the calling thread.</summary>
+    public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
+
     /// <summary>Stops accepting writes, lets the writer commit everything queued, then closes the file.</summary>
     public async ValueTask DisposeAsync()
     {
@@ -207,10 +238,12 @@ internal sealed class MqttDatabase : IAsyncDisposable
         }
 
         _commands.Clear();
+        while (_idleReaders.TryDequeue(out var reader))
+        {
+            reader.Dispose();
+        }
+
         _writer.Dispose();
-        // Pooled readers keep the file (and its -shm mapping) open; release them with the store.
-        using var reader = new SqliteConnection(_readConnectionString);
-        SqliteConnection.ClearPool(reader);
     }
 
     private static void Execute(SqliteConnection connection, string sql)
@@ -357,6 +390,22 @@ internal sealed class MqttDatabase : IAsyncDisposable
         }
 
         return command;
+    }
+
+    /// <summary>A pooled read connection; disposing returns it.</summary>
+    internal readonly struct ReaderLease : IDisposable
+    {
+        private readonly MqttDatabase _database;
+
+        public ReaderLease(MqttDatabase database, SqliteConnection connection)
+        {
+            _database = database;
+            Connection = connection;
+        }
+
+        public SqliteConnection Connection { get; }
+
+        public void Dispose() => _database?.Return(Connection);
     }
 
     /// <summary>What an operation may do on the writer: run cached prepared statements in the batch's transaction.</summary>

@@ -123,8 +123,8 @@ internal sealed class SqliteDeviceRegistry : IDeviceRegistry
             return ValueTask.FromResult<DeviceRecord?>(null);
         }
 
-        using var connection = _database.OpenReader();
-        using var command = connection.CreateCommand();
+        using var lease = _database.RentReader();
+        using var command = lease.Connection.CreateCommand();
         command.CommandText = "SELECT id, created_at, grants, disabled FROM devices WHERE id = $i";
         command.Parameters.AddWithValue("$i", deviceId);
         using var reader = command.ExecuteReader();
@@ -200,8 +200,8 @@ internal sealed class SqliteDeviceRegistry : IDeviceRegistry
 
     private string? ReadSecretHash(string deviceId)
     {
-        using var connection = _database.OpenReader();
-        using var command = connection.CreateCommand();
+        using var lease = _database.RentReader();
+        using var command = lease.Connection.CreateCommand();
         command.CommandText = "SELECT secret_hash FROM devices WHERE id = $i";
         command.Parameters.AddWithValue("$i", deviceId);
         return command.ExecuteScalar() as string;

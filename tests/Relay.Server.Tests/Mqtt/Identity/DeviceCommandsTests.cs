@@ -139,10 +139,11 @@ public sealed class DeviceCommandsTests
             Assert.Same(provider.GetRequiredService<IDeviceRegistry>(), provider.GetRequiredService<IDeviceRegistry>());
             Assert.NotNull(provider.GetRequiredService<MqttIdentityMetrics>());
             var store = provider.GetRequiredService<IMqttSessionStore>();
+            Assert.Empty(await store.LoadAllAsync(CancellationToken.None)); // leaves a pooled reader open until disposal
             _ = store.UpsertSessionAsync("queued-at-shutdown", 60, null, CancellationToken.None); // not awaited: disposal must still commit it
         }
 
-        // Closed: the file can be moved away, and what was queued is there.
+        // Closed, readers included (SQLite removes the WAL only when the last connection closes), and what was queued is there.
         var moved = Path.Combine(dir.Path, "moved");
         Directory.CreateDirectory(moved);
         File.Move(Path.Combine(dir.Path, MqttDatabase.FileName), Path.Combine(moved, MqttDatabase.FileName));
