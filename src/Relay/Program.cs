@@ -1,5 +1,12 @@
 using Relay;
 using Relay.Configuration;
+using Relay.Mqtt.Identity;
+
+// Provisioning subcommands run against the data directory and exit; they never start the server.
+if (args.Length > 0 && args[0] == "devices")
+{
+    return await DeviceCommands.RunAsync(args, Console.Out, Console.Error).ConfigureAwait(false);
+}
 
 try
 {

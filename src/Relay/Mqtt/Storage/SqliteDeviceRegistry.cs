@@ -1,0 +1,284 @@
+using System.Collections.Concurrent;
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Relay.Mqtt.Identity;
+
+namespace Relay.Mqtt.Storage;
+
+/// <summary>
+/// Registered devices in <c>mqtt.db</c>. Secrets are kept only as PBKDF2-SHA256 hashes
+/// (<see cref="DeviceSecretHasher"/>). Because devices reconnect in storms (a network blip brings back
+/// thousands at once) and each PBKDF2 verification costs tens of milliseconds of CPU, a successful
+/// verification is remembered for <see cref="CacheLifetime"/>, keyed by the device id and a SHA-256 of
+/// the presented secret (never the secret itself). A changed or removed secret drops the device's entries.
+/// </summary>
+internal sealed class SqliteDeviceRegistry : IDeviceRegistry
+{
+    /// <summary>How long a verified (device, secret) pair is trusted without PBKDF2.</summary>
+    public static readonly TimeSpan CacheLifetime = TimeSpan.FromMinutes(5);
+
+    /// <summary>Bound of the verification cache.</summary>
+    public const int DefaultCacheCapacity = 100_000;
+
+    private static readonly SqlStatement Insert = new(
+        "INSERT OR IGNORE INTO devices(id, secret_hash, created_at, grants, disabled) VALUES($i, $s, $t, $g, 0)",
+        "$i", "$s", "$t", "$g");
+
+    private static readonly SqlStatement UpdateSecret = new("UPDATE devices SET secret_hash = $s WHERE id = $i", "$i", "$s");
+    private static readonly SqlStatement Delete = new("DELETE FROM devices WHERE id = $i", "$i");
+
+    private readonly MqttDatabase _database;
+    private readonly TimeProvider _time;
+    private readonly int _iterations;
+    private readonly int _cacheCapacity;
+    private readonly ConcurrentDictionary<CacheKey, long> _verified = new();
+
+    // Bumped by every secret change or removal. A verification that read the old hash must not put its
+    // result in the cache after the change invalidated it, so it caches only if this did not move.
+    private long _generation;
+    private long _pbkdf2Runs;
+
+    public SqliteDeviceRegistry(MqttDatabase database, TimeProvider time, int iterations = DeviceSecretHasher.DefaultIterations, int cacheCapacity = DefaultCacheCapacity)
+    {
+        ArgumentNullException.ThrowIfNull(database);
+        ArgumentNullException.ThrowIfNull(time);
+        ArgumentOutOfRangeException.ThrowIfLessThan(iterations, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(cacheCapacity, 0);
+        _database = database;
+        _time = time;
+        _iterations = iterations;
+        _cacheCapacity = cacheCapacity;
+    }
+
+    /// <summary>PBKDF2 verifications actually computed (cache misses); tests and metrics read it.</summary>
+    public long Pbkdf2Runs => Volatile.Read(ref _pbkdf2Runs);
+
+    public async ValueTask<bool> AddAsync(string deviceId, string secret, IReadOnlyList<MqttGrant> extraGrants, CancellationToken cancellationToken)
+    {
+        CheckId(deviceId);
+        ArgumentNullException.ThrowIfNull(secret);
+        ArgumentNullException.ThrowIfNull(extraGrants);
+        var hash = DeviceSecretHasher.Hash(Encoding.UTF8.GetBytes(secret), _iterations);
+        var grants = JsonSerializer.Serialize(extraGrants.Select(static g => new StoredGrant(g.TopicFilter, (int)g.Actions)).ToArray(), DeviceRegistryJson.Default.StoredGrantArray);
+        var createdAt = _time.GetUtcNow();
+        return await _database.WriteAsync(
+            context =>
+            {
+                var command = context.Command(Insert);
+                command.Parameters[0].Value = deviceId;
+                command.Parameters[1].Value = hash;
+                command.Parameters[2].Value = createdAt.ToUnixTimeMilliseconds();
+                command.Parameters[3].Value = grants;
+                return command.ExecuteNonQuery() == 1;
+            },
+            cancellationToken).ConfigureAwait(false);
+    }
+
+    public async ValueTask<bool> SetSecretAsync(string deviceId, string secret, CancellationToken cancellationToken)
+    {
+        CheckId(deviceId);
+        ArgumentNullException.ThrowIfNull(secret);
+        var hash = DeviceSecretHasher.Hash(Encoding.UTF8.GetBytes(secret), _iterations);
+        Invalidate(deviceId);
+        var changed = await _database.WriteAsync(
+            context =>
+            {
+                var command = context.Command(UpdateSecret);
+                command.Parameters[0].Value = deviceId;
+                command.Parameters[1].Value = hash;
+                return command.ExecuteNonQuery() == 1;
+            },
+            cancellationToken).ConfigureAwait(false);
+        // Again after the commit: a verification that began between the first invalidation and the
+        // commit read the old hash.
+        Invalidate(deviceId);
+        return changed;
+    }
+
+    public async ValueTask<bool> RemoveAsync(string deviceId, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(deviceId);
+        Invalidate(deviceId);
+        var removed = await _database.WriteAsync(
+            context =>
+            {
+                var command = context.Command(Delete);
+                command.Parameters[0].Value = deviceId;
+                return command.ExecuteNonQuery() == 1;
+            },
+            cancellationToken).ConfigureAwait(false);
+        Invalidate(deviceId);
+        return removed;
+    }
+
+    public ValueTask<DeviceRecord?> FindAsync(string deviceId, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(deviceId);
+        cancellationToken.ThrowIfCancellationRequested();
+        if (!DeviceId.IsValid(deviceId))
+        {
+            return ValueTask.FromResult<DeviceRecord?>(null);
+        }
+
+        using var lease = _database.RentReader();
+        using var command = lease.Connection.CreateCommand();
+        command.CommandText = "SELECT id, created_at, grants, disabled FROM devices WHERE id = $i";
+        command.Parameters.AddWithValue("$i", deviceId);
+        using var reader = command.ExecuteReader();
+        return ValueTask.FromResult(reader.Read() ? ReadRecord(reader) : null);
+    }
+
+    public ValueTask<IReadOnlyList<DeviceRecord>> ListAsync(CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        using var connection = _database.OpenReader();
+        using var command = connection.CreateCommand();
+        command.CommandText = "SELECT id, created_at, grants, disabled FROM devices ORDER BY id";
+        using var reader = command.ExecuteReader();
+        var result = new List<DeviceRecord>();
+        while (reader.Read())
+        {
+            result.Add(ReadRecord(reader));
+        }
+
+        return ValueTask.FromResult<IReadOnlyList<DeviceRecord>>(result);
+    }
+
+    public ValueTask<bool?> VerifySecretAsync(string deviceId, ReadOnlyMemory<byte> secretUtf8, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(deviceId);
+        cancellationToken.ThrowIfCancellationRequested();
+        if (!DeviceId.IsValid(deviceId))
+        {
+            return ValueTask.FromResult<bool?>(null);
+        }
+
+        var generation = Interlocked.Read(ref _generation);
+        var stored = ReadSecretHash(deviceId);
+        if (stored is null)
+        {
+            return ValueTask.FromResult<bool?>(null);
+        }
+
+        var key = CacheKey.Create(deviceId, secretUtf8.Span);
+        var now = _time.GetUtcNow().UtcTicks;
+        if (_verified.TryGetValue(key, out var expires) && now < expires)
+        {
+            return ValueTask.FromResult<bool?>(true);
+        }
+
+        Interlocked.Increment(ref _pbkdf2Runs);
+        var ok = DeviceSecretHasher.Verify(secretUtf8.Span, stored);
+        if (ok && _cacheCapacity > 0)
+        {
+            Remember(key, now + CacheLifetime.Ticks, generation);
+        }
+
+        return ValueTask.FromResult<bool?>(ok);
+    }
+
+    private static void CheckId(string deviceId)
+    {
+        if (!DeviceId.IsValid(deviceId))
+        {
+            throw new ArgumentException($"device id '{deviceId}' must match [A-Za-z0-9._-]{{1,{DeviceId.MaxLength}}}", nameof(deviceId));
+        }
+    }
+
+    private static DeviceRecord ReadRecord(Microsoft.Data.Sqlite.SqliteDataReader reader)
+    {
+        var grants = JsonSerializer.Deserialize(reader.GetString(2), DeviceRegistryJson.Default.StoredGrantArray) ?? [];
+        return new DeviceRecord(
+            reader.GetString(0),
+            DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(1)),
+            [.. grants.Select(static g => new MqttGrant(g.Filter, (MqttAction)g.Actions))],
+            reader.GetBoolean(3));
+    }
+
+    private string? ReadSecretHash(string deviceId)
+    {
+        using var lease = _database.RentReader();
+        using var command = lease.Connection.CreateCommand();
+        command.CommandText = "SELECT secret_hash FROM devices WHERE id = $i";
+        command.Parameters.AddWithValue("$i", deviceId);
+        return command.ExecuteScalar() as string;
+    }
+
+    private void Remember(CacheKey key, long expires, long generation)
+    {
+        if (_verified.Count >= _cacheCapacity)
+        {
+            Trim();
+        }
+
+        _verified[key] = expires;
+        if (Interlocked.Read(ref _generation) != generation)
+        {
+            // A secret changed while we verified against the hash we had read: the entry may be stale.
+            _verified.TryRemove(key, out _);
+        }
+    }
+
+    // Full: drop what expired, and if that is not enough, half of the rest (arbitrary entries; a
+    // dropped entry costs one more PBKDF2, never a wrong answer).
+    private void Trim()
+    {
+        var now = _time.GetUtcNow().UtcTicks;
+        foreach (var (key, expires) in _verified)
+        {
+            if (expires <= now)
+            {
+                _verified.TryRemove(key, out _);
+            }
+        }
+
+        if (_verified.Count >= _cacheCapacity)
+        {
+            var drop = Math.Max(1, _verified.Count / 2);
+            foreach (var key in _verified.Keys)
+            {
+                if (drop-- <= 0)
+                {
+                    break;
+                }
+
+                _verified.TryRemove(key, out _);
+            }
+        }
+    }
+
+    private void Invalidate(string deviceId)
+    {
+        Interlocked.Increment(ref _generation);
+        foreach (var key in _verified.Keys)
+        {
+            if (string.Equals(key.DeviceId, deviceId, StringComparison.Ordinal))
+            {
+                _verified.TryRemove(key, out _);
+            }
+        }
+    }
+
+    /// <summary>The device and a SHA-256 of the secret it presented, as four longs (no per-lookup array).</summary>
+    private readonly record struct CacheKey(string DeviceId, long H0, long H1, long H2, long H3)
+    {
+        public static CacheKey Create(string deviceId, ReadOnlySpan<byte> secret)
+        {
+            Span<byte> hash = stackalloc byte[32];
+            SHA256.HashData(secret, hash);
+            var words = MemoryMarshal.Cast<byte, long>(hash);
+            return new CacheKey(deviceId, words[0], words[1], words[2], words[3]);
+        }
+    }
+}
+
+/// <summary>The <c>grants</c> column: <c>[{"f":"filter","a":3}]</c>.</summary>
+internal sealed record StoredGrant(
+    [property: JsonPropertyName("f")] string Filter,
+    [property: JsonPropertyName("a")] int Actions);
+
+[JsonSerializable(typeof(StoredGrant[]))]
+internal sealed partial class DeviceRegistryJson : JsonSerializerContext;
