@@ -23,8 +23,14 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 
+_print_lock = threading.Lock()
+
+
 def out(*parts):
-    print(" ".join(str(p) for p in parts), flush=True)
+    # The network thread (messages) and the main thread (acks) both print; one line at a time.
+    with _print_lock:
+        sys.stdout.write(" ".join(str(p) for p in parts) + "\n")
+        sys.stdout.flush()
 
 
 def code_of(rc):
