@@ -4,6 +4,7 @@ if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
 {
     Console.WriteLine(LoadOptions.Usage);
     Console.WriteLine(TurnLoadOptions.Usage);
+    Console.WriteLine(MqttLoadOptions.Usage);
     return args.Length == 0 ? 2 : 0;
 }
 
@@ -18,6 +19,18 @@ if (command == "turn")
     }
 
     return TurnLoad.Run(turnOptions!);
+}
+
+if (command is "mqtt-idle" or "mqtt-pubsub")
+{
+    if (!MqttLoadOptions.TryParse(args, 1, out var mqttOptions, out var mqttError))
+    {
+        Console.Error.WriteLine($"error: {mqttError}");
+        Console.Error.WriteLine(MqttLoadOptions.Usage);
+        return 2;
+    }
+
+    return command == "mqtt-idle" ? await MqttIdleLoad.RunAsync(mqttOptions!) : await MqttPubSubLoad.RunAsync(mqttOptions!);
 }
 
 if (command is not ("stun" or "probe"))
