@@ -94,6 +94,12 @@ public static partial class MqttPacketReader
             {
                 return error;
             }
+
+            // §3.1.2.11.10: "It is a Protocol Error to include Authentication Data if there is no Authentication Method".
+            if (properties.HasAuthenticationData && !properties.HasAuthenticationMethod)
+            {
+                return MqttDecodeError.ProtocolError;
+            }
         }
 
         // §3.1.3.1: the Client Identifier is a UTF-8 Encoded String ([MQTT-3.1.3-4]).
