@@ -186,6 +186,30 @@ public sealed class MqttValidationTests
         Check(expected, hex, version);
     }
 
+    // Filters over 256 bytes split across segments take the segment-walking path: same answers as MqttTopic.
+    [Theory]
+    [InlineData("a/+/#", true)]
+    [InlineData("+/+", true)]
+    [InlineData("a/#/b", false)] // [MQTT-4.7.1-1]
+    [InlineData("a+/b", false)] // [MQTT-4.7.1-2]
+    [InlineData("b/a#", false)]
+    [InlineData("$share/g/a/+", true)]
+    [InlineData("$share/g+/a", false)] // [MQTT-4.8.2-2]
+    [InlineData("$share//a", false)] // [MQTT-4.8.2-1]
+    public void Long_filters_split_across_segments(string shape, bool valid)
+    {
+        var filter = shape.StartsWith("$share/", StringComparison.Ordinal)
+            ? shape + "/" + new string('x', 300)
+            : new string('x', 300) + "/" + shape;
+        Assert.Equal(valid, MqttTopic.IsValidTopicFilter(filter));
+        var w = new System.Buffers.ArrayBufferWriter<byte>();
+        MqttPacketWriter.WriteSubscribe(w, V.V311, 1, [new(filter, 0)]);
+        var expected = valid ? None : TopicFilterInvalid;
+        Assert.Equal(expected, MqttKit.Decode(w.WrittenSpan.ToArray(), V.V311));
+        Assert.Equal(expected, MqttKit.Decode(MqttKit.BytePerSegment(w.WrittenSpan.ToArray()), V.V311));
+        Assert.Equal(expected, MqttKit.Decode(TestSegment.Split(w.WrittenSpan, 150), V.V311));
+    }
+
     [Fact]
     public void A_reader_given_another_packet_type_refuses_it()
     {
