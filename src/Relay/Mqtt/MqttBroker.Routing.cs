@@ -118,7 +118,7 @@ internal sealed partial class MqttBroker
                 return;
             }
 
-            if (connection is not null && state.QueuedCount == 0 && state.InflightCount < connection.SendWindow)
+            if (connection is not null && state.QueuedCount == 0 && state.InflightCount < connection.SendWindow && !connection.IsClosing)
             {
                 SendNewLocked(state, connection, outgoing);
                 return;
@@ -146,7 +146,7 @@ internal sealed partial class MqttBroker
     public void PumpLocked(MqttSessionState state)
     {
         var connection = state.Connection;
-        while (connection is not null && state.Queue is { Count: > 0 } queue && state.InflightCount < connection.SendWindow)
+        while (connection is not null && !connection.IsClosing && state.Queue is { Count: > 0 } queue && state.InflightCount < connection.SendWindow)
         {
             SendNewLocked(state, connection, queue.Dequeue());
         }
@@ -160,16 +160,24 @@ internal sealed partial class MqttBroker
     {
         if (state.Inflight is { } inflight)
         {
-            foreach (var outgoing in inflight)
+            foreach (var outgoing in inflight.ToArray())
             {
                 if (outgoing.Released)
                 {
                     connection.SendPubRel(outgoing.PacketId);
+                    continue;
                 }
-                else
+
+                switch (connection.SendPublish(outgoing, dup: outgoing.Sent))
                 {
-                    connection.SendPublish(outgoing, dup: outgoing.Sent);
-                    outgoing.Sent = true;
+                    case MqttSendResult.Sent:
+                        outgoing.Sent = true;
+                        break;
+                    case MqttSendResult.Dropped:
+                        // Too large for this client's Maximum Packet Size: it can never be delivered here.
+                        inflight.Remove(outgoing);
+                        ForgetLocked(state, outgoing);
+                        break;
                 }
             }
         }
@@ -197,13 +205,15 @@ internal sealed partial class MqttBroker
         }
 
         outgoing.PacketId = state.NextPacketId();
-        if (!connection.SendPublish(outgoing, dup: false))
+        var result = connection.SendPublish(outgoing, dup: false);
+        if (result == MqttSendResult.Dropped)
         {
             ForgetLocked(state, outgoing);
             return;
         }
 
-        outgoing.Sent = true;
+        // Closed: the connection went away under us; kept in flight unsent, it goes out first on the next connection.
+        outgoing.Sent = result == MqttSendResult.Sent;
         (state.Inflight ??= []).Add(outgoing);
         if (outgoing.Sequence != 0)
         {

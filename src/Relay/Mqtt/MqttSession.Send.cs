@@ -19,17 +19,17 @@ internal sealed partial class MqttSession
     private Task? _flushTask;
 
     /// <summary>
-    /// Writes a PUBLISH (§3.3) for <paramref name="outgoing"/>. False when it cannot go to this client: larger
+    /// Writes a PUBLISH (§3.3) for <paramref name="outgoing"/>. Dropped when it cannot go to this client: larger
     /// than the client's Maximum Packet Size [MQTT-3.1.2-25] or, for QoS 0, the connection is congested.
     /// Caller holds the session lock.
     /// </summary>
-    public bool SendPublish(MqttOutgoing outgoing, bool dup)
+    public MqttSendResult SendPublish(MqttOutgoing outgoing, bool dup)
     {
         var message = outgoing.Message;
         if (outgoing.QoS == 0 && _congested)
         {
             _metrics.Drop(MqttDropReason.ClientBackpressure);
-            return false;
+            return MqttSendResult.Dropped;
         }
 
         var properties = default(MqttPublishProperties);
@@ -73,7 +73,7 @@ internal sealed partial class MqttSession
             {
                 if (_outputCompleted)
                 {
-                    return false;
+                    return MqttSendResult.Closed;
                 }
 
                 var sentTopic = topic;
@@ -100,7 +100,7 @@ internal sealed partial class MqttSession
                     // [MQTT-3.1.2-25]: never send more than the client's Maximum Packet Size; drop for this client.
                     _metrics.Drop(MqttDropReason.TooLargeForClient);
                     LogTooLargeForClient(_clientId, size, _clientMaximumPacketSize);
-                    return false;
+                    return MqttSendResult.Dropped;
                 }
 
                 if (newAlias)
@@ -113,7 +113,7 @@ internal sealed partial class MqttSession
                 AfterWriteLocked();
             }
 
-            return true;
+            return MqttSendResult.Sent;
         }
         finally
         {
@@ -297,6 +297,18 @@ internal sealed partial class MqttSession
         }
     }
 
+    /// <summary>True once the connection is closing: a session should keep its messages rather than send them here.</summary>
+    public bool IsClosing
+    {
+        get
+        {
+            lock (_writeLock)
+            {
+                return _outputCompleted;
+            }
+        }
+    }
+
     /// <summary>Waits (bounded) for a flush in progress, so a final DISCONNECT reaches the socket before the pipe completes.</summary>
     public async ValueTask DrainAsync()
     {
@@ -315,4 +327,16 @@ internal sealed partial class MqttSession
 
     [LoggerMessage(EventId = 5110, Level = LogLevel.Debug, Message = "MQTT client {ClientId}: dropped a {Size} B PUBLISH above its Maximum Packet Size {Maximum} [MQTT-3.1.2-25]")]
     private partial void LogTooLargeForClient(string? clientId, long size, uint maximum);
+}
+
+/// <summary>What became of one PUBLISH handed to a connection.</summary>
+internal enum MqttSendResult : byte
+{
+    Sent,
+
+    /// <summary>Not for this client (too large for it, or QoS 0 while it is congested); counted as a drop.</summary>
+    Dropped,
+
+    /// <summary>The connection is closing; the message stays with the session.</summary>
+    Closed,
 }
