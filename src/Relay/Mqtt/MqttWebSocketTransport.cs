@@ -36,8 +36,11 @@ internal static class MqttWebSocketTransport
 
         try
         {
-            // [MQTT-6.0.0-3/4]: the server selects the "mqtt" subprotocol.
-            using var socket = await context.WebSockets.AcceptWebSocketAsync(SubProtocol).ConfigureAwait(false);
+            // [MQTT-6.0.0-3/4]: the server selects the "mqtt" subprotocol; older clients ask for "mqttv3.1",
+            // and answering with a subprotocol a client did not offer would make it fail the handshake.
+            var offered = context.WebSockets.WebSocketRequestedProtocols;
+            var chosen = offered.Contains(SubProtocol) ? SubProtocol : offered.Contains("mqttv3.1") ? "mqttv3.1" : null;
+            using var socket = await context.WebSockets.AcceptWebSocketAsync(chosen).ConfigureAwait(false);
             broker.Metrics.Connection(MqttTransport.WebSocket, +1);
             var input = new Pipe(Options);
             var output = new Pipe(Options);
