@@ -256,8 +256,31 @@ public enum MqttDecodeError : byte
 public static class MqttDecodeErrors
 {
     /// <summary>A short static description of <paramref name="error"/>, suitable for a log line or a Reason String. Never allocates.</summary>
-    public static string Describe(MqttDecodeError error) => throw new NotImplementedException();
+    public static string Describe(MqttDecodeError error) => error switch
+    {
+        MqttDecodeError.None => "no error",
+        MqttDecodeError.MalformedPacket => "malformed packet",
+        MqttDecodeError.ProtocolError => "protocol error",
+        MqttDecodeError.PacketTooLarge => "packet exceeds the maximum packet size",
+        MqttDecodeError.UnsupportedProtocolVersion => "unsupported protocol name or level",
+        MqttDecodeError.InvalidUtf8 => "string is not well-formed UTF-8 or contains U+0000",
+        MqttDecodeError.TopicNameInvalid => "topic name invalid",
+        MqttDecodeError.TopicFilterInvalid => "topic filter invalid",
+        MqttDecodeError.ClientIdentifierNotValid => "client identifier not valid",
+        _ => "unknown decode error",
+    };
 
     /// <summary>The MQTT 5 reason code a server sends for <paramref name="error"/> (§2.4, §4.13).</summary>
-    public static MqttReasonCode ToReasonCode(MqttDecodeError error) => throw new NotImplementedException();
+    public static MqttReasonCode ToReasonCode(MqttDecodeError error) => error switch
+    {
+        MqttDecodeError.None => MqttReasonCode.Success,
+        MqttDecodeError.ProtocolError => MqttReasonCode.ProtocolError,
+        MqttDecodeError.PacketTooLarge => MqttReasonCode.PacketTooLarge,
+        MqttDecodeError.UnsupportedProtocolVersion => MqttReasonCode.UnsupportedProtocolVersion,
+        MqttDecodeError.TopicNameInvalid => MqttReasonCode.TopicNameInvalid,
+        MqttDecodeError.TopicFilterInvalid => MqttReasonCode.TopicFilterInvalid,
+        MqttDecodeError.ClientIdentifierNotValid => MqttReasonCode.ClientIdentifierNotValid,
+        // [MQTT-1.5.4-1]: ill-formed UTF-8 is a Malformed Packet, like every other unparsable field.
+        _ => MqttReasonCode.MalformedPacket,
+    };
 }

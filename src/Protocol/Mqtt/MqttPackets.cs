@@ -164,9 +164,25 @@ public struct MqttSubscribeEntryEnumerator
     public readonly MqttSubscribeEntryEnumerator GetEnumerator() => this;
 
     /// <summary>Advances to the next entry.</summary>
-    public bool MoveNext() => NotYet(ref _remaining);
+    public bool MoveNext()
+    {
+        var reader = new SequenceReader<byte>(_remaining);
+        if (reader.End)
+        {
+            return false;
+        }
 
-    private static bool NotYet(ref ReadOnlySequence<byte> remaining) => throw new NotImplementedException();
+        // Validated by ReadSubscribe; the version only changes which bits may be set, so reading as v5 is exact.
+        if (MqttPacketReader.ReadSubscribeEntry(ref reader, MqttProtocolVersion.V500, out var entry) != MqttDecodeError.None)
+        {
+            _remaining = default;
+            return false;
+        }
+
+        Current = entry;
+        _remaining = reader.UnreadSequence;
+        return true;
+    }
 }
 
 /// <summary>A decoded SUBACK (§3.9); client side.</summary>
@@ -219,9 +235,19 @@ public struct MqttTopicFilterEnumerator
     public readonly MqttTopicFilterEnumerator GetEnumerator() => this;
 
     /// <summary>Advances to the next filter.</summary>
-    public bool MoveNext() => NotYet(ref _remaining);
+    public bool MoveNext()
+    {
+        var reader = new SequenceReader<byte>(_remaining);
+        if (reader.End || !MqttWire.TryReadBinary(ref reader, out var filter))
+        {
+            _remaining = default;
+            return false;
+        }
 
-    private static bool NotYet(ref ReadOnlySequence<byte> remaining) => throw new NotImplementedException();
+        Current = filter;
+        _remaining = reader.UnreadSequence;
+        return true;
+    }
 }
 
 /// <summary>A decoded UNSUBACK (§3.11); client side.</summary>

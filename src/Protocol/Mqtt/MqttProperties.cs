@@ -141,14 +141,45 @@ public readonly struct MqttProperties
     /// unaltered, except the Topic Alias, which is per connection, and Subscription Identifiers, which the
     /// server sets per subscriber).
     /// </summary>
-    public int GetForwardableLength() => throw new NotImplementedException();
+    public int GetForwardableLength()
+    {
+        var length = 0;
+        var reader = new SequenceReader<byte>(_v.Raw);
+        while (MqttPropertyReader.TryReadNext(ref reader, out var id, out var entry))
+        {
+            if (IsForwarded(id))
+            {
+                length += (int)entry.Length;
+            }
+        }
+
+        return length;
+    }
 
     /// <summary>
     /// Copies the properties that <see cref="GetForwardableLength"/> measures into <paramref name="destination"/>
     /// (property entries only, no length prefix), to be stored once and passed as
     /// <see cref="MqttPublishProperties.ForwardedProperties"/>. Returns the bytes written.
     /// </summary>
-    public int CopyForwardableTo(Span<byte> destination) => throw new NotImplementedException();
+    /// <exception cref="ArgumentException"><paramref name="destination"/> is shorter than <see cref="GetForwardableLength"/>.</exception>
+    public int CopyForwardableTo(Span<byte> destination)
+    {
+        var written = 0;
+        var reader = new SequenceReader<byte>(_v.Raw);
+        while (MqttPropertyReader.TryReadNext(ref reader, out var id, out var entry))
+        {
+            if (IsForwarded(id))
+            {
+                entry.CopyTo(destination[written..]);
+                written += (int)entry.Length;
+            }
+        }
+
+        return written;
+    }
+
+    // §3.3.4: Topic Alias (0x23) is per connection and Subscription Identifiers (0x0B) are per subscriber.
+    private static bool IsForwarded(int id) => id is not (0x23 or 0x0B);
 }
 
 /// <summary>One MQTT 5 User Property (§3.1.2.11.8): a UTF-8 string pair, as views.</summary>
@@ -192,9 +223,29 @@ public struct MqttUserPropertyEnumerator
     public readonly MqttUserPropertyEnumerator GetEnumerator() => this;
 
     /// <summary>Advances to the next user property.</summary>
-    public bool MoveNext() => NotYet(ref _remaining);
+    public bool MoveNext()
+    {
+        var reader = new SequenceReader<byte>(_remaining);
+        while (MqttPropertyReader.TryReadNext(ref reader, out var id, out var entry))
+        {
+            if (id != 0x26)
+            {
+                continue;
+            }
 
-    private static bool NotYet(ref ReadOnlySequence<byte> remaining) => throw new NotImplementedException();
+            // The entry is validated: identifier byte, then two length-prefixed strings (§1.5.7).
+            var pair = new SequenceReader<byte>(entry);
+            pair.Advance(1);
+            MqttWire.TryReadBinary(ref pair, out var name);
+            MqttWire.TryReadBinary(ref pair, out var value);
+            Current = new MqttUserProperty(name, value);
+            _remaining = reader.UnreadSequence;
+            return true;
+        }
+
+        _remaining = default;
+        return false;
+    }
 }
 
 /// <summary>Mutable accumulator behind <see cref="MqttProperties"/>; filled by the property reader.</summary>
