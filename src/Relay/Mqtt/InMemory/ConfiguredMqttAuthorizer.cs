@@ -43,9 +43,7 @@ internal sealed class ConfiguredMqttAuthorizer(MqttOptions options) : IMqttAutho
     {
         for (var i = 0; i < grants.Count; i++)
         {
-            // A subscription filter is allowed only when the grant's filter covers every topic it can match;
-            // matching the requested filter as if it were a topic does exactly that for '+' and '#'.
-            if ((grants[i].Actions & action) != 0 && MqttTopic.Matches(grants[i].TopicFilter, topic))
+            if ((grants[i].Actions & action) != 0 && Covers(grants[i].TopicFilter, topic))
             {
                 return true;
             }
@@ -70,13 +68,62 @@ internal sealed class ConfiguredMqttAuthorizer(MqttOptions options) : IMqttAutho
             }
 
             var filter = rule.Topic.Replace("%u", identity.Name, StringComparison.Ordinal).Replace("%c", clientId, StringComparison.Ordinal);
-            if (MqttTopic.Matches(filter, topic))
+            if (Covers(filter, topic))
             {
                 return string.Equals(rule.Permission, "allow", StringComparison.OrdinalIgnoreCase);
             }
         }
 
         return false;
+    }
+
+    /// <summary>
+    /// Whether every topic <paramref name="requested"/> can match is also matched by <paramref name="grant"/>
+    /// (§4.7): for a topic name this is plain matching; a requested '+' needs '+' or '#' in the grant, and a
+    /// requested '#' needs '#'.
+    /// </summary>
+    internal static bool Covers(ReadOnlySpan<char> grant, ReadOnlySpan<char> requested)
+    {
+        if (!requested.ContainsAny('+', '#'))
+        {
+            return MqttTopic.Matches(grant, requested);
+        }
+
+        while (true)
+        {
+            var grantSlash = grant.IndexOf('/');
+            var grantLevel = grantSlash < 0 ? grant : grant[..grantSlash];
+            if (grantLevel is "#")
+            {
+                return true;
+            }
+
+            var requestedSlash = requested.IndexOf('/');
+            var requestedLevel = requestedSlash < 0 ? requested : requested[..requestedSlash];
+            if (requestedLevel is "#")
+            {
+                return false;
+            }
+
+            if (grantLevel is not "+" && (requestedLevel is "+" || !grantLevel.SequenceEqual(requestedLevel)))
+            {
+                return false;
+            }
+
+            if (requestedSlash < 0)
+            {
+                // "a/#" covers "a" ('#' includes the parent level, §4.7.1.2).
+                return grantSlash < 0 || grant[(grantSlash + 1)..] is "#";
+            }
+
+            if (grantSlash < 0)
+            {
+                return false;
+            }
+
+            grant = grant[(grantSlash + 1)..];
+            requested = requested[(requestedSlash + 1)..];
+        }
     }
 
     private static bool PatternMatches(string? pattern, string value) => pattern switch
