@@ -28,8 +28,10 @@ internal sealed partial class MqttBroker : BackgroundService
     private readonly DateTimeOffset _startedAt;
     private long _storeOpsLost;
 
-    public MqttBroker(MqttOptions options, MqttMetrics metrics, IMqttSessionStore sessionStore, IMqttRetainedStore retainedStore, IMqttAuthenticator authenticator, IMqttAuthorizer authorizer, TimeProvider time, ILogger<MqttBroker> logger)
+    public MqttBroker(MqttOptions options, MqttMetrics metrics, IMqttSessionStore sessionStore, IMqttRetainedStore retainedStore, IMqttAuthenticator authenticator, IMqttAuthorizer authorizer, TimeProvider time, IHostApplicationLifetime lifetime, ILogger<MqttBroker> logger)
     {
+        // One callback for every connection instead of a registration each: idle connections stay small.
+        lifetime.ApplicationStopping.Register(EndAllConnections);
         Authenticator = authenticator;
         Authorizer = authorizer;
         _options = options;
@@ -69,6 +71,14 @@ internal sealed partial class MqttBroker : BackgroundService
             {
                 return _sessions.Count;
             }
+        }
+    }
+
+    private void EndAllConnections()
+    {
+        foreach (var connection in _connections.Keys)
+        {
+            connection.RequestEnd(MqttEndReason.Shutdown, Relay.Protocol.Mqtt.MqttReasonCode.ServerShuttingDown);
         }
     }
 

@@ -6,7 +6,7 @@ using Microsoft.AspNetCore.Http.Features;
 namespace Relay.Mqtt;
 
 /// <summary>MQTT over TCP and TLS (MQTT 5.0 §4.2) on Kestrel's pooled socket pipes.</summary>
-internal sealed class MqttConnectionHandler(MqttBroker broker, IHostApplicationLifetime lifetime, ILogger<MqttSession> logger) : ConnectionHandler
+internal sealed class MqttConnectionHandler(MqttBroker broker, ILogger<MqttSession> logger) : ConnectionHandler
 {
     public override async Task OnConnectedAsync(ConnectionContext connection)
     {
@@ -25,7 +25,7 @@ internal sealed class MqttConnectionHandler(MqttBroker broker, IHostApplicationL
         {
             var certificate = connection.Features.Get<ITlsConnectionFeature>()?.ClientCertificate;
             var session = new MqttSession(broker, connection.Transport, transport, remote, certificate, logger);
-            await session.RunAsync(lifetime.ApplicationStopping).ConfigureAwait(false);
+            await session.RunAsync().ConfigureAwait(false);
         }
         finally
         {

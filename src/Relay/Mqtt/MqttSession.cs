@@ -65,12 +65,11 @@ internal sealed partial class MqttSession
     public int SendWindow => Math.Min(_clientReceiveMaximum, _options.MaxInflight);
 
     /// <summary>Runs the connection until it ends; returns why.</summary>
-    public async Task<MqttEndReason> RunAsync(CancellationToken shutdown)
+    public async Task<MqttEndReason> RunAsync()
     {
         _lastReceived = Environment.TickCount64;
         _connectDeadline = _lastReceived + (_options.ConnectTimeoutSeconds * 1000L);
         _broker.Register(this);
-        using var onShutdown = shutdown.UnsafeRegister(static s => ((MqttSession)s!).RequestEnd(MqttEndReason.Shutdown, MqttReasonCode.ServerShuttingDown), this);
         var end = MqttEndReason.PeerClosed;
         try
         {

@@ -13,7 +13,7 @@ internal static class MqttWebSocketTransport
     public const string Path = "/mqtt";
     public const string SubProtocol = "mqtt";
 
-    // Small segments: a WebSocket connection that idles holds at most one of them.
+    // Small segments; an idle connection holds none (see the zero-byte read in ReceiveAsync).
     private static readonly PipeOptions Options = new(pauseWriterThreshold: 64 * 1024, resumeWriterThreshold: 32 * 1024, minimumSegmentSize: 2048, useSynchronizationContext: false);
 
     public static async Task HandleAsync(HttpContext context)
@@ -25,7 +25,6 @@ internal static class MqttWebSocketTransport
         }
 
         var broker = context.RequestServices.GetRequiredService<MqttBroker>();
-        var lifetime = context.RequestServices.GetRequiredService<IHostApplicationLifetime>();
         var logger = context.RequestServices.GetRequiredService<ILogger<MqttSession>>();
         var remote = context.Connection.RemoteIpAddress is { } address ? new IPEndPoint(address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address, context.Connection.RemotePort) : null;
         if (remote is not null && !broker.TryEnterIp(remote.Address))
@@ -50,7 +49,7 @@ internal static class MqttWebSocketTransport
             try
             {
                 var session = new MqttSession(broker, new DuplexPipe(input.Reader, output.Writer), MqttTransport.WebSocket, remote, context.Connection.ClientCertificate, logger);
-                await session.RunAsync(lifetime.ApplicationStopping).ConfigureAwait(false);
+                await session.RunAsync().ConfigureAwait(false);
             }
             finally
             {
@@ -77,6 +76,14 @@ internal static class MqttWebSocketTransport
         {
             while (true)
             {
+                // A zero-byte read waits for data without a buffer (as Kestrel's socket loop does), so an
+                // idle WebSocket connection holds no pipe segment.
+                var ready = await socket.ReceiveAsync(Memory<byte>.Empty, cancellationToken).ConfigureAwait(false);
+                if (ready.MessageType == WebSocketMessageType.Close)
+                {
+                    break;
+                }
+
                 var memory = writer.GetMemory(2048);
                 var result = await socket.ReceiveAsync(memory, cancellationToken).ConfigureAwait(false);
                 if (result.MessageType == WebSocketMessageType.Close)

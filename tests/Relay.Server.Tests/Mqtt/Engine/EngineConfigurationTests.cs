@@ -33,6 +33,18 @@ public sealed class EngineDisconnectTests
     }
 
     [Fact]
+    public async Task Shutdown_SendsV5ClientsDisconnect0x8B()
+    {
+        var server = await EngineTestServer.StartAsync();
+        var (client, _) = await MqttTestClient.ConnectAsync(server.MqttPort, "c");
+        await using var c = client;
+        var stopping = server.DisposeAsync().AsTask();
+        var packets = await client.ReadUntilClosedAsync();
+        Assert.Equal(MqttReasonCode.ServerShuttingDown, Assert.Single(packets).Disconnect().ReasonCode);
+        await stopping;
+    }
+
+    [Fact]
     public async Task TakenOverConnection_PublishesItsWill_WhenNoDelay()
     {
         await using var server = await EngineTestServer.StartAsync();
