@@ -59,6 +59,12 @@ internal sealed partial class MqttSession
             return Fail(error, "PUBLISH");
         }
 
+        if (publish.Properties.SubscriptionIdentifier.HasValue)
+        {
+            // [MQTT-3.3.4-6]: a client's PUBLISH must not carry a Subscription Identifier.
+            return Fail(MqttReasonCode.ProtocolError, "Subscription Identifier in a client's PUBLISH [MQTT-3.3.4-6]");
+        }
+
         var state = _state!;
         var qos = publish.QoS;
         var packetId = publish.PacketId;

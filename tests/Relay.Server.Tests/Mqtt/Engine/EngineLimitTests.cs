@@ -136,6 +136,17 @@ public sealed class EngineLimitTests
     }
 
     [Fact]
+    public async Task SubscriptionIdentifierInClientPublish_IsProtocolError_MQTT_3_3_4_6()
+    {
+        await using var server = await EngineTestServer.StartAsync();
+        var (client, _) = await MqttTestClient.ConnectAsync(server.MqttPort, "c");
+        await using var c = client;
+        await client.PublishAsync(Encoding.UTF8.GetBytes("t"), "x"u8.ToArray(), properties: new MqttPublishProperties { SubscriptionIdentifiers = new uint[] { 3 } });
+        var packets = await client.ReadUntilClosedAsync();
+        Assert.Equal(MqttReasonCode.ProtocolError, Assert.Single(packets).Disconnect().ReasonCode);
+    }
+
+    [Fact]
     public async Task MalformedPacketAfterV311Connect_JustCloses()
     {
         await using var server = await EngineTestServer.StartAsync();
