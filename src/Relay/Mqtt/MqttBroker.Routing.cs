@@ -1,11 +1,9 @@
-using Relay.Protocol.Mqtt;
-
 namespace Relay.Mqtt;
 
 internal sealed partial class MqttBroker
 {
     private readonly Lock _retainedLock = new();
-    private readonly Dictionary<string, StoredMessage> _retained = new(StringComparer.Ordinal);
+    private readonly MqttRetainedTree _retained = new();
 
     /// <summary>
     /// Routes an application message to every matching subscription (§4.7, §4.8) and returns how many
@@ -231,7 +229,7 @@ internal sealed partial class MqttBroker
                 // [MQTT-3.3.1-10]: an empty retained payload removes the retained message and is not stored.
                 _retained.Remove(message.Topic);
             }
-            else if (!_retained.ContainsKey(message.Topic) && _retained.Count >= _options.MaxRetainedMessages)
+            else if (!_retained.Contains(message.Topic) && _retained.Count >= _options.MaxRetainedMessages)
             {
                 _metrics.LimitHit(MqttLimit.RetainedMessages);
                 _metrics.Drop(MqttDropReason.RetainedLimit);
@@ -240,7 +238,7 @@ internal sealed partial class MqttBroker
             }
             else
             {
-                _retained[message.Topic] = message;
+                _retained.Set(message);
             }
 
             _metrics.SetRetained(_retained.Count);
@@ -259,15 +257,11 @@ internal sealed partial class MqttBroker
         var result = new List<StoredMessage>();
         lock (_retainedLock)
         {
-            foreach (var (topic, message) in _retained)
-            {
-                if (MqttTopic.Matches(filter, topic) && (message.ExpiresAt is not { } expires || expires > now))
-                {
-                    result.Add(message);
-                }
-            }
+            _retained.Match(filter, result);
         }
 
+        // MQTT 5.0 §3.3.2.3.3: a retained message past its expiry is no longer sent.
+        result.RemoveAll(m => m.ExpiresAt is { } expires && expires <= now);
         return result;
     }
 

@@ -144,7 +144,7 @@ internal sealed partial class MqttBroker : BackgroundService
         {
             foreach (var message in retained)
             {
-                _retained[message.Topic] = message;
+                _retained.Set(message);
             }
 
             _metrics.SetRetained(_retained.Count);
