@@ -254,13 +254,13 @@ public static partial class MqttPacketReader
             return error;
         }
 
-        Span<byte> scratch = stackalloc byte[256];
         if (filter.IsSingleSegment)
         {
             return MqttTopic.IsValidTopicFilter(filter.FirstSpan) ? MqttDecodeError.None : MqttDecodeError.TopicFilterInvalid;
         }
 
-        // A filter split across segments: validate a copy when it fits, else walk it level by level.
+        // A filter split across segments: validate a stack copy when it fits, else walk the segments.
+        Span<byte> scratch = stackalloc byte[256];
         if (filter.Length <= scratch.Length)
         {
             filter.CopyTo(scratch);
@@ -271,8 +271,8 @@ public static partial class MqttPacketReader
     }
 
     /// <summary>
-    /// The §4.7.1 wildcard rules over a multi-segment filter, one byte at a time: '+' and '#' fill their
-    /// level, '#' is last. The "$share/" rules need only the first bytes, which the caller gets contiguous.
+    /// The §4.7.1 wildcard rules over a long multi-segment filter, one byte at a time ('+' and '#' fill their
+    /// level, '#' is last), and for "$share/{name}/{filter}" the §4.8.2 share-name rules first.
     /// </summary>
     private static bool IsValidFilterSegmented(in ReadOnlySequence<byte> filter)
     {

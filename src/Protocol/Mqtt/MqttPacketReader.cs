@@ -94,6 +94,12 @@ public static partial class MqttPacketReader
             {
                 return error;
             }
+
+            // §3.1.2.11.10: "It is a Protocol Error to include Authentication Data if there is no Authentication Method".
+            if (properties.HasAuthenticationData && !properties.HasAuthenticationMethod)
+            {
+                return MqttDecodeError.ProtocolError;
+            }
         }
 
         // §3.1.3.1: the Client Identifier is a UTF-8 Encoded String ([MQTT-3.1.3-4]).
@@ -393,9 +399,9 @@ public static partial class MqttPacketReader
     /// <summary>A non-empty Topic Name without wildcards ([MQTT-3.3.2-2], [MQTT-4.7.3-1]); U+0000 was already refused.</summary>
     private static bool IsTopicName(in ReadOnlySequence<byte> topic)
     {
-        if (topic.IsEmpty)
+        if (topic.IsSingleSegment)
         {
-            return false;
+            return !topic.IsEmpty && topic.FirstSpan.IndexOfAny((byte)'+', (byte)'#') < 0;
         }
 
         foreach (var segment in topic)

@@ -53,9 +53,12 @@ internal static class MqttPropertyReader
             return MqttDecodeError.MalformedPacket;
         }
 
-        var raw = reader.UnreadSequence.Slice(0, length);
-        reader.Advance(length);
+        if (length == 0)
+        {
+            return MqttDecodeError.None;
+        }
 
+        reader.TryReadExact(length, out var raw);
         var values = default(MqttPropertyValues);
         values.Raw = raw;
         var error = Parse(raw, context, ref values);

@@ -52,6 +52,8 @@ public sealed class MqttValidationTests
     [InlineData("§3.1.2.11.2 Session Expiry Interval twice", ProtocolError, "10 19 0004 4d515454 05 02 003c 0a 110000000a 110000000a 0002 6331", V.V500)]
     [InlineData("§3.1.3.2 Will Delay Interval in Will Properties", None, "10 1a 0004 4d515454 05 06 003c 00 0002 6331 05 1800000001 0001 61 0000", V.V500)]
     [InlineData("§2.2.2.2 Session Expiry in Will Properties is not valid there", MalformedPacket, "10 1a 0004 4d515454 05 06 003c 00 0002 6331 05 1100000001 0001 61 0000", V.V500)]
+    [InlineData("§3.1.2.11.10 Authentication Data without Authentication Method", ProtocolError, "10 12 0004 4d515454 05 02 003c 03 160000 0002 6331", V.V500)]
+    [InlineData("§3.1.2.11.9 Authentication Method and Data", None, "10 17 0004 4d515454 05 02 003c 08 150002 6b72 160000 0002 6331", V.V500)]
     public void Connect(string rule, MqttDecodeError expected, string hex, V version)
     {
         Assert.NotNull(rule);
@@ -182,6 +184,30 @@ public sealed class MqttValidationTests
     {
         Assert.NotNull(rule);
         Check(expected, hex, version);
+    }
+
+    // Filters over 256 bytes split across segments take the segment-walking path: same answers as MqttTopic.
+    [Theory]
+    [InlineData("a/+/#", true)]
+    [InlineData("+/+", true)]
+    [InlineData("a/#/b", false)] // [MQTT-4.7.1-1]
+    [InlineData("a+/b", false)] // [MQTT-4.7.1-2]
+    [InlineData("b/a#", false)]
+    [InlineData("$share/g/a/+", true)]
+    [InlineData("$share/g+/a", false)] // [MQTT-4.8.2-2]
+    [InlineData("$share//a", false)] // [MQTT-4.8.2-1]
+    public void Long_filters_split_across_segments(string shape, bool valid)
+    {
+        var filter = shape.StartsWith("$share/", StringComparison.Ordinal)
+            ? shape + "/" + new string('x', 300)
+            : new string('x', 300) + "/" + shape;
+        Assert.Equal(valid, MqttTopic.IsValidTopicFilter(filter));
+        var w = new System.Buffers.ArrayBufferWriter<byte>();
+        MqttPacketWriter.WriteSubscribe(w, V.V311, 1, [new(filter, 0)]);
+        var expected = valid ? None : TopicFilterInvalid;
+        Assert.Equal(expected, MqttKit.Decode(w.WrittenSpan.ToArray(), V.V311));
+        Assert.Equal(expected, MqttKit.Decode(MqttKit.BytePerSegment(w.WrittenSpan.ToArray()), V.V311));
+        Assert.Equal(expected, MqttKit.Decode(TestSegment.Split(w.WrittenSpan, 150), V.V311));
     }
 
     [Fact]
