@@ -4,6 +4,7 @@ using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Relay.Api;
 using Relay.Configuration;
+using Relay.Mqtt;
 using Relay.Rendezvous.Stun;
 using Relay.Stun;
 using Relay.Turn;
@@ -56,15 +57,23 @@ public static class RelayHost
         builder.Services.AddSingleton<StunUdpListener>();
         builder.Services.AddHostedService(static services => services.GetRequiredService<StunUdpListener>());
         builder.Services.AddSingleton<StunTcpConnectionHandler>();
+        MqttServices.Add(builder.Services, configuration.Mqtt);
 
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
             ConfigureStunListeners(kestrel, configuration);
             ConfigureHttpListeners(kestrel, configuration.Http);
+            ConfigureMqttListeners(kestrel, configuration);
         });
 
         var app = builder.Build();
+        if (configuration.Mqtt is { Enabled: true, WebSocket: true })
+        {
+            app.UseWebSockets();
+            app.Map(MqttWebSocketTransport.Path, MqttWebSocketTransport.HandleAsync);
+        }
+
         MapEndpoints(app);
         app.Lifetime.ApplicationStarted.Register(() =>
         {
@@ -127,6 +136,82 @@ public static class RelayHost
         listen.UseConnectionHandler<StunTcpConnectionHandler>();
     }
 
+    private static void ConfigureMqttListeners(KestrelServerOptions kestrel, RelayConfiguration configuration)
+    {
+        var mqtt = configuration.Mqtt;
+        if (!mqtt.Enabled)
+        {
+            return;
+        }
+
+        var addresses = RelayConfiguration.ParseAddresses(mqtt.ListenAddresses);
+        void Both(int port, Action<ListenOptions> configure)
+        {
+            if (addresses is null)
+            {
+                kestrel.ListenAnyIP(port, configure);
+                return;
+            }
+
+            foreach (var address in addresses)
+            {
+                kestrel.Listen(address, port, configure);
+            }
+        }
+
+        Both(mqtt.Port, static listen => listen.UseConnectionHandler<MqttConnectionHandler>());
+        if (configuration.Certificate is { } certificate)
+        {
+            var mode = mqtt.ClientCertificateMode switch
+            {
+                "Required" => Microsoft.AspNetCore.Server.Kestrel.Https.ClientCertificateMode.RequireCertificate,
+                "Optional" => Microsoft.AspNetCore.Server.Kestrel.Https.ClientCertificateMode.AllowCertificate,
+                _ => Microsoft.AspNetCore.Server.Kestrel.Https.ClientCertificateMode.NoCertificate,
+            };
+            var authorities = LoadAuthorities(mqtt.ClientCertificateAuthorityPath);
+            Both(mqtt.TlsPort, listen =>
+            {
+                listen.UseHttps(https =>
+                {
+                    https.ServerCertificate = certificate;
+                    https.ClientCertificateMode = mode;
+                    if (mode != Microsoft.AspNetCore.Server.Kestrel.Https.ClientCertificateMode.NoCertificate)
+                    {
+                        https.ClientCertificateValidation = (client, chain, errors) => ValidateClientCertificate(client, authorities, errors);
+                    }
+                });
+                listen.UseConnectionHandler<MqttConnectionHandler>();
+            });
+        }
+    }
+
+    private static System.Security.Cryptography.X509Certificates.X509Certificate2Collection? LoadAuthorities(string? path)
+    {
+        if (string.IsNullOrWhiteSpace(path))
+        {
+            return null;
+        }
+
+        var collection = new System.Security.Cryptography.X509Certificates.X509Certificate2Collection();
+        collection.ImportFromPemFile(path);
+        return collection;
+    }
+
+    // With a configured CA bundle the chain is built against it alone; otherwise the system store decides.
+    private static bool ValidateClientCertificate(System.Security.Cryptography.X509Certificates.X509Certificate2 client, System.Security.Cryptography.X509Certificates.X509Certificate2Collection? authorities, System.Net.Security.SslPolicyErrors errors)
+    {
+        if (authorities is null)
+        {
+            return errors == System.Net.Security.SslPolicyErrors.None;
+        }
+
+        using var chain = new System.Security.Cryptography.X509Certificates.X509Chain();
+        chain.ChainPolicy.TrustMode = System.Security.Cryptography.X509Certificates.X509ChainTrustMode.CustomRootTrust;
+        chain.ChainPolicy.CustomTrustStore.AddRange(authorities);
+        chain.ChainPolicy.RevocationMode = System.Security.Cryptography.X509Certificates.X509RevocationMode.NoCheck;
+        return chain.Build(client);
+    }
+
     private static void ConfigureHttpListeners(KestrelServerOptions kestrel, HttpOptions http)
     {
         var addresses = RelayConfiguration.ParseAddresses(http.ListenAddresses);
@@ -156,11 +241,12 @@ public static class RelayHost
             return Results.Text(text.ToString(), "text/plain; charset=utf-8");
         });
 
-        app.MapGet("/metrics", static (StunMetrics metrics, TurnMetrics turn) =>
+        app.MapGet("/metrics", static (StunMetrics metrics, TurnMetrics turn, MqttMetrics mqtt) =>
         {
             var text = new StringBuilder();
             metrics.WritePrometheus(text);
             turn.WritePrometheus(text);
+            mqtt.WritePrometheus(text);
             return Results.Text(text.ToString(), "text/plain; version=0.0.4; charset=utf-8");
         });
     }
@@ -217,9 +303,24 @@ public static class RelayHost
             .AppendLine($"  Limits    {(stun.RateLimit.Enabled ? $"{stun.RateLimit.RequestsPerSecond}/s per IP (burst {stun.RateLimit.Burst})" : "rate limit OFF")}, {stun.Tcp.MaxConnectionsPerIp} TCP connections per IP, {stun.MaxMessageSize} B messages")
             .AppendLine($"  RFC 5780  {(Rfc5780Addresses.From(stun) is { } five ? $"alternate {five.Alternate.WithPort(five.AlternatePort)}" : "off (set Relay:Stun:AlternateAddress)")}")
             .AppendLine($"  TURN      {TurnLine(configuration.Turn, turn, devCredentialFile)}")
-            .AppendLine($"  HTTP      {configuration.Http.Port}  (/healthz, /metrics, /v1/turn/credentials)")
+            .AppendLine($"  MQTT      {MqttLine(configuration)}")
+            .AppendLine($"  HTTP      {configuration.Http.Port}  (/healthz, /metrics, /v1/turn/credentials{(configuration.Mqtt is { Enabled: true, WebSocket: true } ? ", MQTT over WebSocket at " + MqttWebSocketTransport.Path : string.Empty)})")
             .AppendLine($"  Admin     {(tokens.GeneratedToken is { } token ? $"token {token}  (shown once; only its hash is kept in {tokens.File})" : configuration.Api.BootstrapToken is { Length: > 0 } ? "Relay:Api:BootstrapToken" : $"token minted earlier (hash in {tokens.File}; delete it to mint a new one)")}")
             .AppendLine($"  Data      {dataDirectory}");
+        static string MqttLine(RelayConfiguration configuration)
+        {
+            var mqtt = configuration.Mqtt;
+            if (!mqtt.Enabled)
+            {
+                return "off (Relay:Mqtt:Enabled=false)";
+            }
+
+            var tls = configuration.Certificate is null ? "TLS off" : $"tls {mqtt.TlsPort} (client certificates {mqtt.ClientCertificateMode})";
+            var ws = mqtt.WebSocket ? $"WebSocket {MqttWebSocketTransport.Path} on HTTP {configuration.Http.Port}" : "WebSocket off";
+            var anonymous = mqtt.AllowAnonymous ? "anonymous clients ALLOWED" : "anonymous off";
+            return $"tcp {mqtt.Port}, {tls}, {ws}; 3.1.1 + 5.0, {anonymous}, {mqtt.Devices.Count} configured device(s), {mqtt.MaxPacketSize} B packets, {mqtt.MaxConnectionsPerIp} connections per IP";
+        }
+
         static string TurnLine(TurnOptions options, TurnRelay turn, string? devCredentialFile)
         {
             if (!options.Enabled)

@@ -19,8 +19,10 @@ internal sealed class RelayTestServer : IAsyncDisposable
     private readonly CollectingLoggerProvider _logs;
     private readonly string _dataDirectory;
 
-    private RelayTestServer(WebApplication app, CollectingLoggerProvider logs, string dataDirectory, int stunPort, int httpPort, int tlsPort)
+    private RelayTestServer(WebApplication app, CollectingLoggerProvider logs, string dataDirectory, int stunPort, int httpPort, int tlsPort, int mqttPort, int mqttTlsPort)
     {
+        MqttPort = mqttPort;
+        MqttTlsPort = mqttTlsPort;
         _app = app;
         _logs = logs;
         _dataDirectory = dataDirectory;
@@ -34,6 +36,14 @@ internal sealed class RelayTestServer : IAsyncDisposable
     public int HttpPort { get; }
 
     public int TlsPort { get; }
+
+    /// <summary><c>Relay:Mqtt:Port</c>: a free port unless the test set one.</summary>
+    public int MqttPort { get; }
+
+    /// <summary><c>Relay:Mqtt:TlsPort</c>: a free port unless the test set one (served only with a certificate).</summary>
+    public int MqttTlsPort { get; }
+
+    public string DataDirectory => _dataDirectory;
 
     public IServiceProvider Services => _app.Services;
 
@@ -58,6 +68,8 @@ internal sealed class RelayTestServer : IAsyncDisposable
             : FreePorts.UdpAndTcpPair();
         var httpPort = FreePorts.Tcp();
         var tlsPort = FreePorts.Tcp();
+        var mqttPort = Setting(settings, "Relay:Mqtt:Port") ?? FreePorts.Tcp();
+        var mqttTlsPort = Setting(settings, "Relay:Mqtt:TlsPort") ?? FreePorts.Tcp();
         var dataDirectory = Directory.CreateTempSubdirectory("relay-test-").FullName;
         var args = new List<string>
         {
@@ -67,7 +79,14 @@ internal sealed class RelayTestServer : IAsyncDisposable
             $"--Relay:Http:Port={httpPort}",
             "--Relay:Http:ListenAddresses:0=127.0.0.1",
             "--Relay:Stun:UdpReceiveLoops=2",
+            $"--Relay:Mqtt:Port={mqttPort}",
+            $"--Relay:Mqtt:TlsPort={mqttTlsPort}",
         };
+        if (!settings.Any(static s => s.StartsWith("Relay:Mqtt:ListenAddresses", StringComparison.Ordinal)))
+        {
+            args.Add("--Relay:Mqtt:ListenAddresses:0=127.0.0.1");
+        }
+
         if (!settings.Any(static s => s.StartsWith("Relay:Turn:RelayPort", StringComparison.Ordinal)))
         {
             // Relay ports above both FreePorts' range (20000-59999) and the kernel's ephemeral range
@@ -82,7 +101,7 @@ internal sealed class RelayTestServer : IAsyncDisposable
             args.Add("--Relay:Stun:ListenAddresses:1=::1");
         }
 
-        args.AddRange(settings.Where(static s => !s.StartsWith("Relay:Stun:Port=", StringComparison.Ordinal)).Select(static s => "--" + s));
+        args.AddRange(settings.Where(static s => !s.StartsWith("Relay:Stun:Port=", StringComparison.Ordinal) && !s.StartsWith("Relay:Mqtt:Port=", StringComparison.Ordinal) && !s.StartsWith("Relay:Mqtt:TlsPort=", StringComparison.Ordinal)).Select(static s => "--" + s));
         var logs = new CollectingLoggerProvider();
         var app = RelayHost.Build([.. args], builder =>
         {
@@ -102,7 +121,14 @@ internal sealed class RelayTestServer : IAsyncDisposable
             throw;
         }
 
-        return new RelayTestServer(app, logs, dataDirectory, stunPort, httpPort, tlsPort);
+        return new RelayTestServer(app, logs, dataDirectory, stunPort, httpPort, tlsPort, mqttPort, mqttTlsPort);
+    }
+
+    private static int? Setting(string[] settings, string key)
+    {
+        var prefix = key + "=";
+        var setting = settings.FirstOrDefault(s => s.StartsWith(prefix, StringComparison.Ordinal));
+        return setting is null ? null : int.Parse(setting[prefix.Length..], System.Globalization.CultureInfo.InvariantCulture);
     }
 
     public async ValueTask DisposeAsync()

@@ -4,6 +4,7 @@ using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using Microsoft.Extensions.Configuration;
 using Relay.Api;
+using Relay.Mqtt;
 using Relay.Rendezvous.Stun;
 using Relay.Turn;
 
@@ -18,8 +19,9 @@ public sealed class RelayConfigurationException(string message) : Exception(mess
 /// </summary>
 public sealed class RelayConfiguration
 {
-    private RelayConfiguration(RelayOptions relay, HttpOptions http, TlsOptions tls, StunOptions stun, TurnOptions turn, ApiOptions api, X509Certificate2? certificate)
+    private RelayConfiguration(RelayOptions relay, HttpOptions http, TlsOptions tls, StunOptions stun, TurnOptions turn, ApiOptions api, MqttOptions mqtt, X509Certificate2? certificate)
     {
+        Mqtt = mqtt;
         Api = api;
         Relay = relay;
         Http = http;
@@ -47,6 +49,9 @@ public sealed class RelayConfiguration
     /// <summary><c>Relay:Turn</c>.</summary>
     public TurnOptions Turn { get; }
 
+    /// <summary><c>Relay:Mqtt</c>.</summary>
+    public MqttOptions Mqtt { get; }
+
     /// <summary>The loaded certificate when TLS is configured.</summary>
     public X509Certificate2? Certificate { get; }
 
@@ -60,10 +65,12 @@ public sealed class RelayConfiguration
         var stun = Bind<StunOptions>(configuration, StunOptions.SectionName, errors);
         var turn = Bind<TurnOptions>(configuration, TurnOptions.SectionName, errors);
         var api = Bind<ApiOptions>(configuration, ApiOptions.SectionName, errors);
+        var mqtt = Bind<MqttOptions>(configuration, MqttOptions.SectionName, errors);
         if (errors.Count == 0)
         {
             Validate(relay, http, stun, errors);
             TurnOptionsValidator.Validate(turn, errors);
+            ValidateMqtt(mqtt, http, stun, errors);
         }
 
         X509Certificate2? certificate = null;
@@ -77,7 +84,7 @@ public sealed class RelayConfiguration
             throw new RelayConfigurationException("Invalid configuration:" + Environment.NewLine + "  " + string.Join(Environment.NewLine + "  ", errors));
         }
 
-        return new RelayConfiguration(relay, http, tls, stun, turn, api, certificate);
+        return new RelayConfiguration(relay, http, tls, stun, turn, api, mqtt, certificate);
     }
 
     /// <summary>Parsed listen addresses, or null meaning "all addresses".</summary>
@@ -159,6 +166,62 @@ public sealed class RelayConfiguration
                 $"needs Relay:Stun:ListenAddresses to name a specific primary {(alternate.AddressFamily == AddressFamily.InterNetwork ? "IPv4" : "IPv6")} address (RFC 5780 binds primary and alternate addresses separately)");
             Check(primary is null || !primary.Equals(alternate), "Relay:Stun:AlternateAddress", "must differ from the primary listen address");
         }
+    }
+
+    private static void ValidateMqtt(MqttOptions mqtt, HttpOptions http, StunOptions stun, List<string> errors)
+    {
+        void Check(bool ok, string key, string problem)
+        {
+            if (!ok)
+            {
+                errors.Add($"Relay:Mqtt:{key}: {problem}");
+            }
+        }
+
+        if (!mqtt.Enabled)
+        {
+            return;
+        }
+
+        static bool IsPort(int port) => port is >= 1 and <= 65535;
+        Check(IsPort(mqtt.Port), "Port", $"must be a port between 1 and 65535 (was {mqtt.Port})");
+        Check(IsPort(mqtt.TlsPort), "TlsPort", $"must be a port between 1 and 65535 (was {mqtt.TlsPort})");
+        Check(mqtt.TlsPort != mqtt.Port, "TlsPort", $"must differ from Relay:Mqtt:Port (both are {mqtt.Port})");
+        Check(mqtt.Port != http.Port && mqtt.TlsPort != http.Port, "Port", $"must differ from Relay:Http:Port ({http.Port}); MQTT over WebSocket is served on the HTTP port at /mqtt");
+        Check(mqtt.Port != stun.Port && mqtt.Port != stun.TlsPort && mqtt.TlsPort != stun.Port && mqtt.TlsPort != stun.TlsPort, "Port", "must differ from the STUN ports");
+        Check(mqtt.ClientCertificateMode is "None" or "Optional" or "Required", "ClientCertificateMode", $"must be None, Optional or Required (was '{mqtt.ClientCertificateMode}')");
+        Check(string.IsNullOrWhiteSpace(mqtt.ClientCertificateAuthorityPath) || File.Exists(mqtt.ClientCertificateAuthorityPath), "ClientCertificateAuthorityPath", $"file '{mqtt.ClientCertificateAuthorityPath}' does not exist");
+        Check(mqtt.MaxPacketSize is >= 64 and <= 268_435_460, "MaxPacketSize", $"must be between 64 and 268435460 bytes (MQTT's largest packet; was {mqtt.MaxPacketSize})");
+        Check(mqtt.MaxInflight is >= 1 and <= 65535, "MaxInflight", $"must be between 1 and 65535 (it is the Receive Maximum; was {mqtt.MaxInflight})");
+        Check(mqtt.MaxQueuedMessages >= 1, "MaxQueuedMessages", $"must be at least 1 (was {mqtt.MaxQueuedMessages})");
+        Check(mqtt.QueueDropPolicy is "DropOldest" or "DropNewest", "QueueDropPolicy", $"must be DropOldest or DropNewest (was '{mqtt.QueueDropPolicy}')");
+        Check(mqtt.MaxConnectionsPerIp >= 1, "MaxConnectionsPerIp", $"must be at least 1 (was {mqtt.MaxConnectionsPerIp})");
+        Check(mqtt.ConnectTimeoutSeconds >= 1, "ConnectTimeoutSeconds", $"must be at least 1 (was {mqtt.ConnectTimeoutSeconds})");
+        Check(mqtt.MaxKeepAliveSeconds is >= 1 and <= 65535, "MaxKeepAliveSeconds", $"must be between 1 and 65535 (was {mqtt.MaxKeepAliveSeconds})");
+        Check(mqtt.TopicAliasMaximum is >= 0 and <= 65535, "TopicAliasMaximum", $"must be between 0 and 65535 (was {mqtt.TopicAliasMaximum})");
+        Check(mqtt.MaxRetainedMessages >= 0, "MaxRetainedMessages", $"must be 0 or more (was {mqtt.MaxRetainedMessages})");
+        Check(mqtt.MaxSubscriptionsPerSession >= 1, "MaxSubscriptionsPerSession", $"must be at least 1 (was {mqtt.MaxSubscriptionsPerSession})");
+        Check(mqtt.SysIntervalSeconds >= 0, "SysIntervalSeconds", $"must be 0 (off) or more (was {mqtt.SysIntervalSeconds})");
+        Check(mqtt.AuthFailuresPerMinutePerIp >= 1, "AuthFailuresPerMinutePerIp", $"must be at least 1 (was {mqtt.AuthFailuresPerMinutePerIp})");
+        for (var i = 0; i < mqtt.Devices.Count; i++)
+        {
+            Check(!string.IsNullOrWhiteSpace(mqtt.Devices[i].Id) && !string.IsNullOrEmpty(mqtt.Devices[i].Secret), $"Devices:{i}", "needs Id and Secret");
+        }
+
+        for (var i = 0; i < mqtt.ServiceAccounts.Count; i++)
+        {
+            Check(!string.IsNullOrWhiteSpace(mqtt.ServiceAccounts[i].Name) && !string.IsNullOrEmpty(mqtt.ServiceAccounts[i].Password), $"ServiceAccounts:{i}", "needs Name and Password");
+        }
+
+        for (var i = 0; i < mqtt.Acl.Count; i++)
+        {
+            var rule = mqtt.Acl[i];
+            Check(rule.Permission is "allow" or "deny", $"Acl:{i}:Permission", $"must be allow or deny (was '{rule.Permission}')");
+            Check(rule.Action is "publish" or "subscribe" or "all", $"Acl:{i}:Action", $"must be publish, subscribe or all (was '{rule.Action}')");
+            Check(!string.IsNullOrEmpty(rule.Topic), $"Acl:{i}:Topic", "must not be empty");
+        }
+
+        ValidateAddresses(mqtt.ListenAddresses, "Relay:Mqtt:ListenAddresses", errors);
     }
 
     private static void ValidateAddresses(IList<string> addresses, string key, List<string> errors)

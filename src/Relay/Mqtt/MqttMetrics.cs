@@ -1,0 +1,198 @@
+using System.Globalization;
+using System.Text;
+
+namespace Relay.Mqtt;
+
+/// <summary>How an MQTT connection reached us.</summary>
+internal enum MqttTransport : byte
+{
+    Tcp,
+    Tls,
+    WebSocket,
+}
+
+/// <summary>Why a message was not delivered to one subscriber (or not accepted at all).</summary>
+internal enum MqttDropReason : byte
+{
+    QueueFull,
+    Expired,
+    TooLargeForClient,
+    NotAuthorized,
+    DollarTopic,
+    ClientBackpressure,
+    OfflineQoS0,
+    RetainedLimit,
+}
+
+/// <summary>A configured limit that refused something.</summary>
+internal enum MqttLimit : byte
+{
+    ConnectionsPerIp,
+    ConnectTimeout,
+    PacketSize,
+    Inflight,
+    QueuedMessages,
+    SubscriptionsPerSession,
+    RetainedMessages,
+    KeepAlive,
+}
+
+/// <summary>Why an MQTT connection ended; one value per connection, fed to logs and metrics.</summary>
+internal enum MqttEndReason : byte
+{
+    PeerClosed,
+    ClientDisconnect,
+    ProtocolError,
+    MalformedPacket,
+    KeepAliveTimeout,
+    ConnectTimeout,
+    AuthFailed,
+    TakenOver,
+    LimitExceeded,
+    Shutdown,
+}
+
+/// <summary>
+/// MQTT counters. Like TurnMetrics, the hot path increments slots in fixed arrays and the Prometheus
+/// endpoint reads them, so counting costs nothing per packet.
+/// </summary>
+internal sealed class MqttMetrics
+{
+    private static readonly string[] TransportNames = ["tcp", "tls", "websocket"];
+    private static readonly string[] DropNames = ["queue_full", "expired", "too_large_for_client", "not_authorized", "dollar_topic", "client_backpressure", "offline_qos0", "retained_limit"];
+    private static readonly string[] LimitNames = ["connections_per_ip", "connect_timeout", "packet_size", "inflight", "queued_messages", "subscriptions_per_session", "retained_messages", "keep_alive"];
+    private static readonly string[] EndNames = ["peer_closed", "client_disconnect", "protocol_error", "malformed_packet", "keep_alive_timeout", "connect_timeout", "auth_failed", "taken_over", "limit_exceeded", "shutdown"];
+    private static readonly string[] AuthNames = ["allow", "bad_credentials", "not_authorized", "rate_limited", "unavailable"];
+
+    private readonly long[] _connectionsCurrent = new long[TransportNames.Length];
+    private readonly long[] _connectionsTotal = new long[TransportNames.Length];
+    private readonly long[] _drops = new long[DropNames.Length];
+    private readonly long[] _limits = new long[LimitNames.Length];
+    private readonly long[] _ends = new long[EndNames.Length];
+    private readonly long[] _auth = new long[AuthNames.Length];
+    private readonly long[] _messagesIn = new long[3];
+    private readonly long[] _messagesOut = new long[3];
+    private long _bytesIn;
+    private long _bytesOut;
+    private long _sessions;
+    private long _persistentSessions;
+    private long _clientsConnected;
+    private long _subscriptions;
+    private long _retained;
+
+    public void Connection(MqttTransport transport, int delta)
+    {
+        Interlocked.Add(ref _connectionsCurrent[(int)transport], delta);
+        if (delta > 0)
+        {
+            Interlocked.Increment(ref _connectionsTotal[(int)transport]);
+        }
+    }
+
+    public void ClientConnected(int delta) => Interlocked.Add(ref _clientsConnected, delta);
+
+    public void Session(int delta, bool persistent)
+    {
+        Interlocked.Add(ref _sessions, delta);
+        if (persistent)
+        {
+            Interlocked.Add(ref _persistentSessions, delta);
+        }
+    }
+
+    public void PersistenceChanged(bool persistent) => Interlocked.Add(ref _persistentSessions, persistent ? 1 : -1);
+
+    public void Subscriptions(int delta) => Interlocked.Add(ref _subscriptions, delta);
+
+    public void SetRetained(long count) => Volatile.Write(ref _retained, count);
+
+    public void MessageIn(int qos, int bytes)
+    {
+        Interlocked.Increment(ref _messagesIn[qos]);
+        Interlocked.Add(ref _bytesIn, bytes);
+    }
+
+    public void MessageOut(int qos, int bytes)
+    {
+        Interlocked.Increment(ref _messagesOut[qos]);
+        Interlocked.Add(ref _bytesOut, bytes);
+    }
+
+    public void Drop(MqttDropReason reason) => Interlocked.Increment(ref _drops[(int)reason]);
+
+    public void LimitHit(MqttLimit limit) => Interlocked.Increment(ref _limits[(int)limit]);
+
+    public void Ended(MqttEndReason reason) => Interlocked.Increment(ref _ends[(int)reason]);
+
+    public void Auth(MqttAuthOutcome outcome) => Interlocked.Increment(ref _auth[(int)outcome]);
+
+    public long Connections(MqttTransport transport) => Volatile.Read(ref _connectionsCurrent[(int)transport]);
+
+    public long ConnectionsTotal(MqttTransport transport) => Volatile.Read(ref _connectionsTotal[(int)transport]);
+
+    public long ClientsConnected => Volatile.Read(ref _clientsConnected);
+
+    public long SessionsCurrent => Volatile.Read(ref _sessions);
+
+    public long PersistentSessions => Volatile.Read(ref _persistentSessions);
+
+    public long SubscriptionCount => Volatile.Read(ref _subscriptions);
+
+    public long RetainedCount => Volatile.Read(ref _retained);
+
+    public long MessagesIn(int qos) => Volatile.Read(ref _messagesIn[qos]);
+
+    public long MessagesOut(int qos) => Volatile.Read(ref _messagesOut[qos]);
+
+    public long MessagesInTotal => MessagesIn(0) + MessagesIn(1) + MessagesIn(2);
+
+    public long MessagesOutTotal => MessagesOut(0) + MessagesOut(1) + MessagesOut(2);
+
+    public long BytesIn => Volatile.Read(ref _bytesIn);
+
+    public long BytesOut => Volatile.Read(ref _bytesOut);
+
+    public long Drops(MqttDropReason reason) => Volatile.Read(ref _drops[(int)reason]);
+
+    public long LimitHits(MqttLimit limit) => Volatile.Read(ref _limits[(int)limit]);
+
+    public long Ends(MqttEndReason reason) => Volatile.Read(ref _ends[(int)reason]);
+
+    public long AuthOutcomes(MqttAuthOutcome outcome) => Volatile.Read(ref _auth[(int)outcome]);
+
+    public void WritePrometheus(StringBuilder output)
+    {
+        WriteFamily(output, "relay_mqtt_connections", "Open MQTT connections, by transport.", "gauge", Labelled(_connectionsCurrent, TransportNames, "transport"));
+        WriteFamily(output, "relay_mqtt_connections_total", "MQTT connections accepted, by transport.", "counter", Labelled(_connectionsTotal, TransportNames, "transport"));
+        WriteFamily(output, "relay_mqtt_connection_ends_total", "MQTT connections ended, by reason.", "counter", Labelled(_ends, EndNames, "reason"));
+        WriteFamily(output, "relay_mqtt_clients_connected", "Clients past CONNACK.", "gauge", [new(string.Empty, ClientsConnected)]);
+        WriteFamily(output, "relay_mqtt_sessions", "Sessions (online and offline), by kind.", "gauge", [new("kind=\"all\"", SessionsCurrent), new("kind=\"persistent\"", PersistentSessions)]);
+        WriteFamily(output, "relay_mqtt_subscriptions", "Subscriptions across all sessions.", "gauge", [new(string.Empty, SubscriptionCount)]);
+        WriteFamily(output, "relay_mqtt_retained_messages", "Retained messages.", "gauge", [new(string.Empty, RetainedCount)]);
+        WriteFamily(output, "relay_mqtt_messages_received_total", "PUBLISH packets received from clients, by QoS.", "counter", Labelled(_messagesIn, ["0", "1", "2"], "qos"));
+        WriteFamily(output, "relay_mqtt_messages_sent_total", "PUBLISH packets sent to clients, by QoS.", "counter", Labelled(_messagesOut, ["0", "1", "2"], "qos"));
+        WriteFamily(output, "relay_mqtt_bytes_total", "Application payload bytes, by direction.", "counter", [new("direction=\"in\"", BytesIn), new("direction=\"out\"", BytesOut)]);
+        WriteFamily(output, "relay_mqtt_drops_total", "Messages dropped, by reason.", "counter", Labelled(_drops, DropNames, "reason"));
+        WriteFamily(output, "relay_mqtt_auth_total", "CONNECT authentications, by outcome.", "counter", Labelled(_auth, AuthNames, "outcome"));
+        WriteFamily(output, "relay_mqtt_limit_hits_total", "Things refused by a configured limit.", "counter", Labelled(_limits, LimitNames, "limit"));
+    }
+
+    private static List<KeyValuePair<string, long>> Labelled(long[] slots, string[] names, string tag) =>
+        names.Select((name, i) => new KeyValuePair<string, long>($"{tag}=\"{name}\"", Volatile.Read(ref slots[i]))).ToList();
+
+    private static void WriteFamily(StringBuilder output, string name, string help, string type, List<KeyValuePair<string, long>> samples)
+    {
+        output.Append("# HELP ").Append(name).Append(' ').Append(help).Append('\n');
+        output.Append("# TYPE ").Append(name).Append(' ').Append(type).Append('\n');
+        foreach (var (labels, value) in samples)
+        {
+            output.Append(name);
+            if (labels.Length > 0)
+            {
+                output.Append('{').Append(labels).Append('}');
+            }
+
+            output.Append(' ').Append(value.ToString(CultureInfo.InvariantCulture)).Append('\n');
+        }
+    }
+}

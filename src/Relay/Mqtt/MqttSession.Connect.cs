@@ -1,0 +1,202 @@
+using System.Buffers;
+using System.Security.Cryptography;
+using System.Text;
+using Relay.Protocol.Mqtt;
+
+namespace Relay.Mqtt;
+
+// CONNECT (MQTT 5.0 §3.1, 3.1.1 §3.1) → CONNACK (§3.2).
+internal sealed partial class MqttSession
+{
+    private async ValueTask<MqttEndReason?> HandleConnectAsync(MqttFrame frame)
+    {
+        var error = MqttPacketReader.ReadConnect(frame, out var connect);
+        if (error != MqttDecodeError.None)
+        {
+            return RefuseMalformedConnect(frame, error);
+        }
+
+        _version = connect.Version;
+        var v5 = _version == MqttProtocolVersion.V500;
+        var properties = connect.Properties;
+        if (v5 && properties.HasAuthenticationMethod)
+        {
+            // §4.12: we support no extended authentication method.
+            return Refuse(MqttReasonCode.BadAuthenticationMethod, MqttConnectReturnCode.NotAuthorized, "extended authentication is not supported", MqttEndReason.AuthFailed);
+        }
+
+        var clientId = Encoding.UTF8.GetString(connect.ClientId);
+        string? assigned = null;
+        if (clientId.Length == 0)
+        {
+            // [MQTT-3.1.3-6..8]: an empty client id is given one by the server; 3.1.1 only with clean session.
+            if (!_options.AllowAnonymous || (!v5 && !connect.CleanStart))
+            {
+                return Refuse(MqttReasonCode.ClientIdentifierNotValid, MqttConnectReturnCode.IdentifierRejected, "empty client identifier not allowed", MqttEndReason.ProtocolError);
+            }
+
+            clientId = assigned = "relay-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
+        }
+
+        _clientId = clientId;
+        var keepAlive = connect.KeepAliveSeconds;
+        ushort? serverKeepAlive = null;
+        if (v5 && (keepAlive == 0 || keepAlive > _options.MaxKeepAliveSeconds))
+        {
+            // MQTT 5.0 §3.2.2.3.14: Server Keep Alive replaces the client's value [MQTT-3.2.2-21].
+            serverKeepAlive = (ushort)_options.MaxKeepAliveSeconds;
+            keepAlive = serverKeepAlive.Value;
+        }
+
+        _keepAliveMilliseconds = keepAlive * 1000;
+        uint expiry;
+        uint? announcedExpiry = null;
+        if (v5)
+        {
+            expiry = properties.SessionExpiryInterval ?? 0;
+            if (expiry > _options.MaxSessionExpirySeconds)
+            {
+                expiry = _options.MaxSessionExpirySeconds;
+                announcedExpiry = expiry;
+            }
+
+            _clientReceiveMaximum = properties.ReceiveMaximum ?? ushort.MaxValue;
+            _clientMaximumPacketSize = Math.Min(properties.MaximumPacketSize ?? uint.MaxValue, (uint)_options.MaxPacketSize);
+            _clientTopicAliasMaximum = properties.TopicAliasMaximum ?? 0;
+        }
+        else
+        {
+            // 3.1.1 clean session = 0 keeps the session; we bound it by MaxSessionExpirySeconds.
+            expiry = connect.CleanStart ? 0 : _options.MaxSessionExpirySeconds;
+        }
+
+        _sessionExpiryWasZero = expiry == 0;
+        var username = connect.HasUsername ? Encoding.UTF8.GetString(connect.Username) : null;
+        ReadOnlyMemory<byte>? password = connect.HasPassword ? connect.Password.ToArray() : null;
+        var request = new MqttAuthRequest(clientId, username, password, _remote, _clientCertificate, (byte)_version);
+        var auth = await _broker.Authenticator.AuthenticateAsync(request, CancellationToken.None).ConfigureAwait(false);
+        _metrics.Auth(auth.Outcome);
+        if (auth.Outcome != MqttAuthOutcome.Allow || auth.Identity is null)
+        {
+            LogAuthFailed(clientId, username, _remote, auth.Outcome, auth.Reason);
+            return auth.Outcome switch
+            {
+                MqttAuthOutcome.BadCredentials => Refuse(MqttReasonCode.BadUserNameOrPassword, MqttConnectReturnCode.BadUserNameOrPassword, auth.Reason, MqttEndReason.AuthFailed),
+                MqttAuthOutcome.RateLimited => Refuse(MqttReasonCode.ConnectionRateExceeded, MqttConnectReturnCode.NotAuthorized, auth.Reason, MqttEndReason.AuthFailed),
+                MqttAuthOutcome.Unavailable => Refuse(MqttReasonCode.ServerUnavailable, MqttConnectReturnCode.ServerUnavailable, auth.Reason, MqttEndReason.AuthFailed),
+                _ => Refuse(MqttReasonCode.NotAuthorized, MqttConnectReturnCode.NotAuthorized, auth.Reason, MqttEndReason.AuthFailed),
+            };
+        }
+
+        _identity = auth.Identity;
+        if (connect.HasWill)
+        {
+            var willTopic = Encoding.UTF8.GetString(connect.WillTopic);
+            if (willTopic.StartsWith('$') || !_broker.Authorizer.CanPublish(_identity, clientId, willTopic))
+            {
+                // [MQTT-3.1.2-? / §3.1.3.3]: a will the client may not publish is refused up front.
+                LogPublishDenied(clientId, willTopic);
+                return Refuse(MqttReasonCode.NotAuthorized, MqttConnectReturnCode.NotAuthorized, "not authorized to publish the will", MqttEndReason.AuthFailed);
+            }
+
+            var willProperties = connect.WillProperties;
+            _will = new StoredMessage(willTopic, connect.WillPayload.ToArray(), connect.WillQoS, connect.WillRetain, ExpiresAt(willProperties), ReadMessageProperties(willProperties));
+            _willDelaySeconds = v5 ? willProperties.WillDelayInterval ?? 0 : 0;
+        }
+
+        var (state, present) = await _broker.AttachAsync(this, clientId, connect.CleanStart, expiry, CancellationToken.None).ConfigureAwait(false);
+        var ack = default(MqttConnAckProperties);
+        if (v5)
+        {
+            ack.SessionExpiryInterval = announcedExpiry;
+            ack.ReceiveMaximum = (ushort)_options.MaxInflight;
+            ack.MaximumPacketSize = (uint)_options.MaxPacketSize;
+            ack.TopicAliasMaximum = (ushort)_options.TopicAliasMaximum;
+            ack.AssignedClientIdentifier = assigned;
+            ack.ServerKeepAlive = serverKeepAlive;
+            ack.RetainAvailable = true;
+            ack.WildcardSubscriptionAvailable = true;
+            ack.SubscriptionIdentifiersAvailable = true;
+            ack.SharedSubscriptionAvailable = true;
+        }
+
+        lock (state.Sync)
+        {
+            // CONNACK first, then what the session kept: in-flight messages again, then queued ones.
+            WriteConnAck(_version, present, 0, ack);
+            _state = state;
+            if (state.Connection == this)
+            {
+                _broker.ResumeLocked(state, this);
+            }
+        }
+
+        _metrics.ClientConnected(+1);
+        LogConnected(clientId, _remote, _transport, (int)_version, present, expiry);
+        return null;
+    }
+
+    /// <summary>
+    /// A CONNECT the codec refused. [MQTT-3.1.2-2]: an unsupported protocol level gets the 3.1.1 CONNACK 0x01;
+    /// a v5 CONNECT gets the reason code (§3.2.2.2); anything else is closed without an answer.
+    /// </summary>
+    private MqttEndReason RefuseMalformedConnect(MqttFrame frame, MqttDecodeError error)
+    {
+        LogProtocolError(null, _remote, "CONNECT", MqttDecodeErrors.Describe(error));
+        if (error == MqttDecodeError.UnsupportedProtocolVersion)
+        {
+            WriteConnAck(MqttProtocolVersion.V311, false, (byte)MqttConnectReturnCode.UnacceptableProtocolVersion, default);
+            return MqttEndReason.ProtocolError;
+        }
+
+        var version = PeekProtocolLevel(frame);
+        if (version == 5)
+        {
+            WriteConnAck(MqttProtocolVersion.V500, false, (byte)MqttDecodeErrors.ToReasonCode(error), default);
+        }
+        else if (version is 3 or 4 && error == MqttDecodeError.ClientIdentifierNotValid)
+        {
+            WriteConnAck(MqttProtocolVersion.V311, false, (byte)MqttConnectReturnCode.IdentifierRejected, default);
+        }
+
+        return error == MqttDecodeError.MalformedPacket ? MqttEndReason.MalformedPacket : MqttEndReason.ProtocolError;
+    }
+
+    // Protocol Name is "MQTT" (or "MQIsdp" for 3.1): the level follows it (§3.1.2.1-2).
+    private static int PeekProtocolLevel(in MqttFrame frame)
+    {
+        Span<byte> head = stackalloc byte[9];
+        var body = frame.Body;
+        if (body.Length < 7)
+        {
+            return -1;
+        }
+
+        var length = (int)Math.Min(body.Length, head.Length);
+        body.Slice(0, length).CopyTo(head);
+        var nameLength = (head[0] << 8) | head[1];
+        return 2 + nameLength < length ? head[2 + nameLength] : -1;
+    }
+
+    private MqttEndReason Refuse(MqttReasonCode v5Code, MqttConnectReturnCode v3Code, string? reason, MqttEndReason end)
+    {
+        if (_version == MqttProtocolVersion.V500)
+        {
+            var properties = default(MqttConnAckProperties);
+            properties.ReasonString = reason;
+            WriteConnAck(_version, false, (byte)v5Code, properties);
+        }
+        else
+        {
+            WriteConnAck(_version, false, (byte)v3Code, default);
+        }
+
+        return end;
+    }
+
+    [LoggerMessage(EventId = 5130, Level = LogLevel.Information, Message = "MQTT client {ClientId} (user {Username}) from {Remote} refused: {Outcome} ({Reason})")]
+    private partial void LogAuthFailed(string clientId, string? username, System.Net.IPEndPoint? remote, MqttAuthOutcome outcome, string? reason);
+
+    [LoggerMessage(EventId = 5131, Level = LogLevel.Debug, Message = "MQTT client {ClientId} connected from {Remote} over {Transport} (protocol level {Level}, session present {Present}, expiry {Expiry} s)")]
+    private partial void LogConnected(string clientId, System.Net.IPEndPoint? remote, MqttTransport transport, int level, bool present, uint expiry);
+}
