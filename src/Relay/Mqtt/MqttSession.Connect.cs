@@ -72,7 +72,8 @@ internal sealed partial class MqttSession
 
         _sessionExpiryWasZero = expiry == 0;
         var username = connect.HasUsername ? Encoding.UTF8.GetString(connect.Username) : null;
-        ReadOnlyMemory<byte>? password = connect.HasPassword ? connect.Password.ToArray() : null;
+        // The cast keeps "no password" null: a null byte[] would convert to an empty, non-null memory.
+        ReadOnlyMemory<byte>? password = connect.HasPassword ? connect.Password.ToArray() : (ReadOnlyMemory<byte>?)null;
         var request = new MqttAuthRequest(clientId, username, password, _remote, _clientCertificate, (byte)_version);
         var auth = await _broker.Authenticator.AuthenticateAsync(request, CancellationToken.None).ConfigureAwait(false);
         _metrics.Auth(auth.Outcome);

@@ -8,7 +8,8 @@ namespace Relay.Mqtt.Identity;
 /// <item>the configured rules (<c>Relay:Mqtt:Acl</c>): the first whose username, client-id, action and
 /// topic match decides, allow or deny;</item>
 /// <item>the identity's own grants: a device may use <c>devices/{id}/#</c> plus its extra grants, a
-/// service account its configured grants; anonymous and hook-authenticated clients get nothing here;</item>
+/// service account its configured grants; anonymous clients, when no rules are configured, every topic
+/// outside <c>devices/#</c>; hook-authenticated clients nothing;</item>
 /// <item>otherwise deny.</item>
 /// </list>
 /// For SUBSCRIBE an allow must <em>cover</em> the requested filter (every topic it can match), while a
@@ -18,6 +19,7 @@ namespace Relay.Mqtt.Identity;
 internal sealed class MqttAclAuthorizer : IMqttAuthorizer
 {
     private const string DeviceGrant = "devices/%u/#";
+    private const string DevicesSubtree = "devices/#";
 
     private readonly CompiledRule[] _rules;
     private readonly MqttIdentityMetrics _metrics;
@@ -125,6 +127,12 @@ internal sealed class MqttAclAuthorizer : IMqttAuthorizer
                 return Granted(DeviceGrant, MqttAction.All, target, action, substitution) || AnyGrant(identity.Grants, target, action, substitution);
             case MqttPrincipalKind.Service:
                 return AnyGrant(identity.Grants, target, action, substitution);
+            case MqttPrincipalKind.Anonymous when _rules.Length == 0:
+                // A lab broker with no rules (AllowAnonymous on) works like Mosquitto's, except that the
+                // devices' subtrees stay closed: an anonymous client must not command or watch a device.
+                return action == MqttAction.Publish
+                    ? !MqttTopicMatcher.Matches(DevicesSubtree, target, substitution)
+                    : !MqttTopicMatcher.Overlaps(DevicesSubtree, target, substitution);
             default:
                 return false;
         }

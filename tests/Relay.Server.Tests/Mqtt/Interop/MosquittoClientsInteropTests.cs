@@ -121,7 +121,7 @@ public abstract class MosquittoClientsInteropTests<TBroker>
         {
             0x04 => "Connection Refused: bad user name or password",
             0x05 => "Connection Refused: not authorised",
-            0x86 => "Bad user name or password",
+            0x86 => "Bad User Name or Password", // libmosquitto's mosquitto_reason_string
             _ => "Not authorized",
         };
         Assert.Contains(text, sub.Transcript, StringComparison.Ordinal);

@@ -7,7 +7,6 @@ namespace Relay.Server.Tests.Mqtt.Interop;
 /// real crash: nothing in the test host can flush on its behalf. Restart reuses the ports and the data
 /// directory.
 /// </summary>
-[SkipBroker("our MQTT engine is not merged yet")]
 public sealed class RelayBroker : MqttBroker, IMqttBrokerStarter<RelayBroker>
 {
     private readonly string[] _arguments;
