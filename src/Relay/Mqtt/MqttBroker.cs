@@ -19,6 +19,9 @@ internal sealed partial class MqttBroker : BackgroundService
     private readonly ILogger<MqttBroker> _logger;
     private readonly Lock _sessionsLock = new();
     private readonly Dictionary<string, MqttSessionState> _sessions = new(StringComparer.Ordinal);
+
+    // Persistent sessions without a connection: the only ones the expiry sweep has to look at.
+    private readonly HashSet<MqttSessionState> _offline = [];
     private readonly ConcurrentDictionary<MqttSession, byte> _connections = new();
 
     // Store writes that sync paths (sending under a session lock) cannot await: "went out with packet id N"
@@ -76,9 +79,9 @@ internal sealed partial class MqttBroker : BackgroundService
 
     private void EndAllConnections()
     {
-        foreach (var connection in _connections.Keys)
+        foreach (var (connection, _) in _connections)
         {
-            connection.RequestEnd(MqttEndReason.Shutdown, Relay.Protocol.Mqtt.MqttReasonCode.ServerShuttingDown);
+            _ = connection.RequestEnd(MqttEndReason.Shutdown, Relay.Protocol.Mqtt.MqttReasonCode.ServerShuttingDown);
         }
     }
 
@@ -188,6 +191,7 @@ internal sealed partial class MqttBroker : BackgroundService
             lock (_sessionsLock)
             {
                 _sessions[state.ClientId] = state;
+                _offline.Add(state);
             }
 
             _metrics.Session(+1, persistent: true);

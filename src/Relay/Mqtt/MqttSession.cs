@@ -151,11 +151,11 @@ internal sealed partial class MqttSession
     }
 
     /// <summary>Asks the read loop to end (keep-alive, takeover, shutdown); v5 clients get a DISCONNECT with <paramref name="code"/> first.</summary>
-    public void RequestEnd(MqttEndReason reason, MqttReasonCode code)
+    public bool RequestEnd(MqttEndReason reason, MqttReasonCode code)
     {
         if (Interlocked.CompareExchange(ref _endRequested, 1, 0) != 0)
         {
-            return;
+            return false;
         }
 
         _endReason = reason;
@@ -165,31 +165,32 @@ internal sealed partial class MqttSession
         }
 
         _input.CancelPendingRead();
+        return true;
     }
 
     /// <summary>Another connection took the session over [MQTT-3.1.4-3]: v5 0x8E, then close.</summary>
-    public void TakeOver() => RequestEnd(MqttEndReason.TakenOver, MqttReasonCode.SessionTakenOver);
+    public void TakeOver() => _ = RequestEnd(MqttEndReason.TakenOver, MqttReasonCode.SessionTakenOver);
 
     /// <summary>Called by the broker's sweep: the CONNECT deadline and 1.5x keep-alive [MQTT-3.1.2-24].</summary>
     public void CheckDeadlines(long now)
     {
         if (_state is null)
         {
-            if (now > _connectDeadline)
+            // Counted once: the sweep may see the deadline again before the read loop has ended.
+            if (now > _connectDeadline && RequestEnd(MqttEndReason.ConnectTimeout, MqttReasonCode.MaximumConnectTime))
             {
                 _metrics.LimitHit(MqttLimit.ConnectTimeout);
                 LogConnectTimeout(_remote, _options.ConnectTimeoutSeconds);
-                RequestEnd(MqttEndReason.ConnectTimeout, MqttReasonCode.MaximumConnectTime);
             }
 
             return;
         }
 
-        if (_keepAliveMilliseconds > 0 && now - Volatile.Read(ref _lastReceived) > _keepAliveMilliseconds * 3L / 2)
+        if (_keepAliveMilliseconds > 0 && now - Volatile.Read(ref _lastReceived) > _keepAliveMilliseconds * 3L / 2
+            && RequestEnd(MqttEndReason.KeepAliveTimeout, MqttReasonCode.KeepAliveTimeout))
         {
             _metrics.LimitHit(MqttLimit.KeepAlive);
             LogKeepAlive(_clientId, _keepAliveMilliseconds / 1000);
-            RequestEnd(MqttEndReason.KeepAliveTimeout, MqttReasonCode.KeepAliveTimeout);
         }
     }
 
