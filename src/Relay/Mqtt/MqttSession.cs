@@ -40,6 +40,7 @@ internal sealed partial class MqttSession
     private StoredMessage? _will;
     private uint _willDelaySeconds;
     private bool _sessionExpiryWasZero;
+    private bool _noProblemInformation;
 
     // Set (once) by whoever decides the connection must end; the read loop sees it after CancelPendingRead.
     private int _endRequested;

@@ -129,6 +129,26 @@ public sealed class EnginePublishTests
     }
 
     [Fact]
+    public async Task ReasonStrings_AreLeftOutWhenProblemInformationIsNotRequested_MQTT_3_1_2_29()
+    {
+        await using var server = await EngineTestServer.StartAsync();
+        var (chatty, _) = await MqttTestClient.ConnectAsync(server.MqttPort, "chatty");
+        await using var c = chatty;
+        await chatty.PublishAsync("$no", "x", qos: 1);
+        Assert.True((await chatty.ReceiveAsync()).Ack().Properties.HasReasonString);
+
+        await using var quiet = await MqttTestClient.OpenAsync(server.MqttPort);
+
+        // v5 CONNECT by hand: the codec's client writer has no Request Problem Information (0x17) field.
+        await quiet.SendRawAsync(new byte[] { 0x10, 16, 0, 4, (byte)'M', (byte)'Q', (byte)'T', (byte)'T', 5, 0x02, 0, 60, 2, 0x17, 0, 0, 1, (byte)'q' });
+        Assert.Equal(0, (await quiet.ReceiveAsync()).ConnAck().ReasonCode);
+        await quiet.PublishAsync("$no", "x", qos: 1);
+        var ack = (await quiet.ReceiveAsync()).Ack();
+        Assert.Equal(MqttReasonCode.TopicNameInvalid, ack.ReasonCode);
+        Assert.False(ack.Properties.HasReasonString);
+    }
+
+    [Fact]
     public async Task Unsubscribe_StopsDelivery_AndUnknownFilterGets0x11()
     {
         await using var server = await EngineTestServer.StartAsync();
