@@ -4,7 +4,7 @@ using Relay.Protocol.Mqtt;
 namespace Relay.Protocol.Tests.Mqtt;
 
 /// <summary>
-/// Golden packets. The "Captured" ones are the exact bytes mosquitto_pub / mosquitto_sub 2.0 (Debian
+/// Golden packets. The "Captured" ones are the exact bytes mosquitto_pub / mosquitto_sub 2.0.11 (Debian
 /// package mosquitto-clients) sent to a Python TcpListener on 127.0.0.1 that answered CONNACK, PUBACK and
 /// SUBACK, captured on 2026-11-23 with the commands given at each vector. The others are written by hand
 /// from the figures of the OASIS MQTT 3.1.1 and 5.0 specifications.
