@@ -210,6 +210,48 @@ public sealed class EnginePublishTests
     }
 
     [Fact]
+    public async Task RetainHandling1_SendsRetainedOnlyForANewSubscription_AndSharedSubscriptionsGetNone()
+    {
+        await using var server = await EngineTestServer.StartAsync();
+        var (publisher, _) = await MqttTestClient.ConnectAsync(server.MqttPort, "pub");
+        await using var p = publisher;
+        await publisher.PublishAsync("r", "kept", qos: 1, retain: true);
+        await publisher.ReceiveAsync(MqttPacketType.PubAck);
+
+        var (subscriber, _) = await MqttTestClient.ConnectAsync(server.MqttPort, "s");
+        await using var s = subscriber;
+        await subscriber.SubscribeAndWaitAsync("r", 0, retainHandling: 1);
+        Assert.Equal("kept", Assert.Single(await subscriber.DrainUntilPingAsync()).PayloadText);
+        await subscriber.SubscribeAndWaitAsync("r", 0, retainHandling: 1);
+        Assert.Empty(await subscriber.DrainUntilPingAsync());
+
+        // §4.8.2: retained messages are not sent for a shared subscription.
+        await subscriber.SubscribeAndWaitAsync("$share/g/r", 0);
+        Assert.Empty(await subscriber.DrainUntilPingAsync());
+    }
+
+    [Fact]
+    public async Task MaxRetainedMessages_RefusesNewTopics_ButStillForwards()
+    {
+        await using var server = await EngineTestServer.StartAsync("Relay:Mqtt:MaxRetainedMessages=1");
+        var (publisher, _) = await MqttTestClient.ConnectAsync(server.MqttPort, "pub");
+        await using var p = publisher;
+        await publisher.PublishAsync("r/1", "first", qos: 1, retain: true);
+        await publisher.ReceiveAsync(MqttPacketType.PubAck);
+        await publisher.PublishAsync("r/2", "second", qos: 1, retain: true);
+        await publisher.ReceiveAsync(MqttPacketType.PubAck);
+        await publisher.PublishAsync("r/1", "replaced", qos: 1, retain: true);
+        await publisher.ReceiveAsync(MqttPacketType.PubAck);
+
+        var (subscriber, _) = await MqttTestClient.ConnectAsync(server.MqttPort, "s");
+        await using var s = subscriber;
+        await subscriber.SubscribeAndWaitAsync("r/#", 0);
+        Assert.Equal("replaced", Assert.Single(await subscriber.DrainUntilPingAsync()).PayloadText);
+        Assert.Equal(1, server.MqttMetrics().LimitHits(MqttLimit.RetainedMessages));
+        Assert.Equal(1, server.MqttMetrics().RetainedCount);
+    }
+
+    [Fact]
     public async Task V5Properties_AreForwardedUnchanged_MQTT_3_3_2_16_To_20()
     {
         await using var server = await EngineTestServer.StartAsync();
