@@ -42,9 +42,9 @@ internal sealed partial class MqttSession
     private bool _sessionExpiryWasZero;
     private bool _noProblemInformation;
 
-    // Set (once) by whoever decides the connection must end; the read loop sees it after CancelPendingRead.
+    // Set (once) by whoever decides the connection must end, as reason + 1 so one write carries both;
+    // the read loop sees it after CancelPendingRead.
     private int _endRequested;
-    private MqttEndReason _endReason;
 
     public MqttSession(MqttBroker broker, IDuplexPipe transport, MqttTransport kind, IPEndPoint? remote, X509Certificate2? clientCertificate, ILogger logger)
     {
@@ -78,7 +78,7 @@ internal sealed partial class MqttSession
         }
         catch (Exception e) when (e is IOException or Microsoft.AspNetCore.Connections.ConnectionResetException or Microsoft.AspNetCore.Connections.ConnectionAbortedException or OperationCanceledException or System.Net.WebSockets.WebSocketException)
         {
-            end = Volatile.Read(ref _endRequested) != 0 ? _endReason : MqttEndReason.PeerClosed;
+            end = Volatile.Read(ref _endRequested) != 0 ? RequestedEnd : MqttEndReason.PeerClosed;
         }
         finally
         {
@@ -89,6 +89,8 @@ internal sealed partial class MqttSession
         return end;
     }
 
+    private MqttEndReason RequestedEnd => (MqttEndReason)(Volatile.Read(ref _endRequested) - 1);
+
     private async Task<MqttEndReason> ReadLoopAsync()
     {
         while (true)
@@ -96,7 +98,7 @@ internal sealed partial class MqttSession
             var result = await _input.ReadAsync().ConfigureAwait(false);
             if (Volatile.Read(ref _endRequested) != 0)
             {
-                return _endReason;
+                return RequestedEnd;
             }
 
             var buffer = result.Buffer;
@@ -128,7 +130,7 @@ internal sealed partial class MqttSession
                     end = await HandleAsync(frame).ConfigureAwait(false);
                     if (end is null && Volatile.Read(ref _endRequested) != 0)
                     {
-                        end = _endReason;
+                        end = RequestedEnd;
                     }
                 }
 
@@ -154,12 +156,11 @@ internal sealed partial class MqttSession
     /// <summary>Asks the read loop to end (keep-alive, takeover, shutdown); v5 clients get a DISCONNECT with <paramref name="code"/> first.</summary>
     public bool RequestEnd(MqttEndReason reason, MqttReasonCode code)
     {
-        if (Interlocked.CompareExchange(ref _endRequested, 1, 0) != 0)
+        if (Interlocked.CompareExchange(ref _endRequested, (int)reason + 1, 0) != 0)
         {
             return false;
         }
 
-        _endReason = reason;
         if (_state is not null && _version == MqttProtocolVersion.V500)
         {
             WriteDisconnect(code, null);
