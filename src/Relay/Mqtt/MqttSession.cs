@@ -217,6 +217,9 @@ internal sealed partial class MqttSession
 
     private async ValueTask CloseAsync(MqttEndReason end)
     {
+        // Closing first: from here a message routed to this connection stays with the session (in flight,
+        // unsent) instead of going into a pipe nobody will read; what was written before is flushed.
+        await DrainAsync().ConfigureAwait(false);
         _metrics.Ended(end);
         if (_state is { } state)
         {
@@ -240,7 +243,6 @@ internal sealed partial class MqttSession
             }
         }
 
-        await DrainAsync().ConfigureAwait(false);
         LogEnded(_clientId, _remote, _transport, end);
     }
 
