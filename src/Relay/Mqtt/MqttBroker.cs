@@ -98,7 +98,7 @@ internal sealed partial class MqttBroker : BackgroundService
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        var writer = WriteStoreOpsAsync(stoppingToken);
+        var writer = WriteStoreOpsAsync();
         await SweepAsync(stoppingToken).ConfigureAwait(false);
         _storeOps.Writer.TryComplete();
         await writer.ConfigureAwait(false);
@@ -114,7 +114,9 @@ internal sealed partial class MqttBroker : BackgroundService
         }
     }
 
-    private async Task WriteStoreOpsAsync(CancellationToken stoppingToken)
+    // Runs until the channel is completed at stop, then drains what is left: these writes are what keeps
+    // a restart from resending acknowledged messages, so shutdown does not cancel them.
+    private async Task WriteStoreOpsAsync()
     {
         await foreach (var op in _storeOps.Reader.ReadAllAsync(CancellationToken.None).ConfigureAwait(false))
         {
@@ -122,16 +124,12 @@ internal sealed partial class MqttBroker : BackgroundService
             {
                 if (op.Remove)
                 {
-                    await _sessionStore.RemoveMessageAsync(op.ClientId, op.Sequence, stoppingToken).ConfigureAwait(false);
+                    await _sessionStore.RemoveMessageAsync(op.ClientId, op.Sequence, CancellationToken.None).ConfigureAwait(false);
                 }
                 else
                 {
-                    await _sessionStore.MarkSentAsync(op.ClientId, op.Sequence, op.PacketId, op.Released, stoppingToken).ConfigureAwait(false);
+                    await _sessionStore.MarkSentAsync(op.ClientId, op.Sequence, op.PacketId, op.Released, CancellationToken.None).ConfigureAwait(false);
                 }
-            }
-            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-            {
-                return;
             }
             catch (Exception e) when (e is not OutOfMemoryException)
             {
