@@ -128,7 +128,12 @@ internal sealed partial class MqttBroker
                 _metrics.LimitHit(MqttLimit.QueuedMessages);
                 _metrics.Drop(MqttDropReason.QueueFull);
                 var victim = DropOldest ? state.Queue.Dequeue() : outgoing;
-                LogQueueFull(state.ClientId, _options.MaxQueuedMessages, DropOldest ? "oldest" : "newest");
+                if (!state.QueueFullLogged)
+                {
+                    // One line per overflow episode (every drop is counted): a stuck subscriber must not flood the log.
+                    state.QueueFullLogged = true;
+                    LogQueueFull(state.ClientId, _options.MaxQueuedMessages, DropOldest ? "oldest" : "newest");
+                }
                 ForgetLocked(state, victim);
                 if (victim == outgoing)
                 {
@@ -147,6 +152,7 @@ internal sealed partial class MqttBroker
         while (connection is not null && !connection.IsClosing && state.Queue is { Count: > 0 } queue && state.InflightCount < connection.SendWindow)
         {
             SendNewLocked(state, connection, queue.Dequeue());
+            state.QueueFullLogged = false;
         }
     }
 
@@ -271,7 +277,7 @@ internal sealed partial class MqttBroker
         await PublishAsync(will, clientId, persistRetained: true, cancellationToken).ConfigureAwait(false);
     }
 
-    [LoggerMessage(EventId = 5020, Level = LogLevel.Information, Message = "MQTT: queue of {ClientId} is full ({Limit}, Relay:Mqtt:MaxQueuedMessages); dropped the {Which} message")]
+    [LoggerMessage(EventId = 5020, Level = LogLevel.Information, Message = "MQTT: queue of {ClientId} is full ({Limit}, Relay:Mqtt:MaxQueuedMessages); dropping the {Which} messages (counted in relay_mqtt_drops_total{{reason=\"queue_full\"}})")]
     private partial void LogQueueFull(string clientId, int limit, string which);
 
     [LoggerMessage(EventId = 5021, Level = LogLevel.Information, Message = "MQTT: retained message for {Topic} refused: {Limit} retained messages already (Relay:Mqtt:MaxRetainedMessages)")]
