@@ -3,6 +3,12 @@ namespace Relay.Mqtt;
 internal sealed partial class MqttBroker
 {
     private readonly Lock _retainedLock = new();
+    [ThreadStatic]
+    private static List<MqttSubscription>? t_matches;
+
+    [ThreadStatic]
+    private static Dictionary<MqttSessionState, int>? t_index;
+
     private readonly MqttRetainedTree _retained = new();
 
     /// <summary>
@@ -17,7 +23,9 @@ internal sealed partial class MqttBroker
             await SetRetainedAsync(message, persistRetained, cancellationToken).ConfigureAwait(false);
         }
 
-        var matches = new List<MqttSubscription>();
+        // Scratch collections reused per thread: they are used only before the first await below.
+        var matches = t_matches ??= [];
+        matches.Clear();
         Tree.Match(message.Topic, matches);
         if (matches.Count == 0)
         {
@@ -25,7 +33,13 @@ internal sealed partial class MqttBroker
         }
 
         var targets = new List<(MqttSessionState State, MqttOutgoing Outgoing)>(matches.Count);
-        Dictionary<MqttSessionState, int>? index = matches.Count > 1 ? new() : null;
+        Dictionary<MqttSessionState, int>? index = null;
+        if (matches.Count > 1)
+        {
+            index = t_index ??= [];
+            index.Clear();
+        }
+
         foreach (var subscription in matches)
         {
             // [MQTT-3.8.3-3]: No Local; not applicable to shared subscriptions [MQTT-3.8.3-4].
@@ -58,6 +72,8 @@ internal sealed partial class MqttBroker
             targets.Add((subscription.Session, new MqttOutgoing(message, qos, retain, id == 0 ? null : [id])));
         }
 
+        matches.Clear();
+        index?.Clear();
         await DeliverAsync(targets, cancellationToken).ConfigureAwait(false);
         return targets.Count;
     }
