@@ -3,6 +3,12 @@ namespace Relay.Mqtt;
 internal sealed partial class MqttBroker
 {
     private readonly Lock _retainedLock = new();
+    [ThreadStatic]
+    private static List<MqttSubscription>? t_matches;
+
+    [ThreadStatic]
+    private static Dictionary<MqttSessionState, int>? t_index;
+
     private readonly MqttRetainedTree _retained = new();
 
     /// <summary>
@@ -17,7 +23,9 @@ internal sealed partial class MqttBroker
             await SetRetainedAsync(message, persistRetained, cancellationToken).ConfigureAwait(false);
         }
 
-        var matches = new List<MqttSubscription>();
+        // Scratch collections reused per thread: they are used only before the first await below.
+        var matches = t_matches ??= [];
+        matches.Clear();
         Tree.Match(message.Topic, matches);
         if (matches.Count == 0)
         {
@@ -25,7 +33,13 @@ internal sealed partial class MqttBroker
         }
 
         var targets = new List<(MqttSessionState State, MqttOutgoing Outgoing)>(matches.Count);
-        Dictionary<MqttSessionState, int>? index = matches.Count > 1 ? new() : null;
+        Dictionary<MqttSessionState, int>? index = null;
+        if (matches.Count > 1)
+        {
+            index = t_index ??= [];
+            index.Clear();
+        }
+
         foreach (var subscription in matches)
         {
             // [MQTT-3.8.3-3]: No Local; not applicable to shared subscriptions [MQTT-3.8.3-4].
@@ -58,6 +72,8 @@ internal sealed partial class MqttBroker
             targets.Add((subscription.Session, new MqttOutgoing(message, qos, retain, id == 0 ? null : [id])));
         }
 
+        matches.Clear();
+        index?.Clear();
         await DeliverAsync(targets, cancellationToken).ConfigureAwait(false);
         return targets.Count;
     }
@@ -128,7 +144,12 @@ internal sealed partial class MqttBroker
                 _metrics.LimitHit(MqttLimit.QueuedMessages);
                 _metrics.Drop(MqttDropReason.QueueFull);
                 var victim = DropOldest ? state.Queue.Dequeue() : outgoing;
-                LogQueueFull(state.ClientId, _options.MaxQueuedMessages, DropOldest ? "oldest" : "newest");
+                if (!state.QueueFullLogged)
+                {
+                    // One line per overflow episode (every drop is counted): a stuck subscriber must not flood the log.
+                    state.QueueFullLogged = true;
+                    LogQueueFull(state.ClientId, _options.MaxQueuedMessages, DropOldest ? "oldest" : "newest");
+                }
                 ForgetLocked(state, victim);
                 if (victim == outgoing)
                 {
@@ -147,6 +168,7 @@ internal sealed partial class MqttBroker
         while (connection is not null && !connection.IsClosing && state.Queue is { Count: > 0 } queue && state.InflightCount < connection.SendWindow)
         {
             SendNewLocked(state, connection, queue.Dequeue());
+            state.QueueFullLogged = false;
         }
     }
 
@@ -271,7 +293,7 @@ internal sealed partial class MqttBroker
         await PublishAsync(will, clientId, persistRetained: true, cancellationToken).ConfigureAwait(false);
     }
 
-    [LoggerMessage(EventId = 5020, Level = LogLevel.Information, Message = "MQTT: queue of {ClientId} is full ({Limit}, Relay:Mqtt:MaxQueuedMessages); dropped the {Which} message")]
+    [LoggerMessage(EventId = 5020, Level = LogLevel.Information, Message = "MQTT: queue of {ClientId} is full ({Limit}, Relay:Mqtt:MaxQueuedMessages); dropping the {Which} messages (counted in relay_mqtt_drops_total{{reason=\"queue_full\"}})")]
     private partial void LogQueueFull(string clientId, int limit, string which);
 
     [LoggerMessage(EventId = 5021, Level = LogLevel.Information, Message = "MQTT: retained message for {Topic} refused: {Limit} retained messages already (Relay:Mqtt:MaxRetainedMessages)")]

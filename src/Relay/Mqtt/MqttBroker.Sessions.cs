@@ -57,6 +57,7 @@ internal sealed partial class MqttBroker
                 created = true;
             }
 
+            _offline.Remove(state);
             lock (state.Sync)
             {
                 previous = state.Connection;
@@ -138,6 +139,7 @@ internal sealed partial class MqttBroker
                 else
                 {
                     state.DisconnectedAt = now;
+                    _offline.Add(state);
                     if (will is not null)
                     {
                         // Published at min(will delay, session expiry) (§3.1.3.2.2).
@@ -229,7 +231,7 @@ internal sealed partial class MqttBroker
         List<(StoredMessage Will, string ClientId)>? wills = null;
         lock (_sessionsLock)
         {
-            foreach (var state in _sessions.Values)
+            foreach (var state in _offline)
             {
                 lock (state.Sync)
                 {
@@ -256,6 +258,7 @@ internal sealed partial class MqttBroker
                 foreach (var state in expired)
                 {
                     _sessions.Remove(state.ClientId);
+                    _offline.Remove(state);
                     lock (state.Sync)
                     {
                         state.Ended = true;

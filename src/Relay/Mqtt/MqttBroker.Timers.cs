@@ -18,7 +18,7 @@ internal sealed partial class MqttBroker
             while (await timer.WaitForNextTickAsync(stoppingToken).ConfigureAwait(false))
             {
                 var now = Environment.TickCount64;
-                foreach (var connection in _connections.Keys)
+                foreach (var (connection, _) in _connections)
                 {
                     connection.CheckDeadlines(now);
                 }

@@ -19,6 +19,9 @@ internal sealed partial class MqttBroker : BackgroundService
     private readonly ILogger<MqttBroker> _logger;
     private readonly Lock _sessionsLock = new();
     private readonly Dictionary<string, MqttSessionState> _sessions = new(StringComparer.Ordinal);
+
+    // Persistent sessions without a connection: the only ones the expiry sweep has to look at.
+    private readonly HashSet<MqttSessionState> _offline = [];
     private readonly ConcurrentDictionary<MqttSession, byte> _connections = new();
 
     // Store writes that sync paths (sending under a session lock) cannot await: "went out with packet id N"
@@ -76,9 +79,9 @@ internal sealed partial class MqttBroker : BackgroundService
 
     private void EndAllConnections()
     {
-        foreach (var connection in _connections.Keys)
+        foreach (var (connection, _) in _connections)
         {
-            connection.RequestEnd(MqttEndReason.Shutdown, Relay.Protocol.Mqtt.MqttReasonCode.ServerShuttingDown);
+            _ = connection.RequestEnd(MqttEndReason.Shutdown, Relay.Protocol.Mqtt.MqttReasonCode.ServerShuttingDown);
         }
     }
 
@@ -95,7 +98,7 @@ internal sealed partial class MqttBroker : BackgroundService
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        var writer = WriteStoreOpsAsync(stoppingToken);
+        var writer = WriteStoreOpsAsync();
         await SweepAsync(stoppingToken).ConfigureAwait(false);
         _storeOps.Writer.TryComplete();
         await writer.ConfigureAwait(false);
@@ -111,7 +114,9 @@ internal sealed partial class MqttBroker : BackgroundService
         }
     }
 
-    private async Task WriteStoreOpsAsync(CancellationToken stoppingToken)
+    // Runs until the channel is completed at stop, then drains what is left: these writes are what keeps
+    // a restart from resending acknowledged messages, so shutdown does not cancel them.
+    private async Task WriteStoreOpsAsync()
     {
         await foreach (var op in _storeOps.Reader.ReadAllAsync(CancellationToken.None).ConfigureAwait(false))
         {
@@ -119,16 +124,12 @@ internal sealed partial class MqttBroker : BackgroundService
             {
                 if (op.Remove)
                 {
-                    await _sessionStore.RemoveMessageAsync(op.ClientId, op.Sequence, stoppingToken).ConfigureAwait(false);
+                    await _sessionStore.RemoveMessageAsync(op.ClientId, op.Sequence, CancellationToken.None).ConfigureAwait(false);
                 }
                 else
                 {
-                    await _sessionStore.MarkSentAsync(op.ClientId, op.Sequence, op.PacketId, op.Released, stoppingToken).ConfigureAwait(false);
+                    await _sessionStore.MarkSentAsync(op.ClientId, op.Sequence, op.PacketId, op.Released, CancellationToken.None).ConfigureAwait(false);
                 }
-            }
-            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-            {
-                return;
             }
             catch (Exception e) when (e is not OutOfMemoryException)
             {
@@ -188,6 +189,7 @@ internal sealed partial class MqttBroker : BackgroundService
             lock (_sessionsLock)
             {
                 _sessions[state.ClientId] = state;
+                _offline.Add(state);
             }
 
             _metrics.Session(+1, persistent: true);

@@ -63,6 +63,7 @@ internal sealed partial class MqttSession
             _clientReceiveMaximum = properties.ReceiveMaximum ?? ushort.MaxValue;
             _clientMaximumPacketSize = Math.Min(properties.MaximumPacketSize ?? uint.MaxValue, (uint)_options.MaxPacketSize);
             _clientTopicAliasMaximum = properties.TopicAliasMaximum ?? 0;
+            _noProblemInformation = properties.RequestProblemInformation == 0;
         }
         else
         {

@@ -135,7 +135,8 @@ internal sealed partial class MqttSession
                 return;
             }
 
-            MqttPacketWriter.WriteAck(_output, type, _version, packetId, code, _version == MqttProtocolVersion.V500 ? reason : null);
+            // [MQTT-3.1.2-29]: Request Problem Information 0 means no Reason String outside CONNACK and DISCONNECT.
+            MqttPacketWriter.WriteAck(_output, type, _version, packetId, code, _version == MqttProtocolVersion.V500 && !_noProblemInformation ? reason : null);
             AfterWriteLocked();
         }
     }

@@ -40,10 +40,11 @@ internal sealed partial class MqttSession
     private StoredMessage? _will;
     private uint _willDelaySeconds;
     private bool _sessionExpiryWasZero;
+    private bool _noProblemInformation;
 
-    // Set (once) by whoever decides the connection must end; the read loop sees it after CancelPendingRead.
+    // Set (once) by whoever decides the connection must end, as reason + 1 so one write carries both;
+    // the read loop sees it after CancelPendingRead.
     private int _endRequested;
-    private MqttEndReason _endReason;
 
     public MqttSession(MqttBroker broker, IDuplexPipe transport, MqttTransport kind, IPEndPoint? remote, X509Certificate2? clientCertificate, ILogger logger)
     {
@@ -77,7 +78,7 @@ internal sealed partial class MqttSession
         }
         catch (Exception e) when (e is IOException or Microsoft.AspNetCore.Connections.ConnectionResetException or Microsoft.AspNetCore.Connections.ConnectionAbortedException or OperationCanceledException or System.Net.WebSockets.WebSocketException)
         {
-            end = Volatile.Read(ref _endRequested) != 0 ? _endReason : MqttEndReason.PeerClosed;
+            end = Volatile.Read(ref _endRequested) != 0 ? RequestedEnd : MqttEndReason.PeerClosed;
         }
         finally
         {
@@ -88,6 +89,8 @@ internal sealed partial class MqttSession
         return end;
     }
 
+    private MqttEndReason RequestedEnd => (MqttEndReason)(Volatile.Read(ref _endRequested) - 1);
+
     private async Task<MqttEndReason> ReadLoopAsync()
     {
         while (true)
@@ -95,7 +98,7 @@ internal sealed partial class MqttSession
             var result = await _input.ReadAsync().ConfigureAwait(false);
             if (Volatile.Read(ref _endRequested) != 0)
             {
-                return _endReason;
+                return RequestedEnd;
             }
 
             var buffer = result.Buffer;
@@ -127,7 +130,7 @@ internal sealed partial class MqttSession
                     end = await HandleAsync(frame).ConfigureAwait(false);
                     if (end is null && Volatile.Read(ref _endRequested) != 0)
                     {
-                        end = _endReason;
+                        end = RequestedEnd;
                     }
                 }
 
@@ -151,45 +154,45 @@ internal sealed partial class MqttSession
     }
 
     /// <summary>Asks the read loop to end (keep-alive, takeover, shutdown); v5 clients get a DISCONNECT with <paramref name="code"/> first.</summary>
-    public void RequestEnd(MqttEndReason reason, MqttReasonCode code)
+    public bool RequestEnd(MqttEndReason reason, MqttReasonCode code)
     {
-        if (Interlocked.CompareExchange(ref _endRequested, 1, 0) != 0)
+        if (Interlocked.CompareExchange(ref _endRequested, (int)reason + 1, 0) != 0)
         {
-            return;
+            return false;
         }
 
-        _endReason = reason;
         if (_state is not null && _version == MqttProtocolVersion.V500)
         {
             WriteDisconnect(code, null);
         }
 
         _input.CancelPendingRead();
+        return true;
     }
 
     /// <summary>Another connection took the session over [MQTT-3.1.4-3]: v5 0x8E, then close.</summary>
-    public void TakeOver() => RequestEnd(MqttEndReason.TakenOver, MqttReasonCode.SessionTakenOver);
+    public void TakeOver() => _ = RequestEnd(MqttEndReason.TakenOver, MqttReasonCode.SessionTakenOver);
 
     /// <summary>Called by the broker's sweep: the CONNECT deadline and 1.5x keep-alive [MQTT-3.1.2-24].</summary>
     public void CheckDeadlines(long now)
     {
         if (_state is null)
         {
-            if (now > _connectDeadline)
+            // Counted once: the sweep may see the deadline again before the read loop has ended.
+            if (now > _connectDeadline && RequestEnd(MqttEndReason.ConnectTimeout, MqttReasonCode.MaximumConnectTime))
             {
                 _metrics.LimitHit(MqttLimit.ConnectTimeout);
                 LogConnectTimeout(_remote, _options.ConnectTimeoutSeconds);
-                RequestEnd(MqttEndReason.ConnectTimeout, MqttReasonCode.MaximumConnectTime);
             }
 
             return;
         }
 
-        if (_keepAliveMilliseconds > 0 && now - Volatile.Read(ref _lastReceived) > _keepAliveMilliseconds * 3L / 2)
+        if (_keepAliveMilliseconds > 0 && now - Volatile.Read(ref _lastReceived) > _keepAliveMilliseconds * 3L / 2
+            && RequestEnd(MqttEndReason.KeepAliveTimeout, MqttReasonCode.KeepAliveTimeout))
         {
             _metrics.LimitHit(MqttLimit.KeepAlive);
             LogKeepAlive(_clientId, _keepAliveMilliseconds / 1000);
-            RequestEnd(MqttEndReason.KeepAliveTimeout, MqttReasonCode.KeepAliveTimeout);
         }
     }
 
@@ -214,6 +217,9 @@ internal sealed partial class MqttSession
 
     private async ValueTask CloseAsync(MqttEndReason end)
     {
+        // Closing first: from here a message routed to this connection stays with the session (in flight,
+        // unsent) instead of going into a pipe nobody will read; what was written before is flushed.
+        await DrainAsync().ConfigureAwait(false);
         _metrics.Ended(end);
         if (_state is { } state)
         {
@@ -237,7 +243,6 @@ internal sealed partial class MqttSession
             }
         }
 
-        await DrainAsync().ConfigureAwait(false);
         LogEnded(_clientId, _remote, _transport, end);
     }
 

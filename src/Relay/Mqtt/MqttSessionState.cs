@@ -65,6 +65,9 @@ internal sealed class MqttSessionState(string clientId)
 
     public MqttPendingWill? PendingWill { get; set; }
 
+    /// <summary>The current queue overflow has been logged; cleared when the queue moves again.</summary>
+    public bool QueueFullLogged { get; set; }
+
     private ushort _nextPacketId;
 
     public int InflightCount => Inflight?.Count ?? 0;

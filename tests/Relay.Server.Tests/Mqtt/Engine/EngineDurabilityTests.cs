@@ -85,6 +85,44 @@ public sealed class EngineDurabilityTests
         await RelayTestServer.WaitUntilAsync(() => sessions.LoadAllAsync(CancellationToken.None).Result.Single().Messages.Count == 0, "acknowledged messages to leave the store");
     }
 
+    [Fact]
+    public async Task Restart_WithTheSameStores_KeepsSubscriptionsQueuedMessagesAndRetained()
+    {
+        var sessions = new InMemorySessionStore();
+        var retained = new InMemoryRetainedStore();
+        void Stores(IServiceCollection s)
+        {
+            s.AddSingleton<IMqttSessionStore>(sessions);
+            s.AddSingleton<IMqttRetainedStore>(retained);
+        }
+
+        await using (var first = await EngineTestServer.StartAsync(Stores))
+        {
+            var (subscriber, _) = await MqttTestClient.ConnectAsync(first.MqttPort, "durable", MqttProtocolVersion.V311, Persistent);
+            await subscriber.SubscribeAndWaitAsync("q/#", 1);
+            await subscriber.DisconnectAsync();
+            await subscriber.ReadUntilClosedAsync();
+            await subscriber.DisposeAsync();
+
+            var (publisher, _) = await MqttTestClient.ConnectAsync(first.MqttPort, "pub", MqttProtocolVersion.V311);
+            await using var p = publisher;
+            await publisher.PublishAsync("q/1", "queued-before-restart", qos: 1);
+            await publisher.ReceiveAsync(MqttPacketType.PubAck);
+            await publisher.PublishAsync("state", "retained-before-restart", qos: 1, retain: true);
+            await publisher.ReceiveAsync(MqttPacketType.PubAck);
+        }
+
+        await using var second = await EngineTestServer.StartAsync(Stores);
+        var (again, connAck) = await MqttTestClient.ConnectAsync(second.MqttPort, "durable", MqttProtocolVersion.V311, Persistent);
+        await using var a = again;
+        Assert.True(connAck.ConnAck().SessionPresent);
+        var message = await again.ReceiveAsync(MqttPacketType.Publish);
+        Assert.Equal("queued-before-restart", message.PayloadText);
+        await again.AckAsync(MqttPacketType.PubAck, message.Publish().PacketId);
+        await again.SubscribeAndWaitAsync("state", 0);
+        Assert.Equal("retained-before-restart", (await again.ReceiveAsync(MqttPacketType.Publish)).PayloadText);
+    }
+
     /// <summary>The in-memory store with a gate in front of EnqueueAsync, so a test can hold a publish at the store.</summary>
     private sealed class GatedSessionStore : IMqttSessionStore
     {

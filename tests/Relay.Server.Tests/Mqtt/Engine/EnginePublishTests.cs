@@ -130,6 +130,26 @@ public sealed class EnginePublishTests
     }
 
     [Fact]
+    public async Task ReasonStrings_AreLeftOutWhenProblemInformationIsNotRequested_MQTT_3_1_2_29()
+    {
+        await using var server = await EngineTestServer.StartAsync();
+        var (chatty, _) = await MqttTestClient.ConnectAsync(server.MqttPort, "chatty");
+        await using var c = chatty;
+        await chatty.PublishAsync("$no", "x", qos: 1);
+        Assert.True((await chatty.ReceiveAsync()).Ack().Properties.HasReasonString);
+
+        await using var quiet = await MqttTestClient.OpenAsync(server.MqttPort);
+
+        // v5 CONNECT by hand: the codec's client writer has no Request Problem Information (0x17) field.
+        await quiet.SendRawAsync(new byte[] { 0x10, 16, 0, 4, (byte)'M', (byte)'Q', (byte)'T', (byte)'T', 5, 0x02, 0, 60, 2, 0x17, 0, 0, 1, (byte)'q' });
+        Assert.Equal(0, (await quiet.ReceiveAsync()).ConnAck().ReasonCode);
+        await quiet.PublishAsync("$no", "x", qos: 1);
+        var ack = (await quiet.ReceiveAsync()).Ack();
+        Assert.Equal(MqttReasonCode.TopicNameInvalid, ack.ReasonCode);
+        Assert.False(ack.Properties.HasReasonString);
+    }
+
+    [Fact]
     public async Task Unsubscribe_StopsDelivery_AndUnknownFilterGets0x11()
     {
         await using var server = await EngineTestServer.StartAsync();
@@ -188,6 +208,48 @@ public sealed class EnginePublishTests
         await publisher.PublishAsync("r", "again", retain: true);
         var live = (await subscriber.ReceiveAsync(MqttPacketType.Publish)).Publish();
         Assert.True(live.Retain, "[MQTT-3.3.1-13]: Retain As Published keeps the publisher's RETAIN flag");
+    }
+
+    [Fact]
+    public async Task RetainHandling1_SendsRetainedOnlyForANewSubscription_AndSharedSubscriptionsGetNone()
+    {
+        await using var server = await EngineTestServer.StartAsync();
+        var (publisher, _) = await MqttTestClient.ConnectAsync(server.MqttPort, "pub");
+        await using var p = publisher;
+        await publisher.PublishAsync("r", "kept", qos: 1, retain: true);
+        await publisher.ReceiveAsync(MqttPacketType.PubAck);
+
+        var (subscriber, _) = await MqttTestClient.ConnectAsync(server.MqttPort, "s");
+        await using var s = subscriber;
+        await subscriber.SubscribeAndWaitAsync("r", 0, retainHandling: 1);
+        Assert.Equal("kept", Assert.Single(await subscriber.DrainUntilPingAsync()).PayloadText);
+        await subscriber.SubscribeAndWaitAsync("r", 0, retainHandling: 1);
+        Assert.Empty(await subscriber.DrainUntilPingAsync());
+
+        // §4.8.2: retained messages are not sent for a shared subscription.
+        await subscriber.SubscribeAndWaitAsync("$share/g/r", 0);
+        Assert.Empty(await subscriber.DrainUntilPingAsync());
+    }
+
+    [Fact]
+    public async Task MaxRetainedMessages_RefusesNewTopics_ButStillForwards()
+    {
+        await using var server = await EngineTestServer.StartAsync("Relay:Mqtt:MaxRetainedMessages=1");
+        var (publisher, _) = await MqttTestClient.ConnectAsync(server.MqttPort, "pub");
+        await using var p = publisher;
+        await publisher.PublishAsync("r/1", "first", qos: 1, retain: true);
+        await publisher.ReceiveAsync(MqttPacketType.PubAck);
+        await publisher.PublishAsync("r/2", "second", qos: 1, retain: true);
+        await publisher.ReceiveAsync(MqttPacketType.PubAck);
+        await publisher.PublishAsync("r/1", "replaced", qos: 1, retain: true);
+        await publisher.ReceiveAsync(MqttPacketType.PubAck);
+
+        var (subscriber, _) = await MqttTestClient.ConnectAsync(server.MqttPort, "s");
+        await using var s = subscriber;
+        await subscriber.SubscribeAndWaitAsync("r/#", 0);
+        Assert.Equal("replaced", Assert.Single(await subscriber.DrainUntilPingAsync()).PayloadText);
+        Assert.Equal(1, server.MqttMetrics().LimitHits(MqttLimit.RetainedMessages));
+        Assert.Equal(1, server.MqttMetrics().RetainedCount);
     }
 
     [Fact]
