@@ -5,8 +5,6 @@ using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Relay.Api;
 using Relay.Configuration;
 using Relay.Mqtt;
-using Relay.Mqtt.Identity;
-using Relay.Mqtt.Storage;
 using Relay.Rendezvous.Stun;
 using Relay.Stun;
 using Relay.Turn;
@@ -59,16 +57,7 @@ public static class RelayHost
         builder.Services.AddSingleton<StunUdpListener>();
         builder.Services.AddHostedService(static services => services.GetRequiredService<StunUdpListener>());
         builder.Services.AddSingleton<StunTcpConnectionHandler>();
-        MqttServices.Add(builder.Services, configuration.Mqtt);
-
-        // The embedded durable default: sessions, queued and retained messages and the device registry in
-        // SQLite under the data directory; it replaces the in-memory registrations above.
-        MqttPersistence.AddSqlite(builder.Services, dataDirectory, configuration.Mqtt);
-
-        // Devices named in configuration are in the registry before the first CONNECT can arrive: hosted
-        // services start, in order, before Kestrel listens.
-        builder.Services.Insert(0, ServiceDescriptor.Singleton<IHostedService>(static services => new MqttDeviceProvisioning(
-            services.GetRequiredService<IDeviceRegistry>(), services.GetRequiredService<RelayConfiguration>().Mqtt)));
+        MqttServices.Add(builder.Services, configuration.Mqtt, dataDirectory);
 
         builder.WebHost.ConfigureKestrel(kestrel =>
         {

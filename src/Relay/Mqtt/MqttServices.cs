@@ -1,22 +1,25 @@
-using Relay.Mqtt.InMemory;
+using Relay.Mqtt.Identity;
+using Relay.Mqtt.Storage;
 
 namespace Relay.Mqtt;
 
 /// <summary>
-/// The one place the MQTT plane is registered. The stores and identity services are registered by
-/// interface with in-memory defaults; a durable or registry-backed implementation replaces one by adding
-/// its own registration after this call (the last registration wins).
+/// The one place the MQTT plane is registered: the broker, its listeners' handler and metrics, and behind
+/// their interfaces the embedded durable default (SQLite stores, device registry, authenticator, ACL). A
+/// test or another deployment replaces one by registering its own implementation after this call (the last
+/// registration wins); the in-memory stores in <c>InMemory/</c> are such a replacement.
 /// </summary>
 internal static class MqttServices
 {
-    public static void Add(IServiceCollection services, MqttOptions options)
+    public static void Add(IServiceCollection services, MqttOptions options, string dataDirectory)
     {
         services.AddSingleton(options);
         services.AddSingleton<MqttMetrics>();
-        services.AddSingleton<IMqttSessionStore, InMemorySessionStore>();
-        services.AddSingleton<IMqttRetainedStore, InMemoryRetainedStore>();
-        services.AddSingleton<IMqttAuthenticator>(static s => new ConfiguredMqttAuthenticator(s.GetRequiredService<MqttOptions>(), s.GetRequiredService<TimeProvider>()));
-        services.AddSingleton<IMqttAuthorizer>(static s => new ConfiguredMqttAuthorizer(s.GetRequiredService<MqttOptions>()));
+        MqttPersistence.AddSqlite(services, dataDirectory, options);
+
+        // Devices named in configuration are in the registry before the broker starts, and hosted
+        // services all start before Kestrel accepts the first CONNECT.
+        services.AddHostedService(static s => new MqttDeviceProvisioning(s.GetRequiredService<IDeviceRegistry>(), s.GetRequiredService<MqttOptions>()));
         services.AddSingleton<MqttBroker>();
         services.AddHostedService(static s => s.GetRequiredService<MqttBroker>());
         services.AddSingleton<MqttConnectionHandler>();

@@ -1,4 +1,4 @@
-using Relay.Mqtt.InMemory;
+using Relay.Mqtt.Identity;
 
 namespace Relay.Server.Tests.Mqtt.Engine;
 
@@ -18,5 +18,5 @@ public sealed class EngineAuthorizerTests
     [InlineData("#", "+/x", true)]
     [InlineData("devices/d1/#", "devices/d2/#", false)]
     public void GrantCoversRequestedFilterOnlyWhenEveryMatchingTopicIsGranted(string grant, string requested, bool covered) =>
-        Assert.Equal(covered, ConfiguredMqttAuthorizer.Covers(grant, requested));
+        Assert.Equal(covered, MqttTopicMatcher.Covers(grant, requested));
 }
