@@ -159,7 +159,11 @@ public static class RelayHost
             }
         }
 
-        Both(mqtt.Port, static listen => listen.UseConnectionHandler<MqttConnectionHandler>());
+        if (mqtt.TcpTransport == "Kestrel")
+        {
+            Both(mqtt.Port, static listen => listen.UseConnectionHandler<MqttConnectionHandler>());
+        }
+
         if (configuration.Certificate is { } certificate)
         {
             var mode = mqtt.ClientCertificateMode switch

@@ -186,17 +186,23 @@ internal sealed class OverridingServiceProviderFactory(Action<IServiceCollection
 
 internal static class FreePorts
 {
-    private static int s_next = 20000 + (Environment.ProcessId % 1000 * 20);
+    // Every port a test listens on comes from one counter below the kernel's ephemeral range (32768-60999):
+    // a port the kernel chose for "port 0" could meanwhile become some client connection's source port, and
+    // two pickers drawing from different pools could hand out the same port twice.
+    private const int First = 20000;
+    private const int Count = 12000;
+    private static int s_next = Environment.ProcessId % 500 * 20;
 
     /// <summary>A port free for both UDP and TCP on every loopback address we use, so STUN can take both.</summary>
     public static int UdpAndTcpPair()
     {
         while (true)
         {
-            var port = Interlocked.Increment(ref s_next) % 40000 + 20000;
+            var port = Next();
             if (IsFree(port, SocketType.Dgram) && IsFree(port, SocketType.Stream)
                 && IsFree(port + 1, SocketType.Dgram) && IsFree(port + 1, SocketType.Stream))
             {
+                // The pair's second port (RFC 5780's alternate) is skipped too.
                 Interlocked.Increment(ref s_next);
                 return port;
             }
@@ -205,10 +211,17 @@ internal static class FreePorts
 
     public static int Tcp()
     {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
+        while (true)
+        {
+            var port = Next();
+            if (IsFree(port, SocketType.Stream))
+            {
+                return port;
+            }
+        }
     }
+
+    private static int Next() => ((Interlocked.Increment(ref s_next) & int.MaxValue) % Count) + First;
 
     private static bool IsFree(int port, SocketType type)
     {

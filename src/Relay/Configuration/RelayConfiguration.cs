@@ -189,6 +189,7 @@ public sealed class RelayConfiguration
         Check(mqtt.TlsPort != mqtt.Port, "TlsPort", $"must differ from Relay:Mqtt:Port (both are {mqtt.Port})");
         Check(mqtt.Port != http.Port && mqtt.TlsPort != http.Port, "Port", $"must differ from Relay:Http:Port ({http.Port}); MQTT over WebSocket is served on the HTTP port at /mqtt");
         Check(mqtt.Port != stun.Port && mqtt.Port != stun.TlsPort && mqtt.TlsPort != stun.Port && mqtt.TlsPort != stun.TlsPort, "Port", "must differ from the STUN ports");
+        Check(mqtt.TcpTransport is "Sockets" or "Kestrel", "TcpTransport", $"must be Sockets or Kestrel (was '{mqtt.TcpTransport}')");
         Check(mqtt.ClientCertificateMode is "None" or "Optional" or "Required", "ClientCertificateMode", $"must be None, Optional or Required (was '{mqtt.ClientCertificateMode}')");
         Check(string.IsNullOrWhiteSpace(mqtt.ClientCertificateAuthorityPath) || File.Exists(mqtt.ClientCertificateAuthorityPath), "ClientCertificateAuthorityPath", $"file '{mqtt.ClientCertificateAuthorityPath}' does not exist");
         Check(mqtt.MaxPacketSize is >= 64 and <= 268_435_460, "MaxPacketSize", $"must be between 64 and 268435460 bytes (MQTT's largest packet; was {mqtt.MaxPacketSize})");

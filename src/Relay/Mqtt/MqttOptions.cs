@@ -18,6 +18,12 @@ public sealed class MqttOptions
     /// <summary>Addresses to listen on; empty means all.</summary>
     public IList<string> ListenAddresses { get; } = [];
 
+    /// <summary>
+    /// What carries plain TCP: <c>Sockets</c> (our own transport, no buffer held by an idle connection) or
+    /// <c>Kestrel</c> (Kestrel's socket transport, as TLS always uses).
+    /// </summary>
+    public string TcpTransport { get; set; } = "Sockets";
+
     /// <summary>Serve MQTT over WebSocket at <c>/mqtt</c> on the HTTP port (subprotocol <c>mqtt</c>).</summary>
     public bool WebSocket { get; set; } = true;
 

@@ -1,5 +1,6 @@
 using Relay.Mqtt.Identity;
 using Relay.Mqtt.Storage;
+using Relay.Mqtt.Transport;
 
 namespace Relay.Mqtt;
 
@@ -23,5 +24,10 @@ internal static class MqttServices
         services.AddSingleton<MqttBroker>();
         services.AddHostedService(static s => s.GetRequiredService<MqttBroker>());
         services.AddSingleton<MqttConnectionHandler>();
+        if (options is { Enabled: true, TcpTransport: "Sockets" })
+        {
+            services.AddSingleton<MqttSocketListener>();
+            services.AddHostedService(static s => s.GetRequiredService<MqttSocketListener>());
+        }
     }
 }

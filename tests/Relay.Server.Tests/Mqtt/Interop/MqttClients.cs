@@ -114,24 +114,38 @@ internal static class MosquittoCli
         return arguments;
     }
 
-    /// <summary>One mosquitto_pub per message, run one after another, so the order is the broker's receive order.</summary>
+    /// <summary>
+    /// Publishes <paramref name="payloads"/> in order. Several payloads go over one connection (mosquitto_pub -l,
+    /// one line each): MQTT orders messages per connection only (§4.6), so one process per message could be
+    /// read by the broker in any order, and each would take over the previous one's session.
+    /// </summary>
     public static async Task PublishAsync(MqttBroker broker, ClientOptions client, string topic, int qos, IEnumerable<string?> payloads, bool retain = false)
     {
-        foreach (var payload in payloads)
+        var all = payloads.ToList();
+        var arguments = Common(broker, client);
+        arguments.AddRange(["-t", topic, "-q", qos.ToString(CultureInfo.InvariantCulture)]);
+        string? lines = null;
+        if (all is [var single])
         {
-            var arguments = Common(broker, client);
-            arguments.AddRange(["-t", topic, "-q", qos.ToString(CultureInfo.InvariantCulture)]);
             // A null payload is mosquitto_pub -n: a zero-length message (clears a retained one).
-            arguments.AddRange(payload is null ? ["-n"] : ["-m", payload]);
-            if (retain)
-            {
-                arguments.Add("-r");
-            }
-
-            await using var process = ToolProcess.Start("mosquitto_pub", arguments, TimeSpan.FromMinutes(1));
-            var exit = await process.WaitForExitAsync("mosquitto_pub");
-            Assert.True(exit == 0, $"mosquitto_pub exited {exit}.\n{process.Transcript}\n--- broker:\n{Paho.Tail(broker.Log)}");
+            arguments.AddRange(single is null ? ["-n"] : ["-m", single]);
         }
+        else
+        {
+            Assert.DoesNotContain(null, all);
+            Assert.All(all, static p => Assert.False(string.IsNullOrEmpty(p) || p.Contains('\n', StringComparison.Ordinal), "one non-empty line per message"));
+            arguments.Add("-l");
+            lines = string.Join('\n', all) + "\n";
+        }
+
+        if (retain)
+        {
+            arguments.Add("-r");
+        }
+
+        await using var process = ToolProcess.Start("mosquitto_pub", arguments, TimeSpan.FromMinutes(1), standardInput: lines);
+        var exit = await process.WaitForExitAsync("mosquitto_pub");
+        Assert.True(exit == 0, $"mosquitto_pub exited {exit}.\n{process.Transcript}\n--- broker:\n{Paho.Tail(broker.Log)}");
     }
 
     /// <summary>

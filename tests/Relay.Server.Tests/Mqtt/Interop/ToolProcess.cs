@@ -52,7 +52,7 @@ public sealed class ToolProcess : IAsyncDisposable
         }
     }
 
-    public static ToolProcess Start(string program, IEnumerable<string> arguments, TimeSpan lifetime, string? workingDirectory = null)
+    public static ToolProcess Start(string program, IEnumerable<string> arguments, TimeSpan lifetime, string? workingDirectory = null, string? standardInput = null)
     {
         var path = program.Contains('/', StringComparison.Ordinal) ? program : ExternalTool.Find(program);
         var seconds = ((int)Math.Ceiling(lifetime.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
@@ -69,6 +69,11 @@ public sealed class ToolProcess : IAsyncDisposable
         process.OutputDataReceived += (_, e) => tool.OnLine(e.Data, stdout: true);
         process.ErrorDataReceived += (_, e) => tool.OnLine(e.Data, stdout: false);
         process.Start();
+        if (standardInput is not null)
+        {
+            process.StandardInput.Write(standardInput);
+        }
+
         process.StandardInput.Close();
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
