@@ -7,32 +7,30 @@ namespace Relay.Mqtt;
 internal sealed partial class MqttBroker
 {
     /// <summary>
-    /// Serves one accepted connection, whatever carries it (our socket transport, Kestrel TCP/TLS, WebSocket),
-    /// until it ends. False when Relay:Mqtt:MaxConnectionsPerIp refused it before anything was read: the caller
-    /// closes it without a word.
+    /// Starts serving one accepted connection, whatever carries it (our socket transport, Kestrel TCP/TLS), and
+    /// returns the task that runs it; null when Relay:Mqtt:MaxConnectionsPerIp refused it before anything was
+    /// read (the caller closes it without a word). Not async itself: an idle device's connection then carries
+    /// one state machine fewer for its whole life; the session settles the accounting when it ends.
     /// </summary>
-    public async Task<bool> ServeAsync(IDuplexPipe transport, MqttTransport kind, IPEndPoint? remote, X509Certificate2? clientCertificate, ILogger<MqttSession> logger)
+    public Task<MqttEndReason>? TryServe(IDuplexPipe transport, MqttTransport kind, IPEndPoint? remote, X509Certificate2? clientCertificate, ILogger<MqttSession> logger)
     {
         var ip = remote?.Address is { IsIPv4MappedToIPv6: true } mapped ? mapped.MapToIPv4() : remote?.Address;
         if (ip is not null && !TryEnterIp(ip))
         {
-            return false;
+            return null;
         }
 
         _metrics.Connection(kind, +1);
-        try
-        {
-            await new MqttSession(this, transport, kind, remote, clientCertificate, logger).RunAsync().ConfigureAwait(false);
-        }
-        finally
-        {
-            _metrics.Connection(kind, -1);
-            if (ip is not null)
-            {
-                LeaveIp(ip);
-            }
-        }
+        return new MqttSession(this, transport, kind, remote, clientCertificate, logger) { AccountedIp = ip, Accounted = true }.RunAsync();
+    }
 
-        return true;
+    /// <summary>The end of a connection started by <see cref="TryServe"/>.</summary>
+    public void EndConnection(MqttTransport kind, IPAddress? ip)
+    {
+        _metrics.Connection(kind, -1);
+        if (ip is not null)
+        {
+            LeaveIp(ip);
+        }
     }
 }

@@ -14,7 +14,11 @@ internal sealed class MqttConnectionHandler(MqttBroker broker, ILogger<MqttSessi
         try
         {
             var certificate = connection.Features.Get<ITlsConnectionFeature>()?.ClientCertificate;
-            if (!await broker.ServeAsync(connection.Transport, transport, connection.RemoteEndPoint as IPEndPoint, certificate, logger).ConfigureAwait(false))
+            if (broker.TryServe(connection.Transport, transport, connection.RemoteEndPoint as IPEndPoint, certificate, logger) is { } serving)
+            {
+                await serving.ConfigureAwait(false);
+            }
+            else
             {
                 connection.Abort(new ConnectionAbortedException("Relay:Mqtt:MaxConnectionsPerIp"));
             }

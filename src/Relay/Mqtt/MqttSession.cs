@@ -84,10 +84,20 @@ internal sealed partial class MqttSession
         {
             _broker.Unregister(this);
             await CloseAsync(end).ConfigureAwait(false);
+            if (Accounted)
+            {
+                _broker.EndConnection(_transport, AccountedIp);
+            }
         }
 
         return end;
     }
+
+    /// <summary>Set by <see cref="MqttBroker.TryServe"/>: the connection was counted, per transport and per IP.</summary>
+    public bool Accounted { get; init; }
+
+    /// <summary>The address counted against Relay:Mqtt:MaxConnectionsPerIp, if any.</summary>
+    public IPAddress? AccountedIp { get; init; }
 
     private MqttEndReason RequestedEnd => (MqttEndReason)(Volatile.Read(ref _endRequested) - 1);
 

@@ -13,6 +13,9 @@ internal sealed partial class MqttSocketListener(MqttBroker broker, MqttOptions 
 {
     private const int Backlog = 1024;
 
+    // How long a closing connection may take to accept its last bytes (a v5 DISCONNECT) before it is cut.
+    private static readonly TimeSpan DrainTimeout = TimeSpan.FromSeconds(2);
+
     private readonly List<Socket> _listeners = [];
     private readonly List<Task> _acceptLoops = [];
     private readonly CancellationTokenSource _stopping = new();
@@ -130,7 +133,10 @@ internal sealed partial class MqttSocketListener(MqttBroker broker, MqttOptions 
         var pipe = new SocketDuplexPipe(client);
         try
         {
-            _ = await broker.ServeAsync(pipe, MqttTransport.Tcp, client.RemoteEndPoint as IPEndPoint, null, sessionLogger).ConfigureAwait(false);
+            if (broker.TryServe(pipe, MqttTransport.Tcp, client.RemoteEndPoint as IPEndPoint, null, sessionLogger) is { } serving)
+            {
+                await serving.ConfigureAwait(false);
+            }
         }
         catch (Exception e) when (e is SocketException or ObjectDisposedException or IOException)
         {
@@ -139,7 +145,7 @@ internal sealed partial class MqttSocketListener(MqttBroker broker, MqttOptions 
         }
         finally
         {
-            pipe.Dispose();
+            await pipe.CloseAsync(DrainTimeout).ConfigureAwait(false);
             if (Interlocked.Decrement(ref _open) == 0 && _stopping.IsCancellationRequested)
             {
                 _drained.TrySetResult();

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.IO.Pipelines;
 using System.Net.Sockets;
+using System.Threading.Tasks.Sources;
 
 namespace Relay.Mqtt.Transport;
 
@@ -19,8 +20,10 @@ namespace Relay.Mqtt.Transport;
 /// </remarks>
 internal sealed class SocketDuplexPipe : IDuplexPipe, IDisposable
 {
-    // A whole idle device's worth of traffic (CONNECT, SUBSCRIBE, a small PUBLISH) fits in one buffer.
-    private const int MinimumBufferSize = 4096;
+    // Sized for a device's packets (CONNECT, SUBACK, a small PUBLISH): a connection storm of 15,000 devices
+    // then churns kilobytes, not megabytes, of pooled arrays. Busy connections grow their reads (below).
+    private const int MinimumBufferSize = 512;
+    private const int MaximumReceiveSize = 64 * 1024;
 
     private readonly SocketReader _reader;
     private readonly SocketWriter _writer;
@@ -38,7 +41,26 @@ internal sealed class SocketDuplexPipe : IDuplexPipe, IDisposable
 
     public PipeWriter Output => _writer;
 
-    /// <summary>Sends FIN after what was flushed, then releases the socket and any buffer still held.</summary>
+    /// <summary>
+    /// Lets what the session wrote last (a final DISCONNECT) leave, bounded by <paramref name="drainTimeout"/>,
+    /// then sends FIN and releases the socket and any buffer still held.
+    /// </summary>
+    public async ValueTask CloseAsync(TimeSpan drainTimeout)
+    {
+        _writer.Complete();
+        try
+        {
+            await _writer.WhenDrainedAsync().WaitAsync(drainTimeout).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            // A peer that reads nothing does not get to hold the connection open.
+        }
+
+        Dispose();
+    }
+
+    /// <summary>Closes at once: FIN (or RST for unsent data), socket and buffers released.</summary>
     public void Dispose()
     {
         try
@@ -69,15 +91,15 @@ internal sealed class SocketDuplexPipe : IDuplexPipe, IDisposable
 
     private sealed class SocketReader(Socket socket) : PipeReader
     {
-        private readonly object _gate = new();
-        private CancellationTokenSource? _cancel;
         private byte[]? _buffer;
         private int _start;
         private int _end;
         private bool _examinedEverything = true;
         private bool _endOfStream;
         private bool _cancelRequested;
-        private bool _completed;
+
+        // How much to ask for when a buffer is rented: doubles while receives fill it, halves while they don't.
+        private int _receiveSize = MinimumBufferSize;
 
         public override async ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken = default)
         {
@@ -86,53 +108,43 @@ internal sealed class SocketDuplexPipe : IDuplexPipe, IDisposable
                 return ready;
             }
 
-            CancellationToken token;
-            lock (_gate)
+            if (EndRequested())
             {
-                if (ConsumeCancelRequest())
-                {
-                    return Result(canceled: true);
-                }
-
-                // Created on the first wait and kept: the read loop waits again and again.
-                _cancel ??= new CancellationTokenSource();
-                token = _cancel.Token;
+                return Result(canceled: true);
             }
 
             try
             {
-                using var linked = cancellationToken.CanBeCanceled ? cancellationToken.UnsafeRegister(static state => ((SocketReader)state!).CancelPendingRead(), this) : default;
                 if (_start == _end)
                 {
                     // Wait for readability without holding memory: this is where an idle device spends its life.
-                    // The peer's FIN wakes it too; the receive below then reads 0.
+                    // The peer's FIN wakes it too (the receive below then reads 0), and so does CancelPendingRead.
                     ReleaseBuffer();
-                    await socket.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None, token).ConfigureAwait(false);
+                    await socket.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None, cancellationToken).ConfigureAwait(false);
+                    if (EndRequested())
+                    {
+                        return Result(canceled: true);
+                    }
                 }
 
                 EnsureSpace();
-                var received = await socket.ReceiveAsync(_buffer.AsMemory(_end), SocketFlags.None, token).ConfigureAwait(false);
+                var space = _buffer!.Length - _end;
+                var received = await socket.ReceiveAsync(_buffer.AsMemory(_end), SocketFlags.None, cancellationToken).ConfigureAwait(false);
+                _receiveSize = received == space ? Math.Min(_receiveSize * 2, MaximumReceiveSize)
+                    : received < _receiveSize / 4 ? Math.Max(_receiveSize / 2, MinimumBufferSize)
+                    : _receiveSize;
                 if (received == 0)
                 {
+                    if (EndRequested())
+                    {
+                        return Result(canceled: true);
+                    }
+
                     _endOfStream = true;
                 }
 
                 _end += received;
                 return Result(canceled: false);
-            }
-            catch (OperationCanceledException) when (token.IsCancellationRequested)
-            {
-                lock (_gate)
-                {
-                    _ = ConsumeCancelRequest();
-                    if (!_cancel!.TryReset())
-                    {
-                        _cancel.Dispose();
-                        _cancel = null;
-                    }
-                }
-
-                return Result(canceled: true);
             }
             catch (SocketException)
             {
@@ -172,38 +184,29 @@ internal sealed class SocketDuplexPipe : IDuplexPipe, IDisposable
             }
         }
 
+        /// <summary>
+        /// The session calls this only to end the connection (keep-alive, takeover, shutdown), so a waiting
+        /// receive is woken by shutting the receive side: no cancellation source per connection, which an idle
+        /// device would otherwise carry, registration included, for its whole life. Sending still works, so a
+        /// v5 DISCONNECT can follow.
+        /// </summary>
         public override void CancelPendingRead()
         {
-            lock (_gate)
+            Volatile.Write(ref _cancelRequested, true);
+            try
             {
-                _cancelRequested = true;
-                _cancel?.Cancel();
+                socket.Shutdown(SocketShutdown.Receive);
+            }
+            catch (Exception e) when (e is SocketException or ObjectDisposedException)
+            {
+                // Already closed: the read loop is ending anyway.
             }
         }
 
-        public override void Complete(Exception? exception = null)
-        {
-            lock (_gate)
-            {
-                if (_completed)
-                {
-                    return;
-                }
+        /// <summary>Called once the read loop has ended (the only reader), so the buffer is no longer in use.</summary>
+        public override void Complete(Exception? exception = null) => ReleaseBuffer();
 
-                _completed = true;
-                _cancel?.Dispose();
-                _cancel = null;
-            }
-
-            ReleaseBuffer();
-        }
-
-        private bool ConsumeCancelRequest()
-        {
-            var requested = _cancelRequested;
-            _cancelRequested = false;
-            return requested;
-        }
+        private bool EndRequested() => Volatile.Read(ref _cancelRequested);
 
         private ReadResult Result(bool canceled) =>
             new(_buffer is null ? ReadOnlySequence<byte>.Empty : new ReadOnlySequence<byte>(_buffer, _start, _end - _start), canceled, _endOfStream);
@@ -224,7 +227,7 @@ internal sealed class SocketDuplexPipe : IDuplexPipe, IDisposable
             }
             else
             {
-                _buffer = Grow(_buffer, unread, unread + MinimumBufferSize);
+                _buffer = Grow(_buffer, unread, unread + _receiveSize);
             }
 
             _start = 0;
@@ -244,11 +247,33 @@ internal sealed class SocketDuplexPipe : IDuplexPipe, IDisposable
         }
     }
 
-    private sealed class SocketWriter(Socket socket) : PipeWriter
+    /// <summary>
+    /// Writes accumulate in a rented buffer that only the writing thread touches; a flush moves it to the
+    /// pending slot, and one send loop on the thread pool sends whatever is pending. Publishes reaching a
+    /// subscriber from many publishers' threads thus leave in as few sends as the socket allows (what
+    /// Kestrel's output pipe does). A flush waits only while more than <see cref="PauseThreshold"/> bytes are
+    /// unsent: that is the back-pressure the session treats as congestion.
+    /// </summary>
+    private sealed class SocketWriter(Socket socket) : PipeWriter, IThreadPoolWorkItem, IValueTaskSource<FlushResult>
     {
+        private const int PauseThreshold = 64 * 1024;
+
+        private readonly object _gate = new();
+        private ManualResetValueTaskSourceCore<FlushResult> _flushWaiter = new() { RunContinuationsAsynchronously = true };
+
+        // The writer's own buffer: touched only by the thread that writes (the session serializes writers).
         private byte[]? _buffer;
         private int _written;
+
+        // Flushed and not yet taken by the send loop; under _gate.
+        private byte[]? _pending;
+        private int _pendingLength;
+        private int _sendingBytes;
+        private bool _sending;
+        private bool _flushWaiting;
         private bool _completed;
+        private bool _failed;
+        private TaskCompletionSource? _drained;
 
         public override bool CanGetUnflushedBytes => true;
 
@@ -270,30 +295,148 @@ internal sealed class SocketDuplexPipe : IDuplexPipe, IDisposable
 
         public override ValueTask<FlushResult> FlushAsync(CancellationToken cancellationToken = default)
         {
-            if (_completed)
+            lock (_gate)
             {
-                return new ValueTask<FlushResult>(new FlushResult(isCanceled: false, isCompleted: true));
-            }
+                if (_completed || _failed)
+                {
+                    return new ValueTask<FlushResult>(new FlushResult(isCanceled: false, isCompleted: true));
+                }
 
+                CommitLocked();
+                if (_pendingLength + _sendingBytes <= PauseThreshold)
+                {
+                    return new ValueTask<FlushResult>(default(FlushResult));
+                }
+
+                _flushWaiter.Reset();
+                _flushWaiting = true;
+                return new ValueTask<FlushResult>(this, _flushWaiter.Version);
+            }
+        }
+
+        /// <summary>Completes once everything flushed (or committed by Complete) has been sent, or the peer is gone.</summary>
+        public Task WhenDrainedAsync()
+        {
+            lock (_gate)
+            {
+                if (!_sending && _pending is null)
+                {
+                    return Task.CompletedTask;
+                }
+
+                _drained ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                return _drained.Task;
+            }
+        }
+
+        // Moves what was written into the pending slot and makes sure the send loop runs.
+        private void CommitLocked()
+        {
             if (_written == 0)
             {
-                return new ValueTask<FlushResult>(default(FlushResult));
+                return;
             }
 
-            // The bytes leave with the send; writes made meanwhile go to a fresh buffer.
-            var outgoing = _buffer!;
-            var length = _written;
+            if (_pending is null)
+            {
+                _pending = _buffer;
+                _pendingLength = _written;
+            }
+            else
+            {
+                // The send loop is behind: coalesce into what it will send next.
+                if (_pending.Length - _pendingLength < _written)
+                {
+                    _pending = Grow(_pending, _pendingLength, _pendingLength + _written);
+                }
+
+                _buffer.AsSpan(0, _written).CopyTo(_pending.AsSpan(_pendingLength));
+                _pendingLength += _written;
+                ArrayPool<byte>.Shared.Return(_buffer!);
+            }
+
             _buffer = null;
             _written = 0;
-            var send = socket.SendAsync(outgoing.AsMemory(0, length), SocketFlags.None, cancellationToken);
-            if (send.IsCompletedSuccessfully)
+            if (!_sending)
             {
-                _ = send.Result;
-                ArrayPool<byte>.Shared.Return(outgoing);
-                return new ValueTask<FlushResult>(default(FlushResult));
+                _sending = true;
+                ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
             }
+        }
 
-            return FinishSendAsync(send, outgoing);
+        void IThreadPoolWorkItem.Execute() => _ = SendLoopAsync();
+
+        private async Task SendLoopAsync()
+        {
+            while (true)
+            {
+                byte[] outgoing;
+                int length;
+                lock (_gate)
+                {
+                    if (_pending is null)
+                    {
+                        _sending = false;
+                        _sendingBytes = 0;
+                        ReleaseWaiter(completed: _completed);
+                        _drained?.TrySetResult();
+                        return;
+                    }
+
+                    outgoing = _pending;
+                    length = _pendingLength;
+                    _pending = null;
+                    _pendingLength = 0;
+                    _sendingBytes = length;
+                    if (length <= PauseThreshold)
+                    {
+                        ReleaseWaiter(completed: false);
+                    }
+                }
+
+                try
+                {
+                    await socket.SendAsync(outgoing.AsMemory(0, length), SocketFlags.None).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is SocketException or ObjectDisposedException)
+                {
+                    lock (_gate)
+                    {
+                        // The peer is gone: flushes report completion, as a Pipe does once its reader has finished.
+                        _failed = true;
+                        _sending = false;
+                        _sendingBytes = 0;
+                        ReturnPending();
+                        ReleaseWaiter(completed: true);
+                        _drained?.TrySetResult();
+                    }
+
+                    return;
+                }
+                finally
+                {
+                    ArrayPool<byte>.Shared.Return(outgoing);
+                }
+            }
+        }
+
+        private void ReleaseWaiter(bool completed)
+        {
+            if (_flushWaiting)
+            {
+                _flushWaiting = false;
+                _flushWaiter.SetResult(new FlushResult(isCanceled: false, isCompleted: completed));
+            }
+        }
+
+        private void ReturnPending()
+        {
+            if (_pending is not null)
+            {
+                ArrayPool<byte>.Shared.Return(_pending);
+                _pending = null;
+                _pendingLength = 0;
+            }
         }
 
         public override void CancelPendingFlush()
@@ -301,35 +444,40 @@ internal sealed class SocketDuplexPipe : IDuplexPipe, IDisposable
             // The session never cancels a flush; a closing connection completes the writer instead.
         }
 
+        /// <summary>No more writes. What was written still goes out (as a Pipe commits it); the owner waits for
+        /// <see cref="WhenDrainedAsync"/> before closing the socket.</summary>
         public override void Complete(Exception? exception = null)
         {
-            _completed = true;
-            if (_buffer is not null)
+            lock (_gate)
             {
-                ArrayPool<byte>.Shared.Return(_buffer);
-                _buffer = null;
-            }
+                if (_completed)
+                {
+                    return;
+                }
 
-            _written = 0;
+                _completed = true;
+                ReleaseWaiter(completed: true);
+                if (!_failed)
+                {
+                    CommitLocked();
+                }
+
+                if (_buffer is not null)
+                {
+                    ArrayPool<byte>.Shared.Return(_buffer);
+                    _buffer = null;
+                }
+
+                _written = 0;
+            }
         }
 
-        private static async ValueTask<FlushResult> FinishSendAsync(ValueTask<int> send, byte[] outgoing)
-        {
-            try
-            {
-                await send.ConfigureAwait(false);
-                return default;
-            }
-            catch (Exception e) when (e is SocketException or ObjectDisposedException or OperationCanceledException)
-            {
-                // The peer is gone: report the writer as completed, as a Pipe does when its reader has finished.
-                return new FlushResult(isCanceled: false, isCompleted: true);
-            }
-            finally
-            {
-                ArrayPool<byte>.Shared.Return(outgoing);
-            }
-        }
+        FlushResult IValueTaskSource<FlushResult>.GetResult(short token) => _flushWaiter.GetResult(token);
+
+        ValueTaskSourceStatus IValueTaskSource<FlushResult>.GetStatus(short token) => _flushWaiter.GetStatus(token);
+
+        void IValueTaskSource<FlushResult>.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+            _flushWaiter.OnCompleted(continuation, state, token, flags);
 
         private void EnsureSpace(int sizeHint)
         {
