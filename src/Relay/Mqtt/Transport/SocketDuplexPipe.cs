@@ -41,6 +41,9 @@ internal sealed class SocketDuplexPipe : IDuplexPipe, IDisposable
 
     public PipeWriter Output => _writer;
 
+    /// <summary>True while either direction holds a rented buffer; an idle connection holds none.</summary>
+    internal bool HoldsBuffers => _reader.HoldsBuffer || _writer.HoldsBuffer;
+
     /// <summary>
     /// Lets what the session wrote last (a final DISCONNECT) leave, bounded by <paramref name="drainTimeout"/>,
     /// then sends FIN and releases the socket and any buffer still held.
@@ -91,6 +94,8 @@ internal sealed class SocketDuplexPipe : IDuplexPipe, IDisposable
 
     private sealed class SocketReader(Socket socket) : PipeReader
     {
+        public bool HoldsBuffer => _buffer is not null;
+
         private byte[]? _buffer;
         private int _start;
         private int _end;
@@ -274,6 +279,17 @@ internal sealed class SocketDuplexPipe : IDuplexPipe, IDisposable
         private bool _completed;
         private bool _failed;
         private TaskCompletionSource? _drained;
+
+        public bool HoldsBuffer
+        {
+            get
+            {
+                lock (_gate)
+                {
+                    return _buffer is not null || _pending is not null || _sending;
+                }
+            }
+        }
 
         public override bool CanGetUnflushedBytes => true;
 
