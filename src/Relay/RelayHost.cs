@@ -78,7 +78,9 @@ public static class RelayHost
         app.Lifetime.ApplicationStarted.Register(() =>
         {
             adminTokens.PersistGenerated();
-            PrintBanner(configuration, dataDirectory, app.Services.GetRequiredService<TurnRelay>(), devCredentialFile, adminTokens);
+            // The registry answers from SQLite synchronously; this runs once, after the listeners are up.
+            var devices = configuration.Mqtt.Enabled ? app.Services.GetRequiredService<IDeviceRegistry>().ListAsync(CancellationToken.None).AsTask().GetAwaiter().GetResult().Count : 0;
+            PrintBanner(configuration, dataDirectory, app.Services.GetRequiredService<TurnRelay>(), devCredentialFile, adminTokens, devices);
         });
         return app;
     }
@@ -298,7 +300,7 @@ public static class RelayHost
         return file;
     }
 
-    private static void PrintBanner(RelayConfiguration configuration, string dataDirectory, TurnRelay turn, string? devCredentialFile, AdminTokens tokens)
+    private static void PrintBanner(RelayConfiguration configuration, string dataDirectory, TurnRelay turn, string? devCredentialFile, AdminTokens tokens, int registeredDevices)
     {
         var stun = configuration.Stun;
         var banner = new StringBuilder()
@@ -307,11 +309,11 @@ public static class RelayHost
             .AppendLine($"  Limits    {(stun.RateLimit.Enabled ? $"{stun.RateLimit.RequestsPerSecond}/s per IP (burst {stun.RateLimit.Burst})" : "rate limit OFF")}, {stun.Tcp.MaxConnectionsPerIp} TCP connections per IP, {stun.MaxMessageSize} B messages")
             .AppendLine($"  RFC 5780  {(Rfc5780Addresses.From(stun) is { } five ? $"alternate {five.Alternate.WithPort(five.AlternatePort)}" : "off (set Relay:Stun:AlternateAddress)")}")
             .AppendLine($"  TURN      {TurnLine(configuration.Turn, turn, devCredentialFile)}")
-            .AppendLine($"  MQTT      {MqttLine(configuration)}")
+            .AppendLine($"  MQTT      {MqttLine(configuration, registeredDevices)}")
             .AppendLine($"  HTTP      {configuration.Http.Port}  (/healthz, /metrics, /v1/turn/credentials{(configuration.Mqtt is { Enabled: true, WebSocket: true } ? ", MQTT over WebSocket at " + MqttWebSocketTransport.Path : string.Empty)})")
             .AppendLine($"  Admin     {(tokens.GeneratedToken is { } token ? $"token {token}  (shown once; only its hash is kept in {tokens.File})" : configuration.Api.BootstrapToken is { Length: > 0 } ? "Relay:Api:BootstrapToken" : $"token minted earlier (hash in {tokens.File}; delete it to mint a new one)")}")
             .AppendLine($"  Data      {dataDirectory}");
-        static string MqttLine(RelayConfiguration configuration)
+        static string MqttLine(RelayConfiguration configuration, int registeredDevices)
         {
             var mqtt = configuration.Mqtt;
             if (!mqtt.Enabled)
@@ -322,7 +324,10 @@ public static class RelayHost
             var tls = configuration.Certificate is null ? "TLS off" : $"tls {mqtt.TlsPort} (client certificates {mqtt.ClientCertificateMode})";
             var ws = mqtt.WebSocket ? $"WebSocket {MqttWebSocketTransport.Path} on HTTP {configuration.Http.Port}" : "WebSocket off";
             var anonymous = mqtt.AllowAnonymous ? "anonymous clients ALLOWED" : "anonymous off";
-            return $"tcp {mqtt.Port}, {tls}, {ws}; 3.1.1 + 5.0, {anonymous}, {mqtt.Devices.Count} configured device(s), {mqtt.MaxPacketSize} B packets, {mqtt.MaxConnectionsPerIp} connections per IP";
+            var devices = registeredDevices == 0
+                ? $"{Environment.NewLine}            no device registered yet: dotnet run --project src/Relay -- devices add <id>  (prints its secret; see docs/mqtt.md)"
+                : $", {registeredDevices} registered device(s), {mqtt.ServiceAccounts.Count} service account(s)";
+            return $"tcp {mqtt.Port}, {tls}, {ws}; 3.1.1 + 5.0, {anonymous}, {mqtt.MaxPacketSize} B packets, {mqtt.MaxConnectionsPerIp} connections per IP{devices}";
         }
 
         static string TurnLine(TurnOptions options, TurnRelay turn, string? devCredentialFile)
