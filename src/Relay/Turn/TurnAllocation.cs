@@ -253,6 +253,9 @@ internal sealed class TurnAllocation
     /// Bandwidth cap for both directions together, in one-second windows. Approximate under races
     /// between the two directions' threads, which only ever lets a few packets more through.
     /// </summary>
+    /// <summary>Milliseconds until the current one-second bandwidth window ends (at least 1).</summary>
+    public long MillisecondsLeftInWindow(long nowMs) => Math.Clamp(1000 - (nowMs - Volatile.Read(ref _windowStartMs)), 1, 1000);
+
     public bool TryConsumeBandwidth(int bytes, long nowMs, long bytesPerSecond)
     {
         if (bytesPerSecond <= 0)

@@ -13,6 +13,7 @@ internal sealed class TcpPeerConnection(uint id, TurnAllocation allocation, Sock
 {
     private int _bound;
     private int _closed;
+    private int _paced;
 
     public uint Id { get; } = id;
 
@@ -31,6 +32,9 @@ internal sealed class TcpPeerConnection(uint id, TurnAllocation allocation, Sock
     public bool TryBind() => Interlocked.Exchange(ref _bound, 1) == 0;
 
     public bool TryClose() => Interlocked.Exchange(ref _closed, 1) == 0;
+
+    /// <summary>True the first time the connection is paced by the bandwidth cap (so it is logged once).</summary>
+    public bool TryMarkPaced() => Interlocked.Exchange(ref _paced, 1) == 0;
 }
 
 /// <summary>RFC 6062: TCP relay allocations, Connect, ConnectionBind and ConnectionAttempt.</summary>
@@ -309,6 +313,33 @@ internal sealed partial class TurnRelay
         await Task.WhenAll(toPeer, fromPeer).ConfigureAwait(false);
     }
 
+    /// <summary>
+    /// The per-allocation bandwidth cap (Relay:Turn:MaxBytesPerSecondPerAllocation) for RFC 6062 data, which
+    /// shares the allocation's budget with its UDP traffic. A byte stream has nothing to drop, so a copy that
+    /// has spent the budget waits for the next one-second window; meanwhile it does not read, and TCP's flow
+    /// control slows the sender to the cap.
+    /// </summary>
+    private ValueTask PaceAsync(TcpPeerConnection connection, int bytes)
+    {
+        var cap = _options.MaxBytesPerSecondPerAllocation;
+        var nowMs = Environment.TickCount64;
+        if (cap <= 0 || connection.Allocation.TryConsumeBandwidth(bytes, nowMs, cap))
+        {
+            return ValueTask.CompletedTask;
+        }
+
+        Metrics.LimitHit(TurnLimit.TcpBandwidth);
+        if (connection.TryMarkPaced())
+        {
+            LogTcpPaced(connection.PeerAddress.ToString(), cap);
+        }
+
+        return new ValueTask(Task.Delay(TimeSpan.FromMilliseconds(connection.Allocation.MillisecondsLeftInWindow(nowMs))));
+    }
+
+    [LoggerMessage(EventId = 4030, Level = LogLevel.Information, Message = "TURN TCP relay to {Peer}: paced to {Cap} B/s (Relay:Turn:MaxBytesPerSecondPerAllocation); logged once per connection")]
+    private partial void LogTcpPaced(string peer, long cap);
+
     private async Task CopyClientToPeerAsync(TcpPeerConnection connection, System.IO.Pipelines.PipeReader fromClient)
     {
         try
@@ -321,6 +352,7 @@ internal sealed partial class TurnRelay
                 {
                     await connection.Peer.SendAsync(segment, SocketFlags.None).ConfigureAwait(false);
                     Metrics.Relayed(toPeer: true, segment.Length);
+                    await PaceAsync(connection, segment.Length).ConfigureAwait(false);
                 }
 
                 fromClient.AdvanceTo(buffer.End);
@@ -351,6 +383,7 @@ internal sealed partial class TurnRelay
 
                 toClient.Advance(received);
                 Metrics.Relayed(toPeer: false, received);
+                await PaceAsync(connection, received).ConfigureAwait(false);
                 var flush = await toClient.FlushAsync().ConfigureAwait(false);
                 if (flush.IsCompleted || flush.IsCanceled)
                 {

@@ -143,6 +143,19 @@ public sealed partial class TurnInteropTests
     }
 
     [Fact]
+    public async Task Uclient_TcpRelay_Rfc6062_UnderTheBandwidthCap_IsPacedNotLossy()
+    {
+        // Each 2,000-byte message is larger than the allocation's whole budget of 1,500 B/s, so relaying any one
+        // of them must pause the copy (whatever pace uclient sends at); TCP flow control does the rest, and
+        // every byte still arrives.
+        await using var server = await RelayTestServer.StartAsync([.. RelaySettings, "Relay:Turn:MaxBytesPerSecondPerAllocation=1500"]);
+        var result = await ExternalTool.RunAsync("turnutils_uclient", "-T", "-m", "2", "-n", "2", "-l", "2000", "-u", User, "-w", Password, "-p", Port(server.StunPort), "127.0.0.1");
+        AssertNoLoss(result.Output, expected: 2 * 2, "TCP relay under the bandwidth cap");
+        var metrics = server.Services.GetRequiredService<TurnMetrics>();
+        Assert.True(metrics.LimitHits(TurnLimit.TcpBandwidth) > 0, "the cap never paced the TCP relay");
+    }
+
+    [Fact]
     public async Task Uclient_ClientToClient_ThroughTwoAllocations_WithNoLoss()
     {
         await using var server = await RelayTestServer.StartAsync(RelaySettings);
