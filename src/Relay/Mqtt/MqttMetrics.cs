@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using static Relay.PrometheusText;
 
 namespace Relay.Mqtt;
 
@@ -178,24 +179,5 @@ internal sealed class MqttMetrics
         WriteFamily(output, "relay_mqtt_drops_total", "Messages dropped, by reason.", "counter", Labelled(_drops, DropNames, "reason"));
         WriteFamily(output, "relay_mqtt_auth_total", "CONNECT authentications, by outcome.", "counter", Labelled(_auth, AuthNames, "outcome"));
         WriteFamily(output, "relay_mqtt_limit_hits_total", "Things refused by a configured limit.", "counter", Labelled(_limits, LimitNames, "limit"));
-    }
-
-    private static List<KeyValuePair<string, long>> Labelled(long[] slots, string[] names, string tag) =>
-        names.Select((name, i) => new KeyValuePair<string, long>($"{tag}=\"{name}\"", Volatile.Read(ref slots[i]))).ToList();
-
-    private static void WriteFamily(StringBuilder output, string name, string help, string type, List<KeyValuePair<string, long>> samples)
-    {
-        output.Append("# HELP ").Append(name).Append(' ').Append(help).Append('\n');
-        output.Append("# TYPE ").Append(name).Append(' ').Append(type).Append('\n');
-        foreach (var (labels, value) in samples)
-        {
-            output.Append(name);
-            if (labels.Length > 0)
-            {
-                output.Append('{').Append(labels).Append('}');
-            }
-
-            output.Append(' ').Append(value.ToString(CultureInfo.InvariantCulture)).Append('\n');
-        }
     }
 }

@@ -1,6 +1,7 @@
 using System.Diagnostics.Metrics;
 using System.Globalization;
 using System.Text;
+using static Relay.PrometheusText;
 
 namespace Relay.Turn;
 
@@ -142,33 +143,6 @@ internal sealed class TurnMetrics
     }
 
     private static string[] CodeNames() => Codes.Select(static c => c == 0 ? "other" : c.ToString(CultureInfo.InvariantCulture)).ToArray();
-
-    private static IEnumerable<Measurement<long>> Observe(long[] slots, string[] names, string tag)
-    {
-        for (var i = 0; i < names.Length; i++)
-        {
-            yield return new Measurement<long>(Volatile.Read(ref slots[i]), new KeyValuePair<string, object?>(tag, names[i]));
-        }
-    }
-
-    private static List<KeyValuePair<string, long>> Labelled(long[] slots, string[] names, string tag) =>
-        names.Select((name, i) => new KeyValuePair<string, long>($"{tag}=\"{name}\"", Volatile.Read(ref slots[i]))).ToList();
-
-    private static void WriteFamily(StringBuilder output, string name, string help, string type, List<KeyValuePair<string, long>> samples)
-    {
-        output.Append("# HELP ").Append(name).Append(' ').Append(help).Append('\n');
-        output.Append("# TYPE ").Append(name).Append(' ').Append(type).Append('\n');
-        foreach (var (labels, value) in samples)
-        {
-            output.Append(name);
-            if (labels.Length > 0)
-            {
-                output.Append('{').Append(labels).Append('}');
-            }
-
-            output.Append(' ').Append(value.ToString(CultureInfo.InvariantCulture)).Append('\n');
-        }
-    }
 }
 
 /// <summary>Request counter slots.</summary>

@@ -1,6 +1,7 @@
 using System.Diagnostics.Metrics;
 using System.Globalization;
 using System.Text;
+using static Relay.PrometheusText;
 
 namespace Relay.Mqtt.Identity;
 
@@ -74,32 +75,5 @@ internal sealed class MqttIdentityMetrics
         WriteFamily(output, "relay_mqtt_auth_hook_attempts_total", "HTTP requests sent to the authentication hook, retries included.", "counter", [new("", HookAttempts)]);
         WriteFamily(output, "relay_mqtt_auth_hook_errors_total", "Hook attempts that timed out, failed to connect, got a 5xx or an unreadable answer.", "counter", [new("", HookErrors)]);
         WriteFamily(output, "relay_mqtt_acl_denials_total", "PUBLISH and SUBSCRIBE requests the ACL denied, by action.", "counter", Labelled(_aclDenials, ActionNames, "action"));
-    }
-
-    private static IEnumerable<Measurement<long>> Observe(long[] slots, string[] names, string tag)
-    {
-        for (var i = 0; i < names.Length; i++)
-        {
-            yield return new Measurement<long>(Volatile.Read(ref slots[i]), new KeyValuePair<string, object?>(tag, names[i]));
-        }
-    }
-
-    private static List<KeyValuePair<string, long>> Labelled(long[] slots, string[] names, string tag) =>
-        names.Select((name, i) => new KeyValuePair<string, long>($"{tag}=\"{name}\"", Volatile.Read(ref slots[i]))).ToList();
-
-    private static void WriteFamily(StringBuilder output, string name, string help, string type, List<KeyValuePair<string, long>> samples)
-    {
-        output.Append("# HELP ").Append(name).Append(' ').Append(help).Append('\n');
-        output.Append("# TYPE ").Append(name).Append(' ').Append(type).Append('\n');
-        foreach (var (labels, value) in samples)
-        {
-            output.Append(name);
-            if (labels.Length > 0)
-            {
-                output.Append('{').Append(labels).Append('}');
-            }
-
-            output.Append(' ').Append(value.ToString(CultureInfo.InvariantCulture)).Append('\n');
-        }
     }
 }
