@@ -1,3 +1,5 @@
+using Relay.Protocol.Mqtt;
+
 namespace Relay.Mqtt.Identity;
 
 /// <summary>
@@ -37,33 +39,10 @@ internal readonly ref struct MqttSubstitution
 internal static class MqttTopicMatcher
 {
     /// <summary>A well-formed filter: non-empty, wildcards alone in their level, <c>#</c> last (MQTT 5.0 §4.7.1).</summary>
-    public static bool IsValidFilter(ReadOnlySpan<char> filter)
-    {
-        if (filter.IsEmpty)
-        {
-            return false;
-        }
+    public static bool IsValidFilter(ReadOnlySpan<char> filter) => MqttTopic.IsValidTopicFilter(filter);
 
-        var levels = new Levels(filter);
-        while (levels.TryNext(out var level))
-        {
-            if (level.Length > 1 && (level.Contains('+') || level.Contains('#')))
-            {
-                return false;
-            }
-
-            if (level is "#" && !levels.AtEnd)
-            {
-                return false;
-            }
-        }
-
-        return !filter.Contains('\0');
-    }
-
-    /// <summary>A topic name: non-empty, no wildcards [MQTT-4.7.3-1] [MQTT-4.7.0-1 via 3.3.2-2].</summary>
-    public static bool IsValidTopic(ReadOnlySpan<char> topic) =>
-        !topic.IsEmpty && topic.IndexOfAny('+', '#', '\0') < 0;
+    /// <summary>A topic name: non-empty, no wildcards [MQTT-4.7.3-1] [MQTT-4.7.0-1 via 3.3.2-2]; the codec's rule.</summary>
+    public static bool IsValidTopic(ReadOnlySpan<char> topic) => MqttTopic.IsValidTopicName(topic);
 
     /// <summary>Does <paramref name="filter"/> match the topic name <paramref name="topic"/>?</summary>
     public static bool Matches(ReadOnlySpan<char> filter, ReadOnlySpan<char> topic) => Matches(filter, topic, default);
