@@ -605,6 +605,15 @@ internal sealed partial class CommandService : BackgroundService, IMqttMessageOb
                     queue.Remove(entry);
                 }
 
+                if (entry.State == CommandState.Queued)
+                {
+                    // A result proves delivery. Clients commonly answer from their message callback before
+                    // they send the PUBACK (paho does), so the result may come first; the history still
+                    // reads queued → delivered → final.
+                    changes.Add(new Change(entry, CommandState.Delivered, entry.State, now, null));
+                    entry.State = CommandState.Delivered;
+                }
+
                 var state = succeeded ? CommandState.Succeeded : CommandState.Failed;
                 changes.Add(new Change(entry, state, entry.State, now, resultJson));
                 entry.State = state;
