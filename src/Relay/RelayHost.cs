@@ -58,6 +58,7 @@ public static class RelayHost
         builder.Services.AddHostedService(static services => services.GetRequiredService<StunUdpListener>());
         builder.Services.AddSingleton<StunTcpConnectionHandler>();
         MqttServices.Add(builder.Services, configuration.Mqtt, dataDirectory);
+        Relay.Push.Commands.CommandServices.Add(builder.Services, builder.Configuration, dataDirectory);
 
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
@@ -236,6 +237,7 @@ public static class RelayHost
     private static void MapEndpoints(WebApplication app)
     {
         TurnCredentialsEndpoint.Map(app);
+        CommandEndpoints.Map(app);
         app.MapGet("/healthz", static (StunUdpListener udp) =>
         {
             var text = new StringBuilder("ok\n");

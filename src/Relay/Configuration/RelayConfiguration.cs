@@ -71,6 +71,7 @@ public sealed class RelayConfiguration
             Validate(relay, http, stun, errors);
             TurnOptionsValidator.Validate(turn, errors);
             ValidateMqtt(mqtt, http, stun, errors);
+            _ = global::Relay.Push.Commands.PushOptions.Bind(configuration, errors);
         }
 
         X509Certificate2? certificate = null;

@@ -140,6 +140,7 @@ internal sealed partial class MqttBroker
                 {
                     state.DisconnectedAt = now;
                     _offline.Add(state);
+                    DropTaggedLocked(state);
                     if (will is not null)
                     {
                         // Published at min(will delay, session expiry) (§3.1.3.2.2).
@@ -166,6 +167,7 @@ internal sealed partial class MqttBroker
             await _sessionStore.UpsertSessionAsync(state.ClientId, state.ExpirySeconds, now, cancellationToken).ConfigureAwait(false);
         }
 
+        NotifyDisconnected(state.ClientId, now);
         if (publishWillNow)
         {
             await PublishWillAsync(will!, state.ClientId, cancellationToken).ConfigureAwait(false);

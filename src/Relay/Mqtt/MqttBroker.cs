@@ -31,7 +31,10 @@ internal sealed partial class MqttBroker : BackgroundService
     private readonly DateTimeOffset _startedAt;
     private long _storeOpsLost;
 
-    public MqttBroker(MqttOptions options, MqttMetrics metrics, IMqttSessionStore sessionStore, IMqttRetainedStore retainedStore, IMqttAuthenticator authenticator, IMqttAuthorizer authorizer, TimeProvider time, IHostApplicationLifetime lifetime, ILogger<MqttBroker> logger)
+    // Observers are resolved at start, not injected: they usually need the broker themselves.
+    private readonly IServiceProvider? _services;
+
+    public MqttBroker(MqttOptions options, MqttMetrics metrics, IMqttSessionStore sessionStore, IMqttRetainedStore retainedStore, IMqttAuthenticator authenticator, IMqttAuthorizer authorizer, TimeProvider time, IHostApplicationLifetime lifetime, ILogger<MqttBroker> logger, IServiceProvider? services = null)
     {
         // One callback for every connection instead of a registration each: idle connections stay small.
         lifetime.ApplicationStopping.Register(EndAllConnections);
@@ -44,6 +47,7 @@ internal sealed partial class MqttBroker : BackgroundService
         _time = time;
         _logger = logger;
         _startedAt = time.GetUtcNow();
+        _services = services;
         Tree = new MqttSubscriptionTree();
         DropOldest = string.Equals(options.QueueDropPolicy, "DropOldest", StringComparison.OrdinalIgnoreCase);
     }
@@ -91,6 +95,11 @@ internal sealed partial class MqttBroker : BackgroundService
 
     public override async Task StartAsync(CancellationToken cancellationToken)
     {
+        if (_services is not null)
+        {
+            SetObservers(_services.GetServices<IMqttMessageObserver>());
+        }
+
         // Restore before any listener accepts a client, so a reconnecting device finds its session.
         await RestoreAsync(cancellationToken).ConfigureAwait(false);
         await base.StartAsync(cancellationToken).ConfigureAwait(false);

@@ -22,6 +22,7 @@ internal static class MqttServices
         // services all start before Kestrel accepts the first CONNECT.
         services.AddHostedService(static s => new MqttDeviceProvisioning(s.GetRequiredService<IDeviceRegistry>(), s.GetRequiredService<MqttOptions>()));
         services.AddSingleton<MqttBroker>();
+        services.AddSingleton<Relay.Push.IDevicePresence>(static s => s.GetRequiredService<MqttBroker>());
         services.AddHostedService(static s => s.GetRequiredService<MqttBroker>());
         services.AddSingleton<MqttConnectionHandler>();
         if (options is { Enabled: true, TcpTransport: "Sockets" })

@@ -134,6 +134,12 @@ internal sealed partial class MqttSession
         }
 
         _metrics.ClientConnected(+1);
+        ConnectedAt = _broker.Time.GetUtcNow();
+        if (_broker.HasObservers)
+        {
+            _broker.NotifyConnected(clientId, (byte)_version, _remote, ConnectedAt);
+        }
+
         LogConnected(clientId, _remote, _transport, (int)_version, present, expiry);
         return null;
     }

@@ -165,6 +165,11 @@ internal sealed partial class MqttSession
         // For persistent subscribers the copies are stored before this returns, so the ack below never
         // precedes durability.
         await _broker.PublishAsync(message, _clientId, persistRetained: true, CancellationToken.None).ConfigureAwait(false);
+        if (_broker.HasObservers)
+        {
+            _broker.NotifyReceived(_clientId!, message);
+        }
+
         if (qos == 1)
         {
             WriteAck(MqttPacketType.PubAck, packetId, MqttReasonCode.Success);
@@ -206,6 +211,10 @@ internal sealed partial class MqttSession
                     if (outgoing is { QoS: 1 })
                     {
                         Complete(state, outgoing);
+                        if ((byte)ack.ReasonCode < 0x80 && _broker.HasObservers)
+                        {
+                            _broker.NotifyDelivered(state.ClientId, outgoing);
+                        }
                     }
 
                     return null;
@@ -250,6 +259,10 @@ internal sealed partial class MqttSession
                     if (outgoing is { QoS: 2, Released: true })
                     {
                         Complete(state, outgoing);
+                        if (_broker.HasObservers)
+                        {
+                            _broker.NotifyDelivered(state.ClientId, outgoing);
+                        }
                     }
 
                     return null;
@@ -332,6 +345,18 @@ internal sealed partial class MqttSession
         }
 
         WriteSubAck(subscribe.PacketId, codes);
+        if (_broker.HasObservers)
+        {
+            // After the SUBACK, so what an observer publishes in answer arrives after it.
+            i = 0;
+            foreach (var entry in subscribe.GetEntries())
+            {
+                if (codes[i++] < 0x80)
+                {
+                    _broker.NotifySubscribed(state.ClientId, Encoding.UTF8.GetString(entry.TopicFilter));
+                }
+            }
+        }
         if (sendRetained is not null)
         {
             foreach (var subscription in sendRetained)

@@ -62,6 +62,14 @@ internal sealed partial class MqttSession
 
     public string? ClientId => _clientId;
 
+    public IPEndPoint? RemoteEndPoint => _remote;
+
+    /// <summary>The protocol level spoken (4 = 3.1.1, 5 = 5.0); 0 before CONNECT.</summary>
+    public byte ProtocolVersion => (byte)_version;
+
+    /// <summary>When the CONNECT was accepted.</summary>
+    public DateTimeOffset ConnectedAt { get; private set; }
+
     /// <summary>How many QoS 1/2 PUBLISHes may be unacknowledged: the client's Receive Maximum, capped by ours (§4.9).</summary>
     public int SendWindow => Math.Min(_clientReceiveMaximum, _options.MaxInflight);
 

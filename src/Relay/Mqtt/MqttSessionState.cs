@@ -22,6 +22,9 @@ internal sealed class MqttOutgoing(StoredMessage message, byte qos, bool retain,
 
     /// <summary>Sent at least once on some connection: a resend carries DUP=1 [MQTT-4.4.0-1].</summary>
     public bool Sent { get; set; }
+
+    /// <summary>Set by <see cref="MqttBroker.PublishToClient"/>: reported back on acknowledgement; such a message is never stored.</summary>
+    public object? Tag { get; init; }
 }
 
 /// <summary>A will waiting for its delay (MQTT 5.0 §3.1.3.2, Will Delay Interval).</summary>

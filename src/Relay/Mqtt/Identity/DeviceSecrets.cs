@@ -30,6 +30,59 @@ internal static class DeviceId
 }
 
 /// <summary>
+/// Device tags: short labels (<c>[A-Za-z0-9._:-]{1,64}</c>, at most <see cref="MaxCount"/> per device) that
+/// the API filters and broadcasts by. Case-sensitive, stored de-duplicated in the order given.
+/// </summary>
+internal static class DeviceTags
+{
+    public const int MaxLength = 64;
+    public const int MaxCount = 32;
+
+    public const string Rule = "[A-Za-z0-9._:-]{1,64}";
+
+    public static bool IsValid(ReadOnlySpan<char> tag)
+    {
+        if (tag.IsEmpty || tag.Length > MaxLength)
+        {
+            return false;
+        }
+
+        foreach (var c in tag)
+        {
+            if (!(char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-' or ':'))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>Null when every tag is valid and there are at most <see cref="MaxCount"/>; otherwise what is wrong.</summary>
+    public static string? Validate(IReadOnlyList<string> tags)
+    {
+        ArgumentNullException.ThrowIfNull(tags);
+        if (tags.Count > MaxCount)
+        {
+            return $"at most {MaxCount} tags per device (got {tags.Count})";
+        }
+
+        foreach (var tag in tags)
+        {
+            if (tag is null || !IsValid(tag))
+            {
+                return $"tag '{tag}' must match {Rule}";
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>The tags without duplicates, first occurrence kept.</summary>
+    public static string[] Normalize(IReadOnlyList<string> tags) => [.. tags.Distinct(StringComparer.Ordinal)];
+}
+
+/// <summary>
 /// Device secrets at rest: <c>pbkdf2-sha256$iterations$salt$hash</c> (base64 salt and hash), PBKDF2-HMAC-SHA256
 /// with a random 16-byte salt and a 32-byte output. Only the hash is stored; verification is constant-time.
 /// </summary>

@@ -24,7 +24,7 @@ internal sealed class MqttDatabase : IAsyncDisposable, IDisposable
     public const string FileName = "mqtt.db";
 
     /// <summary><c>PRAGMA user_version</c> this build creates and understands.</summary>
-    public const int SchemaVersion = 1;
+    public const int SchemaVersion = 2;
 
     /// <summary>Default bound of queued write operations.</summary>
     public const int DefaultQueueCapacity = 4096;
@@ -84,8 +84,18 @@ internal sealed class MqttDatabase : IAsyncDisposable, IDisposable
             secret_hash TEXT NOT NULL,
             created_at INTEGER NOT NULL,
             grants TEXT NOT NULL,
-            disabled INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID
+            disabled INTEGER NOT NULL DEFAULT 0,
+            tags TEXT NOT NULL DEFAULT '[]') WITHOUT ROWID
         """,
+    ];
+
+    // Upgrades, indexed by the version they start from: Upgrades[1] takes a version 1 file to 2.
+    // Each runs in one transaction with the new user_version, so a crash leaves the old version intact.
+    private static readonly string[][] Upgrades =
+    [
+        [],
+        // Version 2 (push plane): device tags, a JSON array of strings, for filters and broadcast.
+        ["ALTER TABLE devices ADD COLUMN tags TEXT NOT NULL DEFAULT '[]'"],
     ];
 
     private readonly SqliteConnection _writer;
@@ -263,15 +273,17 @@ internal sealed class MqttDatabase : IAsyncDisposable, IDisposable
             return;
         }
 
-        if (version != 0)
+        if (version < 0 || version > SchemaVersion)
         {
             throw new InvalidOperationException($"'{path}' has schema version {version}; this build understands version {SchemaVersion}. Use a matching build or move the file away.");
         }
 
-        // Created in one transaction with the version, so a crash during creation leaves version 0 and
-        // an empty file that the next start creates again.
+        // Created (or upgraded) in one transaction with the version, so a crash during creation leaves
+        // version 0 and an empty file that the next start creates again, and a crash during an upgrade
+        // leaves the previous version.
         using var transaction = connection.BeginTransaction();
-        foreach (var statement in Schema)
+        var statements = version == 0 ? Schema : Upgrades[version..].SelectMany(static u => u);
+        foreach (var statement in statements)
         {
             using var command = connection.CreateCommand();
             command.Transaction = transaction;

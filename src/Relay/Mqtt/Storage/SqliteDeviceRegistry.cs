@@ -24,8 +24,11 @@ internal sealed class SqliteDeviceRegistry : IDeviceRegistry
     public const int DefaultCacheCapacity = 100_000;
 
     private static readonly SqlStatement Insert = new(
-        "INSERT OR IGNORE INTO devices(id, secret_hash, created_at, grants, disabled) VALUES($i, $s, $t, $g, 0)",
-        "$i", "$s", "$t", "$g");
+        "INSERT OR IGNORE INTO devices(id, secret_hash, created_at, grants, disabled, tags) VALUES($i, $s, $t, $g, 0, $tags)",
+        "$i", "$s", "$t", "$g", "$tags");
+
+    private static readonly SqlStatement UpdateTags = new("UPDATE devices SET tags = $tags WHERE id = $i", "$i", "$tags");
+    private const string Columns = "id, created_at, grants, disabled, tags";
 
     private static readonly SqlStatement UpdateSecret = new("UPDATE devices SET secret_hash = $s WHERE id = $i", "$i", "$s");
     private static readonly SqlStatement Delete = new("DELETE FROM devices WHERE id = $i", "$i");
@@ -56,9 +59,13 @@ internal sealed class SqliteDeviceRegistry : IDeviceRegistry
     /// <summary>PBKDF2 verifications actually computed (cache misses); tests and metrics read it.</summary>
     public long Pbkdf2Runs => Volatile.Read(ref _pbkdf2Runs);
 
-    public async ValueTask<bool> AddAsync(string deviceId, string secret, IReadOnlyList<MqttGrant> extraGrants, CancellationToken cancellationToken)
+    public ValueTask<bool> AddAsync(string deviceId, string secret, IReadOnlyList<MqttGrant> extraGrants, CancellationToken cancellationToken) =>
+        AddAsync(deviceId, secret, extraGrants, [], cancellationToken);
+
+    public async ValueTask<bool> AddAsync(string deviceId, string secret, IReadOnlyList<MqttGrant> extraGrants, IReadOnlyList<string> tags, CancellationToken cancellationToken)
     {
         CheckId(deviceId);
+        var tagsJson = TagsJson(tags);
         ArgumentNullException.ThrowIfNull(secret);
         ArgumentNullException.ThrowIfNull(extraGrants);
         var hash = DeviceSecretHasher.Hash(Encoding.UTF8.GetBytes(secret), _iterations);
@@ -72,6 +79,7 @@ internal sealed class SqliteDeviceRegistry : IDeviceRegistry
                 command.Parameters[1].Value = hash;
                 command.Parameters[2].Value = createdAt.ToUnixTimeMilliseconds();
                 command.Parameters[3].Value = grants;
+                command.Parameters[4].Value = tagsJson;
                 return command.ExecuteNonQuery() == 1;
             },
             cancellationToken).ConfigureAwait(false);
@@ -96,6 +104,26 @@ internal sealed class SqliteDeviceRegistry : IDeviceRegistry
         // commit read the old hash.
         Invalidate(deviceId);
         return changed;
+    }
+
+    public async ValueTask<bool> SetTagsAsync(string deviceId, IReadOnlyList<string> tags, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(deviceId);
+        var tagsJson = TagsJson(tags);
+        if (!DeviceId.IsValid(deviceId))
+        {
+            return false;
+        }
+
+        return await _database.WriteAsync(
+            context =>
+            {
+                var command = context.Command(UpdateTags);
+                command.Parameters[0].Value = deviceId;
+                command.Parameters[1].Value = tagsJson;
+                return command.ExecuteNonQuery() == 1;
+            },
+            cancellationToken).ConfigureAwait(false);
     }
 
     public async ValueTask<bool> RemoveAsync(string deviceId, CancellationToken cancellationToken)
@@ -125,7 +153,7 @@ internal sealed class SqliteDeviceRegistry : IDeviceRegistry
 
         using var lease = _database.RentReader();
         using var command = lease.Connection.CreateCommand();
-        command.CommandText = "SELECT id, created_at, grants, disabled FROM devices WHERE id = $i";
+        command.CommandText = $"SELECT {Columns} FROM devices WHERE id = $i";
         command.Parameters.AddWithValue("$i", deviceId);
         using var reader = command.ExecuteReader();
         return ValueTask.FromResult(reader.Read() ? ReadRecord(reader) : null);
@@ -136,15 +164,30 @@ internal sealed class SqliteDeviceRegistry : IDeviceRegistry
         cancellationToken.ThrowIfCancellationRequested();
         using var connection = _database.OpenReader();
         using var command = connection.CreateCommand();
-        command.CommandText = "SELECT id, created_at, grants, disabled FROM devices ORDER BY id";
-        using var reader = command.ExecuteReader();
-        var result = new List<DeviceRecord>();
-        while (reader.Read())
-        {
-            result.Add(ReadRecord(reader));
-        }
+        command.CommandText = $"SELECT {Columns} FROM devices ORDER BY id";
+        return ValueTask.FromResult(ReadAll(command));
+    }
 
-        return ValueTask.FromResult<IReadOnlyList<DeviceRecord>>(result);
+    public ValueTask<IReadOnlyList<DeviceRecord>> ListAsync(string? tag, string? after, int limit, CancellationToken cancellationToken)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(limit, 1);
+        cancellationToken.ThrowIfCancellationRequested();
+        using var lease = _database.RentReader();
+        using var command = lease.Connection.CreateCommand();
+        // Keyset paging on the primary key: each page is one index range scan, and a device added or
+        // removed between pages neither repeats nor skips the others. The tag filter scans each row's
+        // JSON array (json_each); fine for tens of thousands of devices, and it keeps tags in one column
+        // instead of a second table that every add, delete and rename would have to keep in step.
+        command.CommandText = $"""
+            SELECT {Columns} FROM devices
+            WHERE ($after IS NULL OR id > $after)
+              AND ($tag IS NULL OR EXISTS (SELECT 1 FROM json_each(devices.tags) WHERE json_each.value = $tag))
+            ORDER BY id LIMIT $limit
+            """;
+        command.Parameters.AddWithValue("$after", (object?)after ?? DBNull.Value);
+        command.Parameters.AddWithValue("$tag", (object?)tag ?? DBNull.Value);
+        command.Parameters.AddWithValue("$limit", limit);
+        return ValueTask.FromResult(ReadAll(command));
     }
 
     public ValueTask<bool?> VerifySecretAsync(string deviceId, ReadOnlyMemory<byte> secretUtf8, CancellationToken cancellationToken)
@@ -188,6 +231,29 @@ internal sealed class SqliteDeviceRegistry : IDeviceRegistry
         }
     }
 
+    private static string TagsJson(IReadOnlyList<string> tags)
+    {
+        ArgumentNullException.ThrowIfNull(tags);
+        if (DeviceTags.Validate(tags) is { } problem)
+        {
+            throw new ArgumentException(problem, nameof(tags));
+        }
+
+        return JsonSerializer.Serialize(DeviceTags.Normalize(tags), DeviceRegistryJson.Default.StringArray);
+    }
+
+    private static IReadOnlyList<DeviceRecord> ReadAll(Microsoft.Data.Sqlite.SqliteCommand command)
+    {
+        using var reader = command.ExecuteReader();
+        var result = new List<DeviceRecord>();
+        while (reader.Read())
+        {
+            result.Add(ReadRecord(reader));
+        }
+
+        return result;
+    }
+
     private static DeviceRecord ReadRecord(Microsoft.Data.Sqlite.SqliteDataReader reader)
     {
         var grants = JsonSerializer.Deserialize(reader.GetString(2), DeviceRegistryJson.Default.StoredGrantArray) ?? [];
@@ -195,7 +261,8 @@ internal sealed class SqliteDeviceRegistry : IDeviceRegistry
             reader.GetString(0),
             DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(1)),
             [.. grants.Select(static g => new MqttGrant(g.Filter, (MqttAction)g.Actions))],
-            reader.GetBoolean(3));
+            reader.GetBoolean(3),
+            JsonSerializer.Deserialize(reader.GetString(4), DeviceRegistryJson.Default.StringArray) ?? []);
     }
 
     private string? ReadSecretHash(string deviceId)
@@ -281,4 +348,5 @@ internal sealed record StoredGrant(
     [property: JsonPropertyName("a")] int Actions);
 
 [JsonSerializable(typeof(StoredGrant[]))]
+[JsonSerializable(typeof(string[]))]
 internal sealed partial class DeviceRegistryJson : JsonSerializerContext;

@@ -28,10 +28,16 @@ public sealed class RelayBroker : MqttBroker, IMqttBrokerStarter<RelayBroker>
 
     public override string Log => _process.Transcript;
 
+    /// <summary>Relay:Http:Port (the push API).</summary>
+    public int HttpPort => _httpPort;
+
     /// <summary>Seconds our server gives a connection to complete CONNECT; short so the slowloris test is quick.</summary>
     public const int ConnectTimeoutSeconds = 3;
 
-    public static async Task<RelayBroker> StartAsync()
+    public static Task<RelayBroker> StartAsync() => StartAsync([]);
+
+    /// <summary>Starts with <paramref name="extraArguments"/> (e.g. <c>--Relay:Api:BootstrapToken=x</c>) after the usual ones; kept across restarts.</summary>
+    public static async Task<RelayBroker> StartAsync(IReadOnlyList<string> extraArguments)
     {
         Assert.True(File.Exists(RepoPaths.RelayDll), $"{RepoPaths.RelayDll} is missing: dotnet build Relay.sln -c Release");
         var work = Directory.CreateTempSubdirectory("mqtt-relay-").FullName;
@@ -64,6 +70,7 @@ public sealed class RelayBroker : MqttBroker, IMqttBrokerStarter<RelayBroker>
             "--Relay:Mqtt:ServiceAccounts:0:Name=svc",
             $"--Relay:Mqtt:ServiceAccounts:0:Password={Secret("svc")}",
             "--Relay:Mqtt:ServiceAccounts:0:Grants:0=devices/#",
+            .. extraArguments,
         ];
         var process = await LaunchAsync(arguments, tcp, tls, http);
         return new RelayBroker(work, pki, arguments, process, tcp, tls, http);

@@ -1,0 +1,371 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Relay.Mqtt;
+using Relay.Push;
+using Relay.Push.Commands;
+
+namespace Relay.Api;
+
+/// <summary>202 answer to a command request.</summary>
+internal sealed record CommandAccepted(
+    [property: JsonPropertyName("id")] string Id,
+    [property: JsonPropertyName("state")] string State);
+
+/// <summary>One stored transition.</summary>
+internal sealed record CommandTransitionResponse(
+    [property: JsonPropertyName("state")] string State,
+    [property: JsonPropertyName("at")] DateTimeOffset At,
+    [property: JsonPropertyName("result"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] JsonElement? Result);
+
+/// <summary>A command as GET and history return it.</summary>
+internal sealed record CommandResponse(
+    [property: JsonPropertyName("id")] string Id,
+    [property: JsonPropertyName("device")] string Device,
+    [property: JsonPropertyName("name")] string Name,
+    [property: JsonPropertyName("state")] string State,
+    [property: JsonPropertyName("qos")] int QoS,
+    [property: JsonPropertyName("createdAt")] DateTimeOffset CreatedAt,
+    [property: JsonPropertyName("expiresAt")] DateTimeOffset ExpiresAt,
+    [property: JsonPropertyName("updatedAt")] DateTimeOffset UpdatedAt,
+    [property: JsonPropertyName("payload"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] JsonElement? Payload,
+    [property: JsonPropertyName("payloadBase64"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? PayloadBase64,
+    [property: JsonPropertyName("result"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] JsonElement? Result,
+    [property: JsonPropertyName("transitions"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<CommandTransitionResponse>? Transitions);
+
+/// <summary>A page of a device's history, newest first; <c>next</c> is the <c>after</c> of the next page.</summary>
+internal sealed record CommandHistoryResponse(
+    [property: JsonPropertyName("commands")] IReadOnlyList<CommandResponse> Commands,
+    [property: JsonPropertyName("next")] string? Next);
+
+internal sealed record BroadcastItem(
+    [property: JsonPropertyName("device")] string Device,
+    [property: JsonPropertyName("id")] string Id);
+
+internal sealed record BroadcastResponse(
+    [property: JsonPropertyName("commands")] IReadOnlyList<BroadcastItem> Commands,
+    [property: JsonPropertyName("skipped")] IReadOnlyList<string> Skipped);
+
+[JsonSerializable(typeof(CommandAccepted))]
+[JsonSerializable(typeof(CommandResponse))]
+[JsonSerializable(typeof(CommandHistoryResponse))]
+[JsonSerializable(typeof(BroadcastResponse))]
+[JsonSerializable(typeof(ProblemResponse))]
+internal sealed partial class CommandJsonContext : JsonSerializerContext
+{
+    public static CommandJsonContext Relaxed { get; } = new(new JsonSerializerOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
+}
+
+/// <summary>
+/// The command endpoints of the push API (issue 5 §1): enqueue, status with long-poll, history, cancel,
+/// broadcast by tag. Request bodies are read with a bound (payload limit plus room for the envelope) and
+/// parsed with JsonDocument, because a payload is any JSON value; responses use source-generated JSON.
+/// </summary>
+internal static class CommandEndpoints
+{
+    public const int MaxWaitSeconds = 60;
+    public const int MaxHistoryLimit = 500;
+    public const int MaxNameLength = 128;
+
+    public const string ReadScope = "read";
+    public const string PushScope = "push";
+
+    public static void Map(WebApplication app)
+    {
+        app.MapPost("/v1/devices/{id}/commands", static (HttpContext http, string id, CommandService commands) => EnqueueAsync(http, id, commands));
+        app.MapGet("/v1/commands/{id}", static (HttpContext http, string id, CommandService commands) => GetAsync(http, id, commands));
+        app.MapGet("/v1/devices/{id}/commands", static (HttpContext http, string id, CommandService commands, IDeviceRegistry registry) => HistoryAsync(http, id, commands, registry));
+        app.MapPost("/v1/commands/{id}/cancel", static (HttpContext http, string id, CommandService commands) => CancelAsync(http, id, commands));
+        app.MapPost("/v1/commands/broadcast", static (HttpContext http, CommandService commands) => BroadcastAsync(http, commands));
+    }
+
+    /// <summary>
+    /// The one authorization check of these endpoints: null when the caller may act with
+    /// <paramref name="scope"/> (<see cref="ReadScope"/> or <see cref="PushScope"/>), else the answer to send.
+    /// Today any admin token has every scope; scoped API tokens replace this body.
+    /// </summary>
+    public static IResult? Authorize(HttpContext http, string scope)
+    {
+        _ = scope;
+        var tokens = http.RequestServices.GetRequiredService<AdminTokens>();
+        if (tokens.IsAdmin(http.Request.Headers.Authorization))
+        {
+            return null;
+        }
+
+        http.Response.Headers.WWWAuthenticate = "Bearer";
+        return Problem(401, "Unauthorized", "Send a token as 'Authorization: Bearer <token>' (the admin token printed at first start, or Relay:Api:BootstrapToken).");
+    }
+
+    private static async Task<IResult> EnqueueAsync(HttpContext http, string device, CommandService commands)
+    {
+        if (Authorize(http, PushScope) is { } denied)
+        {
+            return denied;
+        }
+
+        var (request, _, error) = await ReadRequestAsync(http, commands.Options, needTag: false).ConfigureAwait(false);
+        if (error is not null)
+        {
+            return error;
+        }
+
+        var (entry, failure) = await commands.EnqueueAsync(device, request!, http.RequestAborted).ConfigureAwait(false);
+        return failure switch
+        {
+            CommandError.UnknownDevice => Problem(404, "Unknown device", $"No device '{device}' is registered; create it with POST /v1/devices first."),
+            CommandError.TooManyQueued => Problem(429, "Too many queued commands", $"Device '{device}' already has {commands.Options.MaxQueuedCommandsPerDevice} commands waiting (Relay:Push:MaxQueuedCommandsPerDevice); wait until it takes them or cancel some."),
+            _ => Accepted(http, entry!),
+        };
+    }
+
+    private static async Task<IResult> BroadcastAsync(HttpContext http, CommandService commands)
+    {
+        if (Authorize(http, PushScope) is { } denied)
+        {
+            return denied;
+        }
+
+        var (request, tag, error) = await ReadRequestAsync(http, commands.Options, needTag: true).ConfigureAwait(false);
+        if (error is not null)
+        {
+            return error;
+        }
+
+        var (entries, skipped, tooMany) = await commands.BroadcastAsync(tag!, request!, http.RequestAborted).ConfigureAwait(false);
+        if (tooMany)
+        {
+            return Problem(409, "Too many devices", $"More than {commands.Options.MaxBroadcastDevices} devices carry tag '{tag}' (Relay:Push:MaxBroadcastDevices); use a narrower tag.");
+        }
+
+        return Results.Json(new BroadcastResponse([.. entries.Select(static e => new BroadcastItem(e.Device, e.Id))], skipped), CommandJsonContext.Relaxed.BroadcastResponse, statusCode: 202);
+    }
+
+    private static async Task<IResult> GetAsync(HttpContext http, string id, CommandService commands)
+    {
+        if (Authorize(http, ReadScope) is { } denied)
+        {
+            return denied;
+        }
+
+        var waitText = http.Request.Query["wait"].ToString();
+        var wait = 0;
+        if (waitText.Length > 0 && (!int.TryParse(waitText, NumberStyles.None, CultureInfo.InvariantCulture, out wait) || wait > MaxWaitSeconds))
+        {
+            return Problem(400, "Bad wait", $"'wait' must be whole seconds from 0 to {MaxWaitSeconds}.");
+        }
+
+        if (commands.Get(id) is not { } found)
+        {
+            return UnknownCommand(id);
+        }
+
+        if (wait > 0 && !CommandEntry.IsFinal(found.Entry.State))
+        {
+            if (await commands.WaitForFinalAsync(id, TimeSpan.FromSeconds(wait), http.RequestAborted).ConfigureAwait(false) == CommandError.TooManyWaiters)
+            {
+                return Problem(429, "Too many waiting requests", $"{commands.Options.MaxWaiters} requests are waiting already (Relay:Push:MaxWaiters); retry without ?wait or later.");
+            }
+
+            found = commands.Get(id) ?? found;
+        }
+
+        return Results.Json(ToResponse(found.Entry, found.Transitions), CommandJsonContext.Relaxed.CommandResponse);
+    }
+
+    private static async Task<IResult> HistoryAsync(HttpContext http, string device, CommandService commands, IDeviceRegistry registry)
+    {
+        if (Authorize(http, ReadScope) is { } denied)
+        {
+            return denied;
+        }
+
+        var limit = 50;
+        var limitText = http.Request.Query["limit"].ToString();
+        if (limitText.Length > 0 && (!int.TryParse(limitText, NumberStyles.None, CultureInfo.InvariantCulture, out limit) || limit is < 1 or > MaxHistoryLimit))
+        {
+            return Problem(400, "Bad limit", $"'limit' must be 1..{MaxHistoryLimit}.");
+        }
+
+        if (await registry.FindAsync(device, http.RequestAborted).ConfigureAwait(false) is null)
+        {
+            return Problem(404, "Unknown device", $"No device '{device}' is registered.");
+        }
+
+        var after = http.Request.Query["after"].ToString();
+        var page = commands.History(device, after.Length == 0 ? null : after, limit);
+        return Results.Json(new CommandHistoryResponse([.. page.Select(e => ToResponse(e, null))], page.Count == limit ? page[^1].Id : null), CommandJsonContext.Relaxed.CommandHistoryResponse);
+    }
+
+    private static async Task<IResult> CancelAsync(HttpContext http, string id, CommandService commands)
+    {
+        if (Authorize(http, PushScope) is { } denied)
+        {
+            return denied;
+        }
+
+        var outcome = await commands.CancelAsync(id, http.RequestAborted).ConfigureAwait(false);
+        switch (outcome)
+        {
+            case CommandError.None:
+                return Results.Json(new CommandAccepted(id, StateName(CommandState.Canceled)), CommandJsonContext.Relaxed.CommandAccepted);
+            case CommandError.UnknownCommand:
+                return UnknownCommand(id);
+            case CommandError.TooManyWaiters:
+                return Problem(429, "Busy", "The command loop is overloaded; retry shortly.");
+            default:
+                var state = commands.Get(id)?.Entry.State;
+                return Problem(409, "Not cancelable", $"Command '{id}' is {(state is { } s ? StateName(s) : "gone")}{(state == CommandState.Queued ? " and being sent to the device right now" : string.Empty)}; only a command not yet sent to the device can be canceled.");
+        }
+    }
+
+    private static IResult Accepted(HttpContext http, CommandEntry entry)
+    {
+        http.Response.Headers.Location = "/v1/commands/" + entry.Id;
+        return Results.Json(new CommandAccepted(entry.Id, StateName(entry.State)), CommandJsonContext.Relaxed.CommandAccepted, statusCode: 202);
+    }
+
+    /// <summary>Reads {name, payload, ttlSeconds, qos[, tag]} with a bound on the body; the error is the answer to send.</summary>
+    private static async Task<(CommandRequest? Request, string? Tag, IResult? Error)> ReadRequestAsync(HttpContext http, PushOptions options, bool needTag)
+    {
+        // The payload may be base64 (4/3 larger) inside the envelope; anything beyond that cannot be valid.
+        var maxBody = (options.MaxPayloadBytes * 4L / 3) + 8192;
+        if (http.Request.ContentLength is { } length && length > maxBody)
+        {
+            return (null, null, TooLarge(options));
+        }
+
+        using var body = new MemoryStream();
+        var buffer = new byte[16 * 1024];
+        int read;
+        while ((read = await http.Request.Body.ReadAsync(buffer, http.RequestAborted).ConfigureAwait(false)) > 0)
+        {
+            if (body.Length + read > maxBody)
+            {
+                return (null, null, TooLarge(options));
+            }
+
+            body.Write(buffer, 0, read);
+        }
+
+        JsonDocument document;
+        try
+        {
+            document = JsonDocument.Parse(body.GetBuffer().AsMemory(0, (int)body.Length), new JsonDocumentOptions { MaxDepth = 64 });
+        }
+        catch (JsonException e)
+        {
+            return (null, null, Problem(400, "Bad JSON", $"The body is not valid JSON: {e.Message}"));
+        }
+
+        using (document)
+        {
+            var root = document.RootElement;
+            if (root.ValueKind != JsonValueKind.Object)
+            {
+                return (null, null, Problem(400, "Bad body", "The body must be a JSON object: {\"name\": \"...\", \"payload\": <any JSON>, \"ttlSeconds\": 3600, \"qos\": 1}."));
+            }
+
+            if (!root.TryGetProperty("name", out var nameElement) || nameElement.ValueKind != JsonValueKind.String || nameElement.GetString() is not { Length: > 0 and <= MaxNameLength } name || name.Any(char.IsControl))
+            {
+                return (null, null, Problem(400, "Bad name", $"'name' is required: a string of 1..{MaxNameLength} characters without control characters."));
+            }
+
+            string? tag = null;
+            if (needTag && (!root.TryGetProperty("tag", out var tagElement) || tagElement.ValueKind != JsonValueKind.String || (tag = tagElement.GetString()) is not { Length: > 0 }))
+            {
+                return (null, null, Problem(400, "Bad tag", "'tag' is required: the tag of the devices to send the command to."));
+            }
+
+            var ttl = options.DefaultTtlSeconds;
+            if (root.TryGetProperty("ttlSeconds", out var ttlElement) && ttlElement.ValueKind != JsonValueKind.Null && (!ttlElement.TryGetInt32(out ttl) || ttl < 1 || ttl > options.MaxTtlSeconds))
+            {
+                return (null, null, Problem(400, "Bad ttlSeconds", $"'ttlSeconds' must be whole seconds from 1 to {options.MaxTtlSeconds} (Relay:Push:MaxTtlSeconds)."));
+            }
+
+            var qos = 1;
+            if (root.TryGetProperty("qos", out var qosElement) && qosElement.ValueKind != JsonValueKind.Null && (!qosElement.TryGetInt32(out qos) || qos is < 1 or > 2))
+            {
+                return (null, null, Problem(400, "Bad qos", "'qos' must be 1 or 2: a command's delivery is confirmed by the device's acknowledgement, which QoS 0 has not."));
+            }
+
+            byte[] payload;
+            var binary = false;
+            if (!root.TryGetProperty("payload", out var payloadElement))
+            {
+                payload = "null"u8.ToArray();
+            }
+            else if (payloadElement.ValueKind == JsonValueKind.Object && payloadElement.TryGetProperty("base64", out var b64) && CountProperties(payloadElement) == 1)
+            {
+                if (b64.ValueKind != JsonValueKind.String || !b64.TryGetBytesFromBase64(out var bytes))
+                {
+                    return (null, null, Problem(400, "Bad payload", "'payload.base64' must be a base64 string (standard alphabet, padded)."));
+                }
+
+                payload = bytes;
+                binary = true;
+            }
+            else
+            {
+                payload = System.Text.Encoding.UTF8.GetBytes(payloadElement.GetRawText());
+            }
+
+            if (payload.Length > options.MaxPayloadBytes)
+            {
+                return (null, null, TooLarge(options));
+            }
+
+            return (new CommandRequest(name, payload, binary, ttl, (byte)qos), tag, null);
+        }
+    }
+
+    private static int CountProperties(JsonElement element)
+    {
+        var count = 0;
+        foreach (var _ in element.EnumerateObject())
+        {
+            count++;
+        }
+
+        return count;
+    }
+
+    private static CommandResponse ToResponse(CommandEntry entry, List<StoredTransition>? transitions) => new(
+        entry.Id,
+        entry.Device,
+        entry.Name,
+        StateName(entry.State),
+        entry.QoS,
+        entry.CreatedAt,
+        entry.ExpiresAt,
+        entry.UpdatedAt,
+        entry.Binary ? null : Json(entry.Payload),
+        entry.Binary ? Convert.ToBase64String(entry.Payload) : null,
+        entry.ResultJson is { } result ? Json(System.Text.Encoding.UTF8.GetBytes(result)) : null,
+        transitions?.Select(static t => new CommandTransitionResponse(StateName(t.State), t.At, t.ResultJson is { } r ? Json(System.Text.Encoding.UTF8.GetBytes(r)) : null)).ToList());
+
+    private static JsonElement Json(byte[] utf8)
+    {
+        using var document = JsonDocument.Parse(utf8);
+        return document.RootElement.Clone();
+    }
+
+    /// <summary>The wire name of a state: lower case (queued, delivered, succeeded, failed, expired, canceled).</summary>
+    public static string StateName(CommandState state) => state switch
+    {
+        CommandState.Queued => "queued",
+        CommandState.Delivered => "delivered",
+        CommandState.Succeeded => "succeeded",
+        CommandState.Failed => "failed",
+        CommandState.Expired => "expired",
+        _ => "canceled",
+    };
+
+    private static IResult UnknownCommand(string id) => Problem(404, "Unknown command", $"No command '{id}'; command ids are returned by POST /v1/devices/{{id}}/commands.");
+
+    private static IResult TooLarge(PushOptions options) =>
+        Problem(413, "Payload too large", $"The payload is larger than {options.MaxPayloadBytes} bytes (Relay:Push:MaxPayloadBytes); send less, or a reference the device can fetch.");
+
+    private static IResult Problem(int status, string title, string detail) =>
+        Results.Json(new ProblemResponse("about:blank", title, status, detail), CommandJsonContext.Relaxed.ProblemResponse, "application/problem+json", status);
+}

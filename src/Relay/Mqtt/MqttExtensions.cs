@@ -1,0 +1,230 @@
+using System.Net;
+using Relay.Protocol.Mqtt;
+using Relay.Push;
+
+namespace Relay.Mqtt;
+
+/// <summary>
+/// In-process hooks into the broker, the "custom store" seam IoT brokers offer: register any number as
+/// <c>services.AddSingleton&lt;IMqttMessageObserver, T&gt;()</c> (resolved as
+/// <c>IEnumerable&lt;IMqttMessageObserver&gt;</c>). Every method is called on a connection's read loop,
+/// some under the session's lock, so implementations must be cheap and must not block, take locks the
+/// broker could be waiting on, or call back into the broker: copy what they need and queue it (a bounded
+/// channel drained by their own task). An exception is logged and swallowed, never ends the connection.
+/// </summary>
+internal interface IMqttMessageObserver
+{
+    /// <summary>A client's CONNECT was accepted and its CONNACK (and resumed messages) written.</summary>
+    void OnClientConnected(string clientId, byte protocolVersion, IPEndPoint? remoteEndPoint, DateTimeOffset at);
+
+    /// <summary>The client's connection ended (not called for the old connection of a takeover).</summary>
+    void OnClientDisconnected(string clientId, DateTimeOffset at);
+
+    /// <summary>A SUBSCRIBE granted <paramref name="filter"/> (as sent, <c>$share/</c> included).</summary>
+    void OnSubscribed(string clientId, string filter);
+
+    /// <summary>
+    /// A client's PUBLISH was accepted (authorized, routed). <paramref name="message"/> owns its payload;
+    /// called before the client's PUBACK/PUBREC is written.
+    /// </summary>
+    void OnMessageReceived(string clientId, StoredMessage message);
+
+    /// <summary>
+    /// A QoS 1/2 PUBLISH we sent was acknowledged with success (PUBACK, or PUBCOMP for QoS 2).
+    /// <paramref name="tag"/> is what <see cref="MqttBroker.PublishToClient"/> was given; null for routed messages.
+    /// </summary>
+    void OnMessageDelivered(string clientId, string topic, object? tag);
+}
+
+internal sealed partial class MqttBroker : IDevicePresence
+{
+    // Last disconnect per client id, so presence can answer "last seen" for sessions that ended with
+    // their connection. Bounded: past the cap the oldest half is forgotten (their LastSeen becomes unknown).
+    private const int MaxLastSeen = 200_000;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, DateTimeOffset> _lastSeen = new(StringComparer.Ordinal);
+
+    private IMqttMessageObserver[] _observers = [];
+
+    /// <summary>Installed once by DI (see <see cref="MqttServices"/>); empty when nothing is registered.</summary>
+    public void SetObservers(IEnumerable<IMqttMessageObserver> observers) => _observers = [.. observers];
+
+    public bool HasObservers => _observers.Length > 0;
+
+    /// <summary>
+    /// Sends <paramref name="message"/> to <paramref name="clientId"/>'s connection if it is online and has a
+    /// (non-shared) subscription matching the topic, at min(message QoS, the subscription's maximum). Returns
+    /// false when it did not go to that connection (offline, not subscribed, queue full). The message is not
+    /// stored by the broker and does not outlive the connection: the caller owns redelivery. Its
+    /// acknowledgement is reported through <see cref="IMqttMessageObserver.OnMessageDelivered"/> with <paramref name="tag"/>.
+    /// </summary>
+    public bool PublishToClient(string clientId, StoredMessage message, object? tag)
+    {
+        var state = FindSession(clientId);
+        if (state is null)
+        {
+            return false;
+        }
+
+        lock (state.Sync)
+        {
+            if (state.Ended || state.Connection is not { IsClosing: false } connection || state.Subscriptions is null)
+            {
+                return false;
+            }
+
+            MqttSubscription? best = null;
+            foreach (var subscription in state.Subscriptions.Values)
+            {
+                if (subscription.ShareGroup is null && MqttTopic.Matches(subscription.InnerFilter, message.Topic) && (best is null || subscription.MaximumQoS > best.MaximumQoS))
+                {
+                    best = subscription;
+                }
+            }
+
+            if (best is null)
+            {
+                return false;
+            }
+
+            var outgoing = new MqttOutgoing(message, Math.Min(message.QoS, best.MaximumQoS), false, best.SubscriptionIdentifier == 0 ? null : [best.SubscriptionIdentifier]) { Tag = tag };
+            if (outgoing.QoS == 0)
+            {
+                return connection.SendPublish(outgoing, dup: false) == MqttSendResult.Sent;
+            }
+
+            if (state.QueuedCount == 0 && state.InflightCount < connection.SendWindow)
+            {
+                SendNewLocked(state, connection, outgoing);
+                return true;
+            }
+
+            if (state.QueuedCount >= _options.MaxQueuedMessages)
+            {
+                _metrics.LimitHit(MqttLimit.QueuedMessages);
+                return false;
+            }
+
+            (state.Queue ??= new()).Enqueue(outgoing);
+            return true;
+        }
+    }
+
+    /// <summary>Tagged (server-published) messages leave with the connection: their publisher redelivers them. Caller holds the lock.</summary>
+    private static void DropTaggedLocked(MqttSessionState state)
+    {
+        state.Inflight?.RemoveAll(static o => o.Tag is not null);
+        if (state.Queue is { Count: > 0 } queue && queue.Any(static o => o.Tag is not null))
+        {
+            state.Queue = new(queue.Where(static o => o.Tag is null));
+        }
+    }
+
+    public void NotifyConnected(string clientId, byte version, IPEndPoint? remote, DateTimeOffset at)
+    {
+        foreach (var observer in _observers)
+        {
+            try
+            {
+                observer.OnClientConnected(clientId, version, remote, at);
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                LogObserverFailed(e, observer.GetType().Name);
+            }
+        }
+    }
+
+    private void NotifyDisconnected(string clientId, DateTimeOffset at)
+    {
+        if (_lastSeen.Count >= MaxLastSeen)
+        {
+            foreach (var key in _lastSeen.OrderBy(static p => p.Value).Take(MaxLastSeen / 2).Select(static p => p.Key).ToArray())
+            {
+                _lastSeen.TryRemove(key, out _);
+            }
+        }
+
+        _lastSeen[clientId] = at;
+        foreach (var observer in _observers)
+        {
+            try
+            {
+                observer.OnClientDisconnected(clientId, at);
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                LogObserverFailed(e, observer.GetType().Name);
+            }
+        }
+    }
+
+    public void NotifySubscribed(string clientId, string filter)
+    {
+        foreach (var observer in _observers)
+        {
+            try
+            {
+                observer.OnSubscribed(clientId, filter);
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                LogObserverFailed(e, observer.GetType().Name);
+            }
+        }
+    }
+
+    public void NotifyReceived(string clientId, StoredMessage message)
+    {
+        foreach (var observer in _observers)
+        {
+            try
+            {
+                observer.OnMessageReceived(clientId, message);
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                LogObserverFailed(e, observer.GetType().Name);
+            }
+        }
+    }
+
+    public void NotifyDelivered(string clientId, MqttOutgoing outgoing)
+    {
+        foreach (var observer in _observers)
+        {
+            try
+            {
+                observer.OnMessageDelivered(clientId, outgoing.Message.Topic, outgoing.Tag);
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                LogObserverFailed(e, observer.GetType().Name);
+            }
+        }
+    }
+
+    /// <inheritdoc/>
+    public DevicePresence Get(string deviceId)
+    {
+        var state = FindSession(deviceId);
+        if (state is not null)
+        {
+            lock (state.Sync)
+            {
+                if (state.Connection is { } connection)
+                {
+                    return new DevicePresence(deviceId, true, _time.GetUtcNow(), connection.RemoteEndPoint, connection.ProtocolVersion, connection.ConnectedAt);
+                }
+            }
+        }
+
+        DateTimeOffset? lastSeen = _lastSeen.TryGetValue(deviceId, out var seen) ? seen : state?.DisconnectedAt;
+        return new DevicePresence(deviceId, false, lastSeen, null, 0, null);
+    }
+
+    /// <inheritdoc/>
+    public bool IsOnline(string deviceId) => FindSession(deviceId) is { IsOnline: true };
+
+    [LoggerMessage(EventId = 5030, Level = LogLevel.Error, Message = "MQTT: extension observer {Observer} threw; ignored")]
+    private partial void LogObserverFailed(Exception exception, string observer);
+}

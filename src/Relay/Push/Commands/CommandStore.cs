@@ -1,0 +1,422 @@
+using System.Globalization;
+using System.Threading.Channels;
+using Microsoft.Data.Sqlite;
+
+namespace Relay.Push.Commands;
+
+/// <summary>A command as stored and as kept in memory while it is not final. Mutable fields are guarded by CommandService's lock.</summary>
+internal sealed class CommandEntry
+{
+    public long Seq { get; set; }
+
+    public required string Id { get; init; }
+
+    public required string Device { get; init; }
+
+    public required string Name { get; init; }
+
+    /// <summary>True: <see cref="Payload"/> is opaque bytes (sent as payloadBase64); false: UTF-8 JSON text.</summary>
+    public bool Binary { get; init; }
+
+    public required byte[] Payload { get; init; }
+
+    public byte QoS { get; init; }
+
+    public DateTimeOffset CreatedAt { get; init; }
+
+    public DateTimeOffset ExpiresAt { get; init; }
+
+    public CommandState State { get; set; }
+
+    public DateTimeOffset UpdatedAt { get; set; }
+
+    /// <summary>The device's result payload (JSON text) once Succeeded/Failed.</summary>
+    public string? ResultJson { get; set; }
+
+    public static bool IsFinal(CommandState state) => state >= CommandState.Succeeded;
+}
+
+/// <summary>A stored transition.</summary>
+internal readonly record struct StoredTransition(CommandState State, DateTimeOffset At, string? ResultJson);
+
+/// <summary>
+/// <c>commands.db</c> under the data directory: commands and their transitions. Its own file (not mqtt.db)
+/// so the push plane's schema evolves without touching the broker's. Same patterns as MqttDatabase: WAL,
+/// synchronous=NORMAL (a commit survives SIGKILL; only an OS crash may lose the last ones), one writer that
+/// drains every queued operation into one transaction (group commit) and completes callers after the
+/// commit, a bounded queue (back-pressure, not memory growth), readers on their own connections.
+/// </summary>
+internal sealed class CommandStore : IAsyncDisposable
+{
+    public const string FileName = "commands.db";
+    private const int SchemaVersion = 1;
+    private const int MaxBatch = 512;
+
+    private static readonly string[] Schema =
+    [
+        """
+        CREATE TABLE commands(
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            device TEXT NOT NULL,
+            name TEXT NOT NULL,
+            binary INTEGER NOT NULL,
+            payload BLOB NOT NULL,
+            qos INTEGER NOT NULL,
+            created_at INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,
+            state INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            result TEXT NULL)
+        """,
+        "CREATE INDEX commands_by_device ON commands(device, seq)",
+        // Only non-final commands are reloaded at start; the partial index keeps that read small.
+        "CREATE INDEX commands_active ON commands(seq) WHERE state < 2",
+        """
+        CREATE TABLE transitions(
+            command_seq INTEGER NOT NULL,
+            state INTEGER NOT NULL,
+            at INTEGER NOT NULL,
+            result TEXT NULL)
+        """,
+        "CREATE INDEX transitions_by_command ON transitions(command_seq)",
+    ];
+
+    private readonly SqliteConnection _writer;
+    private readonly string _readConnectionString;
+    private readonly Channel<Operation> _queue = Channel.CreateBounded<Operation>(new BoundedChannelOptions(8192) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
+    private readonly Task _loop;
+    private int _disposed;
+
+    private CommandStore(string path, SqliteConnection writer)
+    {
+        _writer = writer;
+        _readConnectionString = new SqliteConnectionStringBuilder { DataSource = path, Mode = SqliteOpenMode.ReadOnly, Pooling = true }.ToString();
+        _loop = Task.Run(RunWriterAsync);
+    }
+
+    public static CommandStore Open(string dataDirectory)
+    {
+        Directory.CreateDirectory(dataDirectory);
+        var path = Path.GetFullPath(Path.Combine(dataDirectory, FileName));
+        var connection = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = path, Mode = SqliteOpenMode.ReadWriteCreate, Pooling = false }.ToString());
+        try
+        {
+            connection.Open();
+            Execute(connection, null, "PRAGMA journal_mode=WAL");
+            Execute(connection, null, "PRAGMA synchronous=NORMAL");
+            Execute(connection, null, "PRAGMA busy_timeout=5000");
+            using (var read = connection.CreateCommand())
+            {
+                read.CommandText = "PRAGMA user_version";
+                var version = Convert.ToInt32(read.ExecuteScalar(), CultureInfo.InvariantCulture);
+                if (version > SchemaVersion)
+                {
+                    throw new InvalidOperationException($"'{path}' has schema version {version}; this build understands version {SchemaVersion}. Use a matching build or move the file away.");
+                }
+
+                if (version == 0)
+                {
+                    // One transaction with the version: a crash during creation leaves version 0 and an empty file.
+                    using var transaction = connection.BeginTransaction();
+                    foreach (var statement in Schema)
+                    {
+                        Execute(connection, transaction, statement);
+                    }
+
+                    Execute(connection, transaction, $"PRAGMA user_version={SchemaVersion}");
+                    transaction.Commit();
+                }
+            }
+        }
+        catch
+        {
+            connection.Dispose();
+            throw;
+        }
+
+        return new CommandStore(path, connection);
+    }
+
+    /// <summary>Inserts commands (state Queued) with their first transition in one transaction; sets each <see cref="CommandEntry.Seq"/>.</summary>
+    public Task InsertAsync(IReadOnlyList<CommandEntry> entries, CancellationToken cancellationToken) =>
+        WriteAsync(
+            (connection, transaction) =>
+            {
+                using var insert = connection.CreateCommand();
+                insert.Transaction = transaction;
+                insert.CommandText = "INSERT INTO commands(id, device, name, binary, payload, qos, created_at, expires_at, state, updated_at) VALUES($i, $d, $n, $b, $p, $q, $c, $e, 0, $c) RETURNING seq";
+                var p = insert.Parameters;
+                var (id, device, name, binary, payload, qos, created, expires) = (p.Add("$i", SqliteType.Text), p.Add("$d", SqliteType.Text), p.Add("$n", SqliteType.Text), p.Add("$b", SqliteType.Integer), p.Add("$p", SqliteType.Blob), p.Add("$q", SqliteType.Integer), p.Add("$c", SqliteType.Integer), p.Add("$e", SqliteType.Integer));
+                using var transition = TransitionCommand(connection, transaction);
+                foreach (var entry in entries)
+                {
+                    id.Value = entry.Id;
+                    device.Value = entry.Device;
+                    name.Value = entry.Name;
+                    binary.Value = entry.Binary ? 1 : 0;
+                    payload.Value = entry.Payload;
+                    qos.Value = entry.QoS;
+                    created.Value = entry.CreatedAt.ToUnixTimeMilliseconds();
+                    expires.Value = entry.ExpiresAt.ToUnixTimeMilliseconds();
+                    entry.Seq = Convert.ToInt64(insert.ExecuteScalar(), CultureInfo.InvariantCulture);
+                    AddTransition(transition, entry.Seq, CommandState.Queued, entry.CreatedAt, null);
+                }
+
+                return 0;
+            },
+            cancellationToken);
+
+    /// <summary>
+    /// Applies transitions in one transaction. A transition is recorded only when the stored command is not
+    /// final yet (the row is the arbiter), so a duplicate result can never be recorded twice; the returned
+    /// flags say which ones were applied.
+    /// </summary>
+    public Task<bool[]> ApplyAsync(IReadOnlyList<(long Seq, CommandState State, DateTimeOffset At, string? Result)> changes, CancellationToken cancellationToken) =>
+        WriteAsync(
+            (connection, transaction) =>
+            {
+                using var update = connection.CreateCommand();
+                update.Transaction = transaction;
+                update.CommandText = "UPDATE commands SET state = $s, updated_at = $a, result = coalesce($r, result) WHERE seq = $q AND state < 2 AND state <> $s";
+                var p = update.Parameters;
+                var (s, a, r, q) = (p.Add("$s", SqliteType.Integer), p.Add("$a", SqliteType.Integer), p.Add("$r", SqliteType.Text), p.Add("$q", SqliteType.Integer));
+                using var transition = TransitionCommand(connection, transaction);
+                var applied = new bool[changes.Count];
+                for (var i = 0; i < changes.Count; i++)
+                {
+                    var change = changes[i];
+                    s.Value = (int)change.State;
+                    a.Value = change.At.ToUnixTimeMilliseconds();
+                    r.Value = (object?)change.Result ?? DBNull.Value;
+                    q.Value = change.Seq;
+                    if (update.ExecuteNonQuery() == 1)
+                    {
+                        applied[i] = true;
+                        AddTransition(transition, change.Seq, change.State, change.At, change.Result);
+                    }
+                }
+
+                return applied;
+            },
+            cancellationToken);
+
+    /// <summary>Every command not in a final state, oldest first (reloaded at start).</summary>
+    public List<CommandEntry> LoadActive()
+    {
+        using var connection = OpenReader();
+        using var command = connection.CreateCommand();
+        command.CommandText = Select + " WHERE state < 2 ORDER BY seq";
+        return ReadEntries(command);
+    }
+
+    public (CommandEntry Entry, List<StoredTransition> Transitions)? Find(string id)
+    {
+        using var connection = OpenReader();
+        using var command = connection.CreateCommand();
+        command.CommandText = Select + " WHERE id = $i";
+        command.Parameters.AddWithValue("$i", id);
+        var entries = ReadEntries(command);
+        if (entries.Count == 0)
+        {
+            return null;
+        }
+
+        using var transitions = connection.CreateCommand();
+        transitions.CommandText = "SELECT state, at, result FROM transitions WHERE command_seq = $q ORDER BY rowid";
+        transitions.Parameters.AddWithValue("$q", entries[0].Seq);
+        var list = new List<StoredTransition>();
+        using var reader = transitions.ExecuteReader();
+        while (reader.Read())
+        {
+            list.Add(new((CommandState)reader.GetInt32(0), DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(1)), reader.IsDBNull(2) ? null : reader.GetString(2)));
+        }
+
+        return (entries[0], list);
+    }
+
+    /// <summary>A device's commands, newest first; <paramref name="after"/> is the id of the last one of the previous page.</summary>
+    public List<CommandEntry> History(string device, string? after, int limit)
+    {
+        using var connection = OpenReader();
+        using var command = connection.CreateCommand();
+        command.CommandText = Select + " WHERE device = $d AND seq < coalesce((SELECT seq FROM commands WHERE id = $a AND device = $d), 9223372036854775807) ORDER BY seq DESC LIMIT $l";
+        command.Parameters.AddWithValue("$d", device);
+        command.Parameters.AddWithValue("$a", (object?)after ?? DBNull.Value);
+        command.Parameters.AddWithValue("$l", limit);
+        return ReadEntries(command);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        // Everything queued is committed before the file closes.
+        _queue.Writer.TryComplete();
+        await _loop.ConfigureAwait(false);
+        _writer.Dispose();
+        SqliteConnection.ClearPool(new SqliteConnection(_readConnectionString));
+    }
+
+    private const string Select = "SELECT seq, id, device, name, binary, payload, qos, created_at, expires_at, state, updated_at, result FROM commands";
+
+    private static List<CommandEntry> ReadEntries(SqliteCommand command)
+    {
+        var list = new List<CommandEntry>();
+        using var reader = command.ExecuteReader();
+        while (reader.Read())
+        {
+            list.Add(new CommandEntry
+            {
+                Seq = reader.GetInt64(0),
+                Id = reader.GetString(1),
+                Device = reader.GetString(2),
+                Name = reader.GetString(3),
+                Binary = reader.GetInt64(4) != 0,
+                Payload = (byte[])reader.GetValue(5),
+                QoS = (byte)reader.GetInt64(6),
+                CreatedAt = DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(7)),
+                ExpiresAt = DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(8)),
+                State = (CommandState)reader.GetInt32(9),
+                UpdatedAt = DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(10)),
+                ResultJson = reader.IsDBNull(11) ? null : reader.GetString(11),
+            });
+        }
+
+        return list;
+    }
+
+    private SqliteConnection OpenReader()
+    {
+        var connection = new SqliteConnection(_readConnectionString);
+        connection.Open();
+        return connection;
+    }
+
+    private static SqliteCommand TransitionCommand(SqliteConnection connection, SqliteTransaction transaction)
+    {
+        var command = connection.CreateCommand();
+        command.Transaction = transaction;
+        command.CommandText = "INSERT INTO transitions(command_seq, state, at, result) VALUES($q, $s, $a, $r)";
+        command.Parameters.Add("$q", SqliteType.Integer);
+        command.Parameters.Add("$s", SqliteType.Integer);
+        command.Parameters.Add("$a", SqliteType.Integer);
+        command.Parameters.Add("$r", SqliteType.Text);
+        return command;
+    }
+
+    private static void AddTransition(SqliteCommand command, long seq, CommandState state, DateTimeOffset at, string? result)
+    {
+        command.Parameters[0].Value = seq;
+        command.Parameters[1].Value = (int)state;
+        command.Parameters[2].Value = at.ToUnixTimeMilliseconds();
+        command.Parameters[3].Value = (object?)result ?? DBNull.Value;
+        command.ExecuteNonQuery();
+    }
+
+    private static void Execute(SqliteConnection connection, SqliteTransaction? transaction, string sql)
+    {
+        using var command = connection.CreateCommand();
+        command.Transaction = transaction;
+        command.CommandText = sql;
+        command.ExecuteNonQuery();
+    }
+
+    private async Task<T> WriteAsync<T>(Func<SqliteConnection, SqliteTransaction, T> work, CancellationToken cancellationToken)
+    {
+        var op = new Operation<T>(work);
+        try
+        {
+            await _queue.Writer.WriteAsync(op, cancellationToken).ConfigureAwait(false);
+        }
+        catch (ChannelClosedException)
+        {
+            throw new ObjectDisposedException(nameof(CommandStore));
+        }
+
+        return await op.Completion.Task.ConfigureAwait(false);
+    }
+
+    private async Task RunWriterAsync()
+    {
+        var batch = new List<Operation>(MaxBatch);
+        var reader = _queue.Reader;
+        while (await reader.WaitToReadAsync().ConfigureAwait(false))
+        {
+            while (batch.Count < MaxBatch && reader.TryRead(out var op))
+            {
+                batch.Add(op);
+            }
+
+            try
+            {
+                using var transaction = _writer.BeginTransaction();
+                foreach (var op in batch)
+                {
+                    // A savepoint per operation: one failing operation fails alone, not its batch.
+                    Execute(_writer, transaction, "SAVEPOINT op");
+                    try
+                    {
+                        op.Run(_writer, transaction);
+                        Execute(_writer, transaction, "RELEASE op");
+                    }
+                    catch (SqliteException e)
+                    {
+                        Execute(_writer, transaction, "ROLLBACK TO op");
+                        Execute(_writer, transaction, "RELEASE op");
+                        op.Failure = e;
+                    }
+                }
+
+                transaction.Commit();
+                foreach (var op in batch)
+                {
+                    op.Complete();
+                }
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                foreach (var op in batch)
+                {
+                    op.Failure ??= e;
+                    op.Complete();
+                }
+            }
+
+            batch.Clear();
+        }
+    }
+
+    private abstract class Operation
+    {
+        public Exception? Failure { get; set; }
+
+        public abstract void Run(SqliteConnection connection, SqliteTransaction transaction);
+
+        public abstract void Complete();
+    }
+
+    private sealed class Operation<T>(Func<SqliteConnection, SqliteTransaction, T> work) : Operation
+    {
+        private T? _result;
+
+        public TaskCompletionSource<T> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public override void Run(SqliteConnection connection, SqliteTransaction transaction) => _result = work(connection, transaction);
+
+        public override void Complete()
+        {
+            if (Failure is { } failure)
+            {
+                Completion.TrySetException(failure);
+            }
+            else
+            {
+                Completion.TrySetResult(_result!);
+            }
+        }
+    }
+}

@@ -1,0 +1,62 @@
+using Microsoft.Extensions.Configuration;
+
+namespace Relay.Push.Commands;
+
+/// <summary><c>Relay:Push</c>: limits of the command lifecycle.</summary>
+public sealed class PushOptions
+{
+    /// <summary>Configuration section.</summary>
+    public const string SectionName = "Relay:Push";
+
+    /// <summary>Commands a device may have waiting (queued, not yet delivered); one more is refused with 429.</summary>
+    public int MaxQueuedCommandsPerDevice { get; set; } = 1000;
+
+    /// <summary>Largest command payload in bytes (JSON text, or the decoded bytes of base64); larger is refused with 413.</summary>
+    public int MaxPayloadBytes { get; set; } = 64 * 1024;
+
+    /// <summary>TTL when a request names none.</summary>
+    public int DefaultTtlSeconds { get; set; } = 3600;
+
+    /// <summary>Longest TTL a request may ask for.</summary>
+    public int MaxTtlSeconds { get; set; } = 7 * 86_400;
+
+    /// <summary>Concurrent <c>?wait=</c> long-polls; one more is refused with 429.</summary>
+    public int MaxWaiters { get; set; } = 10_000;
+
+    /// <summary>Devices one broadcast may address; a tag with more is refused with 409.</summary>
+    public int MaxBroadcastDevices { get; set; } = 10_000;
+
+    /// <summary>
+    /// Binds <c>Relay:Push</c> strictly and validates it, adding every problem to <paramref name="errors"/>
+    /// (RelayConfiguration calls this so a bad value is listed with the others before anything listens).
+    /// </summary>
+    internal static PushOptions Bind(IConfiguration configuration, List<string> errors)
+    {
+        var options = new PushOptions();
+        try
+        {
+            configuration.GetSection(SectionName).Bind(options, binder => binder.ErrorOnUnknownConfiguration = true);
+        }
+        catch (InvalidOperationException e)
+        {
+            errors.Add($"{SectionName}: {e.Message}");
+            return options;
+        }
+
+        void Check(bool ok, string key, string problem)
+        {
+            if (!ok)
+            {
+                errors.Add($"{SectionName}:{key}: {problem}");
+            }
+        }
+
+        Check(options.MaxQueuedCommandsPerDevice is >= 1 and <= 1_000_000, nameof(MaxQueuedCommandsPerDevice), "must be 1..1000000");
+        Check(options.MaxPayloadBytes is >= 1 and <= 16 * 1024 * 1024, nameof(MaxPayloadBytes), "must be 1..16777216");
+        Check(options.MaxTtlSeconds is >= 1 and <= 365 * 86_400, nameof(MaxTtlSeconds), "must be 1..31536000");
+        Check(options.DefaultTtlSeconds >= 1 && options.DefaultTtlSeconds <= options.MaxTtlSeconds, nameof(DefaultTtlSeconds), "must be 1..MaxTtlSeconds");
+        Check(options.MaxWaiters is >= 0 and <= 1_000_000, nameof(MaxWaiters), "must be 0..1000000");
+        Check(options.MaxBroadcastDevices is >= 1 and <= 1_000_000, nameof(MaxBroadcastDevices), "must be 1..1000000");
+        return options;
+    }
+}
