@@ -41,6 +41,7 @@ public static class RelayHost
         var devCredentialFile = EnsureDevelopmentTurnUser(configuration.Turn, dataDirectory);
         var adminTokens = AdminTokens.Load(configuration.Api, dataDirectory);
         builder.Services.AddSingleton(adminTokens);
+        ApiServices.Add(builder.Services, configuration.Api, dataDirectory);
         builder.Services.AddSingleton(configuration);
         builder.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(configuration.Stun));
         builder.Services.AddSingleton<StunMetrics>();
@@ -236,6 +237,7 @@ public static class RelayHost
     private static void MapEndpoints(WebApplication app)
     {
         TurnCredentialsEndpoint.Map(app);
+        ApiServices.Map(app);
         app.MapGet("/healthz", static (StunUdpListener udp) =>
         {
             var text = new StringBuilder("ok\n");
@@ -247,12 +249,13 @@ public static class RelayHost
             return Results.Text(text.ToString(), "text/plain; charset=utf-8");
         });
 
-        app.MapGet("/metrics", static (StunMetrics metrics, TurnMetrics turn, MqttMetrics mqtt) =>
+        app.MapGet("/metrics", static (StunMetrics metrics, TurnMetrics turn, MqttMetrics mqtt, ApiMetrics api) =>
         {
             var text = new StringBuilder();
             metrics.WritePrometheus(text);
             turn.WritePrometheus(text);
             mqtt.WritePrometheus(text);
+            api.WritePrometheus(text);
             return Results.Text(text.ToString(), "text/plain; version=0.0.4; charset=utf-8");
         });
     }
