@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Relay.Api;
 using Relay.Configuration;
 using Relay.Mqtt;
+using Relay.Push.Webhooks;
 using Relay.Rendezvous.Stun;
 using Relay.Stun;
 using Relay.Turn;
@@ -42,6 +43,7 @@ public static class RelayHost
         var adminTokens = AdminTokens.Load(configuration.Api, dataDirectory);
         builder.Services.AddSingleton(adminTokens);
         ApiServices.Add(builder.Services, configuration.Api, dataDirectory);
+        WebhookServices.Add(builder.Services, builder.Configuration);
         builder.Services.AddSingleton(configuration);
         builder.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(configuration.Stun));
         builder.Services.AddSingleton<StunMetrics>();
@@ -249,13 +251,14 @@ public static class RelayHost
             return Results.Text(text.ToString(), "text/plain; charset=utf-8");
         });
 
-        app.MapGet("/metrics", static (StunMetrics metrics, TurnMetrics turn, MqttMetrics mqtt, ApiMetrics api) =>
+        app.MapGet("/metrics", static (StunMetrics metrics, TurnMetrics turn, MqttMetrics mqtt, ApiMetrics api, WebhookMetrics webhooks) =>
         {
             var text = new StringBuilder();
             metrics.WritePrometheus(text);
             turn.WritePrometheus(text);
             mqtt.WritePrometheus(text);
             api.WritePrometheus(text);
+            webhooks.WritePrometheus(text);
             return Results.Text(text.ToString(), "text/plain; version=0.0.4; charset=utf-8");
         });
     }
