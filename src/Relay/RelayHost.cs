@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Relay.Api;
 using Relay.Configuration;
 using Relay.Mqtt;
+using Relay.Push.Webhooks;
 using Relay.Rendezvous.Stun;
 using Relay.Stun;
 using Relay.Turn;
@@ -41,6 +42,8 @@ public static class RelayHost
         var devCredentialFile = EnsureDevelopmentTurnUser(configuration.Turn, dataDirectory);
         var adminTokens = AdminTokens.Load(configuration.Api, dataDirectory);
         builder.Services.AddSingleton(adminTokens);
+        ApiServices.Add(builder.Services, configuration.Api, dataDirectory);
+        WebhookServices.Add(builder.Services, builder.Configuration);
         builder.Services.AddSingleton(configuration);
         builder.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(configuration.Stun));
         builder.Services.AddSingleton<StunMetrics>();
@@ -237,6 +240,7 @@ public static class RelayHost
     private static void MapEndpoints(WebApplication app)
     {
         TurnCredentialsEndpoint.Map(app);
+        ApiServices.Map(app);
         CommandEndpoints.Map(app);
         app.MapGet("/healthz", static (StunUdpListener udp) =>
         {
@@ -249,12 +253,14 @@ public static class RelayHost
             return Results.Text(text.ToString(), "text/plain; charset=utf-8");
         });
 
-        app.MapGet("/metrics", static (StunMetrics metrics, TurnMetrics turn, MqttMetrics mqtt) =>
+        app.MapGet("/metrics", static (StunMetrics metrics, TurnMetrics turn, MqttMetrics mqtt, ApiMetrics api, WebhookMetrics webhooks) =>
         {
             var text = new StringBuilder();
             metrics.WritePrometheus(text);
             turn.WritePrometheus(text);
             mqtt.WritePrometheus(text);
+            api.WritePrometheus(text);
+            webhooks.WritePrometheus(text);
             return Results.Text(text.ToString(), "text/plain; version=0.0.4; charset=utf-8");
         });
     }
@@ -312,7 +318,7 @@ public static class RelayHost
             .AppendLine($"  RFC 5780  {(Rfc5780Addresses.From(stun) is { } five ? $"alternate {five.Alternate.WithPort(five.AlternatePort)}" : "off (set Relay:Stun:AlternateAddress)")}")
             .AppendLine($"  TURN      {TurnLine(configuration.Turn, turn, devCredentialFile)}")
             .AppendLine($"  MQTT      {MqttLine(configuration, registeredDevices)}")
-            .AppendLine($"  HTTP      {configuration.Http.Port}  (/healthz, /metrics, /v1/turn/credentials{(configuration.Mqtt is { Enabled: true, WebSocket: true } ? ", MQTT over WebSocket at " + MqttWebSocketTransport.Path : string.Empty)})")
+            .AppendLine($"  HTTP      {configuration.Http.Port}  (/healthz, /metrics, /openapi.json, /v1/devices, /v1/tokens, /v1/turn/credentials{(configuration.Mqtt is { Enabled: true, WebSocket: true } ? ", MQTT over WebSocket at " + MqttWebSocketTransport.Path : string.Empty)})")
             .AppendLine($"  Admin     {(tokens.GeneratedToken is { } token ? $"token {token}  (shown once; only its hash is kept in {tokens.File})" : configuration.Api.BootstrapToken is { Length: > 0 } ? "Relay:Api:BootstrapToken" : $"token minted earlier (hash in {tokens.File}; delete it to mint a new one)")}")
             .AppendLine($"  Data      {dataDirectory}");
         static string MqttLine(RelayConfiguration configuration, int registeredDevices)

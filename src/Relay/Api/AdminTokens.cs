@@ -96,6 +96,18 @@ internal sealed class AdminTokens
         return match;
     }
 
+    /// <summary>True when <paramref name="sha256"/> is the hash of one of the admin tokens (constant time).</summary>
+    public bool IsAdminHash(ReadOnlySpan<byte> sha256)
+    {
+        var match = false;
+        foreach (var hash in _hashes)
+        {
+            match |= CryptographicOperations.FixedTimeEquals(sha256, hash);
+        }
+
+        return match;
+    }
+
     private static byte[] Hash(string token) => SHA256.HashData(Encoding.UTF8.GetBytes(token));
 
     private static string Base64Url(byte[] bytes) => Convert.ToBase64String(bytes).TrimEnd('=').Replace('+', '-').Replace('/', '_');

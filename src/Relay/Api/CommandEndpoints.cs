@@ -82,20 +82,9 @@ internal static class CommandEndpoints
     /// <summary>
     /// The one authorization check of these endpoints: null when the caller may act with
     /// <paramref name="scope"/> (<see cref="ReadScope"/> or <see cref="PushScope"/>), else the answer to send.
-    /// Today any admin token has every scope; scoped API tokens replace this body.
+    /// Admin tokens have every scope; API tokens have the scopes they were created with (Api/ApiAuth.cs).
     /// </summary>
-    public static IResult? Authorize(HttpContext http, string scope)
-    {
-        _ = scope;
-        var tokens = http.RequestServices.GetRequiredService<AdminTokens>();
-        if (tokens.IsAdmin(http.Request.Headers.Authorization))
-        {
-            return null;
-        }
-
-        http.Response.Headers.WWWAuthenticate = "Bearer";
-        return Problem(401, "Unauthorized", "Send a token as 'Authorization: Bearer <token>' (the admin token printed at first start, or Relay:Api:BootstrapToken).");
-    }
+    public static IResult? Authorize(HttpContext http, string scope) => ApiAuth.Authorize(http, scope);
 
     private static async Task<IResult> EnqueueAsync(HttpContext http, string device, CommandService commands)
     {

@@ -1,0 +1,413 @@
+using System.Globalization;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+
+namespace Relay.Push.Cli;
+
+/// <summary>
+/// <c>relay api ...</c>: the operator API from the command line. Unlike <c>relay devices</c>, which
+/// opens the data directory, these call a running server over HTTP, so they work from any machine
+/// with a token. Exit codes: 0 ok, 1 the server refused or the command did not succeed, 2 usage,
+/// 3 server unreachable, 4 bad or missing token.
+/// </summary>
+internal static class ApiCommands
+{
+    public const string DefaultServer = "http://127.0.0.1:8080";
+    public const string TokenVariable = "RELAY_TOKEN";
+
+    private const string Usage = """
+        usage: relay api devices add <id> [--tag T]...           register a device; prints its secret once
+               relay api devices list [--online true|false] [--tag T]   devices with presence
+               relay api token create --scope read|push|admin [--scope ...] [--name N]   prints the token once
+               relay api push <device> <name> [payload-json] [--wait SECONDS] [--ttl SECONDS]
+                                                                 send a command; with --wait, print its final state and result
+        options: --server URL (default http://127.0.0.1:8080)
+                 --token TOKEN (default: the RELAY_TOKEN environment variable)
+        """;
+
+    private static readonly string[] FinalStates = ["succeeded", "failed", "expired", "canceled"];
+
+    /// <summary>Runs <paramref name="args"/> (args[0] is "api"); returns the exit code.</summary>
+    public static async Task<int> RunAsync(string[] args, TextWriter output, TextWriter error, Func<string, string?>? environment = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(args);
+        ArgumentNullException.ThrowIfNull(output);
+        ArgumentNullException.ThrowIfNull(error);
+        environment ??= Environment.GetEnvironmentVariable;
+        var parsed = Arguments.Parse(args.AsSpan(1), ["server", "token", "tag", "scope", "name", "wait", "ttl", "online"]);
+        if (parsed is null)
+        {
+            await error.WriteLineAsync(Usage);
+            return 2;
+        }
+
+        var server = parsed.Last("server") ?? DefaultServer;
+        if (!Uri.TryCreate(server, UriKind.Absolute, out var baseUri) || baseUri.Scheme is not ("http" or "https"))
+        {
+            await error.WriteLineAsync($"relay: --server must be an http or https URL (was '{server}')");
+            return 2;
+        }
+
+        var token = parsed.Last("token") ?? environment(TokenVariable);
+        var p = parsed.Positional;
+        var command = p.Count switch
+        {
+            >= 3 when p[0] == "devices" && p[1] == "add" && p.Count == 3 => Command.DevicesAdd,
+            2 when p[0] == "devices" && p[1] == "list" => Command.DevicesList,
+            2 when p[0] == "token" && p[1] == "create" => Command.TokenCreate,
+            3 or 4 when p[0] == "push" => Command.Push,
+            _ => Command.None,
+        };
+        if (command == Command.None)
+        {
+            await error.WriteLineAsync(Usage);
+            return 2;
+        }
+
+        if (string.IsNullOrEmpty(token))
+        {
+            await error.WriteLineAsync($"relay: no API token: pass --token TOKEN or set {TokenVariable} (the admin token is printed at the server's first start)");
+            return 4;
+        }
+
+        using var http = new HttpClient { BaseAddress = baseUri, Timeout = Timeout.InfiniteTimeSpan };
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
+        var client = new Client(http, baseUri, output, error);
+        try
+        {
+            return command switch
+            {
+                Command.DevicesAdd => await client.AddDeviceAsync(p[2], parsed.All("tag"), cancellationToken),
+                Command.DevicesList => await client.ListDevicesAsync(parsed.Last("online"), parsed.Last("tag"), cancellationToken),
+                Command.TokenCreate => await client.CreateTokenAsync(parsed.All("scope"), parsed.Last("name"), cancellationToken),
+                _ => await client.PushAsync(p[1], p[2], p.Count == 4 ? p[3] : null, parsed.Last("wait"), parsed.Last("ttl"), cancellationToken),
+            };
+        }
+        catch (HttpRequestException e) when (e.InnerException is SocketException or IOException || e.HttpRequestError is HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError)
+        {
+            await error.WriteLineAsync($"relay: cannot reach the server at {baseUri} ({e.Message}). Is it running? Point --server at its HTTP port (Relay:Http:Port).");
+            return 3;
+        }
+        catch (UsageException e)
+        {
+            await error.WriteLineAsync($"relay: {e.Message}");
+            return 2;
+        }
+    }
+
+    private enum Command
+    {
+        None,
+        DevicesAdd,
+        DevicesList,
+        TokenCreate,
+        Push,
+    }
+
+    private sealed class UsageException(string message) : Exception(message);
+
+    /// <summary><c>--key value</c> / <c>--key=value</c> options (repeatable) and positional words.</summary>
+    private sealed class Arguments
+    {
+        private readonly List<(string Key, string Value)> _options = [];
+
+        public List<string> Positional { get; } = [];
+
+        public static Arguments? Parse(ReadOnlySpan<string> args, string[] known)
+        {
+            var parsed = new Arguments();
+            for (var i = 0; i < args.Length; i++)
+            {
+                var arg = args[i];
+                if (!arg.StartsWith("--", StringComparison.Ordinal))
+                {
+                    parsed.Positional.Add(arg);
+                    continue;
+                }
+
+                var equals = arg.IndexOf('=', StringComparison.Ordinal);
+                var key = equals < 0 ? arg[2..] : arg[2..equals];
+                if (!known.Contains(key))
+                {
+                    return null;
+                }
+
+                string value;
+                if (equals >= 0)
+                {
+                    value = arg[(equals + 1)..];
+                }
+                else if (i + 1 < args.Length)
+                {
+                    value = args[++i];
+                }
+                else
+                {
+                    return null;
+                }
+
+                parsed._options.Add((key, value));
+            }
+
+            return parsed;
+        }
+
+        public string? Last(string key) => _options.LastOrDefault(o => o.Key == key).Value;
+
+        public List<string> All(string key) => [.. _options.Where(o => o.Key == key).Select(static o => o.Value)];
+    }
+
+    private sealed class Client(HttpClient http, Uri server, TextWriter output, TextWriter error)
+    {
+        public async Task<int> AddDeviceAsync(string id, List<string> tags, CancellationToken cancellationToken)
+        {
+            var body = Json(w =>
+            {
+                w.WriteString("id", id);
+                w.WriteStartArray("tags");
+                foreach (var tag in tags)
+                {
+                    w.WriteStringValue(tag);
+                }
+
+                w.WriteEndArray();
+            });
+            using var response = await http.PostAsync("/v1/devices", body, cancellationToken);
+            if (await FailedAsync(response, "device", id) is { } code)
+            {
+                return code;
+            }
+
+            var created = await ReadAsync(response, cancellationToken);
+            await output.WriteLineAsync($"added device {created.GetProperty("id").GetString()}; secret (shown once): {created.GetProperty("secret").GetString()}");
+            await output.WriteLineAsync($"connect with MQTT client id and username '{id}' and that secret as the password; subscribe to devices/{id}/commands");
+            return 0;
+        }
+
+        public async Task<int> ListDevicesAsync(string? online, string? tag, CancellationToken cancellationToken)
+        {
+            if (online is not null and not ("true" or "false"))
+            {
+                throw new UsageException($"--online must be true or false (was '{online}')");
+            }
+
+            string? after = null;
+            await output.WriteLineAsync("ID\tONLINE\tLAST SEEN\tREMOTE\tMQTT\tTAGS");
+            do
+            {
+                var query = new StringBuilder("/v1/devices?limit=500");
+                if (online is not null)
+                {
+                    query.Append("&online=").Append(online);
+                }
+
+                if (tag is not null)
+                {
+                    query.Append("&tag=").Append(Uri.EscapeDataString(tag));
+                }
+
+                if (after is not null)
+                {
+                    query.Append("&after=").Append(Uri.EscapeDataString(after));
+                }
+
+                using var response = await http.GetAsync(query.ToString(), cancellationToken);
+                if (await FailedAsync(response, "device", null) is { } code)
+                {
+                    return code;
+                }
+
+                var page = await ReadAsync(response, cancellationToken);
+                foreach (var d in page.GetProperty("items").EnumerateArray())
+                {
+                    var version = d.GetProperty("protocolVersion") is { ValueKind: JsonValueKind.Number } v ? (v.GetInt32() == 5 ? "5.0" : "3.1.1") : "-";
+                    await output.WriteLineAsync(string.Join('\t',
+                        d.GetProperty("id").GetString(),
+                        d.GetProperty("online").GetBoolean() ? "online" : "offline",
+                        d.GetProperty("lastSeen").ValueKind == JsonValueKind.Null ? "never" : d.GetProperty("lastSeen").GetDateTimeOffset().ToString("u", CultureInfo.InvariantCulture),
+                        d.GetProperty("remoteAddress").GetString() ?? "-",
+                        version,
+                        string.Join(',', d.GetProperty("tags").EnumerateArray().Select(static t => t.GetString()))));
+                }
+
+                after = page.GetProperty("next").GetString();
+            }
+            while (after is not null);
+            return 0;
+        }
+
+        public async Task<int> CreateTokenAsync(List<string> scopes, string? name, CancellationToken cancellationToken)
+        {
+            if (scopes.Count == 0)
+            {
+                throw new UsageException("token create needs at least one --scope (read, push or admin)");
+            }
+
+            var body = Json(w =>
+            {
+                w.WriteString("name", name ?? string.Empty);
+                w.WriteStartArray("scopes");
+                foreach (var scope in scopes)
+                {
+                    w.WriteStringValue(scope);
+                }
+
+                w.WriteEndArray();
+            });
+            using var response = await http.PostAsync("/v1/tokens", body, cancellationToken);
+            if (await FailedAsync(response, "token", null) is { } code)
+            {
+                return code;
+            }
+
+            var created = await ReadAsync(response, cancellationToken);
+            await output.WriteLineAsync($"token {created.GetProperty("id").GetString()} ({string.Join(", ", created.GetProperty("scopes").EnumerateArray().Select(static s => s.GetString()))}), shown once:");
+            await output.WriteLineAsync(created.GetProperty("token").GetString());
+            return 0;
+        }
+
+        public async Task<int> PushAsync(string device, string name, string? payload, string? waitText, string? ttlText, CancellationToken cancellationToken)
+        {
+            var wait = ParseSeconds(waitText, "--wait");
+            var ttl = ParseSeconds(ttlText, "--ttl");
+            JsonDocument? payloadJson = null;
+            if (payload is not null)
+            {
+                try
+                {
+                    payloadJson = JsonDocument.Parse(payload);
+                }
+                catch (JsonException e)
+                {
+                    throw new UsageException($"the payload must be JSON (quote it for the shell, e.g. '{{\"ms\":500}}'): {e.Message}");
+                }
+            }
+
+            using (payloadJson)
+            {
+                var body = Json(w =>
+                {
+                    w.WriteString("name", name);
+                    if (payloadJson is not null)
+                    {
+                        w.WritePropertyName("payload");
+                        payloadJson.RootElement.WriteTo(w);
+                    }
+
+                    if (ttl is { } t)
+                    {
+                        w.WriteNumber("ttlSeconds", t);
+                    }
+                });
+                using var response = await http.PostAsync($"/v1/devices/{Uri.EscapeDataString(device)}/commands", body, cancellationToken);
+                if (await FailedAsync(response, "device", device) is { } code)
+                {
+                    return code;
+                }
+
+                var accepted = await ReadAsync(response, cancellationToken);
+                var id = (accepted.TryGetProperty("id", out var i) ? i : accepted.GetProperty("commandId")).GetString()!;
+                await output.WriteLineAsync($"command {id} queued for {device}");
+                if (wait is null or 0)
+                {
+                    return 0;
+                }
+
+                using var status = await http.GetAsync($"/v1/commands/{Uri.EscapeDataString(id)}?wait={wait}", cancellationToken);
+                if (await FailedAsync(status, "command", id) is { } statusCode)
+                {
+                    return statusCode;
+                }
+
+                var command = await ReadAsync(status, cancellationToken);
+                var state = (command.TryGetProperty("state", out var s) ? s : command.GetProperty("status")).GetString() ?? "unknown";
+                var result = command.TryGetProperty("result", out var r) && r.ValueKind != JsonValueKind.Null ? " " + r.GetRawText() : string.Empty;
+                if (!FinalStates.Contains(state))
+                {
+                    await output.WriteLineAsync($"command {id}: still {state} after {wait} s");
+                    return 1;
+                }
+
+                await output.WriteLineAsync($"command {id}: {state}{result}");
+                return state == "succeeded" ? 0 : 1;
+            }
+        }
+
+        private static int? ParseSeconds(string? text, string option)
+        {
+            if (text is null)
+            {
+                return null;
+            }
+
+            return int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var seconds) && seconds <= 86_400
+                ? seconds
+                : throw new UsageException($"{option} must be whole seconds from 0 to 86400 (was '{text}')");
+        }
+
+        private static StringContent Json(Action<Utf8JsonWriter> write)
+        {
+            using var stream = new MemoryStream();
+            using (var writer = new Utf8JsonWriter(stream))
+            {
+                writer.WriteStartObject();
+                write(writer);
+                writer.WriteEndObject();
+            }
+
+            return new StringContent(Encoding.UTF8.GetString(stream.ToArray()), Encoding.UTF8, "application/json");
+        }
+
+        private static async Task<JsonElement> ReadAsync(HttpResponseMessage response, CancellationToken cancellationToken)
+        {
+            using var document = await JsonDocument.ParseAsync(await response.Content.ReadAsStreamAsync(cancellationToken), cancellationToken: cancellationToken);
+            return document.RootElement.Clone();
+        }
+
+        /// <summary>Null on success; otherwise prints what went wrong, in the server's words when it sent a problem, and returns the exit code.</summary>
+        private async Task<int?> FailedAsync(HttpResponseMessage response, string what, string? id)
+        {
+            if (response.IsSuccessStatusCode)
+            {
+                return null;
+            }
+
+            string? detail = null;
+            if (response.Content.Headers.ContentType?.MediaType == "application/problem+json")
+            {
+                try
+                {
+                    using var problem = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+                    detail = problem.RootElement.TryGetProperty("detail", out var d) ? d.GetString() : null;
+                }
+                catch (JsonException)
+                {
+                }
+            }
+
+            var status = (int)response.StatusCode;
+            switch (response.StatusCode)
+            {
+                case HttpStatusCode.Unauthorized:
+                    await error.WriteLineAsync($"relay: the server at {server} did not accept the token (401). Check --token or {TokenVariable}.");
+                    return 4;
+                case HttpStatusCode.Forbidden:
+                    await error.WriteLineAsync($"relay: the token is not allowed to do this (403): {detail}");
+                    return 4;
+                case HttpStatusCode.NotFound when detail is null:
+                    // No problem body: the route itself is missing, so this is not the Relay API (or an older server).
+                    await error.WriteLineAsync($"relay: {server} has no {response.RequestMessage?.RequestUri?.AbsolutePath} endpoint (404). Is --server the Relay HTTP port, and is the server up to date?");
+                    return 1;
+                case HttpStatusCode.NotFound:
+                    await error.WriteLineAsync(id is null ? $"relay: not found: {detail}" : $"relay: unknown {what} '{id}': {detail}");
+                    return 1;
+                default:
+                    await error.WriteLineAsync($"relay: the server answered {status} {response.ReasonPhrase}{(detail is null ? string.Empty : ": " + detail)}");
+                    return 1;
+            }
+        }
+    }
+}
