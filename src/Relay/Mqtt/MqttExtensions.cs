@@ -10,7 +10,8 @@ namespace Relay.Mqtt;
 /// <c>IEnumerable&lt;IMqttMessageObserver&gt;</c>). Every method is called on a connection's read loop,
 /// some under the session's lock, so implementations must be cheap and must not block, take locks the
 /// broker could be waiting on, or call back into the broker: copy what they need and queue it (a bounded
-/// channel drained by their own task). An exception is logged and swallowed, never ends the connection.
+/// channel drained by their own task). Only <see cref="OnMessageReceived"/> may make the client wait (its
+/// task). An exception is logged and swallowed, never ends the connection.
 /// </summary>
 internal interface IMqttMessageObserver
 {
@@ -24,10 +25,12 @@ internal interface IMqttMessageObserver
     void OnSubscribed(string clientId, string filter);
 
     /// <summary>
-    /// A client's PUBLISH was accepted (authorized, routed). <paramref name="message"/> owns its payload;
-    /// called before the client's PUBACK/PUBREC is written.
+    /// A client's PUBLISH was accepted (authorized, routed). <paramref name="message"/> owns its payload.
+    /// The client's PUBACK/PUBREC waits for the returned task, so an observer that must keep the message
+    /// (a command result) completes it once that is durable; one with nothing to keep returns a completed
+    /// task. Waiting holds only this client's read loop.
     /// </summary>
-    void OnMessageReceived(string clientId, StoredMessage message);
+    ValueTask OnMessageReceived(string clientId, StoredMessage message);
 
     /// <summary>
     /// A QoS 1/2 PUBLISH we sent was acknowledged with success (PUBACK, or PUBCOMP for QoS 2).
@@ -173,13 +176,13 @@ internal sealed partial class MqttBroker : IDevicePresence
         }
     }
 
-    public void NotifyReceived(string clientId, StoredMessage message)
+    public async ValueTask NotifyReceivedAsync(string clientId, StoredMessage message)
     {
         foreach (var observer in _observers)
         {
             try
             {
-                observer.OnMessageReceived(clientId, message);
+                await observer.OnMessageReceived(clientId, message).ConfigureAwait(false);
             }
             catch (Exception e) when (e is not OutOfMemoryException)
             {

@@ -167,7 +167,8 @@ internal sealed partial class MqttSession
         await _broker.PublishAsync(message, _clientId, persistRetained: true, CancellationToken.None).ConfigureAwait(false);
         if (_broker.HasObservers)
         {
-            _broker.NotifyReceived(_clientId!, message);
+            // Before the ack, like the store above: what an observer keeps (a command result) is durable first.
+            await _broker.NotifyReceivedAsync(_clientId!, message).ConfigureAwait(false);
         }
 
         if (qos == 1)

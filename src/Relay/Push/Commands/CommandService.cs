@@ -312,16 +312,36 @@ internal sealed partial class CommandService : BackgroundService, IMqttMessageOb
         }
     }
 
-    public void OnMessageReceived(string clientId, StoredMessage message)
+    public ValueTask OnMessageReceived(string clientId, StoredMessage message)
     {
         var topic = message.Topic;
-        if (topic.StartsWith("devices/", StringComparison.Ordinal) && topic.EndsWith(ResultsSuffix, StringComparison.Ordinal) && topic.Length > "devices/".Length + ResultsSuffix.Length)
+        if (!topic.StartsWith("devices/", StringComparison.Ordinal) || !topic.EndsWith(ResultsSuffix, StringComparison.Ordinal) || topic.Length <= "devices/".Length + ResultsSuffix.Length)
         {
-            var device = topic["devices/".Length..^ResultsSuffix.Length];
-            if (!device.Contains('/', StringComparison.Ordinal))
-            {
-                Post(new PushEvent(EventKind.Result, device, message.Payload));
-            }
+            return ValueTask.CompletedTask;
+        }
+
+        var device = topic["devices/".Length..^ResultsSuffix.Length];
+        if (device.Contains('/', StringComparison.Ordinal))
+        {
+            return ValueTask.CompletedTask;
+        }
+
+        // The device's PUBACK waits until the result is committed (or found to need no write), so a crash
+        // can only lose a result the device has not seen acknowledged, which it then sends again.
+        var arrival = new ResultArrival(message.Payload);
+        return Post(new PushEvent(EventKind.Result, device, arrival)) ? new ValueTask(WaitStoredAsync(arrival)) : ValueTask.CompletedTask;
+    }
+
+    // Bounded, so a stopping or stalled command loop cannot hold a device's connection forever: past it the
+    // PUBACK goes anyway and the result may be lost, as before this wait existed.
+    private static async Task WaitStoredAsync(ResultArrival arrival)
+    {
+        try
+        {
+            await arrival.Stored.Task.WaitAsync(ResultCommitTimeout).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
         }
     }
 
@@ -333,14 +353,17 @@ internal sealed partial class CommandService : BackgroundService, IMqttMessageOb
         }
     }
 
-    private void Post(PushEvent e)
+    private bool Post(PushEvent e)
     {
-        if (!_events.Writer.TryWrite(e))
+        if (_events.Writer.TryWrite(e))
         {
-            // Recovered by the sweep (delivery) or by the device (a result it sees unanswered it may resend);
-            // counted so an operator sees the loop is overloaded.
-            Interlocked.Increment(ref _eventsDropped);
+            return true;
         }
+
+        // Recovered by the sweep (delivery) or by the device (a result it sees unanswered it may resend);
+        // counted so an operator sees the loop is overloaded.
+        Interlocked.Increment(ref _eventsDropped);
+        return false;
     }
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
@@ -397,7 +420,24 @@ internal sealed partial class CommandService : BackgroundService, IMqttMessageOb
         var changes = new List<Change>();
         var cancels = new List<(CancelRequest Request, CommandError Outcome, int Change)>();
         var presence = new List<DevicePresence>();
+        List<ResultArrival>? results = null;
         var now = _time.GetUtcNow();
+        try
+        {
+            await ApplyBatchAsync(batch, changes, cancels, presence, now, cancellationToken, arrival => (results ??= []).Add(arrival)).ConfigureAwait(false);
+        }
+        finally
+        {
+            // Committed (or failed and logged): the devices' PUBACKs for these results may go.
+            foreach (var arrival in results ?? [])
+            {
+                arrival.Stored.TrySetResult();
+            }
+        }
+    }
+
+    private async Task ApplyBatchAsync(List<PushEvent> batch, List<Change> changes, List<(CancelRequest Request, CommandError Outcome, int Change)> cancels, List<DevicePresence> presence, DateTimeOffset now, CancellationToken cancellationToken, Action<ResultArrival> resultSeen)
+    {
         foreach (var e in batch)
         {
             switch (e.Kind)
@@ -425,8 +465,12 @@ internal sealed partial class CommandService : BackgroundService, IMqttMessageOb
                     Delivered((CommandEntry)e.Data!, now, changes);
                     break;
                 case EventKind.Result:
-                    Result(e.Device, (ReadOnlyMemory<byte>)e.Data!, now, changes);
+                {
+                    var arrival = (ResultArrival)e.Data!;
+                    resultSeen(arrival);
+                    Result(e.Device, arrival.Payload, now, changes);
                     break;
+                }
                 case EventKind.Cancel:
                 {
                     var request = (CancelRequest)e.Data!;
@@ -807,7 +851,17 @@ internal sealed partial class CommandService : BackgroundService, IMqttMessageOb
         Sweep,
     }
 
+    private static readonly TimeSpan ResultCommitTimeout = TimeSpan.FromSeconds(10);
+
     private readonly record struct PushEvent(EventKind Kind, string Device, object? Data);
+
+    /// <summary>A device's result on its way to the store; its PUBACK waits for <see cref="Stored"/>.</summary>
+    private sealed class ResultArrival(ReadOnlyMemory<byte> payload)
+    {
+        public ReadOnlyMemory<byte> Payload { get; } = payload;
+
+        public TaskCompletionSource Stored { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
 
     private readonly record struct Change(CommandEntry Entry, CommandState State, CommandState Previous, DateTimeOffset At, string? Result);
 
