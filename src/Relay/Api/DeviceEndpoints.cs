@@ -160,7 +160,14 @@ internal static class DeviceEndpoints
             return refused;
         }
 
-        return await registry.RemoveAsync(id, http.RequestAborted) ? Results.NoContent() : UnknownDevice(id);
+        if (!await registry.RemoveAsync(id, http.RequestAborted))
+        {
+            return UnknownDevice(id);
+        }
+
+        // A deleted device must not keep the connection it opened while it existed.
+        http.RequestServices.GetService<IDeviceConnections>()?.Disconnect(id);
+        return Results.NoContent();
     }
 
     private static async Task<IResult> RotateSecretAsync(HttpContext http, IDeviceRegistry registry, string id)
@@ -176,9 +183,14 @@ internal static class DeviceEndpoints
         }
 
         var secret = DeviceSecretHasher.Generate();
-        return await registry.SetSecretAsync(id, secret, http.RequestAborted)
-            ? Results.Json(new DeviceCredentialsResponse(id, secret), ApiModelJson.Default.DeviceCredentialsResponse)
-            : UnknownDevice(id);
+        if (!await registry.SetSecretAsync(id, secret, http.RequestAborted))
+        {
+            return UnknownDevice(id);
+        }
+
+        // Rotation usually means the old secret leaked: the connection made with it ends now.
+        http.RequestServices.GetService<IDeviceConnections>()?.Disconnect(id);
+        return Results.Json(new DeviceCredentialsResponse(id, secret), ApiModelJson.Default.DeviceCredentialsResponse);
     }
 
     private static async Task<IResult> SetTagsAsync(HttpContext http, IDeviceRegistry registry, string id)

@@ -39,8 +39,25 @@ internal interface IMqttMessageObserver
     void OnMessageDelivered(string clientId, string topic, object? tag);
 }
 
-internal sealed partial class MqttBroker : IDevicePresence
+internal sealed partial class MqttBroker : IDevicePresence, IDeviceConnections
 {
+    public bool Disconnect(string deviceId)
+    {
+        var state = FindSession(deviceId);
+        MqttSession? connection;
+        if (state is null)
+        {
+            return false;
+        }
+
+        lock (state.Sync)
+        {
+            connection = state.Connection;
+        }
+
+        return connection is not null && connection.RequestEnd(MqttEndReason.Administrative, MqttReasonCode.AdministrativeAction);
+    }
+
     // Last disconnect per client id, so presence can answer "last seen" for sessions that ended with
     // their connection. Bounded: past the cap the oldest half is forgotten (their LastSeen becomes unknown).
     private const int MaxLastSeen = 200_000;

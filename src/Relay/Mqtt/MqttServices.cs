@@ -23,6 +23,7 @@ internal static class MqttServices
         services.AddHostedService(static s => new MqttDeviceProvisioning(s.GetRequiredService<IDeviceRegistry>(), s.GetRequiredService<MqttOptions>()));
         services.AddSingleton<MqttBroker>();
         services.AddSingleton<Relay.Push.IDevicePresence>(static s => s.GetRequiredService<MqttBroker>());
+        services.AddSingleton<Relay.Push.IDeviceConnections>(static s => s.GetRequiredService<MqttBroker>());
         services.AddHostedService(static s => s.GetRequiredService<MqttBroker>());
         services.AddSingleton<MqttConnectionHandler>();
         if (options is { Enabled: true, TcpTransport: "Sockets" })

@@ -36,6 +36,13 @@ internal interface IDevicePresence
     bool IsOnline(string deviceId);
 }
 
+/// <summary>Ends a device's live connection when an operator deletes it or replaces its secret.</summary>
+internal interface IDeviceConnections
+{
+    /// <summary>Disconnects the device now (MQTT 5: DISCONNECT 0x98 Administrative action); false when it is not connected.</summary>
+    bool Disconnect(string deviceId);
+}
+
 /// <summary>One state transition of a command, as stored and as announced.</summary>
 internal sealed record CommandTransition(
     string CommandId,
