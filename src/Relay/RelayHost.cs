@@ -318,7 +318,7 @@ public static class RelayHost
             .AppendLine($"  RFC 5780  {(Rfc5780Addresses.From(stun) is { } five ? $"alternate {five.Alternate.WithPort(five.AlternatePort)}" : "off (set Relay:Stun:AlternateAddress)")}")
             .AppendLine($"  TURN      {TurnLine(configuration.Turn, turn, devCredentialFile)}")
             .AppendLine($"  MQTT      {MqttLine(configuration, registeredDevices)}")
-            .AppendLine($"  HTTP      {configuration.Http.Port}  (/healthz, /metrics, /openapi.json, /v1/devices, /v1/tokens, /v1/turn/credentials{(configuration.Mqtt is { Enabled: true, WebSocket: true } ? ", MQTT over WebSocket at " + MqttWebSocketTransport.Path : string.Empty)})")
+            .AppendLine($"  HTTP      {configuration.Http.Port}  (/healthz, /metrics, /openapi.json, /v1/devices, /v1/commands, /v1/tokens, /v1/turn/credentials{(configuration.Mqtt is { Enabled: true, WebSocket: true } ? ", MQTT over WebSocket at " + MqttWebSocketTransport.Path : string.Empty)})")
             .AppendLine($"  Admin     {(tokens.GeneratedToken is { } token ? $"token {token}  (shown once; only its hash is kept in {tokens.File})" : configuration.Api.BootstrapToken is { Length: > 0 } ? "Relay:Api:BootstrapToken" : $"token minted earlier (hash in {tokens.File}; delete it to mint a new one)")}")
             .AppendLine($"  Data      {dataDirectory}");
         static string MqttLine(RelayConfiguration configuration, int registeredDevices)
