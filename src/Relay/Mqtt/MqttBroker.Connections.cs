@@ -14,7 +14,13 @@ internal sealed partial class MqttBroker
     /// </summary>
     public Task<MqttEndReason>? TryServe(IDuplexPipe transport, MqttTransport kind, IPEndPoint? remote, X509Certificate2? clientCertificate, ILogger<MqttSession> logger)
     {
-        var ip = remote?.Address is { IsIPv4MappedToIPv6: true } mapped ? mapped.MapToIPv4() : remote?.Address;
+        // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d; logs, limits and presence want a.b.c.d.
+        if (remote?.Address is { IsIPv4MappedToIPv6: true } mapped)
+        {
+            remote = new IPEndPoint(mapped.MapToIPv4(), remote.Port);
+        }
+
+        var ip = remote?.Address;
         if (ip is not null && !TryEnterIp(ip))
         {
             return null;
