@@ -253,12 +253,14 @@ public static class RelayHost
             return Results.Text(text.ToString(), "text/plain; charset=utf-8");
         });
 
-        app.MapGet("/metrics", static (StunMetrics metrics, TurnMetrics turn, MqttMetrics mqtt, ApiMetrics api, WebhookMetrics webhooks) =>
+        app.MapGet("/metrics", static (StunMetrics metrics, TurnMetrics turn, MqttMetrics mqtt, Relay.Mqtt.Identity.MqttIdentityMetrics identity, Relay.Push.Commands.CommandService commands, ApiMetrics api, WebhookMetrics webhooks) =>
         {
             var text = new StringBuilder();
             metrics.WritePrometheus(text);
             turn.WritePrometheus(text);
             mqtt.WritePrometheus(text);
+            identity.WritePrometheus(text);
+            commands.WritePrometheus(text);
             api.WritePrometheus(text);
             webhooks.WritePrometheus(text);
             return Results.Text(text.ToString(), "text/plain; version=0.0.4; charset=utf-8");

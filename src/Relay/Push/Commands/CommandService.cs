@@ -57,6 +57,8 @@ internal sealed partial class CommandService : BackgroundService, IMqttMessageOb
     private long _eventsDropped;
     private long _unknownResults;
     private long _duplicateResults;
+    private readonly long[] _transitions = new long[StateNames.Length];
+    private static readonly string[] StateNames = ["queued", "delivered", "succeeded", "failed", "expired", "canceled"];
 
     public CommandService(CommandStore store, MqttBroker broker, IDeviceRegistry registry, PushOptions options, TimeProvider time, IServiceProvider services, ILogger<CommandService> logger)
     {
@@ -77,6 +79,14 @@ internal sealed partial class CommandService : BackgroundService, IMqttMessageOb
 
     /// <summary>Results for a command that was already final: ignored, never recorded twice.</summary>
     public long DuplicateResults => Volatile.Read(ref _duplicateResults);
+
+    /// <summary>Prometheus text: committed transitions by state, odd results and dropped hook events.</summary>
+    public void WritePrometheus(System.Text.StringBuilder output)
+    {
+        PrometheusText.WriteFamily(output, "relay_push_command_transitions_total", "Command state transitions committed, by new state.", "counter", PrometheusText.Labelled(_transitions, StateNames, "state"));
+        PrometheusText.WriteFamily(output, "relay_push_results_ignored_total", "Device results not recorded: unknown command, or a duplicate for a final one.", "counter", [new("reason=\"unknown\"", UnknownResults), new("reason=\"duplicate\"", DuplicateResults)]);
+        PrometheusText.WriteFamily(output, "relay_push_events_dropped_total", "Broker events the command loop was too far behind to queue (the sweep recovers them).", "counter", [new(string.Empty, EventsDropped)]);
+    }
 
     public PushOptions Options => _options;
 
@@ -814,6 +824,7 @@ internal sealed partial class CommandService : BackgroundService, IMqttMessageOb
 
     private void Announce(CommandTransition transition)
     {
+        Interlocked.Increment(ref _transitions[(int)transition.State]);
         foreach (var sink in _sinks)
         {
             try

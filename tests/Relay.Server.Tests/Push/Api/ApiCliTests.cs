@@ -95,6 +95,12 @@ public sealed class ApiCliTests
         Assert.True(code == 0, $"exit {code}\n{output}\n{error}");
         Assert.Contains("succeeded", output, StringComparison.Ordinal);
         Assert.Contains("blink", output, StringComparison.Ordinal);
+
+        // The transitions are on /metrics, with the MQTT identity families (auth hook, ACL) beside them.
+        var metrics = await kit.Http.GetStringAsync("/metrics");
+        Assert.Contains("relay_push_command_transitions_total{state=\"succeeded\"} 1\n", metrics, StringComparison.Ordinal);
+        Assert.Contains("relay_push_command_transitions_total{state=\"delivered\"} 1\n", metrics, StringComparison.Ordinal);
+        Assert.Contains("relay_mqtt_acl_denials_total", metrics, StringComparison.Ordinal);
     }
 
     [Fact]
