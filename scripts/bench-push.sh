@@ -122,7 +122,7 @@ set +e
 timeout 3600 "${PRIO[@]}" dotnet "$LOADGEN" push --mqtt "127.0.0.1:$MQTT_PORT" --http "http://127.0.0.1:$HTTP_PORT" \
   --token "$TOKEN" --devices-file "$DEVICES_FILE" --devices "$DEVICES" --sources "$SOURCES" --rate "$RATE" \
   --latency-duration "$LATENCY_DURATION" --concurrency "$CONCURRENCY" --warmup "$WARMUP" --duration "$DURATION" \
-  --http-connections "$HTTP_CONNECTIONS" --server-pid "$SERVER_PID" "${REFERENCE_ARGS[@]}" 2>&1 | tee "$OUT" | sed 's/^/  /'
+  --http-connections "$HTTP_CONNECTIONS" --server-pid "$SERVER_PID" "${REFERENCE_ARGS[@]}" 2>&1 | tee "$OUT" | sed -u 's/^/  /'
 RC=${PIPESTATUS[0]}
 set -e
 kill -0 "$SERVER_PID" 2>/dev/null || log "our server died during the run"
