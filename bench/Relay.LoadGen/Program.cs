@@ -5,6 +5,7 @@ if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
     Console.WriteLine(LoadOptions.Usage);
     Console.WriteLine(TurnLoadOptions.Usage);
     Console.WriteLine(MqttLoadOptions.Usage);
+    Console.WriteLine(PushLoadOptions.Usage);
     return args.Length == 0 ? 2 : 0;
 }
 
@@ -31,6 +32,18 @@ if (command is "mqtt-idle" or "mqtt-pubsub")
     }
 
     return command == "mqtt-idle" ? await MqttIdleLoad.RunAsync(mqttOptions!) : await MqttPubSubLoad.RunAsync(mqttOptions!);
+}
+
+if (command == "push")
+{
+    if (!PushLoadOptions.TryParse(args, 1, out var pushOptions, out var pushError))
+    {
+        Console.Error.WriteLine($"error: {pushError}");
+        Console.Error.WriteLine(PushLoadOptions.Usage);
+        return 2;
+    }
+
+    return await PushLoad.RunAsync(pushOptions!);
 }
 
 if (command is not ("stun" or "probe"))
