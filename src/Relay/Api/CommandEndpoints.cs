@@ -211,7 +211,10 @@ internal static class CommandEndpoints
     private static IResult Accepted(HttpContext http, CommandEntry entry)
     {
         http.Response.Headers.Location = "/v1/commands/" + entry.Id;
-        return Results.Json(new CommandAccepted(entry.Id, StateName(entry.State)), CommandJsonContext.Relaxed.CommandAccepted, statusCode: 202);
+
+        // The state it was accepted in: a device online and quick may have acknowledged, even answered, the
+        // command before this response is written, and a 202 that sometimes says "succeeded" would surprise.
+        return Results.Json(new CommandAccepted(entry.Id, StateName(CommandState.Queued)), CommandJsonContext.Relaxed.CommandAccepted, statusCode: 202);
     }
 
     /// <summary>Reads {name, payload, ttlSeconds, qos[, tag]} with a bound on the body; the error is the answer to send.</summary>

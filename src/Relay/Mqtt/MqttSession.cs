@@ -82,7 +82,68 @@ internal sealed partial class MqttSession
         var end = MqttEndReason.PeerClosed;
         try
         {
-            end = await ReadLoopAsync().ConfigureAwait(false);
+            // The read loop lives here rather than in a method of its own: an idle device's connection then
+            // carries one suspended state machine fewer for its whole life.
+            while (true)
+            {
+                var result = await _input.ReadAsync().ConfigureAwait(false);
+                if (Volatile.Read(ref _endRequested) != 0)
+                {
+                    end = RequestedEnd;
+                    break;
+                }
+
+                var buffer = result.Buffer;
+                var stop = (MqttEndReason?)null;
+                BeginBatch();
+                try
+                {
+                    // Drain every complete packet of this read before flushing once (Kestrel's loop shape).
+                    while (stop is null)
+                    {
+                        var status = MqttFrameReader.TryRead(ref buffer, _options.MaxPacketSize, out var frame, out var error);
+                        if (status == OperationStatus.NeedMoreData)
+                        {
+                            break;
+                        }
+
+                        if (status != OperationStatus.Done)
+                        {
+                            if (error == MqttDecodeError.PacketTooLarge)
+                            {
+                                _metrics.LimitHit(MqttLimit.PacketSize);
+                            }
+
+                            stop = Fail(error, "framing");
+                            break;
+                        }
+
+                        _lastReceived = Environment.TickCount64;
+                        stop = await HandleAsync(frame).ConfigureAwait(false);
+                        if (stop is null && Volatile.Read(ref _endRequested) != 0)
+                        {
+                            stop = RequestedEnd;
+                        }
+                    }
+
+                    if (stop is null && result.IsCompleted)
+                    {
+                        // Leftover bytes at EOF are a truncated packet.
+                        stop = buffer.IsEmpty ? MqttEndReason.PeerClosed : MqttEndReason.MalformedPacket;
+                    }
+                }
+                finally
+                {
+                    _input.AdvanceTo(buffer.Start, buffer.End);
+                    EndBatch();
+                }
+
+                if (stop is { } reason)
+                {
+                    end = reason;
+                    break;
+                }
+            }
         }
         catch (Exception e) when (e is IOException or Microsoft.AspNetCore.Connections.ConnectionResetException or Microsoft.AspNetCore.Connections.ConnectionAbortedException or OperationCanceledException or System.Net.WebSockets.WebSocketException)
         {
@@ -109,67 +170,6 @@ internal sealed partial class MqttSession
 
     private MqttEndReason RequestedEnd => (MqttEndReason)(Volatile.Read(ref _endRequested) - 1);
 
-    private async Task<MqttEndReason> ReadLoopAsync()
-    {
-        while (true)
-        {
-            var result = await _input.ReadAsync().ConfigureAwait(false);
-            if (Volatile.Read(ref _endRequested) != 0)
-            {
-                return RequestedEnd;
-            }
-
-            var buffer = result.Buffer;
-            var end = (MqttEndReason?)null;
-            BeginBatch();
-            try
-            {
-                // Drain every complete packet of this read before flushing once (Kestrel's loop shape).
-                while (end is null)
-                {
-                    var status = MqttFrameReader.TryRead(ref buffer, _options.MaxPacketSize, out var frame, out var error);
-                    if (status == OperationStatus.NeedMoreData)
-                    {
-                        break;
-                    }
-
-                    if (status != OperationStatus.Done)
-                    {
-                        if (error == MqttDecodeError.PacketTooLarge)
-                        {
-                            _metrics.LimitHit(MqttLimit.PacketSize);
-                        }
-
-                        end = Fail(error, "framing");
-                        break;
-                    }
-
-                    _lastReceived = Environment.TickCount64;
-                    end = await HandleAsync(frame).ConfigureAwait(false);
-                    if (end is null && Volatile.Read(ref _endRequested) != 0)
-                    {
-                        end = RequestedEnd;
-                    }
-                }
-
-                if (end is null && result.IsCompleted)
-                {
-                    // Leftover bytes at EOF are a truncated packet.
-                    end = buffer.IsEmpty ? MqttEndReason.PeerClosed : MqttEndReason.MalformedPacket;
-                }
-            }
-            finally
-            {
-                _input.AdvanceTo(buffer.Start, buffer.End);
-                EndBatch();
-            }
-
-            if (end is { } reason)
-            {
-                return reason;
-            }
-        }
-    }
 
     /// <summary>Asks the read loop to end (keep-alive, takeover, shutdown); v5 clients get a DISCONNECT with <paramref name="code"/> first.</summary>
     public bool RequestEnd(MqttEndReason reason, MqttReasonCode code)
