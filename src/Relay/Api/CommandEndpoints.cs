@@ -224,7 +224,7 @@ internal static class CommandEndpoints
         var maxBody = (options.MaxPayloadBytes * 4L / 3) + 8192;
         if (http.Request.ContentLength is { } length && length > maxBody)
         {
-            return (null, null, TooLarge(options));
+            return (null, null, TooLarge(http, options));
         }
 
         using var body = new MemoryStream();
@@ -234,7 +234,7 @@ internal static class CommandEndpoints
         {
             if (body.Length + read > maxBody)
             {
-                return (null, null, TooLarge(options));
+                return (null, null, TooLarge(http, options));
             }
 
             body.Write(buffer, 0, read);
@@ -304,7 +304,7 @@ internal static class CommandEndpoints
 
             if (payload.Length > options.MaxPayloadBytes)
             {
-                return (null, null, TooLarge(options));
+                return (null, null, TooLarge(http, options));
             }
 
             return (new CommandRequest(name, payload, binary, ttl, (byte)qos), tag, null);
@@ -355,8 +355,11 @@ internal static class CommandEndpoints
 
     private static IResult UnknownCommand(string id) => Problem(404, "Unknown command", $"No command '{id}'; command ids are returned by POST /v1/devices/{{id}}/commands.");
 
-    private static IResult TooLarge(PushOptions options) =>
-        Problem(413, "Payload too large", $"The payload is larger than {options.MaxPayloadBytes} bytes (Relay:Push:MaxPayloadBytes); send less, or a reference the device can fetch.");
+    private static IResult TooLarge(HttpContext http, PushOptions options)
+    {
+        http.RequestServices.GetRequiredService<CommandService>().LimitHit(PushLimit.PayloadSize, http.Request.Path);
+        return Problem(413, "Payload too large", $"The payload is larger than {options.MaxPayloadBytes} bytes (Relay:Push:MaxPayloadBytes); send less, or a reference the device can fetch.");
+    }
 
     private static IResult Problem(int status, string title, string detail) =>
         Results.Json(new ProblemResponse("about:blank", title, status, detail), CommandJsonContext.Relaxed.ProblemResponse, "application/problem+json", status);

@@ -16,7 +16,7 @@ internal sealed class MqttRetainedTree
     public void Set(StoredMessage message)
     {
         var node = _root;
-        foreach (var level in new Levels(message.Topic))
+        foreach (var level in new MqttTopicLevels(message.Topic))
         {
             node.Children ??= new(StringComparer.Ordinal);
             var lookup = node.Children.GetAlternateLookup<ReadOnlySpan<char>>();
@@ -67,7 +67,7 @@ internal sealed class MqttRetainedTree
     private Node? Find(string topic)
     {
         var node = _root;
-        foreach (var level in new Levels(topic))
+        foreach (var level in new MqttTopicLevels(topic))
         {
             if (node.Children is null || !node.Children.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(level, out node))
             {
@@ -196,29 +196,5 @@ internal sealed class MqttRetainedTree
         public Dictionary<string, Node>? Children { get; set; }
 
         public StoredMessage? Message { get; set; }
-    }
-
-    private ref struct Levels(string text)
-    {
-        private readonly string _text = text;
-        private int _start = -1;
-        private int _end = -1;
-
-        public readonly Levels GetEnumerator() => this;
-
-        public readonly ReadOnlySpan<char> Current => _text.AsSpan(_start, _end - _start);
-
-        public bool MoveNext()
-        {
-            if (_end >= _text.Length)
-            {
-                return false;
-            }
-
-            _start = _end + 1;
-            var slash = _text.IndexOf('/', _start);
-            _end = slash < 0 ? _text.Length : slash;
-            return true;
-        }
     }
 }

@@ -42,7 +42,7 @@ internal sealed class MqttSubscriptionTree
         lock (_sync)
         {
             var node = _root;
-            foreach (var level in new LevelEnumerator(subscription.InnerFilter))
+            foreach (var level in new MqttTopicLevels(subscription.InnerFilter))
             {
                 node = node.GetOrAddChild(level);
             }
@@ -268,31 +268,6 @@ internal sealed class MqttSubscriptionTree
             }
 
             return child;
-        }
-    }
-
-    /// <summary>Levels of a topic or filter; an empty level between slashes is a level too (§4.7.1.1).</summary>
-    private ref struct LevelEnumerator(string text)
-    {
-        private readonly string _text = text;
-        private int _start = -1;
-        private int _end = -1;
-
-        public readonly LevelEnumerator GetEnumerator() => this;
-
-        public readonly ReadOnlySpan<char> Current => _text.AsSpan(_start, _end - _start);
-
-        public bool MoveNext()
-        {
-            if (_end >= _text.Length)
-            {
-                return false;
-            }
-
-            _start = _end + 1;
-            var slash = _text.IndexOf('/', _start);
-            _end = slash < 0 ? _text.Length : slash;
-            return true;
         }
     }
 }

@@ -59,6 +59,10 @@ internal sealed partial class CommandService : BackgroundService, IMqttMessageOb
     private long _duplicateResults;
     private readonly long[] _transitions = new long[StateNames.Length];
     private static readonly string[] StateNames = ["queued", "delivered", "succeeded", "failed", "expired", "canceled"];
+    private static readonly string[] LimitNames = ["queued_per_device", "waiters", "broadcast_devices", "payload_size"];
+    private static readonly string[] LimitKeys = ["Relay:Push:MaxQueuedCommandsPerDevice", "Relay:Push:MaxWaiters", "Relay:Push:MaxBroadcastDevices", "Relay:Push:MaxPayloadBytes"];
+    private readonly long[] _limits = new long[LimitNames.Length];
+    private readonly long[] _limitLoggedAt = new long[LimitNames.Length];
 
     public CommandService(CommandStore store, MqttBroker broker, IDeviceRegistry registry, PushOptions options, TimeProvider time, IServiceProvider services, ILogger<CommandService> logger)
     {
@@ -80,9 +84,28 @@ internal sealed partial class CommandService : BackgroundService, IMqttMessageOb
     /// <summary>Results for a command that was already final: ignored, never recorded twice.</summary>
     public long DuplicateResults => Volatile.Read(ref _duplicateResults);
 
-    /// <summary>Prometheus text: committed transitions by state, odd results and dropped hook events.</summary>
+    /// <summary>
+    /// Counts a refusal by one of the Relay:Push limits, and logs it at most once per 10 s per limit so a client
+    /// hammering a full queue cannot flood the log.
+    /// </summary>
+    public void LimitHit(PushLimit limit, string subject)
+    {
+        Interlocked.Increment(ref _limits[(int)limit]);
+        var now = Environment.TickCount64;
+        var last = Volatile.Read(ref _limitLoggedAt[(int)limit]);
+        if (now - last >= 10_000 && Interlocked.CompareExchange(ref _limitLoggedAt[(int)limit], now, last) == last)
+        {
+            LogLimitHit(LimitKeys[(int)limit], subject);
+        }
+    }
+
+    /// <summary>Refusals by each Relay:Push limit.</summary>
+    public long LimitHits(PushLimit limit) => Volatile.Read(ref _limits[(int)limit]);
+
+    /// <summary>Prometheus text: committed transitions by state, limit refusals, odd results and dropped hook events.</summary>
     public void WritePrometheus(System.Text.StringBuilder output)
     {
+        PrometheusText.WriteFamily(output, "relay_push_limit_hits_total", "Requests refused by a Relay:Push limit.", "counter", PrometheusText.Labelled(_limits, LimitNames, "limit"));
         PrometheusText.WriteFamily(output, "relay_push_command_transitions_total", "Command state transitions committed, by new state.", "counter", PrometheusText.Labelled(_transitions, StateNames, "state"));
         PrometheusText.WriteFamily(output, "relay_push_results_ignored_total", "Device results not recorded: unknown command, or a duplicate for a final one.", "counter", [new("reason=\"unknown\"", UnknownResults), new("reason=\"duplicate\"", DuplicateResults)]);
         PrometheusText.WriteFamily(output, "relay_push_events_dropped_total", "Broker events the command loop was too far behind to queue (the sweep recovers them).", "counter", [new(string.Empty, EventsDropped)]);
@@ -145,6 +168,7 @@ internal sealed partial class CommandService : BackgroundService, IMqttMessageOb
             devices.AddRange(page.Select(static d => d.Id));
             if (devices.Count > _options.MaxBroadcastDevices)
             {
+                LimitHit(PushLimit.BroadcastDevices, tag);
                 return ([], [], true);
             }
 
@@ -173,6 +197,7 @@ internal sealed partial class CommandService : BackgroundService, IMqttMessageOb
                 var queue = Queue(device);
                 if (queue.Items.Count + queue.Reserved >= _options.MaxQueuedCommandsPerDevice)
                 {
+                    LimitHit(PushLimit.QueuedPerDevice, device);
                     continue;
                 }
 
@@ -269,6 +294,7 @@ internal sealed partial class CommandService : BackgroundService, IMqttMessageOb
 
             if (_waiterCount >= _options.MaxWaiters)
             {
+                LimitHit(PushLimit.Waiters, id);
                 return CommandError.TooManyWaiters;
             }
 
@@ -907,6 +933,9 @@ internal sealed partial class CommandService : BackgroundService, IMqttMessageOb
         public void Remove(CommandEntry entry) => Items.Remove(entry);
     }
 
+    [LoggerMessage(EventId = 7010, Level = LogLevel.Warning, Message = "Push: refused by {Key} ({Subject}); further refusals by it are counted in relay_push_limit_hits_total and logged at most every 10 s")]
+    private partial void LogLimitHit(string key, string subject);
+
     [LoggerMessage(EventId = 7001, Level = LogLevel.Information, Message = "Push: reloaded {Count} command(s) that were not final")]
     private partial void LogReloaded(int count);
 
@@ -927,4 +956,13 @@ internal sealed partial class CommandService : BackgroundService, IMqttMessageOb
 
     [LoggerMessage(EventId = 7007, Level = LogLevel.Error, Message = "Push: command loop failed on a batch")]
     private partial void LogLoopFailed(Exception exception);
+}
+
+/// <summary>The Relay:Push limits that refuse a request.</summary>
+internal enum PushLimit
+{
+    QueuedPerDevice,
+    Waiters,
+    BroadcastDevices,
+    PayloadSize,
 }

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.DependencyInjection;
 using System.Net;
 using System.Text;
 using System.Text.Json;
@@ -69,5 +70,11 @@ public sealed class CommandErrorTests
 
         // The canceled one freed a place.
         await PushTestKit.PushAsync(kit.Http, "d1", "c");
+
+        // Each refusal by a limit is counted (and on /metrics).
+        var commands = kit.Server.Services.GetRequiredService<Relay.Push.Commands.CommandService>();
+        Assert.Equal(2, commands.LimitHits(Relay.Push.Commands.PushLimit.PayloadSize));
+        Assert.Equal(1, commands.LimitHits(Relay.Push.Commands.PushLimit.QueuedPerDevice));
+        Assert.Contains("relay_push_limit_hits_total{limit=\"queued_per_device\"} 1\n", await kit.Http.GetStringAsync("/metrics"), StringComparison.Ordinal);
     }
 }
