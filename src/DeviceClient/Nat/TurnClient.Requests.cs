@@ -28,7 +28,13 @@ public sealed partial class TurnClient
     private byte[]? _nonce;
     private byte[]? _key;
     private byte[]? _passwordAlgorithms;
-    private StunPasswordAlgorithm _algorithm;
+    private StunPasswordAlgorithm _algorithm = StunPasswordAlgorithm.Md5;
+
+    /// <summary>
+    /// The long-term key's algorithm (RFC 8489 §9.2.5): SHA-256, signed with MESSAGE-INTEGRITY-SHA256, when
+    /// the server offers it ahead of MD5 in PASSWORD-ALGORITHMS; otherwise MD5, signed with MESSAGE-INTEGRITY.
+    /// </summary>
+    public StunPasswordAlgorithm PasswordAlgorithm => _algorithm;
 
     /// <summary>
     /// Runs one request to success, answering a 401 challenge (RFC 8489 §9.2.4) and a 438 stale nonce

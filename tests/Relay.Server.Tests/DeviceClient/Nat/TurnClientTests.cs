@@ -1,6 +1,8 @@
 using System.Net;
 using System.Net.Sockets;
+using Microsoft.Extensions.DependencyInjection;
 using Relay.DeviceClient.Nat;
+using Relay.Protocol.Stun;
 
 namespace Relay.Server.Tests.DeviceClientNat;
 
@@ -39,6 +41,32 @@ public sealed class TurnClientTests
         Assert.NotEqual(0, client.RelayedAddress.Port);
         Assert.Equal(client.LocalEndPoint, client.MappedAddress);
         Assert.True(client.Lifetime > TimeSpan.Zero);
+
+        // Ours offers PASSWORD-ALGORITHMS with SHA-256 first (RFC 8489 §9.2.4); coturn 4.6.1 offers none, so MD5.
+        Assert.Equal(kind == TurnServerKind.Ours ? StunPasswordAlgorithm.Sha256 : StunPasswordAlgorithm.Md5, client.PasswordAlgorithm);
+    }
+
+    [Theory]
+    [InlineData(TurnTransport.Udp)]
+    [InlineData(TurnTransport.Tcp)]
+    public async Task StaleNonce_Gets438_AndTheClientRetriesWithTheFreshOne(TurnTransport transport)
+    {
+        // Our server's nonce expires on its DI clock, which this test moves; coturn's runs on wall time only.
+        var serverClock = new FakeClock(DateTimeOffset.UtcNow);
+        await using var server = await RelayTestServer.StartAsync(
+            services => services.AddSingleton<TimeProvider>(serverClock),
+            $"Relay:Turn:Users:0={TurnServerUnderTest.User}:{TurnServerUnderTest.Password}", "Relay:Turn:NonceLifetimeSeconds=60");
+        var options = Options();
+        options.RequestedLifetime = TimeSpan.FromSeconds(3600);
+        await using var client = await TurnClient.AllocateAsync(new IPEndPoint(IPAddress.Loopback, server.StunPort), transport, Credentials, options);
+
+        var metrics = server.Services.GetRequiredService<Relay.Turn.TurnMetrics>();
+        Assert.Equal(0, metrics.Responses(438));
+
+        serverClock.Advance(TimeSpan.FromSeconds(61));
+
+        Assert.Equal(TimeSpan.FromSeconds(3600), await client.RefreshAsync());
+        Assert.Equal(1, metrics.Responses(438));
     }
 
     [Theory]
