@@ -1,0 +1,153 @@
+using System.Buffers;
+using System.Net;
+using System.Net.Sockets;
+using Relay.DeviceClient.Nat;
+using Relay.Protocol.Stun;
+
+namespace Relay.Server.Tests.DeviceClientNat;
+
+/// <summary>
+/// The classifier's decisions for NATs that loopback cannot produce. A stand-in RFC 5780 server on the
+/// four address/port combinations of 127.0.0.1 and 127.0.0.2 reports the mapping a NAT of the chosen
+/// kind would have made, and leaves unanswered what that NAT's filter would have dropped. (Real NATs
+/// belong to the namespace lab; this checks the RFC 5780 §4.3/§4.4 logic over real sockets.)
+/// </summary>
+public sealed class NatClassificationTests
+{
+    private static readonly StunClientOptions Quick = new() { InitialRto = TimeSpan.FromMilliseconds(20), MaxRequests = 2, LastWaitMultiplier = 4 };
+
+    [Theory]
+    [InlineData(NatMappingBehavior.EndpointIndependent, NatFilteringBehavior.EndpointIndependent, NatType.FullCone)]
+    [InlineData(NatMappingBehavior.EndpointIndependent, NatFilteringBehavior.AddressDependent, NatType.AddressRestricted)]
+    [InlineData(NatMappingBehavior.EndpointIndependent, NatFilteringBehavior.AddressAndPortDependent, NatType.PortRestricted)]
+    [InlineData(NatMappingBehavior.AddressDependent, NatFilteringBehavior.AddressAndPortDependent, NatType.Symmetric)]
+    [InlineData(NatMappingBehavior.AddressAndPortDependent, NatFilteringBehavior.AddressAndPortDependent, NatType.Symmetric)]
+    public async Task SimulatedNat_IsClassified(NatMappingBehavior mapping, NatFilteringBehavior filtering, NatType expected)
+    {
+        using var server = new SimulatedNatServer(mapping, filtering);
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+
+        var result = await NatBehaviorDiscovery.DiscoverAsync(socket, server.Primary, Quick);
+
+        Assert.Equal(mapping, result.Mapping);
+        Assert.Equal(filtering, result.Filtering);
+        Assert.Equal(expected, result.Type);
+        Assert.True(result.IsBehindNat);
+        Assert.Equal(SimulatedNatServer.PublicAddress, result.MappedAddress!.Address);
+    }
+
+    private sealed class SimulatedNatServer : IDisposable
+    {
+        public static readonly IPAddress PublicAddress = IPAddress.Parse("198.51.100.1");
+        private static readonly IPAddress Alternate = IPAddress.Parse("127.0.0.2");
+
+        private readonly Socket[] _sockets = new Socket[4];
+        private readonly Task[] _loops = new Task[4];
+        private readonly CancellationTokenSource _stop = new();
+        private readonly NatMappingBehavior _mapping;
+        private readonly NatFilteringBehavior _filtering;
+        private readonly int _port;
+
+        public SimulatedNatServer(NatMappingBehavior mapping, NatFilteringBehavior filtering)
+        {
+            _mapping = mapping;
+            _filtering = filtering;
+            _port = FreePorts.UdpAndTcpPair();
+
+            // Index bit 1: the alternate IP; bit 0: the alternate port.
+            for (var i = 0; i < 4; i++)
+            {
+                _sockets[i] = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+                _sockets[i].Bind(EndPoint(i));
+            }
+
+            for (var i = 0; i < 4; i++)
+            {
+                var index = i;
+                _loops[i] = Task.Run(() => ServeAsync(index));
+            }
+        }
+
+        public IPEndPoint Primary => EndPoint(0);
+
+        private IPEndPoint EndPoint(int index) => new((index & 2) != 0 ? Alternate : IPAddress.Loopback, _port + (index & 1));
+
+        private async Task ServeAsync(int index)
+        {
+            var buffer = new byte[2048];
+            try
+            {
+                while (true)
+                {
+                    var received = await _sockets[index].ReceiveFromAsync(buffer, SocketFlags.None, new IPEndPoint(IPAddress.Any, 0), _stop.Token);
+                    var answer = Answer(buffer.AsSpan(0, received.ReceivedBytes), index, out var from);
+                    if (answer is not null)
+                    {
+                        await _sockets[from].SendToAsync(answer, SocketFlags.None, received.RemoteEndPoint, _stop.Token);
+                    }
+                }
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        }
+
+        private byte[]? Answer(ReadOnlySpan<byte> request, int index, out int from)
+        {
+            from = index;
+            if (StunMessageReader.TryParse(request, StunReaderLimits.Default, out var message, out _) != OperationStatus.Done)
+            {
+                return null;
+            }
+
+            var changeIp = false;
+            var changePort = false;
+            if (message.TryGetAttribute(StunAttributeType.ChangeRequest, out var flags))
+            {
+                StunAttributeReader.TryReadChangeRequest(flags, out changeIp, out changePort);
+            }
+
+            // The NAT's filter: what it would drop never reaches the client.
+            var dropped = _filtering switch
+            {
+                NatFilteringBehavior.AddressDependent => changeIp,
+                NatFilteringBehavior.AddressAndPortDependent => changeIp || changePort,
+                _ => false,
+            };
+            if (dropped)
+            {
+                return null;
+            }
+
+            from = index ^ (changeIp ? 2 : 0) ^ (changePort ? 1 : 0);
+
+            // The NAT's mapping, as the server sees it: one public port per destination the NAT tells apart.
+            var port = 40000 + _mapping switch
+            {
+                NatMappingBehavior.AddressDependent => index >> 1,
+                NatMappingBehavior.AddressAndPortDependent => index,
+                _ => 0,
+            };
+            var buffer = new byte[256];
+            var writer = new StunMessageWriter(buffer, StunHeader.ComposeType(StunMethod.Binding, StunClass.SuccessResponse), message.Header.TransactionId);
+            writer.WriteXorAddress(StunAttributeType.XorMappedAddress, StunAddress.FromEndPoint(new IPEndPoint(PublicAddress, port)));
+            writer.WriteAddress(StunAttributeType.ResponseOrigin, StunAddress.FromEndPoint(EndPoint(from)));
+            writer.WriteAddress(StunAttributeType.OtherAddress, StunAddress.FromEndPoint(EndPoint(3)));
+            writer.WriteFingerprint();
+            return writer.Written.ToArray();
+        }
+
+        public void Dispose()
+        {
+            _stop.Cancel();
+            Task.WaitAll(_loops);
+            foreach (var socket in _sockets)
+            {
+                socket.Dispose();
+            }
+
+            _stop.Dispose();
+        }
+    }
+}
