@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""The client side of the NAT lab's behaviour tests (stdlib only); runs in a client namespace behind a NAT.
+
+Talks to udp_reporter.py and prints one result line per observation, for the tests to parse:
+  map    --to A:P [--to A:P ...]   one socket, a MAP to each destination in turn:
+                                   "MAPPED <dest> <mapped ip:port>" or "NOREPLY <dest>"
+  filter --to A:P                  a fresh socket sends FILTER to one destination only, then reads until
+                                   DONE; every unsolicited packet that got through is "FROM <reporter
+                                   socket>"; a SYNC round trip after DONE lets a straggler land first.
+                                   Ends with "FILTERED <local port>" or "NOREPLY <dest>"
+  tcp    --to A:P                  a TCP connection, one MAP: "MAPPED <dest> <mapped>" or "NOREPLY <dest>"
+Every wait is bounded (--timeout per try, --tries); exit 0 always, the lines carry the verdict.
+"""
+import argparse
+import os
+import socket
+import sys
+
+
+def endpoint(text):
+    host, port = text.rsplit(":", 1)
+    return host, int(port)
+
+
+def out(*parts):
+    print(*parts, flush=True)
+
+
+def ask(s, request, dest, want, token, timeout, tries, seen=None):
+    """Sends request until a reply starting with `want <token>` arrives; other lines for this token go to seen."""
+    s.settimeout(timeout)
+    for _ in range(tries):
+        s.sendto(request.encode(), dest)
+        try:
+            while True:
+                data, source = s.recvfrom(2048)
+                words = data.decode("ascii", "replace").split()
+                if len(words) < 2 or words[1] != token:
+                    continue
+                if words[0] == want:
+                    return words, source
+                if seen is not None:
+                    seen.append((words, source))
+        except socket.timeout:
+            continue
+    return None, None
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=["map", "filter", "tcp"])
+    p.add_argument("--to", action="append", required=True, type=endpoint)
+    p.add_argument("--timeout", type=float, default=1.0)
+    p.add_argument("--tries", type=int, default=3)
+    a = p.parse_args()
+    token = os.urandom(6).hex()
+
+    def name(e):
+        return "%s:%d" % e
+
+    if a.mode == "map":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("0.0.0.0", 0))
+        out("LOCAL", s.getsockname()[1])
+        for dest in a.to:
+            words, _ = ask(s, "MAP " + token, dest, "SEEN", token, a.timeout, a.tries)
+            out("MAPPED", name(dest), words[2]) if words else out("NOREPLY", name(dest))
+    elif a.mode == "filter":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("0.0.0.0", 0))
+        dest = a.to[0]
+        seen = []
+        words, _ = ask(s, "FILTER " + token, dest, "DONE", token, a.timeout, a.tries, seen)
+        if words is None:
+            out("NOREPLY", name(dest))
+            return 0
+        ask(s, "SYNC " + token, dest, "SYNCED", token, a.timeout, a.tries, seen)
+        for w, source in sorted(set((tuple(w), src) for w, src in seen)):
+            if w[0] == "FROM":
+                out("FROM", name(source))
+        out("FILTERED", s.getsockname()[1])
+    else:
+        dest = a.to[0]
+        try:
+            with socket.create_connection(dest, timeout=a.timeout * a.tries) as c:
+                c.sendall(("MAP %s\n" % token).encode())
+                words = c.makefile("r").readline().split()
+                out("MAPPED", name(dest), words[2]) if len(words) == 4 else out("NOREPLY", name(dest))
+        except OSError as e:
+            out("NOREPLY", name(dest), type(e).__name__)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
