@@ -9,12 +9,17 @@ Talks to udp_reporter.py and prints one result line per observation, for the tes
                                    socket>"; a SYNC round trip after DONE lets a straggler land first.
                                    Ends with "FILTERED <local port>" or "NOREPLY <dest>"
   tcp    --to A:P                  a TCP connection, one MAP: "MAPPED <dest> <mapped>" or "NOREPLY <dest>"
+  hold   --to A:P --keepalive K --duration D
+                                   one socket: a MAP ("MAPPED <dest> <mapped>"), then a KEEP datagram to
+                                   the same destination every K seconds (never when K is 0) for D seconds,
+                                   printing "POKED <source>" for every POKED datagram that reaches it.
 Every wait is bounded (--timeout per try, --tries); exit 0 always, the lines carry the verdict.
 """
 import argparse
 import os
 import socket
 import sys
+import time
 
 
 def endpoint(text):
@@ -48,10 +53,12 @@ def ask(s, request, dest, want, token, timeout, tries, seen=None):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["map", "filter", "tcp"])
+    p.add_argument("mode", choices=["map", "filter", "tcp", "hold"])
     p.add_argument("--to", action="append", required=True, type=endpoint)
     p.add_argument("--timeout", type=float, default=1.0)
     p.add_argument("--tries", type=int, default=3)
+    p.add_argument("--keepalive", type=float, default=0)
+    p.add_argument("--duration", type=float, default=120)
     a = p.parse_args()
     token = os.urandom(6).hex()
 
@@ -79,6 +86,32 @@ def main():
             if w[0] == "FROM":
                 out("FROM", name(source))
         out("FILTERED", s.getsockname()[1])
+    elif a.mode == "hold":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("0.0.0.0", 0))
+        dest = a.to[0]
+        words, _ = ask(s, "MAP " + token, dest, "SEEN", token, a.timeout, a.tries)
+        if words is None:
+            out("NOREPLY", name(dest))
+            return 0
+        out("MAPPED", name(dest), words[2])
+        end = time.monotonic() + a.duration
+        next_keep = time.monotonic() + a.keepalive
+        while time.monotonic() < end:
+            wait = end - time.monotonic()
+            if a.keepalive > 0:
+                wait = min(wait, max(0.0, next_keep - time.monotonic()))
+            s.settimeout(max(0.01, wait))
+            try:
+                data, source = s.recvfrom(2048)
+                if data.startswith(b"POKED "):
+                    out("POKED", name(source))
+            except socket.timeout:
+                pass
+            if a.keepalive > 0 and time.monotonic() >= next_keep:
+                s.sendto(("KEEP " + token).encode(), dest)
+                next_keep += a.keepalive
+        out("HELD")
     else:
         dest = a.to[0]
         try:

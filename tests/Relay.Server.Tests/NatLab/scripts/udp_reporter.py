@@ -9,6 +9,9 @@ It listens on UDP at every (address, port) pair given and on TCP at the first pa
                      (RFC 4787 section 5: which of them the NAT lets in is its filtering), then
                      "DONE <token>" from the socket that got the request, last.
   SYNC <token>    -> "SYNCED <token>"
+  POKE <token> <ip:port>  (from the test) -> "POKED <token>" to that endpoint from the socket that got the
+                     request, and "POKING <token>" back to the requester: reaches a NAT mapping only while
+                     it exists (the keepalive tests).
   TCP: one line "MAP <token>" -> "SEEN <token> <source ip:port> <local ip:port>".
 Prints "LISTENING" once every socket is bound, and one "GOT <kind> <source> <local>" line per request.
 """
@@ -65,6 +68,12 @@ def main():
             except OSError:
                 continue
             words = data.decode("ascii", "replace").split()
+            if len(words) == 3 and words[0] == "POKE":
+                host, port = words[2].rsplit(":", 1)
+                print("GOT POKE", name(source), words[2], flush=True)
+                s.sendto(("POKED %s" % words[1]).encode(), (host, int(port)))
+                s.sendto(("POKING %s" % words[1]).encode(), source)
+                continue
             if len(words) != 2:
                 continue
             kind, token = words
