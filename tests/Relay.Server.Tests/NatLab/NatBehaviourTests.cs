@@ -78,6 +78,35 @@ public sealed class NatBehaviourTests
     }
 
     [NatLabFact]
+    public async Task Our_stun_server_sees_each_nat_as_its_type()
+    {
+        await using var lab = await NatLab.CreateAsync(NatType.Easy, NatType.FullCone, NatType.AddressRestricted, NatType.Symmetric, NatType.UdpBlocked);
+        await using var server = await LabRelayServer.StartAsync(lab, devices: 0);
+
+        // RFC 5780 section 4.3: the primary, the alternate port and the alternate address (OTHER-ADDRESS),
+        // seen from one socket. Three, so a symmetric NAT's random ports all colliding is ~1 in 4e9.
+        string[] servers =
+        [
+            Endpoint(NatLab.ServerAddress, LabRelayServer.StunPort),
+            Endpoint(NatLab.ServerAddress, LabRelayServer.StunPort + 1),
+            Endpoint(NatLab.ServerAlternateAddress, LabRelayServer.StunPort + 1),
+        ];
+        foreach (var site in lab.Sites)
+        {
+            var stun = await LabScripts.ProbeAsync(lab, site, "stun", servers);
+            var mapped = servers.Select(d => LabScripts.Mapped(stun, d)).ToList();
+            if (site.Type == NatType.UdpBlocked)
+            {
+                Assert.All(mapped, Assert.Null);
+                continue;
+            }
+
+            Assert.All(mapped, m => Assert.True(m is not null && m.StartsWith(site.WanAddress + ":", StringComparison.Ordinal), $"{site.Type}: XOR-MAPPED-ADDRESS must be the router's WAN address\n{stun}\n{server.Process.Transcript}"));
+            Assert.True(mapped.Distinct().Count() == 1 == (site.Type != NatType.Symmetric), $"{site.Type}: one external port for every server exactly when the mapping is endpoint-independent\n{stun}");
+        }
+    }
+
+    [NatLabFact]
     public async Task Dispose_removes_every_namespace_and_link_and_a_new_lab_sweeps_dead_ones()
     {
         // A namespace named as a lab of a process that is gone stands for a run that was killed.

@@ -8,6 +8,8 @@ Talks to udp_reporter.py and prints one result line per observation, for the tes
                                    DONE; every unsolicited packet that got through is "FROM <reporter
                                    socket>"; a SYNC round trip after DONE lets a straggler land first.
                                    Ends with "FILTERED <local port>" or "NOREPLY <dest>"
+  stun   --to A:P [--to A:P ...]   one socket, an RFC 8489 Binding request to each STUN server in turn:
+                                   "MAPPED <dest> <XOR-MAPPED-ADDRESS>" or "NOREPLY <dest>"
   tcp    --to A:P                  a TCP connection, one MAP: "MAPPED <dest> <mapped>" or "NOREPLY <dest>"
   hold   --to A:P --keepalive K --duration D
                                    one socket: a MAP ("MAPPED <dest> <mapped>"), then a KEEP datagram to
@@ -18,6 +20,7 @@ Every wait is bounded (--timeout per try, --tries); exit 0 always, the lines car
 import argparse
 import os
 import socket
+import struct
 import sys
 import time
 
@@ -51,9 +54,39 @@ def ask(s, request, dest, want, token, timeout, tries, seen=None):
     return None, None
 
 
+MAGIC = 0x2112A442
+
+
+def stun_binding(s, dest, timeout, tries):
+    """RFC 8489 section 5: a Binding request; the answer's XOR-MAPPED-ADDRESS (section 14.2) as ip:port."""
+    tid = os.urandom(12)
+    request = struct.pack("!HHI", 0x0001, 0, MAGIC) + tid
+    s.settimeout(timeout)
+    for _ in range(tries):
+        s.sendto(request, dest)
+        try:
+            while True:
+                data, _ = s.recvfrom(2048)
+                if len(data) < 20 or data[8:20] != tid or struct.unpack("!H", data[:2])[0] != 0x0101:
+                    continue
+                at, end = 20, 20 + struct.unpack("!H", data[2:4])[0]
+                while at + 4 <= min(end, len(data)):
+                    kind, length = struct.unpack("!HH", data[at:at + 4])
+                    value = data[at + 4:at + 4 + length]
+                    if kind == 0x0020 and length == 8 and value[1] == 0x01:
+                        port = struct.unpack("!H", value[2:4])[0] ^ (MAGIC >> 16)
+                        address = struct.unpack("!I", value[4:8])[0] ^ MAGIC
+                        return "%s:%d" % (socket.inet_ntoa(struct.pack("!I", address)), port)
+                    at += 4 + (length + 3) // 4 * 4
+                return None
+        except socket.timeout:
+            continue
+    return None
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["map", "filter", "tcp", "hold"])
+    p.add_argument("mode", choices=["map", "filter", "tcp", "hold", "stun"])
     p.add_argument("--to", action="append", required=True, type=endpoint)
     p.add_argument("--timeout", type=float, default=1.0)
     p.add_argument("--tries", type=int, default=3)
@@ -86,6 +119,12 @@ def main():
             if w[0] == "FROM":
                 out("FROM", name(source))
         out("FILTERED", s.getsockname()[1])
+    elif a.mode == "stun":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("0.0.0.0", 0))
+        for dest in a.to:
+            mapped = stun_binding(s, dest, a.timeout, a.tries)
+            out("MAPPED", name(dest), mapped) if mapped else out("NOREPLY", name(dest))
     elif a.mode == "hold":
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.bind(("0.0.0.0", 0))
