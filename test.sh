@@ -7,8 +7,9 @@ cd "$(dirname "$0")"
 # The interop tests drive real third-party peers: coturn's turnutils and turnserver, Debian's classic
 # stun client, and chromium (headless, through Playwright, which cannot download a browser of its own)
 # for WebRTC through our TURN relay; Mosquitto's broker and clients and python3-paho-mqtt for MQTT
-# interop (the broker is also the reference the MQTT interop tests are checked against).
-packages=(coturn stun-client chromium mosquitto mosquitto-clients python3-paho-mqtt)
+# interop (the broker is also the reference the MQTT interop tests are checked against). The NAT lab
+# (docs/natlab.md) builds network namespaces with iproute2, nftables and conntrack.
+packages=(coturn stun-client chromium mosquitto mosquitto-clients python3-paho-mqtt iproute2 nftables conntrack)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

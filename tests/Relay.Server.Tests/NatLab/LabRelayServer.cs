@@ -1,0 +1,136 @@
+using System.Globalization;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Sockets;
+using Relay.Server.Tests.Mqtt.Interop;
+
+namespace Relay.Server.Tests.Nat;
+
+/// <summary>
+/// Our server as a process (<c>dotnet src/Relay/bin/Release/net10.0/Relay.dll</c>) inside the lab's server
+/// namespace, listening on <see cref="NatLab.ServerAddress"/> only (STUN also on the alternate address for
+/// RFC 5780), with devices d1..dN provisioned. The ports are the defaults: the namespace has its own.
+/// </summary>
+internal sealed class LabRelayServer : IAsyncDisposable
+{
+    public const string Token = "natlab-admin-token";
+    public const string Secret = "natlab-device-secret";
+    public const int MqttPort = 1883;
+    public const int HttpPort = 8080;
+    public const int StunPort = 3478;
+
+    private readonly string _work;
+
+    private LabRelayServer(string work, ToolProcess process)
+    {
+        _work = work;
+        Process = process;
+        Http = new HttpClient { BaseAddress = new Uri($"http://{NatLab.ServerAddress}:{HttpPort.ToString(CultureInfo.InvariantCulture)}"), Timeout = TimeSpan.FromSeconds(90) };
+        Http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", Token);
+    }
+
+    public ToolProcess Process { get; }
+
+    /// <summary>The push API, reached from the test process through the lab's root veth.</summary>
+    public HttpClient Http { get; }
+
+    public static async Task<LabRelayServer> StartAsync(NatLab lab, int devices)
+    {
+        Assert.True(File.Exists(RepoPaths.RelayDll), $"{RepoPaths.RelayDll} is missing: dotnet build Relay.sln -c Release");
+        var work = Directory.CreateTempSubdirectory("natlab-relay-").FullName;
+        var data = Directory.CreateDirectory(Path.Combine(work, "data")).FullName;
+        string P(int port) => port.ToString(CultureInfo.InvariantCulture);
+        List<string> arguments =
+        [
+            RepoPaths.RelayDll,
+            $"--Relay:DataDirectory={data}",
+            $"--Relay:Api:BootstrapToken={Token}",
+            $"--Relay:Mqtt:Port={P(MqttPort)}",
+            $"--Relay:Mqtt:ListenAddresses:0={NatLab.ServerAddress}",
+            "--Relay:Mqtt:AllowAnonymous=false",
+            $"--Relay:Http:Port={P(HttpPort)}",
+            $"--Relay:Http:ListenAddresses:0={NatLab.ServerAddress}",
+            $"--Relay:Stun:Port={P(StunPort)}",
+            $"--Relay:Stun:ListenAddresses:0={NatLab.ServerAddress}",
+            $"--Relay:Stun:AlternateAddress={NatLab.ServerAlternateAddress}",
+        ];
+        for (var i = 0; i < devices; i++)
+        {
+            arguments.Add($"--Relay:Mqtt:Devices:{P(i)}:Id={DeviceId(i + 1)}");
+            arguments.Add($"--Relay:Mqtt:Devices:{P(i)}:Secret={Secret}");
+        }
+
+        // The content root is the working directory: run from the build output so appsettings.json loads.
+        var process = lab.Start(lab.ServerNamespace, "dotnet", arguments, TimeSpan.FromMinutes(10), Path.GetDirectoryName(RepoPaths.RelayDll));
+        var server = new LabRelayServer(work, process);
+        try
+        {
+            await WaitForListenerAsync(MqttPort, process, "MQTT");
+            await WaitForListenerAsync(HttpPort, process, "HTTP");
+        }
+        catch
+        {
+            await server.DisposeAsync();
+            throw;
+        }
+
+        return server;
+    }
+
+    public static string DeviceId(int index) => "d" + index.ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>nat_device.py for device d{site.Index} in the site's client namespace; returns once it has subscribed.</summary>
+    public static async Task<ToolProcess> StartDeviceAsync(NatLab lab, NatSite site, int keepAliveSeconds)
+    {
+        var device = lab.Start(site.ClientNamespace, "/usr/bin/python3",
+        [
+            Path.Combine(LabScripts.Directory, "nat_device.py"),
+            "--host", NatLab.ServerAddress, "--port", MqttPort.ToString(CultureInfo.InvariantCulture),
+            "--id", DeviceId(site.Index), "--secret", Secret, "--keepalive", keepAliveSeconds.ToString(CultureInfo.InvariantCulture),
+        ]);
+        await device.WaitForLineAsync(l => l == "READY", $"device {DeviceId(site.Index)} behind the {site.Type} NAT subscribing");
+        return device;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Http.Dispose();
+        await Process.DisposeAsync();
+        try
+        {
+            Directory.Delete(_work, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+
+    // Polling a connect is the only readiness signal a process offers from outside; each try is bounded.
+    private static async Task WaitForListenerAsync(int port, ToolProcess process, string what)
+    {
+        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        while (true)
+        {
+            if (process.HasExited)
+            {
+                Assert.Fail($"our server exited before its {what} listener was up on {NatLab.ServerAddress}:{port}.\n{process.Transcript}");
+            }
+
+            using var client = new TcpClient(AddressFamily.InterNetwork);
+            try
+            {
+                await client.ConnectAsync(IPAddress.Parse(NatLab.ServerAddress), port, deadline.Token);
+                return;
+            }
+            catch (SocketException)
+            {
+            }
+            catch (OperationCanceledException)
+            {
+                Assert.Fail($"our server's {what} listener was not up on {NatLab.ServerAddress}:{port} in time.\n{process.Transcript}");
+            }
+
+            await Task.Delay(50, CancellationToken.None);
+        }
+    }
+}
