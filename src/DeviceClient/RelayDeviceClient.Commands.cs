@@ -103,7 +103,7 @@ public sealed partial class RelayDeviceClient
             entry.ResultTopic = responseTopic ?? Encoding.UTF8.GetBytes(_resultsTopic);
             entry.CorrelationData = correlation;
             var command = new DeviceCommand(id, name, payload, payloadBytes, expiresAt, entry.Deliveries);
-            Track(RunCommandAsync(entry, command));
+            Track(RunCommandGuardedAsync(entry, command));
         }
 
         return null;
@@ -127,6 +127,21 @@ public sealed partial class RelayDeviceClient
             CancellationToken.None,
             TaskContinuationOptions.ExecuteSynchronously,
             TaskScheduler.Default);
+    }
+
+    private async Task RunCommandGuardedAsync(CommandEntry entry, DeviceCommand command)
+    {
+        try
+        {
+            await RunCommandAsync(entry, command).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // No unobserved task: a fault here is reported, never thrown into the host.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            Abandon(entry);
+            RaiseError($"Command {command.Id} ({command.Name}) could not be completed.", ex);
+        }
     }
 
     private async Task RunCommandAsync(CommandEntry entry, DeviceCommand command)
@@ -208,6 +223,8 @@ public sealed partial class RelayDeviceClient
 
     private const string StoppedError = "stopped";
 
+    private static readonly TimeSpan MaxExpiryTimer = TimeSpan.FromDays(30);
+
     private async Task<CommandResult> ExecuteAsync(DeviceCommand command, CancellationToken stop)
     {
         if (command.ExpiresAt is { } expiresAt && _time.GetUtcNow() >= expiresAt)
@@ -221,7 +238,9 @@ public sealed partial class RelayDeviceClient
             return CommandResult.Failure($"unknown command \"{command.Name}\"");
         }
 
-        using var expiry = command.ExpiresAt is { } at
+        // Timers take at most about 49 days; an expiry further out than MaxExpiryTimer is not timed (a handler
+        // does not run that long), and one closer is canceled on the TimeProvider when it passes.
+        using var expiry = command.ExpiresAt is { } at && at - _time.GetUtcNow() < MaxExpiryTimer
             ? new CancellationTokenSource(at - _time.GetUtcNow(), _time)
             : new CancellationTokenSource();
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(expiry.Token, stop);

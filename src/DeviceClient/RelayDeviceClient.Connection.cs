@@ -75,6 +75,7 @@ public sealed partial class RelayDeviceClient
             && _options.Protocol == MqttProtocolPreference.Auto)
         {
             _logger.LogInformation("The server refused MQTT 5.0 ({Outcome}); trying 3.1.1", outcome);
+            await connection.DisposeAsync().ConfigureAwait(false);
             (connection, outcome) = await TryConnectAsync(MqttProtocolVersion.V311, stop).ConfigureAwait(false);
         }
 
