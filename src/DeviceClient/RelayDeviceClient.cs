@@ -66,6 +66,15 @@ public sealed partial class RelayDeviceClient : IAsyncDisposable, IMqttPacketHan
         _telemetryPrefix = $"devices/{options.DeviceId}/telemetry/";
         _commandMemory = new CommandMemory(options.Commands.RememberedResults, options.Commands.StateFilePath);
         _commandSlots = new SemaphoreSlim(Math.Max(1, options.Commands.MaxConcurrentCommands));
+
+        // Persisted state is loaded here, not at start, so publishes made before StartAsync are journaled too.
+        var loaded = _queue.Load();
+        if (loaded > 0)
+        {
+            _logger.LogInformation("Loaded {Count} queued messages from {Path}", loaded, options.OfflineQueue.FilePath);
+        }
+
+        _commandMemory.Load();
     }
 
     /// <summary>The connection state.</summary>
@@ -103,23 +112,12 @@ public sealed partial class RelayDeviceClient : IAsyncDisposable, IMqttPacketHan
         ProtocolErrors = Interlocked.Read(ref _protocolErrors),
     };
 
-    /// <summary>Loads persisted state and starts the background connect/reconnect loop; returns at once.</summary>
+    /// <summary>Starts the background connect/reconnect loop; returns at once.</summary>
     public Task StartAsync(CancellationToken cancellationToken = default)
     {
         if (Interlocked.Exchange(ref _started, 1) != 0)
         {
             throw new InvalidOperationException("The client was started already.");
-        }
-
-        var loaded = _queue.Load();
-        if (loaded > 0)
-        {
-            _logger.LogInformation("Loaded {Count} queued messages from {Path}", loaded, _options.OfflineQueue.FilePath);
-        }
-
-        lock (_commandMemory.Gate)
-        {
-            _commandMemory.Load();
         }
 
         _run = Task.Run(() => RunAsync(_stop.Token), CancellationToken.None);
