@@ -1,0 +1,170 @@
+using System.Buffers;
+using System.Text;
+using System.Text.Json;
+using Relay.DeviceClient;
+using Relay.Protocol.Mqtt;
+
+namespace Relay.Server.Tests.DeviceClient.Core;
+
+/// <summary>In-flight resend, keep-alive, connect timeout, DISCONNECT on stop and remembered results across a restart.</summary>
+public sealed class DeviceClientSessionTests
+{
+    [Fact]
+    public async Task UnacknowledgedQos1Publish_IsResentWithDup_AfterTheReconnect()
+    {
+        await using var server = new FakeMqttServer();
+        await using var client = new RelayDeviceClient(DeviceClientFakeServerTests.Options(server.Uri));
+        await client.StartAsync();
+        ushort firstId;
+        await using (var peer = await server.AcceptAsync())
+        {
+            await peer.AcceptSessionAsync();
+            await client.WaitConnectedAsync().WaitAsync(TimeSpan.FromSeconds(30));
+            _ = client.PublishTelemetryAsync("t", "{\"v\":1}"u8.ToArray()).AsTask().ContinueWith(static t => t.Exception, TaskScheduler.Default);
+            var publish = await peer.ExpectAsync(MqttPacketType.Publish);
+            Assert.Equal(MqttDecodeError.None, MqttPacketReader.ReadPublish(publish.Frame(), peer.Version, out var first));
+            Assert.False(first.Dup);
+            firstId = first.PacketId;
+
+            // The connection drops before the PUBACK.
+        }
+
+        await using var again = await server.AcceptAsync();
+        await again.ExpectAsync(MqttPacketType.Connect);
+        await again.SendConnAckAsync(sessionPresent: true);
+        var resent = await again.ExpectAsync(MqttPacketType.Publish);
+        Assert.Equal(MqttDecodeError.None, MqttPacketReader.ReadPublish(resent.Frame(), again.Version, out var dup));
+        Assert.True(dup.Dup);
+        Assert.Equal(firstId, dup.PacketId);
+        Assert.Equal("devices/d1/telemetry/t", Encoding.UTF8.GetString(dup.Topic.ToArray()));
+        Assert.Equal("{\"v\":1}", Encoding.UTF8.GetString(dup.Payload.ToArray()));
+        Assert.Equal(1, client.Statistics.ResentMessages);
+    }
+
+    [Fact]
+    public async Task NoPingResp_WithinOperationTimeout_ClosesAndReconnects()
+    {
+        await using var server = new FakeMqttServer();
+        var clock = new FakeClock(DateTimeOffset.UnixEpoch);
+        var options = DeviceClientFakeServerTests.Options(server.Uri);
+        options.TimeProvider = clock;
+        options.KeepAlive = TimeSpan.FromSeconds(30);
+        options.OperationTimeout = TimeSpan.FromSeconds(7);
+        var error = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var client = new RelayDeviceClient(options);
+        client.Error += (_, e) => error.TrySetResult(e.Message);
+        await client.StartAsync();
+        await using (var peer = await server.AcceptAsync())
+        {
+            await peer.AcceptSessionAsync();
+            await client.WaitConnectedAsync().WaitAsync(TimeSpan.FromSeconds(30));
+            clock.Advance((await clock.WaitForTimerAsync(t => t.Requested == options.KeepAlive)).Requested);
+            var ping = await peer.ReadAsync();
+            Assert.Equal(MqttPacketType.PingReq, ping?.Type);
+
+            // The server stays silent; OperationTimeout later the connection is declared dead.
+            clock.Advance((await clock.WaitForTimerAsync(t => t.Requested == options.OperationTimeout)).Requested);
+            Assert.Contains("PINGRESP", await error.Task.WaitAsync(TimeSpan.FromSeconds(30)), StringComparison.Ordinal);
+            Assert.Null(await peer.ReadAsync());
+        }
+
+        await using var again = await server.AcceptAsync();
+        await again.AcceptSessionAsync();
+        await client.WaitConnectedAsync().WaitAsync(TimeSpan.FromSeconds(30));
+    }
+
+    [Fact]
+    public async Task NoConnAck_WithinConnectTimeout_GivesUpAndRetries()
+    {
+        await using var server = new FakeMqttServer();
+        var clock = new FakeClock(DateTimeOffset.UnixEpoch);
+        var options = DeviceClientFakeServerTests.Options(server.Uri);
+        options.TimeProvider = clock;
+        options.ConnectTimeout = TimeSpan.FromSeconds(9);
+        var error = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var client = new RelayDeviceClient(options);
+        client.Error += (_, e) => error.TrySetResult(e.Message);
+        await client.StartAsync();
+        await using (var silent = await server.AcceptAsync())
+        {
+            await silent.ExpectAsync(MqttPacketType.Connect);
+            clock.Advance((await clock.WaitForTimerAsync(t => t.Requested == options.ConnectTimeout)).Requested);
+            Assert.Contains("CONNACK", await error.Task.WaitAsync(TimeSpan.FromSeconds(30)), StringComparison.Ordinal);
+            Assert.Null(await silent.ReadAsync());
+        }
+
+        await using var again = await server.AcceptAsync();
+        await again.AcceptSessionAsync();
+        await client.WaitConnectedAsync().WaitAsync(TimeSpan.FromSeconds(30));
+    }
+
+    [Fact]
+    public async Task Stop_SendsDisconnect_AndConnectAsksForAPersistentSession()
+    {
+        await using var server = new FakeMqttServer();
+        await using var client = new RelayDeviceClient(DeviceClientFakeServerTests.Options(server.Uri));
+        await client.StartAsync();
+        await using var peer = await server.AcceptAsync();
+        var connectPacket = await peer.ExpectAsync(MqttPacketType.Connect);
+        Assert.Equal(MqttDecodeError.None, MqttPacketReader.ReadConnect(connectPacket.Frame(), out var connect));
+        Assert.False(connect.CleanStart);
+        Assert.Equal((uint)TimeSpan.FromDays(1).TotalSeconds, connect.Properties.SessionExpiryInterval);
+        Assert.Equal("d1", Encoding.UTF8.GetString(connect.ClientId.ToArray()));
+        Assert.Equal("d1", Encoding.UTF8.GetString(connect.Username.ToArray()));
+        Assert.Equal("device-secret-1", Encoding.UTF8.GetString(connect.Password.ToArray()));
+        await peer.SendConnAckAsync(sessionPresent: true);
+
+        // Session present: the server kept the subscription, so the client sends no SUBSCRIBE.
+        await client.WaitConnectedAsync().WaitAsync(TimeSpan.FromSeconds(30));
+        await client.StopAsync();
+        var disconnect = await peer.ReadAsync();
+        Assert.Equal(MqttPacketType.Disconnect, disconnect?.Type);
+        Assert.Equal(MqttDecodeError.None, MqttPacketReader.ReadDisconnect(disconnect!.Frame(), peer.Version, out var reason));
+        Assert.Equal(MqttReasonCode.Success, reason.ReasonCode);
+        Assert.Null(await peer.ReadAsync());
+        Assert.Equal(DeviceConnectionState.Stopped, client.State);
+    }
+
+    [Fact]
+    public async Task RememberedResults_SurviveARestart_WithStateFilePath()
+    {
+        const string Command = """{"id":"c0ffee","name":"once","payload":null}""";
+        var directory = Directory.CreateTempSubdirectory("relay-dc-state-").FullName;
+        try
+        {
+            var runs = 0;
+            string firstResult;
+            await using var server = new FakeMqttServer();
+            var options = DeviceClientFakeServerTests.Options(server.Uri);
+            options.Commands.StateFilePath = Path.Combine(directory, "commands.state");
+            await using (var client = new RelayDeviceClient(options))
+            {
+                client.OnCommand("once", (_, _) => Task.FromResult(CommandResult.Success(new System.Text.Json.Nodes.JsonObject { ["run"] = Interlocked.Increment(ref runs) })));
+                await client.StartAsync();
+                await using var peer = await server.AcceptAsync();
+                await peer.AcceptSessionAsync();
+                await peer.SendCommandAsync("devices/d1/commands", Command, 1);
+                firstResult = await peer.ExpectPublishAsync("devices/d1/results");
+                await peer.ExpectAsync(MqttPacketType.PubAck);
+                await client.StopAsync();
+            }
+
+            var restarted = DeviceClientFakeServerTests.Options(server.Uri);
+            restarted.Commands.StateFilePath = options.Commands.StateFilePath;
+            await using var again = new RelayDeviceClient(restarted);
+            again.OnCommand("once", (_, _) => Task.FromResult(CommandResult.Success(new System.Text.Json.Nodes.JsonObject { ["run"] = Interlocked.Increment(ref runs) })));
+            await again.StartAsync();
+            await using var peer2 = await server.AcceptAsync();
+            await peer2.AcceptSessionAsync();
+            await peer2.SendCommandAsync("devices/d1/commands", Command, 2, dup: true);
+            Assert.Equal(firstResult, await peer2.ExpectPublishAsync("devices/d1/results"));
+            Assert.Equal(1, Volatile.Read(ref runs));
+            using var body = JsonDocument.Parse(firstResult);
+            Assert.Equal(1, body.RootElement.GetProperty("payload").GetProperty("run").GetInt32());
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+}
