@@ -199,7 +199,8 @@ public sealed partial class RelayDeviceClient
         // a crash before this point gets the command redelivered instead of lost.
         foreach (var (connection, packetId) in acks)
         {
-            if (ReferenceEquals(connection, _connection))
+            // Only the connection the PUBLISH came on knows its packet id; a dead one's delivery comes again (DUP).
+            if (!connection.Closed.IsCancellationRequested)
             {
                 try
                 {

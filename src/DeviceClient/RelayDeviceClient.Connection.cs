@@ -185,6 +185,11 @@ public sealed partial class RelayDeviceClient
 
         var reason = await readLoop.ConfigureAwait(false);
         connection.Abort();
+        if (connection.ProtocolViolation)
+        {
+            Interlocked.Increment(ref _protocolErrors);
+        }
+
         _connection = null;
         await Task.WhenAll(drain, keepAlive).ConfigureAwait(false);
         await connection.DisposeAsync().ConfigureAwait(false);

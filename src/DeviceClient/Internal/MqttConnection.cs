@@ -56,6 +56,9 @@ internal sealed class MqttConnection : IAsyncDisposable
     /// <summary>The server's Receive Maximum (MQTT 5 §3.2.2.3.3); 65,535 when it sent none.</summary>
     public int ServerReceiveMaximum { get; private set; } = ushort.MaxValue;
 
+    /// <summary>True when the read loop ended on a frame that could not be framed (malformed or oversized).</summary>
+    public bool ProtocolViolation { get; private set; }
+
     /// <summary>Canceled when the connection closes for any reason.</summary>
     public CancellationToken Closed => _closed.Token;
 
@@ -187,6 +190,7 @@ internal sealed class MqttConnection : IAsyncDisposable
 
                         if (status == OperationStatus.InvalidData)
                         {
+                            ProtocolViolation = true;
                             return error == MqttDecodeError.PacketTooLarge
                                 ? $"The server sent a packet larger than MaxPacketSize ({_maxPacketSize} bytes)."
                                 : $"Malformed packet from the server: {error}.";

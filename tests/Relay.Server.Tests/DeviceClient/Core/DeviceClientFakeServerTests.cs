@@ -183,6 +183,7 @@ public sealed class DeviceClientFakeServerTests
         await again.AcceptSessionAsync();
         await client.WaitConnectedAsync().WaitAsync(TimeSpan.FromSeconds(30));
         Assert.True(client.Statistics.Reconnects >= 1);
+        Assert.Equal(1, client.Statistics.ProtocolErrors);
     }
 
     [Fact]

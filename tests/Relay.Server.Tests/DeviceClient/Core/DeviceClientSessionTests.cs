@@ -168,3 +168,69 @@ public sealed class DeviceClientSessionTests
         }
     }
 }
+
+/// <summary>The offline queue's journal on its own: torn tail records (a kill -9 mid-write) and compaction.</summary>
+public sealed class OfflineQueueJournalTests
+{
+    [Fact]
+    public void TornLastRecord_IsCutOff_AndEverythingBeforeItSurvives()
+    {
+        var directory = Directory.CreateTempSubdirectory("relay-dc-journal-").FullName;
+        try
+        {
+            var options = new OfflineQueueOptions { FilePath = Path.Combine(directory, "q"), Capacity = 100 };
+            using (var queue = new Relay.DeviceClient.Internal.OfflineQueue(options))
+            {
+                queue.Load();
+                for (var i = 0; i < 5; i++)
+                {
+                    queue.Enqueue(new Relay.DeviceClient.Internal.OutgoingMessage("t"u8.ToArray(), Encoding.UTF8.GetBytes($"m{i}"), 1, false, null, null));
+                }
+            }
+
+            // Lose the last 3 bytes, as a crash in the middle of the last append would.
+            var bytes = File.ReadAllBytes(options.FilePath);
+            File.WriteAllBytes(options.FilePath, bytes[..^3]);
+
+            using var reopened = new Relay.DeviceClient.Internal.OfflineQueue(options);
+            Assert.Equal(4, reopened.Load());
+            var payloads = new List<string>();
+            while (reopened.TryDequeue() is { } m)
+            {
+                payloads.Add(Encoding.UTF8.GetString(m.Payload));
+                reopened.Complete(m);
+            }
+
+            Assert.Equal(["m0", "m1", "m2", "m3"], payloads);
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void AcknowledgedMessages_AreCompactedAway_SoTheFileStaysBounded()
+    {
+        var directory = Directory.CreateTempSubdirectory("relay-dc-journal-").FullName;
+        try
+        {
+            var options = new OfflineQueueOptions { FilePath = Path.Combine(directory, "q"), Capacity = 10 };
+            using var queue = new Relay.DeviceClient.Internal.OfflineQueue(options);
+            queue.Load();
+            var payload = new byte[1000];
+            for (var i = 0; i < 2000; i++)
+            {
+                queue.Enqueue(new Relay.DeviceClient.Internal.OutgoingMessage("t"u8.ToArray(), payload, 1, false, null, null));
+                queue.Complete(queue.TryDequeue()!);
+            }
+
+            // 2,000 KB went through; what stays on disk is bounded by the dead-record threshold, not by history.
+            Assert.True(new FileInfo(options.FilePath).Length < 200_000, $"journal is {new FileInfo(options.FilePath).Length} bytes");
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+}
