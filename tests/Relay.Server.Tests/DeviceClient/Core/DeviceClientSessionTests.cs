@@ -234,3 +234,90 @@ public sealed class OfflineQueueJournalTests
         }
     }
 }
+
+/// <summary>Command execution details against a scripted server.</summary>
+public sealed class DeviceClientCommandTests
+{
+    [Fact]
+    public async Task Handlers_RunAtMostMaxConcurrentCommands_AtOnce()
+    {
+        await using var server = new FakeMqttServer();
+        var options = DeviceClientFakeServerTests.Options(server.Uri);
+        options.Commands.MaxConcurrentCommands = 2;
+        await using var client = new RelayDeviceClient(options);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var running = 0;
+        var peak = 0;
+        var twoRunning = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        client.OnCommand("hold", async (_, _) =>
+        {
+            var now = Interlocked.Increment(ref running);
+            InterlockedMax(ref peak, now);
+            if (now == 2)
+            {
+                twoRunning.TrySetResult();
+            }
+
+            await release.Task;
+            Interlocked.Decrement(ref running);
+            return CommandResult.Success();
+        });
+        await client.StartAsync();
+        await using var peer = await server.AcceptAsync();
+        await peer.AcceptSessionAsync();
+        for (ushort i = 1; i <= 5; i++)
+        {
+            await peer.SendCommandAsync("devices/d1/commands", $$"""{"id":"h{{i}}","name":"hold","payload":null}""", i);
+        }
+
+        await twoRunning.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+        // Five commands were sent; two handlers run, the rest wait for a slot (peak checked once all five ran).
+        Assert.Equal(2, Volatile.Read(ref running));
+        release.TrySetResult();
+        var results = new HashSet<string>();
+        for (var i = 0; i < 5; i++)
+        {
+            using var body = JsonDocument.Parse(await peer.ExpectPublishAsync("devices/d1/results"));
+            results.Add(body.RootElement.GetProperty("id").GetString()!);
+        }
+
+        Assert.Equal(5, results.Count);
+        Assert.Equal(2, Volatile.Read(ref peak));
+    }
+
+    [Fact]
+    public async Task Mqtt5ResponseTopicAndCorrelationData_AreUsedForTheResult()
+    {
+        await using var server = new FakeMqttServer();
+        await using var client = new RelayDeviceClient(DeviceClientFakeServerTests.Options(server.Uri));
+        client.OnCommand("ping", static (_, _) => Task.FromResult(CommandResult.Success()));
+        await client.StartAsync();
+        await using var peer = await server.AcceptAsync();
+        await peer.AcceptSessionAsync();
+        var properties = new MqttPublishProperties { ResponseTopic = "devices/d1/replies", CorrelationData = "corr-1"u8.ToArray(), HasCorrelationData = true };
+        await peer.SendAsync(FakeMqttServer.Build(w => MqttPacketWriter.WritePublish(w, MqttProtocolVersion.V500, "devices/d1/commands"u8, 1, false, false, 3, properties, """{"id":"r1","name":"ping","payload":null}"""u8)));
+        var publish = await peer.ExpectAsync(MqttPacketType.Publish);
+        Assert.Equal(MqttDecodeError.None, MqttPacketReader.ReadPublish(publish.Frame(), MqttProtocolVersion.V500, out var result));
+        Assert.Equal("devices/d1/replies", Encoding.UTF8.GetString(result.Topic.ToArray()));
+        Assert.True(result.Properties.HasCorrelationData);
+        Assert.Equal("corr-1", Encoding.UTF8.GetString(result.Properties.CorrelationData.ToArray()));
+        using var body = JsonDocument.Parse(result.Payload.ToArray());
+        Assert.Equal("r1", body.RootElement.GetProperty("id").GetString());
+    }
+
+    private static void InterlockedMax(ref int target, int value)
+    {
+        var current = Volatile.Read(ref target);
+        while (value > current)
+        {
+            var seen = Interlocked.CompareExchange(ref target, value, current);
+            if (seen == current)
+            {
+                return;
+            }
+
+            current = seen;
+        }
+    }
+}
