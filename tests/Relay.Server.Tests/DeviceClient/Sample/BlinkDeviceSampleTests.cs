@@ -16,16 +16,22 @@ public sealed class BlinkDeviceSampleTests
 
     [Fact]
     public Task Blink_pushed_through_the_api_drives_the_led_and_the_result_is_visible_through_the_api() =>
-        BlinkEndToEndAsync(trimmed: false);
+        BlinkEndToEndAsync(executable: null);
 
-    [TrimmedSampleFact]
-    public Task The_trimmed_self_contained_sample_runs_the_same_walkthrough() => BlinkEndToEndAsync(trimmed: true);
+    [PublishedSampleFact(PublishedSampleFactAttribute.Trimmed)]
+    public Task The_trimmed_self_contained_sample_runs_the_same_walkthrough() =>
+        BlinkEndToEndAsync(PublishedSampleFactAttribute.Executable(PublishedSampleFactAttribute.Trimmed));
 
-    private static async Task BlinkEndToEndAsync(bool trimmed)
+    [PublishedSampleFact(PublishedSampleFactAttribute.NativeAot)]
+    public Task The_native_aot_sample_runs_the_same_walkthrough() =>
+        BlinkEndToEndAsync(PublishedSampleFactAttribute.Executable(PublishedSampleFactAttribute.NativeAot));
+
+    // executable: a published BlinkDevice binary, or null for the framework-dependent build run by `dotnet`.
+    private static async Task BlinkEndToEndAsync(string? executable)
     {
         await using var kit = await PushTestKit.StartAsync();
         var led = FakeSysfsLed();
-        await using var device = StartSample(kit, "d1", trimmed, "--led", led);
+        await using var device = StartSample(kit, "d1", executable, "--led", led);
         await device.WaitForLineAsync(static l => l.Contains("connected to", StringComparison.Ordinal), "the sample to connect", TimeSpan.FromSeconds(60));
 
         var id = await PushTestKit.PushAsync(kit.Http, "d1", "blink", "{\"times\":2,\"intervalMs\":20}");
@@ -44,7 +50,7 @@ public sealed class BlinkDeviceSampleTests
     public async Task Get_status_and_simulated_reboot_report_results_and_unknown_commands_fail()
     {
         await using var kit = await PushTestKit.StartAsync();
-        await using var device = StartSample(kit, "d2", trimmed: false);
+        await using var device = StartSample(kit, "d2", executable: null);
         await device.WaitForLineAsync(static l => l.Contains("connected to", StringComparison.Ordinal), "the sample to connect", TimeSpan.FromSeconds(60));
 
         var status = await PushTestKit.GetAsync(kit.Http, await PushTestKit.PushAsync(kit.Http, "d2", "get-status", "null"), wait: 30);
@@ -62,11 +68,11 @@ public sealed class BlinkDeviceSampleTests
         Assert.Equal("failed", unknown.GetProperty("state").GetString());
     }
 
-    private static ToolProcess StartSample(PushTestKit kit, string device, bool trimmed, params string[] extra)
+    private static ToolProcess StartSample(PushTestKit kit, string device, string? executable, params string[] extra)
     {
         string[] arguments = ["--server", "mqtt://127.0.0.1:" + kit.Server.MqttPort.ToString(CultureInfo.InvariantCulture), "--device", device, "--secret", PushTestKit.Secret, .. extra];
-        return trimmed
-            ? ToolProcess.Start(TrimmedSampleFactAttribute.Executable!, arguments, TimeSpan.FromMinutes(2))
+        return executable is not null
+            ? ToolProcess.Start(executable, arguments, TimeSpan.FromMinutes(2))
             : ToolProcess.Start("dotnet", [SampleDll, .. arguments], TimeSpan.FromMinutes(2));
     }
 
@@ -82,19 +88,23 @@ public sealed class BlinkDeviceSampleTests
 }
 
 /// <summary>
-/// Runs when test.sh has published the trimmed, self-contained sample and named it in
-/// RELAY_TRIMMED_SAMPLE (CI always does); a plain <c>dotnet test</c> has no such binary to run.
+/// Runs when test.sh has published the sample (trimmed self-contained, or Native AOT) and named the
+/// binary in RELAY_TRIMMED_SAMPLE / RELAY_NATIVE_SAMPLE (CI always does); a plain <c>dotnet test</c> has
+/// no such binary to run. Named but missing is not skipped: starting it fails the test, as a broken
+/// publish should.
 /// </summary>
-internal sealed class TrimmedSampleFactAttribute : FactAttribute
+internal sealed class PublishedSampleFactAttribute : FactAttribute
 {
-    public TrimmedSampleFactAttribute()
+    public const string Trimmed = "RELAY_TRIMMED_SAMPLE";
+    public const string NativeAot = "RELAY_NATIVE_SAMPLE";
+
+    public PublishedSampleFactAttribute(string variable)
     {
-        if (Executable is null)
+        if (Environment.GetEnvironmentVariable(variable) is not { Length: > 0 })
         {
-            // Named but missing is not skipped: starting it fails the test, as a broken publish should.
-            Skip = "RELAY_TRIMMED_SAMPLE is not set: run ./test.sh, which publishes samples/BlinkDevice trimmed first.";
+            Skip = $"{variable} is not set: run ./test.sh, which publishes samples/BlinkDevice first.";
         }
     }
 
-    public static string? Executable => Environment.GetEnvironmentVariable("RELAY_TRIMMED_SAMPLE") is { Length: > 0 } path ? path : null;
+    public static string Executable(string variable) => Environment.GetEnvironmentVariable(variable)!;
 }
