@@ -55,7 +55,7 @@ client.StateChanged += (_, e) =>
         log.LogWarning("disconnected: {Reason}; reconnecting", e.Error?.Message ?? "connection closed");
     }
 };
-client.Error += (_, e) => log.LogWarning("{Error}", e.Exception?.Message ?? e.ToString());
+client.Error += (_, e) => log.LogWarning("{Error}{Detail}", e.Message, e.Exception is null ? string.Empty : " (" + e.Exception.Message + ")");
 
 client.OnCommand("blink", async (command, cancellationToken) =>
 {

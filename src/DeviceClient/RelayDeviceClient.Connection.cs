@@ -415,7 +415,11 @@ public sealed partial class RelayDeviceClient
             {
                 if (version == MqttProtocolVersion.V500 && MqttPacketReader.ReadDisconnect(frame, version, out var disconnect) == MqttDecodeError.None)
                 {
-                    return $"The server sent DISCONNECT 0x{(byte)disconnect.ReasonCode:X2}.";
+                    // 0x8E is the one an operator most needs explained: two processes share this device id and
+                    // keep taking the session from each other (the backoff slows that down, it cannot end it).
+                    return disconnect.ReasonCode == MqttReasonCode.SessionTakenOver
+                        ? $"The server sent DISCONNECT 0x8E (session taken over): another connection uses client id \"{_options.DeviceId}\"; is the device running twice?"
+                        : $"The server sent DISCONNECT 0x{(byte)disconnect.ReasonCode:X2}.";
                 }
 
                 return version == MqttProtocolVersion.V500 ? ProtocolFault("Malformed DISCONNECT from the server.") : ProtocolFault("A 3.1.1 server sent DISCONNECT, which only clients send.");
