@@ -5,15 +5,18 @@
 # and with mosquitto_sub (C) holding the same subscription as the floor for idle memory. All three talk to
 # the same server in the same session; the figures worth quoting are the ratios.
 #
-# usage: scripts/bench-deviceclient.sh [--commands N] [--idle S] [--parallel K] [--no-build]
-#   --commands N   commands pushed to each device (default 1000)
+# usage: scripts/bench-deviceclient.sh [--commands N] [--rounds R] [--sample aot|trimmed] [--idle S] [--parallel K] [--no-build]
+#   --commands N   commands pushed to each device per round (default 1000)
+#   --rounds R     measured rounds (default 3; the first includes JIT warm-up for --sample trimmed)
+#   --sample K     which publish of the sample runs: aot (Native AOT, default) or trimmed (self-contained, JIT)
 #   --idle S       seconds connected and idle before RSS is read (default 10)
 #   --parallel K   concurrent HTTP pushes (default 8)
-# The sample runs as the trimmed self-contained publish (what a device would run); it is published
-# unless --no-build.
+# The sample runs as published for a device (Native AOT by default); it is published unless --no-build.
 set -euo pipefail
 
 COMMANDS=1000
+ROUNDS=3
+SAMPLE_KIND=aot
 IDLE=10
 PARALLEL=8
 BUILD=1
@@ -21,10 +24,12 @@ NICE=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --commands) COMMANDS=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --sample) SAMPLE_KIND=$2; shift 2 ;;
     --idle) IDLE=$2; shift 2 ;;
     --parallel) PARALLEL=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
   esac
 done
@@ -34,11 +39,15 @@ BENCH_NAME=bench-deviceclient
 source "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
 
 case $(uname -m) in aarch64) RID=linux-arm64 ;; *) RID=linux-x64 ;; esac
-SAMPLE_DIR=samples/BlinkDevice/bin/Release/net10.0/$RID/publish
+case $SAMPLE_KIND in
+  aot) SAMPLE_DIR=samples/BlinkDevice/bin/Release/net10.0/$RID/publish-aot; PUBLISH_ARGS=(-p:PublishAot=true) ;;
+  trimmed) SAMPLE_DIR=samples/BlinkDevice/bin/Release/net10.0/$RID/publish; PUBLISH_ARGS=() ;;
+  *) echo "--sample aot|trimmed" >&2; exit 2 ;;
+esac
 if [[ $BUILD == 1 ]]; then
-  log "building our server and publishing the trimmed sample..."
+  log "building our server and publishing the sample ($SAMPLE_KIND)..."
   dotnet build -c Release src/Relay/Relay.csproj -nologo -v q >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log" >&2; exit 1; }
-  dotnet publish samples/BlinkDevice/BlinkDevice.csproj -c Release -r "$RID" -o "$SAMPLE_DIR" -nologo -v q >"$WORK/publish.log" 2>&1 \
+  dotnet publish samples/BlinkDevice/BlinkDevice.csproj -c Release -r "$RID" -o "$SAMPLE_DIR" "${PUBLISH_ARGS[@]}" -nologo -v q >"$WORK/publish.log" 2>&1 \
     || { cat "$WORK/publish.log" >&2; exit 1; }
 fi
 [[ -x $SAMPLE_DIR/BlinkDevice && -f $OURS_DLL ]] || { log "missing $SAMPLE_DIR/BlinkDevice or $OURS_DLL (drop --no-build)"; exit 1; }
@@ -85,7 +94,7 @@ SUB_SECRET=$(secret_of bench-sub)
 SAMPLE_PID=$!
 STARTED+=("$SAMPLE_PID")
 /usr/bin/python3 tests/Relay.Server.Tests/Push/Commands/scripts/command_device.py --port "$MQTT_PORT" --id bench-paho \
-  --secret "$PAHO_SECRET" --count $((COMMANDS + 1)) --timeout 3600 >"$WORK/paho.log" 2>&1 &
+  --secret "$PAHO_SECRET" --count $((COMMANDS * ROUNDS + 1)) --timeout 3600 >"$WORK/paho.log" 2>&1 &
 PAHO_PID=$!
 STARTED+=("$PAHO_PID")
 mosquitto_sub -h 127.0.0.1 -p "$MQTT_PORT" -i bench-sub -u bench-sub -P "$SUB_SECRET" -q 1 -t devices/bench-sub/commands >"$WORK/sub.log" 2>&1 &
@@ -93,18 +102,17 @@ SUB_PID=$!
 STARTED+=("$SUB_PID")
 
 for _ in $(seq 300); do
-  online=$(api "$API/v1/devices?online=true" | grep -o '"id":"bench-[a-z]*"' | wc -l)
+  online=$({ api "$API/v1/devices?online=true" || true; } | { grep -o '"id":"bench-[a-z]*"' || true; } | wc -l)
   [[ $online -ge 3 ]] && break
   sleep 0.1
 done
 [[ $online -ge 3 ]] || { log "devices did not come online"; tail "$WORK"/*.log >&2; exit 1; }
 
 echo "bench-deviceclient: $(date -u +%Y-%m-%dT%H:%M:%SZ) commit=$(git rev-parse --short HEAD 2>/dev/null || echo '?') cores=$(nproc)" \
-  "load='$(cut -d' ' -f1-3 /proc/loadavg)' commands=$COMMANDS idle=${IDLE}s parallel=$PARALLEL sample=$(du -sb "$SAMPLE_DIR" | cut -f1)B"
+  "load='$(cut -d' ' -f1-3 /proc/loadavg)' commands=$COMMANDS rounds=$ROUNDS idle=${IDLE}s parallel=$PARALLEL sample=$SAMPLE_KIND"
 sleep "$IDLE" # the measured quantity is memory after an idle period, not a synchronization
 SAMPLE_RSS=$(rss_kb "$SAMPLE_PID"); PAHO_RSS=$(rss_kb "$PAHO_PID"); SUB_RSS=$(rss_kb "$SUB_PID")
-printf 'idle RSS (KiB): sample %s, paho %s, mosquitto_sub %s; sample/paho %.2f, sample/mosquitto_sub %.2f\n' \
-  "$SAMPLE_RSS" "$PAHO_RSS" "$SUB_RSS" "$(bc -l <<<"$SAMPLE_RSS/$PAHO_RSS")" "$(bc -l <<<"$SAMPLE_RSS/$SUB_RSS")"
+awk -v s="$SAMPLE_RSS" -v p="$PAHO_RSS" -v m="$SUB_RSS" 'BEGIN { printf "idle RSS (KiB): sample %d, paho %d, mosquitto_sub %d; sample/paho %.2f, sample/mosquitto_sub %.2f\n", s, p, m, s / p, s / m }'
 
 # Pushes COMMANDS blink commands to one device, then waits for every one to be final; prints ticks used.
 push_and_measure() { # device pid
@@ -124,9 +132,13 @@ push_and_measure() { # device pid
   [[ $bad -eq 0 ]] || { log "$bad commands to $device did not succeed"; exit 1; }
   echo $((after - before))
 }
-SAMPLE_TICKS=$(push_and_measure bench-sample "$SAMPLE_PID")
-PAHO_TICKS=$(push_and_measure bench-paho "$PAHO_PID")
-per1000() { bc -l <<<"$1 * 1000 / $ticks_per_second * 1000 / $COMMANDS"; }
-printf 'CPU per 1,000 commands (ms): sample %.0f, paho %.0f; sample/paho %.2f\n' \
-  "$(per1000 "$SAMPLE_TICKS")" "$(per1000 "$PAHO_TICKS")" "$(bc -l <<<"($SAMPLE_TICKS+0.0001)/($PAHO_TICKS+0.0001)")"
+per1000() { awk -v t="$1" -v hz="$ticks_per_second" -v n="$COMMANDS" 'BEGIN { printf "%.0f", t * 1000 / hz * 1000 / n }'; }
+# Round 1 includes the JIT compiling the command path (the trimmed build is JIT-compiled; the Native AOT
+# build is not); later rounds are the steady state.
+for round in $(seq "$ROUNDS"); do
+  SAMPLE_TICKS=$(push_and_measure bench-sample "$SAMPLE_PID")
+  PAHO_TICKS=$(push_and_measure bench-paho "$PAHO_PID")
+  printf 'round %d: CPU per 1,000 commands (ms): sample %s, paho %s; sample/paho %s\n' "$round" \
+    "$(per1000 "$SAMPLE_TICKS")" "$(per1000 "$PAHO_TICKS")" "$(awk -v a="$SAMPLE_TICKS" -v b="$PAHO_TICKS" 'BEGIN { printf "%.2f", a / (b > 0 ? b : 1) }')"
+done
 printf 'RSS after the commands (KiB): sample %s, paho %s\n' "$(rss_kb "$SAMPLE_PID")" "$(rss_kb "$PAHO_PID")"
