@@ -10,6 +10,9 @@ namespace Relay.Server.Tests.Nat;
 /// Our server as a process (<c>dotnet src/Relay/bin/Release/net10.0/Relay.dll</c>) inside the lab's server
 /// namespace, listening on <see cref="NatLab.ServerAddress"/> only (STUN also on the alternate address for
 /// RFC 5780), with devices d1..dN provisioned. The ports are the defaults: the namespace has its own.
+/// TURN (RFC 8656) runs on the STUN ports, UDP and TCP, with a REST shared secret (the server mints
+/// device credentials from it over MQTT) and relay addresses on <see cref="NatLab.ServerAddress"/>;
+/// rendezvous introduces any two devices (<c>Relay:Rendezvous:Policy=Any</c>, docs/rendezvous.md).
 /// </summary>
 internal sealed class LabRelayServer : IAsyncDisposable
 {
@@ -18,6 +21,7 @@ internal sealed class LabRelayServer : IAsyncDisposable
     public const int MqttPort = 1883;
     public const int HttpPort = 8080;
     public const int StunPort = 3478;
+    public const string TurnSharedSecret = "natlab-turn-rest-secret";
 
     private readonly string _work;
 
@@ -53,6 +57,13 @@ internal sealed class LabRelayServer : IAsyncDisposable
             $"--Relay:Stun:Port={P(StunPort)}",
             $"--Relay:Stun:ListenAddresses:0={NatLab.ServerAddress}",
             $"--Relay:Stun:AlternateAddress={NatLab.ServerAlternateAddress}",
+            "--Relay:Turn:Enabled=true",
+            $"--Relay:Turn:SharedSecrets:0={TurnSharedSecret}",
+
+            // 203.0.113.0/24 is not on the default deny list; saying so keeps the lab working if it ever is.
+            "--Relay:Turn:AllowedPeers:0=203.0.113.0/24",
+            "--Relay:Rendezvous:Enabled=true",
+            "--Relay:Rendezvous:Policy=Any",
         ];
         for (var i = 0; i < devices; i++)
         {
@@ -90,6 +101,48 @@ internal sealed class LabRelayServer : IAsyncDisposable
         ]);
         await device.WaitForLineAsync(l => l == "READY", $"device {DeviceId(site.Index)} behind the {site.Type} NAT subscribing");
         return device;
+    }
+
+    /// <summary>
+    /// The sum of the samples of one <c>/metrics</c> family whose labels contain every string in
+    /// <paramref name="labels"/> (e.g. <c>path="relayed"</c>); 0 when there is none yet.
+    /// </summary>
+    public async Task<double> MetricAsync(string family, params string[] labels)
+    {
+        var text = await Http.GetStringAsync("/metrics");
+        double sum = 0;
+        foreach (var line in text.Split('\n'))
+        {
+            if (line.StartsWith('#') || !line.StartsWith(family, StringComparison.Ordinal))
+            {
+                continue;
+            }
+
+            var rest = line[family.Length..];
+            var labelText = rest.StartsWith('{') ? rest[..(rest.IndexOf('}', StringComparison.Ordinal) + 1)] : string.Empty;
+            if ((rest.Length > 0 && rest[0] != '{' && rest[0] != ' ') || !labels.All(l => labelText.Contains(l, StringComparison.Ordinal)))
+            {
+                continue;
+            }
+
+            sum += double.Parse(rest[(labelText.Length + 1)..].Trim().Split(' ')[0], CultureInfo.InvariantCulture);
+        }
+
+        return sum;
+    }
+
+    /// <summary>The rendezvous and TURN relay lines of <c>/metrics</c>, for failure messages.</summary>
+    public async Task<string> DescribeRendezvousAsync()
+    {
+        try
+        {
+            var text = await Http.GetStringAsync("/metrics");
+            return string.Join('\n', text.Split('\n').Where(l => !l.StartsWith('#') && (l.StartsWith("relay_rendezvous_", StringComparison.Ordinal) || l.StartsWith("relay_turn_relayed_", StringComparison.Ordinal) || l.StartsWith("relay_turn_drops_", StringComparison.Ordinal)) && !l.EndsWith(" 0", StringComparison.Ordinal))) + "\n";
+        }
+        catch (HttpRequestException e)
+        {
+            return "(no /metrics: " + e.Message + ")\n";
+        }
     }
 
     public async ValueTask DisposeAsync()

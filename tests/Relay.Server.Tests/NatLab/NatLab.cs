@@ -43,6 +43,7 @@ public sealed partial class NatLab : IAsyncDisposable
     private static readonly Lazy<string?> s_skipReason = new(ComputeSkipReason);
 
     private readonly List<ToolProcess> _processes = [];
+    private readonly List<IAsyncDisposable> _owned = [];
     private readonly Lock _gate = new();
     private readonly List<string> _namespaces = [];
     private readonly Dictionary<int, int> _peerSetTimeouts = [];
@@ -143,6 +144,22 @@ public sealed partial class NatLab : IAsyncDisposable
         return process;
     }
 
+    /// <summary>
+    /// Hands a process the lab did not start through <see cref="Start"/> (e.g. a <see cref="LabPeer"/>, which
+    /// keeps its stdin open) to the lab, which disposes it, first, at dispose at the latest.
+    /// </summary>
+    public T Own<T>(T resource)
+        where T : IAsyncDisposable
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        lock (_gate)
+        {
+            _owned.Add(resource);
+        }
+
+        return resource;
+    }
+
     /// <summary>Sets a sysctl inside one namespace (e.g. <c>net.netfilter.nf_conntrack_udp_timeout</c>).</summary>
     public async Task SetSysctlAsync(string ns, string key, string value) =>
         await LabShell.MustAsync(IpPath, ["netns", "exec", ns, SysctlPath, "-qw", $"{key}={value}"]);
@@ -211,12 +228,19 @@ public sealed partial class NatLab : IAsyncDisposable
 
         _disposed = true;
         List<ToolProcess> processes;
+        List<IAsyncDisposable> owned;
         lock (_gate)
         {
             processes = [.. _processes];
+            owned = [.. _owned];
         }
 
         var failures = new List<string>();
+        foreach (var resource in owned)
+        {
+            await resource.DisposeAsync();
+        }
+
         foreach (var process in processes)
         {
             try
