@@ -146,7 +146,7 @@ public sealed class RendezvousSignallingTests
     [Fact]
     public async Task RateLimit_RefusesPastTheBucket_CountsIt_AndRefillsWithTime()
     {
-        await using var kit = await RendezvousTestKit.StartAsync("Relay:Rendezvous:Policy=Any", "Relay:Rendezvous:MaxIntroductionsPerMinute=2");
+        await using var kit = await RendezvousTestKit.StartAsync("Relay:Rendezvous:Policy=Any", "Relay:Rendezvous:MaxIntroductionsPerMinute=2", "Relay:Rendezvous:OfferTimeoutSeconds=3600");
         await using var d1 = await kit.ConnectAsync("d1");
         await using var d2 = await kit.ConnectAsync("d2");
 
@@ -162,7 +162,8 @@ public sealed class RendezvousSignallingTests
         await d2.AssertNothingReceivedAsync();
         Assert.Equal(1, await kit.MetricAsync("relay_rendezvous_limit_hits_total{limit=\"introductions_per_minute\"}"));
 
-        // The clock is the server's: half a minute refills one token (2 per minute), and no more.
+        // The clock is the server's: half a minute refills one token (2 per minute), and no more. (The offers
+        // above stay pending meanwhile: their timeout is an hour, so no timeout error interleaves.)
         kit.Clock.Advance(TimeSpan.FromSeconds(30));
         await d1.SendAsync(RendezvousDevice.Connect(RendezvousDevice.NewSessionId(), "d2"));
         Assert.Equal(RendezvousMessageTypes.Offer, (await d2.ReceiveAsync()).Type);
@@ -290,6 +291,15 @@ public sealed class RendezvousSignallingTests
         await RelayTestServer.WaitUntilAsync(() => !DeviceAsync(kit, "d1").GetAwaiter().GetResult().GetProperty("online").GetBoolean(), "d1 offline");
         Assert.Equal("Symmetric", (await DeviceAsync(kit, "d1")).GetProperty("nat").GetString());
         Assert.Equal(1, await kit.MetricAsync("relay_rendezvous_messages_total{type=\"nat\"}"));
+
+        // ... and in `relay api devices list`.
+        var output = new StringWriter();
+        var error = new StringWriter();
+        var code = await Relay.Push.Cli.ApiCommands.RunAsync(["api", "devices", "list", "--server", $"http://127.0.0.1:{kit.Server.HttpPort}", "--token", Push.Commands.PushTestKit.Token], output, error, _ => null);
+        Assert.True(code == 0, error.ToString());
+        Assert.Contains("\nd1\toffline\t", output.ToString(), StringComparison.Ordinal);
+        Assert.Matches(@"\nd1\t[^\n]*\tSymmetric\t", output.ToString());
+        Assert.Matches(@"\nd2\t[^\n]*\t-\t", output.ToString());
     }
 
     [Fact]
