@@ -1,6 +1,7 @@
 using System.Net;
 using System.Text;
 using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
 using Relay.DeviceClient.Nat;
 using Relay.Protocol.Rendezvous;
 
@@ -274,6 +275,25 @@ public sealed class RendezvousSignallingTests
         await using var d1 = await kit.ConnectAsync("d1");
         await d1.SendAsync(new RendezvousMessage { Type = RendezvousMessageTypes.TurnCredentialsRequest, RequestId = "r-2" });
         Assert.Equal("r-2", (await d1.ReceiveErrorAsync(RendezvousErrorCodes.Unavailable)).RequestId);
+    }
+
+    [Fact]
+    public async Task Disabled_AnswersNothing_AndGeneratesNoTurnSecret()
+    {
+        await using var kit = await RendezvousTestKit.StartAsync("Relay:Rendezvous:Enabled=false", "Relay:Rendezvous:Policy=Any");
+        Assert.False(((Relay.Turn.TurnCredentialStore)kit.Server.Services.GetService(typeof(Relay.Turn.TurnCredentialStore))!).CanMintRestCredentials);
+
+        // Nothing hears the devices' rendezvous topics (the ping barriers below alone could not prove it: an answer may lag a PINGRESP).
+        Assert.Null(kit.Server.Services.GetService(typeof(Relay.Rendezvous.RendezvousService)));
+        Assert.DoesNotContain(kit.Server.Services.GetServices<Relay.Mqtt.IMqttMessageObserver>(), static o => o is Relay.Rendezvous.RendezvousService);
+        await using var d1 = await kit.ConnectAsync("d1");
+        await using var d2 = await kit.ConnectAsync("d2");
+        await d1.SendAsync(new RendezvousMessage { Type = RendezvousMessageTypes.TurnCredentialsRequest, RequestId = "r-3" });
+        await d1.SendAsync(RendezvousDevice.Connect(RendezvousDevice.NewSessionId(), "d2"));
+        await d1.SendRawAsync("{ not json");
+        await d1.AssertNothingReceivedAsync();
+        await d2.AssertNothingReceivedAsync();
+        Assert.Equal(0, await kit.MetricAsync("relay_rendezvous_messages_total{type=\"invalid\"}"));
     }
 
     [Fact]
