@@ -61,8 +61,9 @@ internal sealed class RendezvousPolicy
         return new RendezvousPolicy(mode, rules);
     }
 
+    // Enum.TryParse also takes numbers and "A,B" flag lists; a policy is one of the three names.
     public static bool TryParseMode(string? text, out RendezvousPolicyMode mode) =>
-        Enum.TryParse(text, ignoreCase: true, out mode) && Enum.IsDefined(mode) && !int.TryParse(text, out _);
+        Enum.TryParse(text, ignoreCase: true, out mode) && Enum.IsDefined(mode) && !int.TryParse(text, out _) && !text!.Contains(',', StringComparison.Ordinal);
 
     /// <summary>Whether <paramref name="from"/> (with <paramref name="fromTags"/>) may reach <paramref name="to"/> (with <paramref name="toTags"/>).</summary>
     public bool Allows(string from, IReadOnlyList<string> fromTags, string to, IReadOnlyList<string> toTags)

@@ -52,6 +52,7 @@ public sealed class RendezvousLogicTests
     [Theory]
     [InlineData("Sometimes", "Relay:Rendezvous:Policy")]
     [InlineData("1", "Relay:Rendezvous:Policy")]
+    [InlineData("SameTag,Any", "Relay:Rendezvous:Policy")]
     public void Options_RejectABadPolicy(string policy, string key)
     {
         var errors = new List<string>();
