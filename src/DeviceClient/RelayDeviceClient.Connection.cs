@@ -160,7 +160,12 @@ public sealed partial class RelayDeviceClient
             if (!connection.SessionPresent)
             {
                 // The session is new (or lost): subscribe; otherwise the server kept our subscription.
-                fault = await SubscribeAsync(connection).ConfigureAwait(false);
+                fault = await SubscribeAsync(connection, Encoding.UTF8.GetString(_commandsTopic)).ConfigureAwait(false);
+                if (fault is null && _options.Peers.Enabled)
+                {
+                    // docs/rendezvous.md: the signalling arrives on devices/{id}/rendezvous/in, subscribed with the commands.
+                    fault = await SubscribeAsync(connection, Encoding.UTF8.GetString(RendezvousInTopic)).ConfigureAwait(false);
+                }
             }
 
             if (fault is null)
@@ -169,6 +174,7 @@ public sealed partial class RelayDeviceClient
                 SetState(DeviceConnectionState.Connected, null);
                 _logger.LogInformation("Connected to {Server} with MQTT {Version} (session present: {SessionPresent})", _options.Server, connection.Version, connection.SessionPresent);
                 await ResendInflightAsync(connection).ConfigureAwait(false);
+                ReportNatOnce();
                 drain = DrainAsync(connection);
                 keepAlive = KeepAliveAsync(connection);
             }
@@ -219,7 +225,7 @@ public sealed partial class RelayDeviceClient
         connection.Abort();
     }
 
-    private async Task<string?> SubscribeAsync(MqttConnection connection)
+    private async Task<string?> SubscribeAsync(MqttConnection connection, string filter)
     {
         TaskCompletionSource<byte> ack;
         ushort id;
@@ -231,11 +237,11 @@ public sealed partial class RelayDeviceClient
             _subAck = ack;
         }
 
-        await connection.SendSubscribeAsync(id, Encoding.UTF8.GetString(_commandsTopic), connection.Closed).ConfigureAwait(false);
+        await connection.SendSubscribeAsync(id, filter, connection.Closed).ConfigureAwait(false);
         try
         {
             var granted = await ack.Task.WaitAsync(_options.OperationTimeout, _time, connection.Closed).ConfigureAwait(false);
-            return granted >= 0x80 ? $"The server refused the subscription to {Encoding.UTF8.GetString(_commandsTopic)}: 0x{granted:X2}." : null;
+            return granted >= 0x80 ? $"The server refused the subscription to {filter}: 0x{granted:X2}." : null;
         }
         catch (TimeoutException)
         {
