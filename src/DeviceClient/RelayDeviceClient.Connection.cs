@@ -160,12 +160,7 @@ public sealed partial class RelayDeviceClient
             if (!connection.SessionPresent)
             {
                 // The session is new (or lost): subscribe; otherwise the server kept our subscription.
-                fault = await SubscribeAsync(connection, Encoding.UTF8.GetString(_commandsTopic)).ConfigureAwait(false);
-                if (fault is null && _options.Peers.Enabled)
-                {
-                    // docs/rendezvous.md: the signalling arrives on devices/{id}/rendezvous/in, subscribed with the commands.
-                    fault = await SubscribeAsync(connection, Encoding.UTF8.GetString(RendezvousInTopic)).ConfigureAwait(false);
-                }
+                fault = await SubscribeAsync(connection).ConfigureAwait(false);
             }
 
             if (fault is null)
@@ -174,7 +169,6 @@ public sealed partial class RelayDeviceClient
                 SetState(DeviceConnectionState.Connected, null);
                 _logger.LogInformation("Connected to {Server} with MQTT {Version} (session present: {SessionPresent})", _options.Server, connection.Version, connection.SessionPresent);
                 await ResendInflightAsync(connection).ConfigureAwait(false);
-                ReportNatOnce();
                 drain = DrainAsync(connection);
                 keepAlive = KeepAliveAsync(connection);
             }
@@ -225,7 +219,7 @@ public sealed partial class RelayDeviceClient
         connection.Abort();
     }
 
-    private async Task<string?> SubscribeAsync(MqttConnection connection, string filter)
+    private async Task<string?> SubscribeAsync(MqttConnection connection)
     {
         TaskCompletionSource<byte> ack;
         ushort id;
@@ -237,7 +231,11 @@ public sealed partial class RelayDeviceClient
             _subAck = ack;
         }
 
-        await connection.SendSubscribeAsync(id, filter, connection.Closed).ConfigureAwait(false);
+        // docs/rendezvous.md: the signalling (devices/{id}/rendezvous/in) is subscribed in the same SUBSCRIBE as the
+        // commands; the first SUBACK code (the commands') decides, as a refused rendezvous filter only disables peers.
+        var filter = Encoding.UTF8.GetString(_commandsTopic);
+        string[] filters = _options.Peers.Enabled ? [filter, Encoding.UTF8.GetString(RendezvousInTopic)] : [filter];
+        await connection.SendSubscribeAsync(id, filters, connection.Closed).ConfigureAwait(false);
         try
         {
             var granted = await ack.Task.WaitAsync(_options.OperationTimeout, _time, connection.Closed).ConfigureAwait(false);

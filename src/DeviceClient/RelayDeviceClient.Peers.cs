@@ -43,7 +43,15 @@ public sealed partial class RelayDeviceClient
         {
             lock (_peersGate)
             {
-                return _rendezvous ??= new PeerRendezvous(_options.Peers, _time, _logger, PublishRendezvousAsync, OnPeerConnected);
+                if (_rendezvous is null)
+                {
+                    _rendezvous = new PeerRendezvous(_options.Peers, _time, _logger, PublishRendezvousAsync, OnPeerConnected);
+
+                    // The first use of rendezvous classifies the NAT (in the background) for the sessions that follow.
+                    ReportNatOnce();
+                }
+
+                return _rendezvous;
             }
         }
     }
@@ -97,7 +105,7 @@ public sealed partial class RelayDeviceClient
         }
     }
 
-    /// <summary>Once per client: RFC 5780 discovery against the server's STUN, reported as a <c>nat</c> message.</summary>
+    /// <summary>Once per client, at the first rendezvous use: RFC 5780 discovery against the server's STUN, reported as a <c>nat</c> message.</summary>
     private void ReportNatOnce()
     {
         if (!_options.Peers.Enabled || !_options.Peers.ReportNat || Interlocked.Exchange(ref _natReported, 1) != 0)
