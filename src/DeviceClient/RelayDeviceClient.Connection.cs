@@ -231,11 +231,15 @@ public sealed partial class RelayDeviceClient
             _subAck = ack;
         }
 
-        await connection.SendSubscribeAsync(id, Encoding.UTF8.GetString(_commandsTopic), connection.Closed).ConfigureAwait(false);
+        // docs/rendezvous.md: the signalling (devices/{id}/rendezvous/in) is subscribed in the same SUBSCRIBE as the
+        // commands; the first SUBACK code (the commands') decides, as a refused rendezvous filter only disables peers.
+        var filter = Encoding.UTF8.GetString(_commandsTopic);
+        string[] filters = _options.Peers.Enabled ? [filter, Encoding.UTF8.GetString(RendezvousInTopic)] : [filter];
+        await connection.SendSubscribeAsync(id, filters, connection.Closed).ConfigureAwait(false);
         try
         {
             var granted = await ack.Task.WaitAsync(_options.OperationTimeout, _time, connection.Closed).ConfigureAwait(false);
-            return granted >= 0x80 ? $"The server refused the subscription to {Encoding.UTF8.GetString(_commandsTopic)}: 0x{granted:X2}." : null;
+            return granted >= 0x80 ? $"The server refused the subscription to {filter}: 0x{granted:X2}." : null;
         }
         catch (TimeoutException)
         {
