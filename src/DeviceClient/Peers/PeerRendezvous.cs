@@ -52,6 +52,9 @@ internal sealed class PeerRendezvous
 
     public long OffersRejected => Interlocked.Read(ref _offersRejected);
 
+    /// <summary>Test hook: a connect or answer started waiting for the NAT classification.</summary>
+    internal Action? WaitingForNat { get; set; }
+
     /// <summary>One body of <c>devices/{id}/rendezvous/in</c>; malformed JSON is logged and dropped.</summary>
     public void OnMessage(ReadOnlySpan<byte> body)
     {
@@ -269,6 +272,7 @@ internal sealed class PeerRendezvous
 
         try
         {
+            WaitingForNat?.Invoke();
             await _natDiscovery.Task.WaitAsync(NatWait, _time, cancellationToken).ConfigureAwait(false);
         }
         catch (TimeoutException)
