@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
+using Relay.DeviceClient.Internal;
 using Relay.DeviceClient.Nat;
 using Relay.DeviceClient.Peers;
 using Relay.Protocol.Rendezvous;
@@ -14,6 +15,7 @@ public sealed partial class RelayDeviceClient
     private PeerRendezvous? _rendezvous;
     private byte[]? _rendezvousInTopic;
     private int _natReported;
+    private volatile bool _rendezvousGranted;
 
     /// <summary>An incoming offer was accepted (<see cref="PeerOptions.AcceptFrom"/>) and its channel is usable; the handler owns the channel.</summary>
     public event EventHandler<PeerChannelEventArgs>? PeerConnected;
@@ -47,7 +49,8 @@ public sealed partial class RelayDeviceClient
                 {
                     _rendezvous = new PeerRendezvous(_options.Peers, _time, _logger, PublishRendezvousAsync, OnPeerConnected);
 
-                    // The first use of rendezvous classifies the NAT (in the background) for the sessions that follow.
+                    // Normally classified since the first connect (OnRendezvousAvailable); if the server never granted
+                    // the rendezvous subscription, the first use classifies the NAT for the sessions that follow.
                     ReportNatOnce();
                 }
 
@@ -58,10 +61,20 @@ public sealed partial class RelayDeviceClient
 
     private byte[] RendezvousInTopic => _rendezvousInTopic ??= Encoding.UTF8.GetBytes($"devices/{_options.DeviceId}/rendezvous/in");
 
-    private Task PublishRendezvousAsync(RendezvousMessage message, CancellationToken cancellationToken)
+    /// <summary>
+    /// Signalling goes out on the live connection only (QoS 1, completes on PUBACK): an introduction is worthless
+    /// later, and it must not take a place in the bounded offline queue from the application's telemetry.
+    /// </summary>
+    private async Task PublishRendezvousAsync(RendezvousMessage message, CancellationToken cancellationToken)
     {
+        var connection = _connection ?? throw new InvalidOperationException("Not connected to the server: rendezvous signalling is not queued.");
         var body = JsonSerializer.SerializeToUtf8Bytes(message, RendezvousJsonContext.Default.RendezvousMessage);
-        return PublishAsync($"devices/{_options.DeviceId}/rendezvous/out", body, 1, false, cancellationToken).AsTask();
+        var outgoing = new OutgoingMessage(Encoding.UTF8.GetBytes($"devices/{_options.DeviceId}/rendezvous/out"), body, 1, false, null, "application/json") { Transient = true };
+        var done = await SendAsync(connection, outgoing, waitForAck: true, cancellationToken).ConfigureAwait(false);
+        if (done is not null)
+        {
+            await done.WaitAsync(_options.OperationTimeout, _time, cancellationToken).ConfigureAwait(false);
+        }
     }
 
     /// <summary>Routes a PUBLISH on <c>devices/{id}/rendezvous/in</c>; false when the topic is another.</summary>
@@ -105,7 +118,21 @@ public sealed partial class RelayDeviceClient
         }
     }
 
-    /// <summary>Once per client, at the first rendezvous use: RFC 5780 discovery against the server's STUN, reported as a <c>nat</c> message.</summary>
+    /// <summary>
+    /// After each connect: when the server granted <c>devices/{id}/rendezvous/in</c>, classify the NAT in the
+    /// background now, so that the first <c>connect</c> or <c>answer</c> already carries <c>nat</c> (birthday
+    /// probing needs it on both sides). A server without rendezvous (or one that ignores the filter) is left alone.
+    /// </summary>
+    private void OnRendezvousAvailable()
+    {
+        if (_rendezvousGranted && _options.Peers.Enabled && _options.Peers.ReportNat && Volatile.Read(ref _natReported) == 0)
+        {
+            _ = Rendezvous; // creating it starts the classification (ReportNatOnce)
+            ReportNatOnce(); // or restarts it after a failed attempt
+        }
+    }
+
+    /// <summary>Once per client (again after a failure): RFC 5780 discovery against the server's STUN, reported as a <c>nat</c> message.</summary>
     private void ReportNatOnce()
     {
         if (!_options.Peers.Enabled || !_options.Peers.ReportNat || Interlocked.Exchange(ref _natReported, 1) != 0)
@@ -125,6 +152,7 @@ public sealed partial class RelayDeviceClient
             var servers = await Rendezvous.GetServersAsync(timeout.Token).ConfigureAwait(false);
             if (servers.Stun is null)
             {
+                Rendezvous.NatDiscoveryEnded();
                 return;
             }
 
@@ -136,6 +164,8 @@ public sealed partial class RelayDeviceClient
         catch (Exception ex)
 #pragma warning restore CA1031
         {
+            // Sessions stop waiting for it; the next connect tries again.
+            Rendezvous.NatDiscoveryEnded();
             Interlocked.Exchange(ref _natReported, 0);
             _logger.LogDebug(ex, "NAT discovery did not complete");
         }

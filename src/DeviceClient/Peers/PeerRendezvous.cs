@@ -22,6 +22,9 @@ public sealed class PeerConnectException(string code, string message) : Exceptio
 internal sealed class PeerRendezvous
 {
     private const int MaxPending = 64;
+
+    // How long a connect or an answer waits for the NAT classification still running (so both carry `nat`).
+    private static readonly TimeSpan NatWait = TimeSpan.FromSeconds(3);
     private static readonly TimeSpan CredentialMargin = TimeSpan.FromMinutes(5);
 
     private readonly PeerOptions _options;
@@ -33,6 +36,7 @@ internal sealed class PeerRendezvous
     private PeerServers? _servers;
     private DateTimeOffset _serversExpire;
     private long _offersRejected;
+    private readonly TaskCompletionSource _natDiscovery = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public PeerRendezvous(PeerOptions options, TimeProvider time, ILogger logger, Func<RendezvousMessage, CancellationToken, Task> publish, Action<PeerChannel> incoming)
     {
@@ -47,6 +51,9 @@ internal sealed class PeerRendezvous
     public string? LocalNat { get; set; }
 
     public long OffersRejected => Interlocked.Read(ref _offersRejected);
+
+    /// <summary>Test hook: a connect or answer started waiting for the NAT classification.</summary>
+    internal Action? WaitingForNat { get; set; }
 
     /// <summary>One body of <c>devices/{id}/rendezvous/in</c>; malformed JSON is logged and dropped.</summary>
     public void OnMessage(ReadOnlySpan<byte> body)
@@ -93,6 +100,7 @@ internal sealed class PeerRendezvous
         PeerSession? session = null;
         try
         {
+            await WaitForNatAsync(linked.Token).ConfigureAwait(false);
             var sessionId = Convert.ToHexString(RandomNumberGenerator.GetBytes(16)).ToLowerInvariant();
             var answer = await RequestAsync(sessionId, new RendezvousMessage
             {
@@ -167,6 +175,7 @@ internal sealed class PeerRendezvous
             PeerSession session;
             try
             {
+                await WaitForNatAsync(timeout.Token).ConfigureAwait(false);
                 var start = await RequestAsync(sessionId, new RendezvousMessage
                 {
                     Type = RendezvousMessageTypes.Answer,
@@ -243,7 +252,33 @@ internal sealed class PeerRendezvous
     public Task ReportNatAsync(NatType type, CancellationToken cancellationToken)
     {
         LocalNat = type.ToString();
+        NatDiscoveryEnded();
         return _publish(new RendezvousMessage { Type = RendezvousMessageTypes.NatReport, Nat = LocalNat }, cancellationToken);
+    }
+
+    /// <summary>The classification finished (with or without a result): sessions stop waiting for it.</summary>
+    public void NatDiscoveryEnded() => _natDiscovery.TrySetResult();
+
+    /// <summary>
+    /// A connect or answer without <c>nat</c> would leave the server and the peer guessing (birthday probing
+    /// needs both sides' types), so wait for a classification under way, but at most <see cref="NatWait"/>.
+    /// </summary>
+    private async Task WaitForNatAsync(CancellationToken cancellationToken)
+    {
+        if (LocalNat is not null || !_options.ReportNat)
+        {
+            return;
+        }
+
+        try
+        {
+            WaitingForNat?.Invoke();
+            await _natDiscovery.Task.WaitAsync(NatWait, _time, cancellationToken).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            _logger.LogDebug("Introducing without a NAT classification: none within {Wait}", NatWait);
+        }
     }
 
     private async Task PublishQuietlyAsync(RendezvousMessage message)
