@@ -94,6 +94,9 @@ public sealed class DeviceClientOptions
     /// <summary>Command execution.</summary>
     public CommandOptions Commands { get; } = new();
 
+    /// <summary>Peer-to-peer sessions (docs/rendezvous.md).</summary>
+    public Peers.PeerOptions Peers { get; } = new();
+
     /// <summary>The clock for every delay, timeout and expiry (tests pass a fake one).</summary>
     public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
 

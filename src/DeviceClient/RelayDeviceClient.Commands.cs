@@ -36,6 +36,12 @@ public sealed partial class RelayDeviceClient
         }
 
         var isCommand = publish.Topic.Length == _commandsTopic.Length && SequenceEquals(publish.Topic, _commandsTopic);
+        if (!isCommand && TryRouteRendezvous(publish.Topic, publish.Payload))
+        {
+            await AckAsync(connection, publish.QoS, publish.PacketId).ConfigureAwait(false);
+            return null;
+        }
+
         if (!isCommand)
         {
             // Not ours to handle (a wider subscription of a persistent session): acknowledge and drop.

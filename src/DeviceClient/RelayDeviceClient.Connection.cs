@@ -169,6 +169,7 @@ public sealed partial class RelayDeviceClient
                 SetState(DeviceConnectionState.Connected, null);
                 _logger.LogInformation("Connected to {Server} with MQTT {Version} (session present: {SessionPresent})", _options.Server, connection.Version, connection.SessionPresent);
                 await ResendInflightAsync(connection).ConfigureAwait(false);
+                OnRendezvousAvailable();
                 drain = DrainAsync(connection);
                 keepAlive = KeepAliveAsync(connection);
             }
@@ -231,11 +232,15 @@ public sealed partial class RelayDeviceClient
             _subAck = ack;
         }
 
-        await connection.SendSubscribeAsync(id, Encoding.UTF8.GetString(_commandsTopic), connection.Closed).ConfigureAwait(false);
+        // docs/rendezvous.md: the signalling (devices/{id}/rendezvous/in) is subscribed in the same SUBSCRIBE as the
+        // commands; the first SUBACK code (the commands') decides, as a refused rendezvous filter only disables peers.
+        var filter = Encoding.UTF8.GetString(_commandsTopic);
+        string[] filters = _options.Peers.Enabled ? [filter, Encoding.UTF8.GetString(RendezvousInTopic)] : [filter];
+        await connection.SendSubscribeAsync(id, filters, connection.Closed).ConfigureAwait(false);
         try
         {
             var granted = await ack.Task.WaitAsync(_options.OperationTimeout, _time, connection.Closed).ConfigureAwait(false);
-            return granted >= 0x80 ? $"The server refused the subscription to {Encoding.UTF8.GetString(_commandsTopic)}: 0x{granted:X2}." : null;
+            return granted >= 0x80 ? $"The server refused the subscription to {filter}: 0x{granted:X2}." : null;
         }
         catch (TimeoutException)
         {
@@ -254,9 +259,23 @@ public sealed partial class RelayDeviceClient
     private async Task ResendInflightAsync(MqttConnection connection)
     {
         Inflight[] pending;
+        List<Inflight> stale = [];
         lock (_gate)
         {
+            // Signalling from the last connection is stale: the sessions it belonged to have timed out or will.
+            foreach (var inflight in _inflight.Values.Where(static i => i.Message.Transient).ToList())
+            {
+                _inflight.Remove(inflight.PacketId);
+                stale.Add(inflight);
+            }
+
             pending = [.. _inflight.Values.OrderBy(static i => i.Order)];
+        }
+
+        foreach (var inflight in stale)
+        {
+            _inflightSlots.Release();
+            inflight.Done?.TrySetException(new IOException("The connection dropped before the PUBACK."));
         }
 
         foreach (var inflight in pending)
@@ -384,6 +403,8 @@ public sealed partial class RelayDeviceClient
                 {
                     if (subAck.PacketId == _subAckId)
                     {
+                        // The second code answers devices/{id}/rendezvous/in; a server that refused or ignored it has no rendezvous.
+                        _rendezvousGranted = subAck.ReasonCodes.Length >= 2 && subAck.ReasonCodes.Slice(1, 1).FirstSpan[0] < 0x80;
                         _subAck?.TrySetResult(subAck.ReasonCodes.FirstSpan[0]);
                     }
                 }

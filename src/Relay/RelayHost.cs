@@ -51,7 +51,7 @@ public static class RelayHost
         builder.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(configuration.Turn));
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddSingleton<TurnMetrics>();
-        builder.Services.AddSingleton(static services => new TurnCredentialStore(services.GetRequiredService<RelayConfiguration>().Turn, services.GetRequiredService<TimeProvider>()));
+        builder.Services.AddSingleton(static services => new TurnCredentialStore(services.GetRequiredService<RelayConfiguration>().Turn, services.GetRequiredService<TimeProvider>(), services.GetService<Relay.Rendezvous.RendezvousTurnSecret>()?.Secret));
         builder.Services.AddSingleton(static services => new TurnNonceService(services.GetRequiredService<TimeProvider>(), TimeSpan.FromSeconds(services.GetRequiredService<RelayConfiguration>().Turn.NonceLifetimeSeconds)));
         builder.Services.AddSingleton<TurnRelay>();
 
@@ -62,6 +62,7 @@ public static class RelayHost
         builder.Services.AddSingleton<StunTcpConnectionHandler>();
         MqttServices.Add(builder.Services, configuration.Mqtt, dataDirectory);
         Relay.Push.Commands.CommandServices.Add(builder.Services, builder.Configuration, dataDirectory);
+        Relay.Rendezvous.RendezvousServices.Add(builder.Services, builder.Configuration, configuration);
 
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
@@ -253,7 +254,7 @@ public static class RelayHost
             return Results.Text(text.ToString(), "text/plain; charset=utf-8");
         });
 
-        app.MapGet("/metrics", static (StunMetrics metrics, TurnMetrics turn, MqttMetrics mqtt, Relay.Mqtt.Identity.MqttIdentityMetrics identity, Relay.Push.Commands.CommandService commands, ApiMetrics api, WebhookMetrics webhooks) =>
+        app.MapGet("/metrics", static (StunMetrics metrics, TurnMetrics turn, MqttMetrics mqtt, Relay.Mqtt.Identity.MqttIdentityMetrics identity, Relay.Push.Commands.CommandService commands, ApiMetrics api, WebhookMetrics webhooks, Relay.Rendezvous.Introductions.RendezvousMetrics rendezvous) =>
         {
             var text = new StringBuilder();
             metrics.WritePrometheus(text);
@@ -263,6 +264,7 @@ public static class RelayHost
             commands.WritePrometheus(text);
             api.WritePrometheus(text);
             webhooks.WritePrometheus(text);
+            Relay.Rendezvous.RendezvousPrometheus.Write(rendezvous, text);
             return Results.Text(text.ToString(), "text/plain; version=0.0.4; charset=utf-8");
         });
     }

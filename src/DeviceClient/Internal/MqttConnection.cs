@@ -247,7 +247,11 @@ internal sealed class MqttConnection : IAsyncDisposable
     public ValueTask SendPingAsync(CancellationToken cancellationToken) => SendAsync(new PingPacket(), Version, cancellationToken);
 
     public ValueTask SendSubscribeAsync(ushort packetId, string filter, CancellationToken cancellationToken) =>
-        SendAsync(new SubscribePacket(packetId, filter), Version, cancellationToken);
+        SendAsync(new SubscribePacket(packetId, [filter]), Version, cancellationToken);
+
+    /// <summary>One SUBSCRIBE with several filters at QoS 1 (§3.8.3); the SUBACK has a code per filter, in order.</summary>
+    public ValueTask SendSubscribeAsync(ushort packetId, string[] filters, CancellationToken cancellationToken) =>
+        SendAsync(new SubscribePacket(packetId, filters), Version, cancellationToken);
 
     public ValueTask SendDisconnectAsync(CancellationToken cancellationToken) => SendAsync(new DisconnectPacket(), Version, cancellationToken);
 
@@ -338,10 +342,10 @@ internal sealed class MqttConnection : IAsyncDisposable
         public void Write(IBufferWriter<byte> writer, MqttProtocolVersion version) => MqttPacketWriter.WritePingReq(writer);
     }
 
-    private readonly struct SubscribePacket(ushort packetId, string filter) : IOutgoingPacket
+    private readonly struct SubscribePacket(ushort packetId, string[] filters) : IOutgoingPacket
     {
         public void Write(IBufferWriter<byte> writer, MqttProtocolVersion version) =>
-            MqttPacketWriter.WriteSubscribe(writer, version, packetId, [new MqttSubscriptionRequest { TopicFilter = filter, MaximumQoS = 1 }]);
+            MqttPacketWriter.WriteSubscribe(writer, version, packetId, [.. filters.Select(static f => new MqttSubscriptionRequest { TopicFilter = f, MaximumQoS = 1 })]);
     }
 
     private readonly struct DisconnectPacket : IOutgoingPacket

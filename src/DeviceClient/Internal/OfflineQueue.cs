@@ -20,6 +20,9 @@ internal sealed class OutgoingMessage(byte[] topic, byte[] payload, byte qos, bo
 
     /// <summary>The journal sequence number while the message is in the journal; 0 when it is not.</summary>
     public long Sequence { get; set; }
+
+    /// <summary>Worthless later (rendezvous signalling): never queued offline nor journaled at stop.</summary>
+    public bool Transient { get; init; }
 }
 
 /// <summary>
@@ -185,7 +188,7 @@ internal sealed class OfflineQueue : IDisposable
     /// <summary>Puts an unacknowledged message into the journal (at stop) so it is sent after a restart.</summary>
     public void Persist(OutgoingMessage message)
     {
-        if (_path is null || message.Sequence != 0)
+        if (_path is null || message.Sequence != 0 || message.Transient)
         {
             return;
         }

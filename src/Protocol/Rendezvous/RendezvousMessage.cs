@@ -127,7 +127,7 @@ public static class RendezvousErrorCodes
     /// <summary>The message was not understood (bad JSON, missing field, unknown session).</summary>
     public const string BadRequest = "bad-request";
 
-    /// <summary>The server cannot mint TURN credentials (no shared secret configured).</summary>
+    /// <summary>The server cannot mint TURN credentials (TURN is disabled, or it cannot name its address for this connection).</summary>
     public const string Unavailable = "unavailable";
 }
 

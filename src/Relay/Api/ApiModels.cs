@@ -23,7 +23,8 @@ internal sealed record DeviceResponse(
     [property: JsonPropertyName("remoteAddress")] string? RemoteAddress,
     [property: JsonPropertyName("protocolVersion")] int? ProtocolVersion,
     [property: JsonPropertyName("connectedSince")] DateTimeOffset? ConnectedSince,
-    [property: JsonPropertyName("connectedSeconds")] long? ConnectedSeconds);
+    [property: JsonPropertyName("connectedSeconds")] long? ConnectedSeconds,
+    [property: JsonPropertyName("nat")] string? Nat);
 
 /// <summary>One page of devices; pass <c>next</c> as <c>after</c> for the next page (null: last page).</summary>
 internal sealed record DeviceListResponse(

@@ -234,7 +234,8 @@ internal static class DeviceEndpoints
         presence.RemoteEndPoint?.ToString(),
         presence.ProtocolVersion == 0 ? null : presence.ProtocolVersion,
         presence.ConnectedSince,
-        presence is { Online: true, ConnectedSince: { } since } ? (long)(now - since).TotalSeconds : null);
+        presence is { Online: true, ConnectedSince: { } since } ? (long)(now - since).TotalSeconds : null,
+        presence.Nat);
 
     private static IResult UnknownDevice(string id) =>
         ApiProblems.NotFound("device", id, "List devices with GET /v1/devices, or register it with POST /v1/devices.");

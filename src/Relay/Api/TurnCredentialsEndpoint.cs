@@ -71,13 +71,16 @@ internal static class TurnCredentialsEndpoint
         }
 
         var (username, password, ttlSeconds) = credentials.MintRestCredential(user, TimeSpan.FromSeconds(ttl));
-        return Results.Json(new TurnCredentialsResponse(username, password, ttlSeconds, Uris(http, configuration)), ApiJsonContext.Relaxed.TurnCredentialsResponse);
+        return Results.Json(new TurnCredentialsResponse(username, password, ttlSeconds, [.. Uris(http.Request.Host.Host, configuration)]), ApiJsonContext.Relaxed.TurnCredentialsResponse);
     }
 
-    /// <summary>The address the caller reached us by, unless the operator configured the public one.</summary>
-    private static string[] Uris(HttpContext http, RelayConfiguration configuration)
+    /// <summary>
+    /// TURN URIs (RFC 7065) on <paramref name="reachedHost"/>, the address the caller reached us by, unless
+    /// the operator configured the public one. Rendezvous uses it with the MQTT connection's local address.
+    /// </summary>
+    internal static List<string> Uris(string reachedHost, RelayConfiguration configuration, bool stun = false)
     {
-        var host = configuration.Turn.ExternalAddress is { Length: > 0 } external ? external : http.Request.Host.Host;
+        var host = configuration.Turn.ExternalAddress is { Length: > 0 } external ? external : reachedHost;
         if (host.Contains(':', StringComparison.Ordinal) && !host.StartsWith('['))
         {
             host = $"[{host}]";
@@ -90,7 +93,12 @@ internal static class TurnCredentialsEndpoint
             uris.Add($"turns:{host}:{configuration.Stun.TlsPort.ToString(CultureInfo.InvariantCulture)}?transport=tcp");
         }
 
-        return [.. uris];
+        if (stun)
+        {
+            uris.Add($"stun:{host}:{port}");
+        }
+
+        return uris;
     }
 
     private static IResult Problem(int status, string title, string detail) =>

@@ -72,6 +72,7 @@ public sealed class RelayConfiguration
             TurnOptionsValidator.Validate(turn, errors);
             ValidateMqtt(mqtt, http, stun, errors);
             _ = global::Relay.Push.Commands.PushOptions.Bind(configuration, errors);
+            _ = global::Relay.Rendezvous.RendezvousOptionsBinder.Bind(configuration, errors);
         }
 
         X509Certificate2? certificate = null;

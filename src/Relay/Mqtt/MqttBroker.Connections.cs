@@ -12,7 +12,7 @@ internal sealed partial class MqttBroker
     /// read (the caller closes it without a word). Not async itself: an idle device's connection then carries
     /// one state machine fewer for its whole life; the session settles the accounting when it ends.
     /// </summary>
-    public Task<MqttEndReason>? TryServe(IDuplexPipe transport, MqttTransport kind, IPEndPoint? remote, X509Certificate2? clientCertificate, ILogger<MqttSession> logger)
+    public Task<MqttEndReason>? TryServe(IDuplexPipe transport, MqttTransport kind, IPEndPoint? remote, X509Certificate2? clientCertificate, ILogger<MqttSession> logger, IPEndPoint? local = null)
     {
         // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d; logs, limits and presence want a.b.c.d.
         if (remote?.Address is { IsIPv4MappedToIPv6: true } mapped)
@@ -27,8 +27,26 @@ internal sealed partial class MqttBroker
         }
 
         _metrics.Connection(kind, +1);
-        return new MqttSession(this, transport, kind, remote, clientCertificate, logger) { AccountedIp = ip, Accounted = true }.RunAsync();
+        return new MqttSession(this, transport, kind, remote, clientCertificate, logger) { AccountedIp = ip, Accounted = true, LocalEndPoint = Unmapped(local) }.RunAsync();
     }
+
+    /// <summary>Our address <paramref name="clientId"/>'s live connection arrived at; null when offline or unknown.</summary>
+    public IPEndPoint? LocalEndPointOf(string clientId)
+    {
+        var state = FindSession(clientId);
+        if (state is null)
+        {
+            return null;
+        }
+
+        lock (state.Sync)
+        {
+            return state.Connection?.LocalEndPoint;
+        }
+    }
+
+    internal static IPEndPoint? Unmapped(IPEndPoint? endPoint) =>
+        endPoint?.Address is { IsIPv4MappedToIPv6: true } mapped ? new IPEndPoint(mapped.MapToIPv4(), endPoint.Port) : endPoint;
 
     /// <summary>The end of a connection started by <see cref="TryServe"/>.</summary>
     public void EndConnection(MqttTransport kind, IPAddress? ip)

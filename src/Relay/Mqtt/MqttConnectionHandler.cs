@@ -14,7 +14,7 @@ internal sealed class MqttConnectionHandler(MqttBroker broker, ILogger<MqttSessi
         try
         {
             var certificate = connection.Features.Get<ITlsConnectionFeature>()?.ClientCertificate;
-            if (broker.TryServe(connection.Transport, transport, connection.RemoteEndPoint as IPEndPoint, certificate, logger) is { } serving)
+            if (broker.TryServe(connection.Transport, transport, connection.RemoteEndPoint as IPEndPoint, certificate, logger, connection.LocalEndPoint as IPEndPoint) is { } serving)
             {
                 await serving.ConfigureAwait(false);
             }

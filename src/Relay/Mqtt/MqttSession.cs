@@ -165,6 +165,9 @@ internal sealed partial class MqttSession
     /// <summary>Set by <see cref="MqttBroker.TryServe"/>: the connection was counted, per transport and per IP.</summary>
     public bool Accounted { get; init; }
 
+    /// <summary>Our address the client reached (rendezvous names it in TURN URIs); null when the transport does not say.</summary>
+    public IPEndPoint? LocalEndPoint { get; init; }
+
     /// <summary>The address counted against Relay:Mqtt:MaxConnectionsPerIp, if any.</summary>
     public IPAddress? AccountedIp { get; init; }
 

@@ -48,7 +48,10 @@ internal static class MqttWebSocketTransport
             var send = SendAsync(socket, output.Reader, stop.Token);
             try
             {
-                var session = new MqttSession(broker, new DuplexPipe(input.Reader, output.Writer), MqttTransport.WebSocket, remote, context.Connection.ClientCertificate, logger);
+                var session = new MqttSession(broker, new DuplexPipe(input.Reader, output.Writer), MqttTransport.WebSocket, remote, context.Connection.ClientCertificate, logger)
+                {
+                    LocalEndPoint = context.Connection.LocalIpAddress is { } localIp ? MqttBroker.Unmapped(new IPEndPoint(localIp, context.Connection.LocalPort)) : null,
+                };
                 await session.RunAsync().ConfigureAwait(false);
             }
             finally

@@ -17,14 +17,18 @@ internal enum CommandState
     Canceled,
 }
 
-/// <summary>A device's connection as the broker sees it now.</summary>
+/// <summary>
+/// A device's connection as the broker sees it now. <paramref name="Nat"/> is the device's last reported
+/// NAT classification (rendezvous <c>nat</c> message, docs/rendezvous.md), null when it never reported one.
+/// </summary>
 internal sealed record DevicePresence(
     string DeviceId,
     bool Online,
     DateTimeOffset? LastSeen,
     IPEndPoint? RemoteEndPoint,
     byte ProtocolVersion,
-    DateTimeOffset? ConnectedSince);
+    DateTimeOffset? ConnectedSince,
+    string? Nat = null);
 
 /// <summary>Presence of devices, answered from the broker's live session table (no I/O).</summary>
 internal interface IDevicePresence

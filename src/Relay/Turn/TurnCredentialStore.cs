@@ -44,8 +44,13 @@ internal sealed class TurnCredentialStore
     private readonly byte[] _realmUtf8;
     private readonly TimeProvider _time;
 
-    /// <summary>Precomputes every static user's MD5 and SHA-256 keys.</summary>
-    public TurnCredentialStore(TurnOptions options, TimeProvider time)
+    /// <summary>
+    /// Precomputes every static user's MD5 and SHA-256 keys. <paramref name="generatedSecret"/> (rendezvous:
+    /// an in-memory secret made at startup) is used only when no shared secret is configured, so devices
+    /// can get working TURN credentials over MQTT without any setup; it dies with the process, and with it
+    /// every credential minted from it.
+    /// </summary>
+    public TurnCredentialStore(TurnOptions options, TimeProvider time, byte[]? generatedSecret = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(time);
@@ -58,6 +63,11 @@ internal sealed class TurnCredentialStore
         Realm = options.Realm;
         _realmUtf8 = Encoding.UTF8.GetBytes(StunCredentials.Prepare(options.Realm));
         _secrets = [.. options.SharedSecrets.Select(Encoding.UTF8.GetBytes)];
+        HasSharedSecrets = _secrets.Length > 0;
+        if (_secrets.Length == 0 && generatedSecret is { Length: > 0 })
+        {
+            _secrets = [generatedSecret];
+        }
 
         _users = new Dictionary<string, StaticUser>(StringComparer.Ordinal);
         for (var i = 0; i < options.Users.Count; i++)
@@ -88,8 +98,11 @@ internal sealed class TurnCredentialStore
     /// <summary>REALM for 401 answers and key derivation.</summary>
     public string Realm { get; }
 
-    /// <summary>True when REST credentials can be checked and minted.</summary>
-    public bool HasSharedSecrets => _secrets.Length > 0;
+    /// <summary>True when <c>Relay:Turn:SharedSecrets</c> configures secrets (a generated one does not count).</summary>
+    public bool HasSharedSecrets { get; }
+
+    /// <summary>True when REST credentials can be checked and minted: a configured or a generated secret.</summary>
+    public bool CanMintRestCredentials => _secrets.Length > 0;
 
     /// <summary>
     /// Writes the long-term keys (RFC 8489 §9.2.2) this USERNAME might use, back to back, each

@@ -8,17 +8,17 @@ namespace Relay.Server.Tests.Nat;
 /// <summary>
 /// A NAT lab built from Linux network namespaces (docs/natlab.md, ARCHITECTURE.md section 6):
 /// <code>
-///  root ns: rl{pid}h{n} 203.0.113.254 ─┐
-///                                      │ bridge br0 in {prefix}pub (203.0.113.0/24, "the Internet")
-///  {prefix}srv: eth0 203.0.113.1 + .2 ─┤
-///  {prefix}r1:  wan 203.0.113.11 ──────┤  lan 10.0.1.1 ── {prefix}c1: eth0 10.0.1.2 (default via 10.0.1.1)
-///  {prefix}r2:  wan 203.0.113.12 ──────┘  lan 10.0.2.1 ── {prefix}c2: eth0 10.0.2.2
+///  root ns: rl{pid}h{n} 198.18.0.254 ─┐
+///                                      │ bridge br0 in {prefix}pub (198.18.0.0/24, "the Internet")
+///  {prefix}srv: eth0 198.18.0.1 + .2 ─┤
+///  {prefix}r1:  wan 198.18.0.11 ──────┤  lan 10.0.1.1 ── {prefix}c1: eth0 10.0.1.2 (default via 10.0.1.1)
+///  {prefix}r2:  wan 198.18.0.12 ──────┘  lan 10.0.2.1 ── {prefix}c2: eth0 10.0.2.2
 /// </code>
 /// Each router runs the nftables ruleset of its <see cref="NatType"/> (<see cref="NatRules"/>). The test
 /// process reaches the public segment (and so the server's listeners) through the root veth; every
 /// address is the lab's own. Dispose kills every process the lab started and deletes every namespace
 /// and link, whether the test passed or not; creating a lab first sweeps what a killed run left behind.
-/// Only one lab exists at a time on a machine (they share 203.0.113.0/24 in the root namespace): tests
+/// Only one lab exists at a time on a machine (they share 198.18.0.0/24 in the root namespace): tests
 /// that build one belong to <see cref="NatLabCollection"/>.
 /// </summary>
 public sealed partial class NatLab : IAsyncDisposable
@@ -27,15 +27,18 @@ public sealed partial class NatLab : IAsyncDisposable
     public const string Prefix = "rlab";
 
     /// <summary>The server namespace's primary public address.</summary>
-    public const string ServerAddress = "203.0.113.1";
+    public const string ServerAddress = "198.18.0.1";
 
     /// <summary>The server namespace's second public address (RFC 5780 OTHER-ADDRESS).</summary>
-    public const string ServerAlternateAddress = "203.0.113.2";
+    public const string ServerAlternateAddress = "198.18.0.2";
 
     /// <summary>The test process's own address on the public segment (root namespace).</summary>
-    public const string HostAddress = "203.0.113.254";
+    public const string HostAddress = "198.18.0.254";
 
-    private const string PublicNetwork = "203.0.113.0/24";
+    // RFC 2544's benchmarking range, never routed on the Internet. Not TEST-NET-3 (203.0.113.0/24): on the
+    // machines we run on, the package mirrors (NuGet, Debian, npm) resolve into it, and the lab's route
+    // in the root namespace would cut them off for as long as a lab exists.
+    private const string PublicNetwork = "198.18.0.0/24";
     private const int MaxSites = 200;
 
     private static readonly HashSet<string> s_live = [];
@@ -93,7 +96,7 @@ public sealed partial class NatLab : IAsyncDisposable
 
         if (nats.Count > MaxSites)
         {
-            throw new ArgumentOutOfRangeException(nats.Count.ToString(CultureInfo.InvariantCulture), $"at most {MaxSites} NATs: site n takes 203.0.113.(10+n)");
+            throw new ArgumentOutOfRangeException(nats.Count.ToString(CultureInfo.InvariantCulture), $"at most {MaxSites} NATs: site n takes 198.18.0.(10+n)");
         }
 
         await SweepStaleAsync();
@@ -254,7 +257,7 @@ public sealed partial class NatLab : IAsyncDisposable
         }
 
         // Deleting the root link is synchronous; the namespaces' own teardown is not, and the root
-        // namespace's route to 203.0.113.0/24 must be gone before the next lab is built.
+        // namespace's route to 198.18.0.0/24 must be gone before the next lab is built.
         if (_hostLinkCreated)
         {
             var link = await LabShell.RunAsync(IpPath, ["link", "del", HostLink]);

@@ -28,7 +28,7 @@ public sealed class NatLabTheoryAttribute : TheoryAttribute
 
 /// <summary>
 /// Tests that build a NAT lab run one at a time and apart from every parallel test: labs share
-/// 203.0.113.0/24 in the root namespace, and the lab's processes share the two cores.
+/// 198.18.0.0/24 in the root namespace, and the lab's processes share the two cores.
 /// </summary>
 [CollectionDefinition(Name, DisableParallelization = true)]
 public sealed class NatLabCollection

@@ -19,7 +19,7 @@ public enum NatType
     UdpBlocked,
 }
 
-/// <summary>One router and the client behind it: site n has WAN 203.0.113.(10+n), LAN 10.0.n.0/24.</summary>
+/// <summary>One router and the client behind it: site n has WAN 198.18.0.(10+n), LAN 10.0.n.0/24.</summary>
 /// <param name="Index">1-based position in the list the lab was created with.</param>
 /// <param name="Type">How the router behaves.</param>
 /// <param name="RouterNamespace">The router's network namespace (interfaces <c>wan</c> and <c>lan</c>).</param>
@@ -27,7 +27,7 @@ public enum NatType
 public sealed record NatSite(int Index, NatType Type, string RouterNamespace, string ClientNamespace)
 {
     /// <summary>The router's public address: what peers see as the source of the client's traffic.</summary>
-    public string WanAddress => $"203.0.113.{10 + Index}";
+    public string WanAddress => $"198.18.0.{10 + Index}";
 
     /// <summary>The router's LAN address, the client's gateway.</summary>
     public string LanAddress => $"10.0.{Index}.1";

@@ -133,7 +133,7 @@ internal sealed partial class MqttSocketListener(MqttBroker broker, MqttOptions 
         var pipe = new SocketDuplexPipe(client);
         try
         {
-            if (broker.TryServe(pipe, MqttTransport.Tcp, client.RemoteEndPoint as IPEndPoint, null, sessionLogger) is { } serving)
+            if (broker.TryServe(pipe, MqttTransport.Tcp, client.RemoteEndPoint as IPEndPoint, null, sessionLogger, client.LocalEndPoint as IPEndPoint) is { } serving)
             {
                 await serving.ConfigureAwait(false);
             }

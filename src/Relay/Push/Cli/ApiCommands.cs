@@ -195,7 +195,7 @@ internal static class ApiCommands
             }
 
             string? after = null;
-            await output.WriteLineAsync("ID\tONLINE\tLAST SEEN\tREMOTE\tMQTT\tTAGS");
+            await output.WriteLineAsync("ID\tONLINE\tLAST SEEN\tREMOTE\tMQTT\tNAT\tTAGS");
             do
             {
                 var query = new StringBuilder("/v1/devices?limit=500");
@@ -230,6 +230,7 @@ internal static class ApiCommands
                         d.GetProperty("lastSeen").ValueKind == JsonValueKind.Null ? "never" : d.GetProperty("lastSeen").GetDateTimeOffset().ToString("u", CultureInfo.InvariantCulture),
                         d.GetProperty("remoteAddress").GetString() ?? "-",
                         version,
+                        d.TryGetProperty("nat", out var nat) && nat.ValueKind == JsonValueKind.String ? nat.GetString() : "-",
                         string.Join(',', d.GetProperty("tags").EnumerateArray().Select(static t => t.GetString()))));
                 }
 

@@ -9,6 +9,7 @@ using Relay.DeviceClient;
 using Relay.Mqtt;
 using Relay.Protocol.Mqtt;
 using Relay.Push;
+using Relay.Server.Tests.Mqtt.Interop;
 using Relay.Server.Tests.Push.Commands;
 
 namespace Relay.Server.Tests.DeviceClient.Core;
@@ -300,30 +301,29 @@ public sealed class DeviceClientServerTests
         var directory = Directory.CreateTempSubdirectory("relay-dc-tls-").FullName;
         try
         {
-            var (certificatePath, keyPath) = StunTcpTlsTests.WriteSelfSignedPem(directory);
-            using var caKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
-            var caRequest = new CertificateRequest("CN=Test Device CA", caKey, HashAlgorithmName.SHA256);
-            caRequest.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
-            caRequest.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.KeyCertSign, true));
-            using var ca = caRequest.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(1));
-            var caPath = Path.Combine(directory, "ca.pem");
-            await File.WriteAllTextAsync(caPath, ca.ExportCertificatePem());
-            using var deviceKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
-            var deviceRequest = new CertificateRequest("CN=d1", deviceKey, HashAlgorithmName.SHA256);
-            deviceRequest.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.2")], false));
-            using var issued = deviceRequest.Create(ca, DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(1), [1, 2, 3, 4]);
-            using var withKey = issued.CopyWithPrivateKey(deviceKey);
-            using var device = X509CertificateLoader.LoadPkcs12(withKey.Export(X509ContentType.Pkcs12), null);
+            // A real chain: the server's certificate comes from a test CA the client is told to trust, so the
+            // client's certificate validation runs for real instead of being switched off.
+            var pki = TestPki.Create(directory);
+            var (caPath, device) = TestDeviceCa.Create(Directory.CreateDirectory(Path.Combine(directory, "devices")).FullName, "d1");
+            using var deviceCertificate = device;
+            using var serverCa = X509Certificate2.CreateFromPem(File.ReadAllText(pki.CaPath));
 
             await using var kit = await PushTestKit.StartAsync(
-                $"Relay:Tls:CertificatePath={certificatePath}",
-                $"Relay:Tls:KeyPath={keyPath}",
+                $"Relay:Tls:CertificatePath={pki.CertificatePath}",
+                $"Relay:Tls:KeyPath={pki.KeyPath}",
                 "Relay:Mqtt:ClientCertificateMode=Optional",
                 $"Relay:Mqtt:ClientCertificateAuthorityPath={caPath}");
             var options = Options(new Uri($"mqtts://localhost:{kit.Server.MqttTlsPort}"));
             options.Secret = null; // the certificate alone authenticates d1
             options.ClientCertificates = [device];
-            options.ServerCertificateValidation = static (_, _, _, _) => true; // the test server's self-signed certificate
+            options.ServerCertificateValidation = (_, certificate, _, _) =>
+            {
+                using var chain = new X509Chain();
+                chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
+                chain.ChainPolicy.CustomTrustStore.Add(serverCa);
+                chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+                return certificate is X509Certificate2 presented && chain.Build(presented);
+            };
             await AssertReceivesCommandAsync(kit, options);
         }
         finally

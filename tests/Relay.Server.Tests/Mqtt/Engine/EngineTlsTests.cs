@@ -14,20 +14,8 @@ public sealed class EngineTlsTests
         try
         {
             var (certificatePath, keyPath) = StunTcpTlsTests.WriteSelfSignedPem(directory);
-            using var caKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
-            var caRequest = new CertificateRequest("CN=Test Device CA", caKey, HashAlgorithmName.SHA256);
-            caRequest.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
-            caRequest.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.KeyCertSign, true));
-            using var ca = caRequest.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(1));
-            var caPath = Path.Combine(directory, "ca.pem");
-            await File.WriteAllTextAsync(caPath, ca.ExportCertificatePem());
-
-            using var deviceKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
-            var deviceRequest = new CertificateRequest("CN=dev1", deviceKey, HashAlgorithmName.SHA256);
-            deviceRequest.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.2")], false));
-            using var issued = deviceRequest.Create(ca, DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(1), [1, 2, 3, 4]);
-            using var withKey = issued.CopyWithPrivateKey(deviceKey);
-            using var device = X509CertificateLoader.LoadPkcs12(withKey.Export(X509ContentType.Pkcs12), null);
+            var (caPath, device) = TestDeviceCa.Create(directory, "dev1");
+            using var deviceCertificate = device;
 
             await using var server = await EngineTestServer.StartAsync(
                 $"Relay:Tls:CertificatePath={certificatePath}",

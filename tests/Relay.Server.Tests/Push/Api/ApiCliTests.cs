@@ -44,7 +44,7 @@ public sealed class ApiCliTests
         // --token wins over RELAY_TOKEN; a read token may list.
         (code, output, error) = await Run(Env, "devices", "list", "--token", readToken, "--server", url, "--tag", "roof");
         Assert.True(code == 0, error);
-        Assert.Contains("pump-7\toffline\tnever\t-\t-\tlab,roof", output, StringComparison.Ordinal);
+        Assert.Contains("pump-7\toffline\tnever\t-\t-\t-\tlab,roof", output, StringComparison.Ordinal);
 
         // ... but not provision.
         (code, _, error) = await Run(null, "devices", "add", "x", "--token", readToken, "--server", url);
