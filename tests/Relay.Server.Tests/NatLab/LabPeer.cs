@@ -229,7 +229,7 @@ public sealed partial class LabPeer : IAsyncDisposable
         changed.TrySetResult();
     }
 
-    // PATH direct 203.0.113.12:40000 rtt=0.4ms (samples/PeerDemo ReportPath); "-" when no endpoint is known yet.
+    // PATH direct 198.18.0.12:40000 rtt=0.4ms (samples/PeerDemo ReportPath); "-" when no endpoint is known yet.
     [GeneratedRegex(@"^PATH (direct|relayed) (\d+\.\d+\.\d+\.\d+):(\d+) ")]
     private static partial Regex PathPattern();
 }

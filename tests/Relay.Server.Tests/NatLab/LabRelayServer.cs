@@ -60,8 +60,8 @@ internal sealed class LabRelayServer : IAsyncDisposable
             "--Relay:Turn:Enabled=true",
             $"--Relay:Turn:SharedSecrets:0={TurnSharedSecret}",
 
-            // 203.0.113.0/24 is not on the default deny list; saying so keeps the lab working if it ever is.
-            "--Relay:Turn:AllowedPeers:0=203.0.113.0/24",
+            // The lab's public segment is not on the default deny list; saying so keeps the lab working if it ever is.
+            $"--Relay:Turn:AllowedPeers:0={NatLab.PublicNetwork}",
             "--Relay:Rendezvous:Enabled=true",
             "--Relay:Rendezvous:Policy=Any",
         ];

@@ -38,7 +38,9 @@ public sealed partial class NatLab : IAsyncDisposable
     // RFC 2544's benchmarking range, never routed on the Internet. Not TEST-NET-3 (203.0.113.0/24): on the
     // machines we run on, the package mirrors (NuGet, Debian, npm) resolve into it, and the lab's route
     // in the root namespace would cut them off for as long as a lab exists.
-    private const string PublicNetwork = "198.18.0.0/24";
+
+    /// <summary>The lab's public segment ("the Internet"): the server, the routers' WAN side, the host.</summary>
+    public const string PublicNetwork = "198.18.0.0/24";
     private const int MaxSites = 200;
 
     private static readonly HashSet<string> s_live = [];
