@@ -49,34 +49,33 @@ for round in $(seq 1 "$ROUNDS"); do
   echo "round $round/$ROUNDS" >&2
   # A failed test records no timing; the summary says how many runs each pair has.
   RELAY_RENDEZVOUS_TIMINGS="$OUT" dotnet test tests/Relay.Server.Tests -c Release --no-build \
-    --filter "$FILTER_EXPR" -v quiet -nologo > "$OUT.round$round.log" 2>&1 || echo "round $round: some tests failed (see $OUT.round$round.log)" >&2
+    --filter "$FILTER_EXPR" --logger "trx;LogFileName=$OUT.round$round.trx" -nologo > "$OUT.round$round.log" 2>&1 || echo "round $round: some tests failed (see $OUT.round$round.log)" >&2
 done
 
 echo "raw: $OUT"
 echo
 echo "| NAT pair | probing | path | runs | first message p50 | p95 | direct p50 | p95 |"
 echo "|---|---|---|---|---|---|---|---|"
-# Nearest-rank percentiles per (pair, probing, path), from the sorted values of each column.
+# Nearest-rank percentiles per (pair, probing, path). Plain POSIX awk (mawk has no asort): insertion sort.
 sort -t, -k1,3 "$OUT" | awk -F, '
-  function pct(list, n, p,   sorted, i, k) {
+  function pct(list, p,   v, n, i, j, t, k) {
+    n = split(list, v, " ")
     if (n == 0) return "-"
-    split(list, sorted, " ")
-    asort(sorted)
+    for (i = 2; i <= n; i++) { t = v[i] + 0; for (j = i - 1; j >= 1 && v[j] + 0 > t; j--) v[j + 1] = v[j]; v[j + 1] = t }
     k = int((p * n + 99) / 100); if (k < 1) k = 1; if (k > n) k = n
-    return sprintf("%.0f ms", sorted[k])
+    return sprintf("%.0f ms", v[k])
   }
   {
     key = $1 " × " $2 "|" $3 "|" $4
     if (!(key in runs)) order[++keys] = key
     runs[key]++
     first[key] = first[key] " " $5
-    if ($6 != "") { direct[key] = direct[key] " " $6; ndirect[key]++ }
+    if ($6 != "") direct[key] = direct[key] " " $6
   }
   END {
     for (i = 1; i <= keys; i++) {
       key = order[i]; split(key, part, "|")
       printf "| %s | %s | %s | %d | %s | %s | %s | %s |\n", part[1], part[2], part[3], runs[key],
-        pct(first[key], runs[key], 50), pct(first[key], runs[key], 95),
-        pct(direct[key], ndirect[key], 50), pct(direct[key], ndirect[key], 95)
+        pct(first[key], 50), pct(first[key], 95), pct(direct[key], 50), pct(direct[key], 95)
     }
   }'
