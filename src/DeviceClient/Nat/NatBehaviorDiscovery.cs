@@ -102,8 +102,8 @@ public static class NatBehaviorDiscovery
     /// <summary>Runs discovery from a new ephemeral socket bound to the local address that routes to the server.</summary>
     /// <remarks>
     /// The first test waits for the whole retransmission schedule of <paramref name="options"/> before
-    /// concluding that UDP is blocked; a filtering test that gets no answer waits only
-    /// <see cref="FilteringMaxRequests"/> requests (with the same initial RTO), because silence is the answer.
+    /// concluding that UDP is blocked. The two filtering tests run at once, and one that gets no answer gives
+    /// up after at most 3 requests (same initial RTO, last wait at most 4 RTOs), because silence is the answer.
     /// </remarks>
     public static Task<NatBehavior> DiscoverAsync(IPEndPoint server, StunClientOptions? options = null, CancellationToken cancellationToken = default) =>
         DiscoverAsync(server, options, typeKnown: null, cancellationToken);
