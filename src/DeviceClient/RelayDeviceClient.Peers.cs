@@ -156,9 +156,15 @@ public sealed partial class RelayDeviceClient
                 return;
             }
 
-            var behavior = await NatBehaviorDiscovery.DiscoverAsync(servers.Stun, _options.Peers.ServerRetransmission, timeout.Token).ConfigureAwait(false);
-            await Rendezvous.ReportNatAsync(behavior.Type, timeout.Token).ConfigureAwait(false);
-            _logger.LogInformation("NAT classified as {Nat}", behavior.Type);
+            // Report the type the moment it is settled (a symmetric mapping before the filtering tests end):
+            // birthday probing decides on it, and a connect waits for it only briefly.
+            var settled = new TaskCompletionSource<NatType>(TaskCreationOptions.RunContinuationsAsynchronously);
+            var discovery = NatBehaviorDiscovery.DiscoverAsync(servers.Stun, _options.Peers.ServerRetransmission, t => settled.TrySetResult(t), timeout.Token);
+            await Task.WhenAny(settled.Task, discovery).ConfigureAwait(false);
+            var type = settled.Task.IsCompleted ? await settled.Task.ConfigureAwait(false) : (await discovery.ConfigureAwait(false)).Type;
+            await Rendezvous.ReportNatAsync(type, timeout.Token).ConfigureAwait(false);
+            var behavior = await discovery.ConfigureAwait(false);
+            _logger.LogInformation("NAT classified as {Nat} (mapping {Mapping}, filtering {Filtering})", behavior.Type, behavior.Mapping, behavior.Filtering);
         }
 #pragma warning disable CA1031 // Best effort: a server without rendezvous never answers; nothing else depends on it.
         catch (Exception ex)

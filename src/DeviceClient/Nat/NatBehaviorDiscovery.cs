@@ -88,31 +88,51 @@ public sealed record NatBehavior(NatMappingBehavior Mapping, NatFilteringBehavio
 }
 
 /// <summary>
-/// NAT behaviour discovery (RFC 5780 §4): runs the mapping and filtering tests against a server that
-/// advertises OTHER-ADDRESS, from one UDP socket so that every test sees the same mapping.
+/// NAT behaviour discovery (RFC 5780 §4): runs the mapping tests against a server that advertises
+/// OTHER-ADDRESS from one UDP socket, so that every mapping test sees the same mapping, and the filtering
+/// tests meanwhile from fresh sockets of their own.
 /// </summary>
 public static class NatBehaviorDiscovery
 {
+    // A filtering test is expected to go unanswered behind most NATs (RFC 5780 §4.4): silence is the result,
+    // not a fault to retry through, so it gets at most 3 requests and a short last wait.
+    private const int FilteringMaxRequests = 3;
+    private const int FilteringLastWaitMultiplier = 4;
+
     /// <summary>Runs discovery from a new ephemeral socket bound to the local address that routes to the server.</summary>
     /// <remarks>
-    /// A filtering test that gets no answer waits for the whole retransmission schedule of
-    /// <paramref name="options"/> (RFC 8489 §6.2.1: 39.5 s by default), because silence is the answer.
+    /// The first test waits for the whole retransmission schedule of <paramref name="options"/> before
+    /// concluding that UDP is blocked. The two filtering tests run at once, and one that gets no answer gives
+    /// up after at most 3 requests (same initial RTO, last wait at most 4 RTOs), because silence is the answer.
     /// </remarks>
-    public static async Task<NatBehavior> DiscoverAsync(IPEndPoint server, StunClientOptions? options = null, CancellationToken cancellationToken = default)
-    {
-        using var socket = new Socket(server.AddressFamily, SocketType.Dgram, ProtocolType.Udp);
-        socket.Bind(new IPEndPoint(LocalAddressTowards(server), 0));
-        return await DiscoverAsync(socket, server, options, cancellationToken).ConfigureAwait(false);
-    }
+    public static Task<NatBehavior> DiscoverAsync(IPEndPoint server, StunClientOptions? options = null, CancellationToken cancellationToken = default) =>
+        DiscoverAsync(server, options, typeKnown: null, cancellationToken);
 
     /// <summary>
     /// Runs discovery from <paramref name="socket"/>, which must be bound and not be read by anyone else
     /// meanwhile. Bind it to a specific address, so that "no NAT" can be recognised.
     /// </summary>
-    public static async Task<NatBehavior> DiscoverAsync(Socket socket, IPEndPoint server, StunClientOptions? options = null, CancellationToken cancellationToken = default)
+    public static Task<NatBehavior> DiscoverAsync(Socket socket, IPEndPoint server, StunClientOptions? options = null, CancellationToken cancellationToken = default) =>
+        DiscoverAsync(socket, server, options, typeKnown: null, cancellationToken);
+
+    /// <summary>As the public overload; <paramref name="typeKnown"/> is called once, as soon as the <see cref="NatType"/> is settled.</summary>
+    internal static async Task<NatBehavior> DiscoverAsync(IPEndPoint server, StunClientOptions? options, Action<NatType>? typeKnown, CancellationToken cancellationToken)
+    {
+        using var socket = new Socket(server.AddressFamily, SocketType.Dgram, ProtocolType.Udp);
+        socket.Bind(new IPEndPoint(LocalAddressTowards(server), 0));
+        return await DiscoverAsync(socket, server, options, typeKnown, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// As the public overload; <paramref name="typeKnown"/> is called once, as soon as the <see cref="NatType"/>
+    /// is settled: for a symmetric mapping right after the mapping tests (RFC 5780 §4.3), because no filtering
+    /// outcome changes that summary, otherwise when the filtering tests end too.
+    /// </summary>
+    internal static async Task<NatBehavior> DiscoverAsync(Socket socket, IPEndPoint server, StunClientOptions? options, Action<NatType>? typeKnown, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(socket);
         ArgumentNullException.ThrowIfNull(server);
+        options ??= new StunClientOptions();
         var local = (IPEndPoint)socket.LocalEndPoint!;
         if (local.Address.Equals(IPAddress.Any) || local.Address.Equals(IPAddress.IPv6Any))
         {
@@ -123,7 +143,7 @@ public static class NatBehaviorDiscovery
         var first = await TryBindingAsync(socket, server, false, false, options, cancellationToken).ConfigureAwait(false);
         if (first is null)
         {
-            return new NatBehavior(NatMappingBehavior.UdpBlocked, NatFilteringBehavior.UdpBlocked, null, local, NatType.UdpBlocked);
+            return Settled(new NatBehavior(NatMappingBehavior.UdpBlocked, NatFilteringBehavior.UdpBlocked, null, local, NatType.UdpBlocked), typeKnown);
         }
 
         // RFC 5780 §4.3: "If OTHER-ADDRESS is not returned, the server does not support this usage and
@@ -132,12 +152,42 @@ public static class NatBehaviorDiscovery
         var other = first.OtherAddress;
         if (other is null || other.Address.Equals(server.Address) || other.AddressFamily != server.AddressFamily)
         {
-            return new NatBehavior(NatMappingBehavior.Unsupported, NatFilteringBehavior.Unsupported, first.MappedAddress, local, NatType.Unknown);
+            return Settled(new NatBehavior(NatMappingBehavior.Unsupported, NatFilteringBehavior.Unsupported, first.MappedAddress, local, NatType.Unknown), typeKnown);
         }
 
-        var mapping = await DiscoverMappingAsync(socket, server, first, other, options, cancellationToken).ConfigureAwait(false);
-        var filtering = await DiscoverFilteringAsync(socket, server, options, cancellationToken).ConfigureAwait(false);
-        return new NatBehavior(mapping, filtering, first.MappedAddress, local, Summarize(mapping, filtering, behindNat: !first.MappedAddress.Equals(local)));
+        var behindNat = !first.MappedAddress.Equals(local);
+        using var stopFiltering = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var filteringTask = DiscoverFilteringAsync(local.Address, server, options, stopFiltering.Token);
+        NatMappingBehavior mapping;
+        try
+        {
+            mapping = await DiscoverMappingAsync(socket, server, first, other, options, cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            await stopFiltering.CancelAsync().ConfigureAwait(false);
+            await ((Task)filteringTask).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            throw;
+        }
+
+        // Any filtering answer (all three are possible) summarises a dependent mapping as Symmetric, so the
+        // type is settled now; the filtering tests still finish for the full record.
+        var reported = false;
+        if (mapping is NatMappingBehavior.AddressDependent or NatMappingBehavior.AddressAndPortDependent)
+        {
+            typeKnown?.Invoke(NatType.Symmetric);
+            reported = true;
+        }
+
+        var filtering = await filteringTask.ConfigureAwait(false);
+        var behavior = new NatBehavior(mapping, filtering, first.MappedAddress, local, Summarize(mapping, filtering, behindNat));
+        return reported ? behavior : Settled(behavior, typeKnown);
+    }
+
+    private static NatBehavior Settled(NatBehavior behavior, Action<NatType>? typeKnown)
+    {
+        typeKnown?.Invoke(behavior.Type);
+        return behavior;
     }
 
     /// <summary>Maps the two behaviours onto the classic names.</summary>
@@ -157,7 +207,7 @@ public static class NatBehaviorDiscovery
     };
 
     private static async Task<NatMappingBehavior> DiscoverMappingAsync(
-        Socket socket, IPEndPoint server, StunBindingResult first, IPEndPoint other, StunClientOptions? options, CancellationToken cancellationToken)
+        Socket socket, IPEndPoint server, StunBindingResult first, IPEndPoint other, StunClientOptions options, CancellationToken cancellationToken)
     {
         // Test II: to the alternate IP and the primary port. An unanswered probe here (a lossy path) leaves
         // the mapping unknown rather than guessed.
@@ -182,16 +232,38 @@ public static class NatBehaviorDiscovery
         return third.MappedAddress.Equals(second.MappedAddress) ? NatMappingBehavior.AddressDependent : NatMappingBehavior.AddressAndPortDependent;
     }
 
-    private static async Task<NatFilteringBehavior> DiscoverFilteringAsync(Socket socket, IPEndPoint server, StunClientOptions? options, CancellationToken cancellationToken)
+    /// <summary>
+    /// RFC 5780 §4.4 tests II and III, at once, each from a fresh socket that has sent only that one request
+    /// to the primary address. Sharing the mapping socket would be wrong as well as slow: the mapping tests
+    /// sent to the alternate address, which opens an address-dependent filter to the very answers test II
+    /// asks for. A fresh mapping is as good as the first one here, since only the filter is being tested.
+    /// </summary>
+    private static async Task<NatFilteringBehavior> DiscoverFilteringAsync(IPAddress local, IPEndPoint server, StunClientOptions options, CancellationToken cancellationToken)
     {
-        // RFC 5780 §4.4 test II: the answer comes from the other IP and port. Getting it means any endpoint may send in.
-        if (await TryBindingAsync(socket, server, true, true, options, cancellationToken).ConfigureAwait(false) is not null)
+        var filteringOptions = new StunClientOptions
+        {
+            InitialRto = options.InitialRto,
+            MaxRequests = Math.Clamp(options.MaxRequests, 1, FilteringMaxRequests),
+            LastWaitMultiplier = Math.Clamp(options.LastWaitMultiplier, 1, FilteringLastWaitMultiplier),
+            Software = options.Software,
+        };
+        using var both = new Socket(server.AddressFamily, SocketType.Dgram, ProtocolType.Udp);
+        using var portOnly = new Socket(server.AddressFamily, SocketType.Dgram, ProtocolType.Udp);
+        both.Bind(new IPEndPoint(local, 0));
+        portOnly.Bind(new IPEndPoint(local, 0));
+
+        // Test II: the answer comes from the other IP and port. Getting it means any endpoint may send in.
+        var changeBoth = TryBindingAsync(both, server, true, true, filteringOptions, cancellationToken);
+
+        // Test III: only the port changes.
+        var changePort = TryBindingAsync(portOnly, server, false, true, filteringOptions, cancellationToken);
+        await ((Task)Task.WhenAll(changeBoth, changePort)).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        if (await changeBoth.ConfigureAwait(false) is not null)
         {
             return NatFilteringBehavior.EndpointIndependent;
         }
 
-        // Test III: only the port changes.
-        return await TryBindingAsync(socket, server, false, true, options, cancellationToken).ConfigureAwait(false) is not null
+        return await changePort.ConfigureAwait(false) is not null
             ? NatFilteringBehavior.AddressDependent
             : NatFilteringBehavior.AddressAndPortDependent;
     }

@@ -45,10 +45,25 @@ internal static class PeerCandidates
         return (typePreference << 24) + ((uint)(65535 - Math.Clamp(localIndex, 0, 65535)) << 8) + 255;
     }
 
+    // Happy eyeballs for TURN (RFC 8305 §5 in spirit): UDP gets this head start before TCP joins the race.
+    private static readonly TimeSpan UdpHeadStart = TimeSpan.FromSeconds(1);
+
     /// <summary>Gathers host, server-reflexive and relayed candidates for one session socket.</summary>
-    public static async Task<PeerLocal> GatherAsync(PeerOptions options, PeerServers servers, CancellationToken cancellationToken)
+    public static Task<PeerLocal> GatherAsync(PeerOptions options, PeerServers servers, CancellationToken cancellationToken) =>
+        GatherAsync(options, servers, localNat: null, TimeProvider.System, cancellationToken);
+
+    /// <summary>
+    /// Gathers host, server-reflexive and relayed candidates for one session socket. The server-reflexive
+    /// and the relayed candidate are gathered at once; <paramref name="localNat"/> = <c>UdpBlocked</c>
+    /// (this device's classification, when known) skips every UDP request to the server.
+    /// </summary>
+    public static async Task<PeerLocal> GatherAsync(PeerOptions options, PeerServers servers, string? localNat, TimeProvider time, CancellationToken cancellationToken)
     {
+        var udpBlocked = string.Equals(localNat, nameof(NatType.UdpBlocked), StringComparison.Ordinal);
         var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        using var stopReflexive = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var reflexive = Task.FromResult<IPEndPoint?>(null);
+        var relay = Task.FromResult(new Allocation(null, UdpSilent: false));
         TurnClient? turn = null;
         try
         {
@@ -63,38 +78,44 @@ internal static class PeerCandidates
                 }
             }
 
-            if (servers.Stun is not null && options.PathPolicy != PeerPathPolicy.RelayOnly)
+            if (servers.Stun is not null && options.PathPolicy != PeerPathPolicy.RelayOnly && !udpBlocked)
             {
-                try
-                {
-                    // The same socket: the mapping learnt is the one checks and data will use.
-                    var binding = await StunClient.BindingAsync(socket, servers.Stun, false, false, options.ServerRetransmission, cancellationToken).ConfigureAwait(false);
-                    var mapped = binding.MappedAddress;
-                    if (!candidates.Any(c => c.Address == mapped.Address.ToString() && c.Port == mapped.Port))
-                    {
-                        candidates.Add(new RendezvousCandidate("srflx", mapped.Address.ToString(), mapped.Port, Priority("srflx", 0)));
-                    }
-                }
-                catch (Exception e) when (e is TimeoutException or StunErrorResponseException or SocketException)
-                {
-                    // No server-reflexive candidate: host and relay may still do.
-                }
+                reflexive = ReflexiveAsync(socket, servers.Stun, options, stopReflexive.Token, cancellationToken);
             }
 
             if (options.UseTurn && servers.Credentials is not null && options.PathPolicy != PeerPathPolicy.DirectOnly)
             {
-                turn = await AllocateAsync(options, servers, cancellationToken).ConfigureAwait(false);
-                if (turn is not null)
-                {
-                    candidates.Add(new RendezvousCandidate("relay", turn.RelayedAddress.Address.ToString(), turn.RelayedAddress.Port, Priority("relay", 0)));
-                }
+                relay = AllocateAsync(options, servers, udpBlocked, time, cancellationToken);
+            }
+
+            var allocation = await relay.ConfigureAwait(false);
+            turn = allocation.Turn;
+
+            // TCP answered while UDP to the server stayed silent through its head start and more: UDP is blocked
+            // here, so the Binding request (same server, same start) would only wait out its schedule.
+            if (allocation.UdpSilent)
+            {
+                await stopReflexive.CancelAsync().ConfigureAwait(false);
+            }
+
+            var mapped = await reflexive.ConfigureAwait(false);
+            if (mapped is not null && !candidates.Any(c => c.Address == mapped.Address.ToString() && c.Port == mapped.Port))
+            {
+                candidates.Add(new RendezvousCandidate("srflx", mapped.Address.ToString(), mapped.Port, Priority("srflx", 0)));
+            }
+
+            if (turn is not null)
+            {
+                candidates.Add(new RendezvousCandidate("relay", turn.RelayedAddress.Address.ToString(), turn.RelayedAddress.Port, Priority("relay", 0)));
             }
 
             return new PeerLocal(socket, turn, candidates);
         }
         catch
         {
+            await stopReflexive.CancelAsync().ConfigureAwait(false);
             socket.Dispose();
+            await ((Task)reflexive).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
             if (turn is not null)
             {
                 await turn.DisposeAsync().ConfigureAwait(false);
@@ -104,30 +125,107 @@ internal static class PeerCandidates
         }
     }
 
-    /// <summary>UDP first; TCP when UDP gets no answer (a network that blocks UDP), unless forced.</summary>
-    private static async Task<TurnClient?> AllocateAsync(PeerOptions options, PeerServers servers, CancellationToken cancellationToken)
+    // The same socket: the mapping learnt is the one checks and data will use. No answer means no
+    // server-reflexive candidate; host and relay may still do.
+    private static async Task<IPEndPoint?> ReflexiveAsync(Socket socket, IPEndPoint server, PeerOptions options, CancellationToken stop, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var binding = await StunClient.BindingAsync(socket, server, false, false, options.ServerRetransmission, stop).ConfigureAwait(false);
+            return binding.MappedAddress;
+        }
+        catch (Exception e) when (e is TimeoutException or StunErrorResponseException or SocketException
+            || (e is OperationCanceledException && !cancellationToken.IsCancellationRequested))
+        {
+            return null;
+        }
+    }
+
+    /// <param name="Turn">The allocation, or null when neither transport got one.</param>
+    /// <param name="UdpSilent">TCP won while UDP had not answered at all (still waiting, or timed out).</param>
+    private sealed record Allocation(TurnClient? Turn, bool UdpSilent);
+
+    /// <summary>
+    /// UDP first; TCP joins after <see cref="UdpHeadStart"/> (at once when UDP is known to be blocked or
+    /// fails fast), and the first allocation wins; the other attempt is cancelled and released.
+    /// </summary>
+    private static async Task<Allocation> AllocateAsync(PeerOptions options, PeerServers servers, bool udpBlocked, TimeProvider time, CancellationToken cancellationToken)
     {
         var turnOptions = new TurnClientOptions { Retransmission = options.ServerRetransmission };
-        TurnTransport[] order = options.ForceTurnTransport is { } forced ? [forced] : [TurnTransport.Udp, TurnTransport.Tcp];
-        foreach (var transport in order)
+        var credentials = servers.Credentials!;
+        if (options.ForceTurnTransport is { } forced)
         {
-            var server = transport == TurnTransport.Udp ? servers.TurnUdp : servers.TurnTcp ?? servers.TurnUdp;
-            if (server is null)
-            {
-                continue;
-            }
-
-            try
-            {
-                return await TurnClient.AllocateAsync(server, transport, servers.Credentials!, turnOptions, cancellationToken).ConfigureAwait(false);
-            }
-            catch (Exception e) when (e is TimeoutException or SocketException or IOException or TurnProtocolException)
-            {
-                // Try the next transport.
-            }
+            var server = forced == TurnTransport.Udp ? servers.TurnUdp : servers.TurnTcp ?? servers.TurnUdp;
+            return new Allocation(server is null ? null : await QuietlyAsync(TurnClient.AllocateAsync(server, forced, credentials, turnOptions, cancellationToken)).ConfigureAwait(false), false);
         }
 
-        return null;
+        using var race = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var udpServer = udpBlocked ? null : servers.TurnUdp;
+        var tcpServer = servers.TurnTcp ?? servers.TurnUdp;
+        var udp = udpServer is null ? null : TurnClient.AllocateAsync(udpServer, TurnTransport.Udp, credentials, turnOptions, race.Token);
+        Task<TurnClient>? tcp = null;
+        TurnClient? winner = null;
+        try
+        {
+            if (udp is not null)
+            {
+                using var headStart = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                var delay = Task.Delay(UdpHeadStart, time, headStart.Token);
+                await Task.WhenAny(udp, delay).ConfigureAwait(false);
+                await headStart.CancelAsync().ConfigureAwait(false);
+                cancellationToken.ThrowIfCancellationRequested();
+            }
+
+            if (tcpServer is not null && (udp is null || !udp.IsCompletedSuccessfully))
+            {
+                tcp = TurnClient.AllocateAsync(tcpServer, TurnTransport.Tcp, credentials, turnOptions, race.Token);
+            }
+
+            List<Task<TurnClient>> pending = [.. new[] { udp, tcp }.OfType<Task<TurnClient>>()];
+            while (winner is null && pending.Count > 0)
+            {
+                var done = await Task.WhenAny(pending).ConfigureAwait(false);
+                pending.Remove(done);
+                winner = await QuietlyAsync(done).ConfigureAwait(false);
+            }
+
+            var udpSilent = winner?.Transport == TurnTransport.Tcp && udp is not null
+                && (!udp.IsCompleted || udp.Exception?.InnerException is TimeoutException);
+            return new Allocation(winner, udpSilent);
+        }
+        finally
+        {
+            await race.CancelAsync().ConfigureAwait(false);
+            foreach (var attempt in new[] { udp, tcp })
+            {
+                if (attempt is not null && (!attempt.IsCompletedSuccessfully || attempt.Result != winner))
+                {
+                    _ = ReleaseAsync(attempt);
+                }
+            }
+        }
+    }
+
+    private static async Task<TurnClient?> QuietlyAsync(Task<TurnClient> attempt)
+    {
+        try
+        {
+            return await attempt.ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is TimeoutException or SocketException or IOException or TurnProtocolException)
+        {
+            return null; // the other transport may still do
+        }
+    }
+
+    // A losing attempt: cancelled, it disposes itself; one that won the race to completion anyway is freed here.
+    private static async Task ReleaseAsync(Task<TurnClient> attempt)
+    {
+        await ((Task)attempt).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        if (attempt.IsCompletedSuccessfully)
+        {
+            await attempt.Result.DisposeAsync().ConfigureAwait(false);
+        }
     }
 
     private static IEnumerable<IPAddress> HostAddresses(IPAddress bound)

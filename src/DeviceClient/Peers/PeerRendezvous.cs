@@ -95,12 +95,14 @@ internal sealed class PeerRendezvous
     {
         using var timeout = new CancellationTokenSource(_options.ConnectTimeout, _time);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeout.Token);
+        // The NAT classification may still be running: wait for it while gathering, not after.
+        var natKnown = WaitForNatAsync(linked.Token);
         var servers = await GetServersAsync(linked.Token).ConfigureAwait(false);
-        var local = await PeerCandidates.GatherAsync(_options, servers, linked.Token).ConfigureAwait(false);
+        var local = await PeerCandidates.GatherAsync(_options, servers, LocalNat, _time, linked.Token).ConfigureAwait(false);
         PeerSession? session = null;
         try
         {
-            await WaitForNatAsync(linked.Token).ConfigureAwait(false);
+            await natKnown.ConfigureAwait(false);
             var sessionId = Convert.ToHexString(RandomNumberGenerator.GetBytes(16)).ToLowerInvariant();
             var answer = await RequestAsync(sessionId, new RendezvousMessage
             {
@@ -170,12 +172,13 @@ internal sealed class PeerRendezvous
             }
 
             using var timeout = new CancellationTokenSource(_options.ConnectTimeout, _time);
+            var natKnown = WaitForNatAsync(timeout.Token);
             var servers = await GetServersAsync(timeout.Token).ConfigureAwait(false);
-            var local = await PeerCandidates.GatherAsync(_options, servers, timeout.Token).ConfigureAwait(false);
+            var local = await PeerCandidates.GatherAsync(_options, servers, LocalNat, _time, timeout.Token).ConfigureAwait(false);
             PeerSession session;
             try
             {
-                await WaitForNatAsync(timeout.Token).ConfigureAwait(false);
+                await natKnown.ConfigureAwait(false);
                 var start = await RequestAsync(sessionId, new RendezvousMessage
                 {
                     Type = RendezvousMessageTypes.Answer,

@@ -37,6 +37,41 @@ public sealed class NatClassificationTests
         Assert.Equal(SimulatedNatServer.PublicAddress, result.MappedAddress!.Address);
     }
 
+    [Fact]
+    public async Task SymmetricMapping_IsReportedBeforeTheFilteringTestsEnd()
+    {
+        // The filtering answers are held until the type has been reported, so the report cannot have waited for them.
+        using var server = new SimulatedNatServer(NatMappingBehavior.AddressAndPortDependent, NatFilteringBehavior.EndpointIndependent) { HoldChangeRequests = true };
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        var reported = new TaskCompletionSource<NatType>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var patient = new StunClientOptions { InitialRto = TimeSpan.FromMilliseconds(500), MaxRequests = 3, LastWaitMultiplier = 4 };
+
+        var discovery = NatBehaviorDiscovery.DiscoverAsync(socket, server.Primary, patient, t => reported.TrySetResult(t), CancellationToken.None);
+        Assert.Equal(NatType.Symmetric, await reported.Task.WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.Equal(0, server.ChangeRequestsAnswered);
+        server.HoldChangeRequests = false;
+        var result = await discovery.WaitAsync(TimeSpan.FromSeconds(10));
+
+        Assert.Equal(NatFilteringBehavior.EndpointIndependent, result.Filtering);
+        Assert.Equal(NatType.Symmetric, result.Type);
+        Assert.True(server.ChangeRequestsAnswered >= 2, "both filtering tests were answered once released");
+    }
+
+    [Fact]
+    public async Task EndpointIndependentMapping_IsReportedOnceWithTheFilteringOutcome()
+    {
+        using var server = new SimulatedNatServer(NatMappingBehavior.EndpointIndependent, NatFilteringBehavior.AddressDependent);
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        List<NatType> reports = [];
+
+        var result = await NatBehaviorDiscovery.DiscoverAsync(socket, server.Primary, Quick, reports.Add, CancellationToken.None);
+
+        Assert.Equal([NatType.AddressRestricted], reports);
+        Assert.Equal(NatType.AddressRestricted, result.Type);
+    }
+
     private sealed class SimulatedNatServer : IDisposable
     {
         public static readonly IPAddress PublicAddress = IPAddress.Parse("198.51.100.1");
@@ -70,6 +105,13 @@ public sealed class NatClassificationTests
         }
 
         public IPEndPoint Primary => EndPoint(0);
+
+        /// <summary>While true, CHANGE-REQUEST tests go unanswered (as a slow path would leave them).</summary>
+        public volatile bool HoldChangeRequests;
+
+        private int _changeRequestsAnswered;
+
+        public int ChangeRequestsAnswered => Volatile.Read(ref _changeRequestsAnswered);
 
         private IPEndPoint EndPoint(int index) => new((index & 2) != 0 ? Alternate : IPAddress.Loopback, _port + (index & 1));
 
@@ -115,9 +157,14 @@ public sealed class NatClassificationTests
                 NatFilteringBehavior.AddressAndPortDependent => changeIp || changePort,
                 _ => false,
             };
-            if (dropped)
+            if (dropped || ((changeIp || changePort) && HoldChangeRequests))
             {
                 return null;
+            }
+
+            if (changeIp || changePort)
+            {
+                Interlocked.Increment(ref _changeRequestsAnswered);
             }
 
             from = index ^ (changeIp ? 2 : 0) ^ (changePort ? 1 : 0);
