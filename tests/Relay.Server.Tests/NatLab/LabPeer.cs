@@ -113,11 +113,26 @@ public sealed partial class LabPeer : IAsyncDisposable
         await _process.StandardInput.FlushAsync();
     }
 
-    /// <summary>Waits for a stdout line matching <paramref name="match"/>; fails with the transcript when the process ends first or the time runs out.</summary>
-    public async Task<PeerLine> WaitForLineAsync(Func<string, bool> match, string what, TimeSpan? timeout = null)
+    /// <summary>How many stdout lines so far: a mark for <see cref="WaitForLineAsync"/>'s <c>from</c>, to wait for a line that comes after an event.</summary>
+    public int LineCount
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _stdout.Count;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Waits for a stdout line matching <paramref name="match"/>, looking only at lines from index <paramref name="from"/>
+    /// on (a <see cref="LineCount"/> taken earlier); fails with the transcript when the process ends first or the time runs out.
+    /// </summary>
+    public async Task<PeerLine> WaitForLineAsync(Func<string, bool> match, string what, TimeSpan? timeout = null, int from = 0)
     {
         using var deadline = new CancellationTokenSource(timeout ?? TimeSpan.FromSeconds(30));
-        var index = 0;
+        var index = from;
         while (true)
         {
             Task changed;
@@ -156,10 +171,10 @@ public sealed partial class LabPeer : IAsyncDisposable
     public Task<PeerLine> WaitForReceivedAsync(string text, TimeSpan? timeout = null) =>
         WaitForLineAsync(l => l == "RECV " + text, $"receiving \"{text}\"", timeout);
 
-    /// <summary>Waits for <c>PATH direct ...</c> and returns the line and the remote endpoint it names.</summary>
-    public async Task<(PeerLine Line, string Address, int Port)> WaitForDirectAsync(string what, TimeSpan timeout)
+    /// <summary>Waits for <c>PATH direct ...</c> (from line <paramref name="from"/> on) and returns the line and the remote endpoint it names.</summary>
+    public async Task<(PeerLine Line, string Address, int Port)> WaitForDirectAsync(string what, TimeSpan timeout, int from = 0)
     {
-        var line = await WaitForLineAsync(l => PathPattern().Match(l) is { Success: true } m && m.Groups[1].Value == "direct", what, timeout);
+        var line = await WaitForLineAsync(l => PathPattern().Match(l) is { Success: true } m && m.Groups[1].Value == "direct", what, timeout, from);
         var match = PathPattern().Match(line.Text);
         return (line, match.Groups[2].Value, int.Parse(match.Groups[3].Value, CultureInfo.InvariantCulture));
     }
