@@ -8,21 +8,24 @@ using Relay.DeviceClient.Peers;
 
 // PeerDemo: two terminals, two devices, one peer channel. Every stdin line is sent to the peer; every
 // message from the peer is printed. Output lines have stable prefixes (or are JSON with --json) so scripts
-// and the NAT lab can wait on them: CONNECTED, READY, PATH, RECV, SENT, ERROR.
+// and the NAT lab can wait on them: CONNECTED, READY, PATH, CHECKS, RECV, SENT, ERROR.
 const string Usage = """
     PeerDemo --server mqtt://HOST:1883 --device ID --secret S [--connect PEER] [--no-host] [--no-birthday]
-             [--relay-only] [--direct-only] [--keepalive SECONDS] [--check-timeout SECONDS] [--json]
+             [--relay-only] [--direct-only] [--keepalive SECONDS] [--check-timeout SECONDS]
+             [--recheck SECONDS] [--json]
       --connect PEER   introduce this device to PEER (otherwise wait for a peer to connect)
       --no-host        offer no host candidates (lab tests: only NATed addresses)
       --no-birthday    no birthday-paradox probing
       --relay-only     never leave the TURN relay; --direct-only: never use it
       --keepalive S    keepalive interval of the direct path (default 25)
+      --check-timeout S  how long connectivity checks run (default 10)
+      --recheck S      while relayed after the checks ended, re-run them this often (default 30, 0 = off)
       --json           one JSON object per line instead of text
     """;
 
 string? server = null, device = null, secret = null, connect = null;
 bool noHost = false, noBirthday = false, relayOnly = false, directOnly = false, json = false;
-double keepalive = 25, checkTimeout = 10;
+double keepalive = 25, checkTimeout = 10, recheck = 30;
 for (var i = 0; i < args.Length; i++)
 {
     string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value.");
@@ -40,6 +43,7 @@ for (var i = 0; i < args.Length; i++)
             case "--direct-only": directOnly = true; break;
             case "--keepalive": keepalive = double.Parse(Next(), CultureInfo.InvariantCulture); break;
             case "--check-timeout": checkTimeout = double.Parse(Next(), CultureInfo.InvariantCulture); break;
+            case "--recheck": recheck = double.Parse(Next(), CultureInfo.InvariantCulture); break;
             case "--json": json = true; break;
             default: throw new ArgumentException($"Unknown option {args[i]}.");
         }
@@ -76,6 +80,7 @@ options.Peers.UseHost = !noHost;
 options.Peers.BirthdayProbing = !noBirthday;
 options.Peers.KeepaliveInterval = TimeSpan.FromSeconds(keepalive);
 options.Peers.CheckTimeout = TimeSpan.FromSeconds(checkTimeout);
+options.Peers.RecheckInterval = TimeSpan.FromSeconds(recheck);
 options.Peers.PathPolicy = relayOnly ? PeerPathPolicy.RelayOnly : directOnly ? PeerPathPolicy.DirectOnly : PeerPathPolicy.Auto;
 
 await using var client = new RelayDeviceClient(options);
@@ -101,6 +106,7 @@ try
     await using (channel)
     {
         channel.PathChanged += (_, _) => ReportPath(channel);
+        channel.ChecksEnded += (_, _) => output.Line("CHECKS", $"ended {Name(channel.Path)}", ("checks", "ended"), ("path", Name(channel.Path)));
         output.Line("READY", $"{channel.PeerId} {Name(channel.Path)}", ("peer", channel.PeerId), ("path", Name(channel.Path)));
         ReportPath(channel);
 

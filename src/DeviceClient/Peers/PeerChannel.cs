@@ -69,6 +69,12 @@ public sealed class PeerChannel : IAsyncDisposable
     /// <summary>Raised when <see cref="Path"/> changes (relay → direct, or back when a direct path dies).</summary>
     public event EventHandler<PeerPathChangedEventArgs>? PathChanged;
 
+    /// <summary>
+    /// Raised when a window of connectivity checks (the first, or the one after a direct path was dropped) ends
+    /// without a direct path; from then on the checks are re-run every <see cref="PeerOptions.RecheckInterval"/>.
+    /// </summary>
+    public event EventHandler? ChecksEnded;
+
     /// <summary>Smoothed round-trip time (RFC 6298 weights) from acknowledgements and checks; null until measured.</summary>
     public TimeSpan? RoundTripTime
     {
@@ -213,6 +219,19 @@ public sealed class PeerChannel : IAsyncDisposable
             PathChanged?.Invoke(this, new PeerPathChangedEventArgs(previous, current, RemoteEndPoint));
         }
 #pragma warning disable CA1031 // An application handler must not break the session's receive loop.
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+        }
+    }
+
+    internal void OnChecksEnded()
+    {
+        try
+        {
+            ChecksEnded?.Invoke(this, EventArgs.Empty);
+        }
+#pragma warning disable CA1031 // An application handler must not break the session's check loop.
         catch (Exception)
 #pragma warning restore CA1031
         {

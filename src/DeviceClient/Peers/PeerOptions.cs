@@ -41,6 +41,13 @@ public sealed class PeerOptions
     /// <summary>How long connectivity checks run before the session settles on the relay.</summary>
     public TimeSpan CheckTimeout { get; set; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>
+    /// While the channel is relayed after its checks ended (they failed, or a direct path was dropped), one more
+    /// round of checks (one per candidate pair, no birthday probing) this often, so a path that comes back is used
+    /// again. <see cref="TimeSpan.Zero"/> or <see cref="Timeout.InfiniteTimeSpan"/> turns re-checks off.
+    /// </summary>
+    public TimeSpan RecheckInterval { get; set; } = TimeSpan.FromSeconds(30);
+
     /// <summary>Birthday-paradox probing when exactly one side's NAT is symmetric.</summary>
     public bool BirthdayProbing { get; set; } = true;
 

@@ -196,6 +196,11 @@ internal sealed partial class PeerSession
         }
 
         Interlocked.Increment(ref kind == TransactionKind.Probe ? ref _probesSent : ref _checksSent);
+        if (CheckFilter is { } filter && !filter(remote))
+        {
+            return;
+        }
+
         _ = SendStunAsync(local, remote, WriteCheck(StunClass.Request, transactionId, remote, kind == TransactionKind.Nominate));
     }
 
@@ -288,6 +293,8 @@ internal sealed partial class PeerSession
         List<(LocalSocket, IPEndPoint, TransactionKind)> sends = [];
         string? result = null;
         var dropped = false;
+        var rechecked = false;
+        var ended = false;
         lock (_gate)
         {
             var expired = now - ToTimestamp(TransactionLifetime);
@@ -339,10 +346,21 @@ internal sealed partial class PeerSession
                     }
                 }
             }
-            else if (!_resultReported && now >= _checkDeadline)
+            else if (now >= _checkDeadline)
             {
-                _resultReported = true;
-                result = _turn is not null || _remoteRelay is not null ? "relayed" : "failed";
+                if (_checksEndedAt != _checkDeadline)
+                {
+                    _checksEndedAt = _checkDeadline;
+                    ended = true;
+                }
+
+                if (!_resultReported)
+                {
+                    _resultReported = true;
+                    result = _turn is not null || _remoteRelay is not null ? "relayed" : "failed";
+                }
+
+                rechecked = Recheck(now, sends);
             }
         }
 
@@ -357,9 +375,54 @@ internal sealed partial class PeerSession
             SendCheck(socket, remote, kind);
         }
 
+        if (ended)
+        {
+            _channel.OnChecksEnded();
+        }
+
+        if (rechecked)
+        {
+            Interlocked.Increment(ref _recheckRounds);
+        }
+
         if (result is not null)
         {
             _onResult?.Invoke(this, result, null);
         }
+    }
+
+    /// <summary>
+    /// docs/rendezvous.md "Keepalives": relayed after the checks ended, one round every RecheckInterval, so a
+    /// path that comes back (or a mapping renewed) is found again. Bounded: one check per target and no
+    /// retransmission; the nomination of a pair that answers is sent once, and a lost one is redone next round.
+    /// Called under <c>_gate</c>.
+    /// </summary>
+    private bool Recheck(long now, List<(LocalSocket, IPEndPoint, TransactionKind)> sends)
+    {
+        var interval = _options.RecheckInterval;
+        if (_options.PathPolicy == PeerPathPolicy.RelayOnly || interval <= TimeSpan.Zero || interval == Timeout.InfiniteTimeSpan)
+        {
+            return false;
+        }
+
+        // The first round is due one interval after the window of checks ended (the first, or the one after a drop).
+        if (_nextRecheck <= _checkDeadline)
+        {
+            _nextRecheck = _checkDeadline + ToTimestamp(interval);
+        }
+
+        if (now < _nextRecheck)
+        {
+            return false;
+        }
+
+        _nextRecheck = now + ToTimestamp(interval);
+        _nominating = null;
+        foreach (var target in _checkTargets)
+        {
+            sends.Add((_sockets[0], target, TransactionKind.Check));
+        }
+
+        return true;
     }
 }

@@ -70,6 +70,9 @@ internal sealed partial class PeerSession : IPeerTransport
     private long _lastRound;
     private long _lastNominate;
     private long _lastKeepalive;
+    private long _nextRecheck;
+    private long _checksEndedAt;
+    private long _recheckRounds;
     private bool _keepaliveOutstanding;
     private int _keepaliveMisses;
     private bool _resultReported;
@@ -181,6 +184,24 @@ internal sealed partial class PeerSession : IPeerTransport
     public long DirectDatagramsSent => Interlocked.Read(ref _directSent);
 
     public long DirectDatagramsReceived => Interlocked.Read(ref _directReceived);
+
+    /// <summary>Rounds of re-checks run while relayed (<see cref="PeerOptions.RecheckInterval"/>).</summary>
+    public long RecheckRounds => Interlocked.Read(ref _recheckRounds);
+
+    /// <summary>Test hook: an outgoing check (not an answer) to this remote leaves only when this returns true, as behind a firewall.</summary>
+    internal Func<IPEndPoint, bool>? CheckFilter { get; set; }
+
+    /// <summary>How many remotes each round of checks goes to.</summary>
+    internal int CheckTargetCount
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _checkTargets.Count;
+            }
+        }
+    }
 
     /// <summary>Direct paths given up because keepalive checks went unanswered.</summary>
     public long PathDrops => Interlocked.Read(ref _pathDrops);

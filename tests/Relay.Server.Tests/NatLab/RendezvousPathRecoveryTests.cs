@@ -9,7 +9,8 @@ namespace Relay.Server.Tests.Nat;
 /// UDP datagram between its client and B's WAN address (both ways; the server stays reachable). Three
 /// unanswered keepalives in a row send both sides back to the relay, and a message sent then crosses the
 /// relay ports while nothing from A's NAT reaches B. Then A's conntrack entries towards B are deleted
-/// and the drop rule removed: the re-run checks make a new mapping, both sides print <c>PATH direct</c>
+/// and the drop rule removed, well after the checks re-run after the drop have ended (both sides printed
+/// <c>CHECKS ended relayed</c>): the periodic re-checks make a new mapping, both sides print <c>PATH direct</c>
 /// again, and the next message arrives from A's WAN address with the relay ports flat.
 /// </summary>
 [Collection(NatLabCollection.Name)]
@@ -19,10 +20,9 @@ public sealed partial class RendezvousPathRecoveryTests
     // removing it is deleting one table, and the router's ruleset is untouched.
     private const string CutTable = "cut";
 
-    // After a drop the checks run again for CheckTimeout (PeerSession.OnTick), and only then: the path must
-    // come back within it. 20 s covers the relayed message and the lab commands on a loaded host; the
-    // initial punch of an easy pair succeeds in well under a second, so it costs nothing there.
-    private static readonly string[] s_options = ["--no-host", "--keepalive", "1", "--check-timeout", "20"];
+    // A short check window and short re-checks: the cut is lifted only after both sides printed that the window
+    // after the drop ended (CHECKS ended), so only a re-check (PeerOptions.RecheckInterval) can bring the path back.
+    private static readonly string[] s_options = ["--no-host", "--keepalive", "1", "--check-timeout", "3", "--recheck", "2"];
 
     [NatLabFact]
     public async Task A_direct_path_whose_mapping_dies_falls_back_to_the_relay_and_comes_back_direct()
@@ -59,6 +59,10 @@ public sealed partial class RendezvousPathRecoveryTests
         await peerB.WaitForLineAsync(l => l.StartsWith("PATH relayed ", StringComparison.Ordinal), "falling back to the relay after the cut", TimeSpan.FromSeconds(30), markB);
         Assert.True(await CutDropsAsync(lab, siteA) > 0, "both sides fell back, but the cut dropped nothing\n" + await Context());
 
+        // The window of checks after the drop ends on both sides with the path still cut; only re-checks remain.
+        await peerA.WaitForLineAsync(l => l == "CHECKS ended relayed", "the end of the checks after the drop", TimeSpan.FromSeconds(30), markA);
+        await peerB.WaitForLineAsync(l => l == "CHECKS ended relayed", "the end of the checks after the drop", TimeSpan.FromSeconds(30), markB);
+
         // 3. Relayed now: the message arrives at B although nothing from A's NAT reaches B, and the relay ports carry it.
         relay = await evidence.RelayAsync();
         fromA = await evidence.FromPeerAsync(siteB, siteA);
@@ -72,7 +76,7 @@ public sealed partial class RendezvousPathRecoveryTests
         Assert.DoesNotContain(peerA.Lines.Skip(markA), l => l.Text.StartsWith("PATH direct ", StringComparison.Ordinal));
 
         // 4. The path comes back with a new mapping: A's conntrack entries towards B go first (the cut keeps a new
-        // one from being confirmed meanwhile), then the cut. The checks still running make the mapping again.
+        // one from being confirmed meanwhile), then the cut. A re-check round (every 2 s) makes the mapping again.
         await ForgetMappingAsync(lab, siteA, siteB);
         Assert.Null(await DirectEntryAsync(lab, siteA, siteB));
         markA = peerA.LineCount;
