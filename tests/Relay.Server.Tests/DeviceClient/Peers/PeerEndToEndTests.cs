@@ -66,31 +66,6 @@ public sealed class PeerEndToEndTests
         return incoming.Task.WaitAsync(Bound);
     }
 
-    private static Task WaitPathAsync(PeerChannel channel, PeerPath path)
-    {
-        var reached = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        channel.PathChanged += (_, e) =>
-        {
-            if (e.Current == path)
-            {
-                reached.TrySetResult();
-            }
-        };
-        if (channel.Path == path)
-        {
-            reached.TrySetResult();
-        }
-
-        return reached.Task.WaitAsync(Bound);
-    }
-
-    private static async Task<string> ReceiveTextAsync(PeerChannel channel)
-    {
-        using var timeout = new CancellationTokenSource(Bound);
-        var message = await channel.ReceiveAsync(timeout.Token);
-        return Encoding.UTF8.GetString(message.Span);
-    }
-
     private static ReadOnlyMemory<byte> Text(string text) => Encoding.UTF8.GetBytes(text);
 
     /// <summary>Polls /metrics until <paramref name="sample"/> equals <paramref name="expected"/> (the result report is asynchronous), bounded; fails with the rendezvous samples.</summary>
@@ -119,23 +94,23 @@ public sealed class PeerEndToEndTests
         await using var channel2 = await incoming;
         Assert.Equal("d2", channel1.PeerId);
         Assert.Equal("d1", channel2.PeerId);
-        var direct1 = WaitPathAsync(channel1, PeerPath.Direct);
-        var direct2 = WaitPathAsync(channel2, PeerPath.Direct);
+        var direct1 = channel1.WaitForPathAsync(PeerPath.Direct, Bound);
+        var direct2 = channel2.WaitForPathAsync(PeerPath.Direct, Bound);
 
         // Relay first: both channels work at once; SendAsync returns only once the peer acknowledged (QoS 1).
         await channel1.SendAsync(Text("d1 -> d2")).WaitAsync(Bound);
-        Assert.Equal("d1 -> d2", await ReceiveTextAsync(channel2));
+        Assert.Equal("d1 -> d2", await channel2.ReceiveTextAsync(Bound));
         await channel2.SendAsync(Text("d2 -> d1")).WaitAsync(Bound);
-        Assert.Equal("d2 -> d1", await ReceiveTextAsync(channel1));
+        Assert.Equal("d2 -> d1", await channel1.ReceiveTextAsync(Bound));
 
         // Both on 127.0.0.1: the checks succeed and both sides switch to the direct path (PathChanged).
         await Task.WhenAll(direct1, direct2);
         Assert.Equal(PeerPath.Direct, channel1.Path);
         Assert.Equal(PeerPath.Direct, channel2.Path);
         await channel1.SendAsync(Text("direct 1")).WaitAsync(Bound);
-        Assert.Equal("direct 1", await ReceiveTextAsync(channel2));
+        Assert.Equal("direct 1", await channel2.ReceiveTextAsync(Bound));
         await channel2.SendAsync(Text("direct 2")).WaitAsync(Bound);
-        Assert.Equal("direct 2", await ReceiveTextAsync(channel1));
+        Assert.Equal("direct 2", await channel1.ReceiveTextAsync(Bound));
         Assert.NotNull(channel1.RoundTripTime);
 
         // Both sides classified their NAT (loopback: Open) before connecting, so the pair is known.
@@ -164,9 +139,9 @@ public sealed class PeerEndToEndTests
         for (var i = 0; i < 3; i++)
         {
             await channel1.SendAsync(Text($"a{i}")).WaitAsync(Bound);
-            Assert.Equal($"a{i}", await ReceiveTextAsync(channel2));
+            Assert.Equal($"a{i}", await channel2.ReceiveTextAsync(Bound));
             await channel2.SendAsync(Text($"b{i}")).WaitAsync(Bound);
-            Assert.Equal($"b{i}", await ReceiveTextAsync(channel1));
+            Assert.Equal($"b{i}", await channel1.ReceiveTextAsync(Bound));
         }
 
         // d1's checks end after CheckTimeout and it reports "relayed": by then a direct path would have shown.

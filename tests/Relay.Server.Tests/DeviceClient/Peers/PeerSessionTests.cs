@@ -72,31 +72,6 @@ public sealed class PeerSessionTests
         return pair;
     }
 
-    private static Task WaitPathAsync(PeerChannel channel, PeerPath path)
-    {
-        var reached = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        channel.PathChanged += (_, e) =>
-        {
-            if (e.Current == path)
-            {
-                reached.TrySetResult();
-            }
-        };
-        if (channel.Path == path)
-        {
-            reached.TrySetResult();
-        }
-
-        return reached.Task.WaitAsync(Bound);
-    }
-
-    private static async Task<string> ReceiveTextAsync(PeerChannel channel)
-    {
-        using var timeout = new CancellationTokenSource(Bound);
-        var message = await channel.ReceiveAsync(timeout.Token);
-        return System.Text.Encoding.UTF8.GetString(message.Span);
-    }
-
     private static ReadOnlyMemory<byte> Text(string text) => System.Text.Encoding.UTF8.GetBytes(text);
 
     [Fact]
@@ -113,13 +88,13 @@ public sealed class PeerSessionTests
         // Relay first: usable at once, before any check ran.
         Assert.Equal(PeerPath.Relayed, pair.A.Channel.Path);
         await pair.A.Channel.SendAsync(Text("hello over the relay")).WaitAsync(Bound);
-        Assert.Equal("hello over the relay", await ReceiveTextAsync(pair.B.Channel));
+        Assert.Equal("hello over the relay", await pair.B.Channel.ReceiveTextAsync(Bound));
         Assert.True(pair.B.RelayDatagramsReceived >= 1);
         Assert.Equal(0, pair.B.DirectDatagramsReceived);
         Assert.Equal(0, pair.A.ChecksSent);
 
-        var directA = WaitPathAsync(pair.A.Channel, PeerPath.Direct);
-        var directB = WaitPathAsync(pair.B.Channel, PeerPath.Direct);
+        var directA = pair.A.Channel.WaitForPathAsync(PeerPath.Direct, Bound);
+        var directB = pair.B.Channel.WaitForPathAsync(PeerPath.Direct, Bound);
         gate.SetResult();
         await Task.WhenAll(directA, directB);
 
@@ -128,9 +103,9 @@ public sealed class PeerSessionTests
         var relayReceivedB = pair.B.RelayDatagramsReceived;
         var fromA = pair.B.DatagramsFrom(pair.A.LocalEndPoint);
         await pair.A.Channel.SendAsync(Text("hello direct")).WaitAsync(Bound);
-        Assert.Equal("hello direct", await ReceiveTextAsync(pair.B.Channel));
+        Assert.Equal("hello direct", await pair.B.Channel.ReceiveTextAsync(Bound));
         await pair.B.Channel.SendAsync(Text("and back")).WaitAsync(Bound);
-        Assert.Equal("and back", await ReceiveTextAsync(pair.A.Channel));
+        Assert.Equal("and back", await pair.A.Channel.ReceiveTextAsync(Bound));
         Assert.True(pair.B.DatagramsFrom(pair.A.LocalEndPoint) > fromA);
         Assert.Equal(relaySentA, pair.A.RelayDatagramsSent);
         Assert.Equal(relayReceivedB, pair.B.RelayDatagramsReceived);
@@ -147,12 +122,12 @@ public sealed class PeerSessionTests
         // A offers no host candidate (and its srflx equals its host on loopback, so it has none): B only
         // learns A's address from A's checks, as with a symmetric NAT's fresh port.
         await using var pair = await IntroduceAsync(server, Options(o => o.UseHost = false), Options(), candidatesOfA: c => [.. c.Where(x => x.Type == "relay")]);
-        await Task.WhenAll(WaitPathAsync(pair.A.Channel, PeerPath.Direct), WaitPathAsync(pair.B.Channel, PeerPath.Direct));
+        await Task.WhenAll(pair.A.Channel.WaitForPathAsync(PeerPath.Direct, Bound), pair.B.Channel.WaitForPathAsync(PeerPath.Direct, Bound));
 
         Assert.True(pair.B.PeerReflexiveLearned >= 1);
         Assert.Equal(pair.A.LocalEndPoint, pair.B.Channel.RemoteEndPoint);
         await pair.B.Channel.SendAsync(Text("to the learned address")).WaitAsync(Bound);
-        Assert.Equal("to the learned address", await ReceiveTextAsync(pair.A.Channel));
+        Assert.Equal("to the learned address", await pair.A.Channel.ReceiveTextAsync(Bound));
     }
 
     [Fact]
@@ -164,7 +139,7 @@ public sealed class PeerSessionTests
         for (var i = 0; i < 5; i++)
         {
             await pair.A.Channel.SendAsync(Text($"m{i}")).WaitAsync(Bound);
-            Assert.Equal($"m{i}", await ReceiveTextAsync(pair.B.Channel));
+            Assert.Equal($"m{i}", await pair.B.Channel.ReceiveTextAsync(Bound));
         }
 
         Assert.Equal(PeerPath.Relayed, pair.A.Channel.Path);
@@ -184,15 +159,15 @@ public sealed class PeerSessionTests
         var sends = 0;
         pair.A.OutgoingFilter = d => d.Span[0] >> 4 == 3 && Interlocked.Increment(ref sends) == 1 ? 0 : 1;
         await pair.A.Channel.SendAsync(Text("lost once")).WaitAsync(Bound);
-        Assert.Equal("lost once", await ReceiveTextAsync(pair.B.Channel));
+        Assert.Equal("lost once", await pair.B.Channel.ReceiveTextAsync(Bound));
         Assert.True(pair.A.Channel.Retransmissions >= 1);
 
         // Every datagram twice: each message is delivered once, the copies acknowledged and counted.
         pair.A.OutgoingFilter = _ => 2;
         await pair.A.Channel.SendAsync(Text("twice")).WaitAsync(Bound);
         await pair.A.Channel.SendAsync(Text("after")).WaitAsync(Bound);
-        Assert.Equal("twice", await ReceiveTextAsync(pair.B.Channel));
-        Assert.Equal("after", await ReceiveTextAsync(pair.B.Channel));
+        Assert.Equal("twice", await pair.B.Channel.ReceiveTextAsync(Bound));
+        Assert.Equal("after", await pair.B.Channel.ReceiveTextAsync(Bound));
         Assert.True(pair.B.Channel.DuplicatesSuppressed >= 1);
         Assert.False(pair.B.Channel.ReceiveAsync().IsCompleted);
 
