@@ -171,4 +171,56 @@ public sealed class RendezvousLogicTests
         Assert.Null(message);
         Assert.Contains("8192", problem, StringComparison.Ordinal);
     }
+
+    /// <summary>
+    /// Random and mutated bytes (flipped, dropped, duplicated) of a valid <c>connect</c>, and every prefix of
+    /// it: the reader answers each with a verdict and a reason, and never throws: a device's garbage must end
+    /// in a bad-request, not an exception on the server's signalling loop.
+    /// </summary>
+    [Fact]
+    public void Reader_AnswersRandomMutatedAndTruncatedInput_WithoutThrowing()
+    {
+        var valid = Encoding.UTF8.GetBytes(
+            "{\"type\":\"connect\",\"sessionId\":\"0123456789abcdef0123456789abcdef\",\"peer\":\"d2\",\"nat\":\"Symmetric\"," +
+            "\"candidates\":[{\"type\":\"srflx\",\"address\":\"198.18.0.11\",\"port\":40000,\"priority\":1694498815}]}");
+        Assert.True(RendezvousMessageReader.TryRead(valid, out _, out _));
+
+        var random = new Random(7983);
+        var inputs = new List<byte[]>();
+        for (var length = 0; length < valid.Length; length++)
+        {
+            inputs.Add(valid[..length]);
+        }
+
+        for (var i = 0; i < 3000; i++)
+        {
+            var mutated = new List<byte>(valid);
+            for (var edits = random.Next(1, 6); edits > 0 && mutated.Count > 0; edits--)
+            {
+                var at = random.Next(mutated.Count);
+                switch (random.Next(3))
+                {
+                    case 0: mutated[at] = (byte)random.Next(256); break;
+                    case 1: mutated.RemoveAt(at); break;
+                    default: mutated.Insert(at, mutated[at]); break;
+                }
+            }
+
+            inputs.Add([.. mutated]);
+            var noise = new byte[random.Next(0, 300)];
+            random.NextBytes(noise);
+            inputs.Add(noise);
+        }
+
+        var accepted = 0;
+        foreach (var input in inputs)
+        {
+            var ok = RendezvousMessageReader.TryRead(input, out _, out var problem);
+            Assert.True(ok == (problem.Length == 0), $"verdict and reason disagree for {Convert.ToHexString(input)}: '{problem}'");
+            accepted += ok ? 1 : 0;
+        }
+
+        // Every strict prefix is incomplete JSON; most mutations break it, a few (a changed hex digit) do not.
+        Assert.InRange(accepted, 1, inputs.Count / 2);
+    }
 }
