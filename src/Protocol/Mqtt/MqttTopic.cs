@@ -32,6 +32,15 @@ public static class MqttTopic
         => filterUtf8.Length <= MaxLength && !filterUtf8.Contains((byte)0) && IsValidFilter(filterUtf8) && IsValidSharedIfShared(filterUtf8);
 
     /// <summary>
+    /// Levels in a topic name or filter: separators plus one, an empty level being a level (§4.7.1.1). A
+    /// server compares it with its own limit before it walks a tree by level.
+    /// </summary>
+    public static int CountLevels(ReadOnlySpan<byte> topicUtf8) => topicUtf8.Count((byte)'/') + 1;
+
+    /// <summary>UTF-16 overload of <see cref="CountLevels(ReadOnlySpan{byte})"/>.</summary>
+    public static int CountLevels(ReadOnlySpan<char> topic) => topic.Count('/') + 1;
+
+    /// <summary>
     /// Whether <paramref name="topic"/> matches <paramref name="filter"/> (§4.7.1): '+' matches one level,
     /// a trailing '#' the parent level and any number of children. A topic starting with '$' is not matched
     /// by a filter starting with a wildcard ([MQTT-4.7.2-1]). Both arguments must be valid.

@@ -203,6 +203,8 @@ public sealed class RelayConfiguration
         Check(mqtt.MaxKeepAliveSeconds is >= 1 and <= 65535, "MaxKeepAliveSeconds", $"must be between 1 and 65535 (was {mqtt.MaxKeepAliveSeconds})");
         Check(mqtt.TopicAliasMaximum is >= 0 and <= 65535, "TopicAliasMaximum", $"must be between 0 and 65535 (was {mqtt.TopicAliasMaximum})");
         Check(mqtt.MaxRetainedMessages >= 0, "MaxRetainedMessages", $"must be 0 or more (was {mqtt.MaxRetainedMessages})");
+        Check(mqtt.MaxTopicLevels is >= 1 and <= 65535, "MaxTopicLevels", $"must be between 1 and 65535 (was {mqtt.MaxTopicLevels})");
+        Check(mqtt.MaxTopicLength is >= 1 and <= 65535, "MaxTopicLength", $"must be between 1 and 65535 bytes (was {mqtt.MaxTopicLength})");
         Check(mqtt.MaxSubscriptionsPerSession >= 1, "MaxSubscriptionsPerSession", $"must be at least 1 (was {mqtt.MaxSubscriptionsPerSession})");
         Check(mqtt.SysIntervalSeconds >= 0, "SysIntervalSeconds", $"must be 0 (off) or more (was {mqtt.SysIntervalSeconds})");
         Check(mqtt.AuthFailuresPerMinutePerIp >= 1, "AuthFailuresPerMinutePerIp", $"must be at least 1 (was {mqtt.AuthFailuresPerMinutePerIp})");

@@ -41,9 +41,12 @@ internal sealed partial class MqttBroker
     /// <summary>
     /// Binds a connection to its session (MQTT 5.0 §3.1.2.4, §4.1): an existing connection with the same
     /// client id is taken over [MQTT-3.1.4-3]; clean start discards the old session [MQTT-3.1.2-4], otherwise
-    /// it resumes [MQTT-3.1.2-5]. Returns Session Present.
+    /// it resumes [MQTT-3.1.2-5]. Returns Session Present. A session owned by another principal is neither
+    /// resumed, cleared nor taken over: State is null and the caller refuses the CONNECT, so a client id
+    /// never lets one identity read, kick or wipe another's session. A resumed session keeps only the
+    /// subscriptions <paramref name="identity"/> may still make.
     /// </summary>
-    public async ValueTask<(MqttSessionState State, bool SessionPresent)> AttachAsync(MqttSession connection, string clientId, bool cleanStart, uint expirySeconds, CancellationToken cancellationToken)
+    public async ValueTask<(MqttSessionState? State, bool SessionPresent)> AttachAsync(MqttSession connection, string clientId, MqttIdentity identity, bool cleanStart, uint expirySeconds, CancellationToken cancellationToken)
     {
         MqttSessionState? state;
         MqttSession? previous;
@@ -52,10 +55,17 @@ internal sealed partial class MqttBroker
         {
             if (!_sessions.TryGetValue(clientId, out state))
             {
-                state = new MqttSessionState(clientId);
+                state = new MqttSessionState(clientId) { Owner = identity.Owner };
                 _sessions[clientId] = state;
                 created = true;
             }
+            else if (state.Owner is { } owner && !string.Equals(owner, identity.Owner, StringComparison.Ordinal))
+            {
+                _metrics.LimitHit(MqttLimit.SessionOwner);
+                return (null, false);
+            }
+
+            state.Owner = identity.Owner;
 
             _offline.Remove(state);
             lock (state.Sync)
@@ -92,9 +102,14 @@ internal sealed partial class MqttBroker
             await _sessionStore.DeleteSessionAsync(clientId, cancellationToken).ConfigureAwait(false);
         }
 
+        if (present)
+        {
+            await ReauthorizeAsync(state, identity, cancellationToken).ConfigureAwait(false);
+        }
+
         if (expirySeconds > 0)
         {
-            await _sessionStore.UpsertSessionAsync(clientId, expirySeconds, null, cancellationToken).ConfigureAwait(false);
+            await _sessionStore.UpsertSessionAsync(clientId, expirySeconds, null, identity.Owner, cancellationToken).ConfigureAwait(false);
             if (!wasPersistent && present)
             {
                 // A session that becomes persistent now must find its subscriptions in the store after a restart.
@@ -164,7 +179,7 @@ internal sealed partial class MqttBroker
         }
         else
         {
-            await _sessionStore.UpsertSessionAsync(state.ClientId, state.ExpirySeconds, now, cancellationToken).ConfigureAwait(false);
+            await _sessionStore.UpsertSessionAsync(state.ClientId, state.ExpirySeconds, now, state.Owner, cancellationToken).ConfigureAwait(false);
         }
 
         NotifyDisconnected(state.ClientId, now);
@@ -174,6 +189,43 @@ internal sealed partial class MqttBroker
         }
 
         return true;
+    }
+
+    /// <summary>
+    /// A resumed session's subscriptions were authorised for whoever made them, under the rules of that day:
+    /// each is checked again for the identity that resumes it, and those it may not make are dropped.
+    /// </summary>
+    private async ValueTask ReauthorizeAsync(MqttSessionState state, MqttIdentity identity, CancellationToken cancellationToken)
+    {
+        List<string>? denied = null;
+        lock (state.Sync)
+        {
+            if (state.Subscriptions is { } subscriptions)
+            {
+                foreach (var subscription in subscriptions.Values)
+                {
+                    if (!Authorizer.CanSubscribe(identity, state.ClientId, subscription.InnerFilter))
+                    {
+                        (denied ??= []).Add(subscription.Filter);
+                    }
+                }
+            }
+        }
+
+        if (denied is null)
+        {
+            return;
+        }
+
+        foreach (var filter in denied)
+        {
+            if (RemoveSubscription(state, filter) && state.Persistent)
+            {
+                await _sessionStore.RemoveSubscriptionAsync(state.ClientId, filter, cancellationToken).ConfigureAwait(false);
+            }
+        }
+
+        LogSubscriptionsRevoked(Primitives.LogText.Safe(state.ClientId), denied.Count);
     }
 
     /// <summary>Updates the expiry a v5 DISCONNECT asked for (§3.14.2.2.2) before the session goes offline.</summary>
@@ -298,6 +350,9 @@ internal sealed partial class MqttBroker
 
     [LoggerMessage(EventId = 5010, Level = LogLevel.Information, Message = "MQTT: refused a connection from {Address}: {Limit} already open from it (Relay:Mqtt:MaxConnectionsPerIp)")]
     private partial void LogConnectionLimit(IPAddress address, int limit);
+
+    [LoggerMessage(EventId = 5012, Level = LogLevel.Information, Message = "MQTT: session {ClientId} resumed without {Count} subscription(s) its identity may no longer make")]
+    private partial void LogSubscriptionsRevoked(string clientId, int count);
 
     [LoggerMessage(EventId = 5011, Level = LogLevel.Debug, Message = "MQTT: session {ClientId} expired")]
     private partial void LogSessionExpired(string clientId);

@@ -49,6 +49,7 @@ internal sealed partial class MqttBroker : BackgroundService
         _startedAt = time.GetUtcNow();
         _services = services;
         Tree = new MqttSubscriptionTree();
+        TopicLimits = new MqttTopicLimits(options, metrics, logger, time);
         DropOldest = string.Equals(options.QueueDropPolicy, "DropOldest", StringComparison.OrdinalIgnoreCase);
     }
 
@@ -61,6 +62,8 @@ internal sealed partial class MqttBroker : BackgroundService
     public MqttMetrics Metrics => _metrics;
 
     public MqttSubscriptionTree Tree { get; }
+
+    public MqttTopicLimits TopicLimits { get; }
 
     public TimeProvider Time => _time;
 
@@ -150,14 +153,34 @@ internal sealed partial class MqttBroker : BackgroundService
     private async Task RestoreAsync(CancellationToken cancellationToken)
     {
         var retained = await _retainedStore.LoadAllAsync(cancellationToken).ConfigureAwait(false);
+        List<StoredMessage>? overLimit = null;
         lock (_retainedLock)
         {
             foreach (var message in retained)
             {
+                // A row stored before the topic limits existed (or under looser ones) must not reach the
+                // tree: one deep topic restored is a crash on the first wildcard SUBSCRIBE (review C1).
+                if (TopicLimits.Check(message.Topic) is { } limit)
+                {
+                    TopicLimits.Refused(limit, "restore of a retained message", null, message.Topic);
+                    (overLimit ??= []).Add(message);
+                    continue;
+                }
+
                 _retained.Set(message);
             }
 
             _metrics.SetRetained(_retained.Count);
+        }
+
+        if (overLimit is not null)
+        {
+            LogRestoreSkipped(overLimit.Count, "retained message(s)");
+            foreach (var message in overLimit)
+            {
+                // An empty payload deletes the row [MQTT-3.3.1-6], so the next start does not meet it again.
+                await _retainedStore.SetAsync(message with { Payload = ReadOnlyMemory<byte>.Empty }, cancellationToken).ConfigureAwait(false);
+            }
         }
 
         var sessions = await _sessionStore.LoadAllAsync(cancellationToken).ConfigureAwait(false);
@@ -166,6 +189,7 @@ internal sealed partial class MqttBroker : BackgroundService
         {
             var state = new MqttSessionState(persisted.ClientId)
             {
+                Owner = persisted.Owner,
                 ExpirySeconds = persisted.ExpiryIntervalSeconds,
 
                 // A session that was online when the process died starts its expiry now.
@@ -173,6 +197,14 @@ internal sealed partial class MqttBroker : BackgroundService
             };
             foreach (var subscription in persisted.Subscriptions)
             {
+                if (TopicLimits.Check(subscription.TopicFilter) is { } limit)
+                {
+                    TopicLimits.Refused(limit, "restore of a subscription", persisted.ClientId, subscription.TopicFilter);
+                    LogRestoreSkipped(1, "subscription(s)");
+                    await _sessionStore.RemoveSubscriptionAsync(persisted.ClientId, subscription.TopicFilter, cancellationToken).ConfigureAwait(false);
+                    continue;
+                }
+
                 AddSubscription(state, subscription);
             }
 
@@ -264,6 +296,9 @@ internal sealed partial class MqttBroker : BackgroundService
 
     [LoggerMessage(EventId = 5001, Level = LogLevel.Information, Message = "MQTT: restored {Sessions} persistent session(s) and {Retained} retained message(s)")]
     private partial void LogRestored(int sessions, int retained);
+
+    [LoggerMessage(EventId = 5004, Level = LogLevel.Warning, Message = "MQTT: skipped and deleted {Count} stored {What} whose topic breaks Relay:Mqtt:MaxTopicLevels or MaxTopicLength")]
+    private partial void LogRestoreSkipped(int count, string what);
 
     [LoggerMessage(EventId = 5002, Level = LogLevel.Warning, Message = "MQTT: store write for {ClientId} (sequence {Sequence}) dropped: the store is too far behind")]
     private partial void LogStoreOpLost(string clientId, long sequence);

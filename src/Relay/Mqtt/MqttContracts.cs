@@ -41,7 +41,32 @@ internal enum MqttAction
 internal readonly record struct MqttGrant(string TopicFilter, MqttAction Actions);
 
 /// <summary>An authenticated connection's identity; immutable and shared, never per-packet.</summary>
-internal sealed record MqttIdentity(MqttPrincipalKind Kind, string Name, IReadOnlyList<MqttGrant> Grants);
+internal sealed record MqttIdentity(MqttPrincipalKind Kind, string Name, IReadOnlyList<MqttGrant> Grants)
+{
+    /// <summary>
+    /// Who owns a session this identity creates (<c>Device:pi-kitchen</c>, <c>Service:backend</c>): a
+    /// session is resumed or taken over only by a connection of the same owner.
+    /// </summary>
+    public string Owner { get; } = OwnerOf(Kind, Name);
+
+    /// <summary>The owner string of a device's own session.</summary>
+    public static string DeviceOwner(string deviceId) => OwnerOf(MqttPrincipalKind.Device, deviceId);
+
+    /// <summary>Whether <paramref name="owner"/> is the device <paramref name="deviceId"/> itself (no allocation).</summary>
+    public static bool IsDeviceOwner(string? owner, string deviceId) =>
+        owner is not null && owner.Length == DevicePrefix.Length + deviceId.Length
+        && owner.StartsWith(DevicePrefix, StringComparison.Ordinal) && owner.AsSpan(DevicePrefix.Length).SequenceEqual(deviceId);
+
+    private const string DevicePrefix = "Device:";
+
+    private static string OwnerOf(MqttPrincipalKind kind, string name) => kind switch
+    {
+        MqttPrincipalKind.Device => DevicePrefix + name,
+        MqttPrincipalKind.Service => "Service:" + name,
+        MqttPrincipalKind.External => "External:" + name,
+        _ => "Anonymous",
+    };
+}
 
 /// <summary>What a CONNECT carried that authentication may look at.</summary>
 internal sealed record MqttAuthRequest(
@@ -133,7 +158,8 @@ internal sealed record PersistedSession(
     uint ExpiryIntervalSeconds,
     DateTimeOffset? DisconnectedAt,
     IReadOnlyList<PersistedSubscription> Subscriptions,
-    IReadOnlyList<PersistedMessage> Messages);
+    IReadOnlyList<PersistedMessage> Messages,
+    string? Owner = null);
 
 /// <summary>
 /// Persistent sessions. Every call that returns has been committed (WAL): a SIGKILL right after it
@@ -144,8 +170,11 @@ internal interface IMqttSessionStore
     /// <summary>All persistent sessions (subscriptions and messages), at start.</summary>
     ValueTask<IReadOnlyList<PersistedSession>> LoadAllAsync(CancellationToken cancellationToken);
 
-    /// <summary>Creates or updates a session's expiry; <paramref name="disconnectedAt"/> null means online.</summary>
-    ValueTask UpsertSessionAsync(string clientId, uint expiryIntervalSeconds, DateTimeOffset? disconnectedAt, CancellationToken cancellationToken);
+    /// <summary>
+    /// Creates or updates a session's expiry and owner (<see cref="MqttIdentity.Owner"/>; null keeps the
+    /// stored one); <paramref name="disconnectedAt"/> null means online.
+    /// </summary>
+    ValueTask UpsertSessionAsync(string clientId, uint expiryIntervalSeconds, DateTimeOffset? disconnectedAt, string? owner, CancellationToken cancellationToken);
 
     /// <summary>Deletes a session with its subscriptions and messages (clean start, expiry).</summary>
     ValueTask DeleteSessionAsync(string clientId, CancellationToken cancellationToken);

@@ -76,6 +76,8 @@ internal sealed partial class MqttBroker : IDevicePresence, IDeviceConnections
     /// false when it did not go to that connection (offline, not subscribed, queue full). The message is not
     /// stored by the broker and does not outlive the connection: the caller owns redelivery. Its
     /// acknowledgement is reported through <see cref="IMqttMessageObserver.OnMessageDelivered"/> with <paramref name="tag"/>.
+    /// Only a session the device <paramref name="clientId"/> itself owns receives it: commands and rendezvous
+    /// offers never go to another principal that picked the device's client id.
     /// </summary>
     public bool PublishToClient(string clientId, StoredMessage message, object? tag)
     {
@@ -87,6 +89,11 @@ internal sealed partial class MqttBroker : IDevicePresence, IDeviceConnections
 
         lock (state.Sync)
         {
+            if (!MqttIdentity.IsDeviceOwner(state.Owner, clientId))
+            {
+                return false;
+            }
+
             if (state.Ended || state.Connection is not { IsClosing: false } connection || state.Subscriptions is null)
             {
                 return false;
@@ -244,6 +251,9 @@ internal sealed partial class MqttBroker : IDevicePresence, IDeviceConnections
 
     /// <inheritdoc/>
     public bool IsOnline(string deviceId) => FindSession(deviceId) is { IsOnline: true };
+
+    /// <summary>Whether <paramref name="clientId"/>'s session belongs to the device of that id (not another principal using its id).</summary>
+    public bool IsDeviceSession(string clientId) => FindSession(clientId) is { } state && MqttIdentity.IsDeviceOwner(state.Owner, clientId);
 
     [LoggerMessage(EventId = 5030, Level = LogLevel.Error, Message = "MQTT: extension observer {Observer} threw; ignored")]
     private partial void LogObserverFailed(Exception exception, string observer);

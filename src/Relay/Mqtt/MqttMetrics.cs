@@ -39,6 +39,15 @@ internal enum MqttLimit : byte
 
     /// <summary>accept() failed, typically out of file descriptors.</summary>
     Accept,
+
+    /// <summary>A topic name or filter with more levels than Relay:Mqtt:MaxTopicLevels.</summary>
+    TopicLevels,
+
+    /// <summary>A topic name or filter longer than Relay:Mqtt:MaxTopicLength.</summary>
+    TopicLength,
+
+    /// <summary>A CONNECT for a client id whose session another principal owns, or that is a device's id.</summary>
+    SessionOwner,
 }
 
 /// <summary>Why an MQTT connection ended; one value per connection, fed to logs and metrics.</summary>
@@ -67,7 +76,7 @@ internal sealed class MqttMetrics
 {
     private static readonly string[] TransportNames = ["tcp", "tls", "websocket"];
     private static readonly string[] DropNames = ["queue_full", "expired", "too_large_for_client", "not_authorized", "dollar_topic", "client_backpressure", "offline_qos0", "retained_limit"];
-    private static readonly string[] LimitNames = ["connections_per_ip", "connect_timeout", "packet_size", "inflight", "queued_messages", "subscriptions_per_session", "retained_messages", "keep_alive", "accept"];
+    private static readonly string[] LimitNames = ["connections_per_ip", "connect_timeout", "packet_size", "inflight", "queued_messages", "subscriptions_per_session", "retained_messages", "keep_alive", "accept", "topic_levels", "topic_length", "session_owner"];
     private static readonly string[] EndNames = ["peer_closed", "client_disconnect", "protocol_error", "malformed_packet", "keep_alive_timeout", "connect_timeout", "auth_failed", "taken_over", "limit_exceeded", "shutdown", "administrative"];
     private static readonly string[] AuthNames = ["allow", "bad_credentials", "not_authorized", "rate_limited", "unavailable"];
 

@@ -66,6 +66,15 @@ public sealed class MqttOptions
     /// <summary>Retained messages kept in total.</summary>
     public int MaxRetainedMessages { get; set; } = 100_000;
 
+    /// <summary>
+    /// Levels a topic name or filter may have (PUBLISH, SUBSCRIBE, wills, topic aliases). Deeper ones are
+    /// refused: v5 0x90 / 0x8F, 3.1.1 a closed connection or SUBACK 0x80.
+    /// </summary>
+    public int MaxTopicLevels { get; set; } = 32;
+
+    /// <summary>UTF-8 bytes a topic name or filter may have; longer ones are refused as <see cref="MaxTopicLevels"/> says.</summary>
+    public int MaxTopicLength { get; set; } = 1024;
+
     /// <summary>Subscriptions per session.</summary>
     public int MaxSubscriptionsPerSession { get; set; } = 100;
 

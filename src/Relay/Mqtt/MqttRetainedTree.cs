@@ -8,6 +8,10 @@ internal sealed class MqttRetainedTree
 {
     private readonly Node _root = new();
 
+    // Reused by every walk; the broker's lock makes the tree single-threaded.
+    private readonly Stack<Step> _walk = new();
+    private readonly Stack<Node> _collect = new();
+
     public int Count { get; private set; }
 
     public bool Contains(string topic) => Find(topic) is { Message: not null };
@@ -38,10 +42,10 @@ internal sealed class MqttRetainedTree
     }
 
     /// <summary>Removes the topic's message; false when there was none.</summary>
-    public bool Remove(string topic) => RemoveAt(_root, topic.AsSpan());
+    public bool Remove(string topic) => RemoveIterative(topic);
 
     /// <summary>Appends every retained message whose topic <paramref name="filter"/> matches.</summary>
-    public void Match(ReadOnlySpan<char> filter, List<StoredMessage> results) => MatchAt(_root, filter, root: true, results);
+    public void Match(ReadOnlySpan<char> filter, List<StoredMessage> results) => MatchIterative(filter, results);
 
     public IEnumerable<StoredMessage> All()
     {
@@ -78,55 +82,65 @@ internal sealed class MqttRetainedTree
         return node;
     }
 
-    private static void MatchAt(Node node, ReadOnlySpan<char> filter, bool root, List<StoredMessage> results)
+    // Iterative walks (an explicit stack instead of one call per level): a topic's depth comes from the
+    // wire, and recursion over it is a stack overflow that no catch can stop (the security review's C1).
+    private void MatchIterative(ReadOnlySpan<char> filter, List<StoredMessage> results)
     {
-        var slash = filter.IndexOf('/');
-        var level = slash < 0 ? filter : filter[..slash];
-        var rest = slash < 0 ? ReadOnlySpan<char>.Empty : filter[(slash + 1)..];
-        if (level is "#")
+        var pending = _walk;
+        pending.Clear();
+        pending.Push(new Step(_root, 0, Root: true));
+        while (pending.TryPop(out var step))
         {
-            // '#' matches the parent level too ("a/#" matches "a"), and every level below [MQTT-4.7.1-2].
-            if (!root && node.Message is { } parent)
+            var node = step.Node;
+            var rest = filter[step.Offset..];
+            var slash = rest.IndexOf('/');
+            var level = slash < 0 ? rest : rest[..slash];
+            var next = slash < 0 ? filter.Length : step.Offset + slash + 1;
+            if (level is "#")
             {
-                results.Add(parent);
-            }
-
-            CollectBelow(node, root, results);
-            return;
-        }
-
-        if (node.Children is null)
-        {
-            return;
-        }
-
-        if (level is "+")
-        {
-            foreach (var (name, child) in node.Children)
-            {
-                // [MQTT-4.7.2-1]: a leading wildcard does not match topics starting with '$'.
-                if (root && name.StartsWith('$'))
+                // '#' matches the parent level too ("a/#" matches "a"), and every level below [MQTT-4.7.1-2].
+                if (!step.Root && node.Message is { } parent)
                 {
-                    continue;
+                    results.Add(parent);
                 }
 
-                Next(child, rest, slash < 0, results);
+                CollectBelow(node, step.Root, results);
+                continue;
             }
 
-            return;
-        }
+            if (node.Children is null)
+            {
+                continue;
+            }
 
-        if (node.Children.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(level, out var exact))
-        {
-            Next(exact, rest, slash < 0, results);
+            if (level is "+")
+            {
+                foreach (var (name, child) in node.Children)
+                {
+                    // [MQTT-4.7.2-1]: a leading wildcard does not match topics starting with '$'.
+                    if (step.Root && name.StartsWith('$'))
+                    {
+                        continue;
+                    }
+
+                    Next(pending, child, next, slash < 0, results);
+                }
+
+                continue;
+            }
+
+            if (node.Children.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(level, out var exact))
+            {
+                Next(pending, exact, next, slash < 0, results);
+            }
         }
     }
 
-    private static void Next(Node child, ReadOnlySpan<char> rest, bool last, List<StoredMessage> results)
+    private static void Next(Stack<Step> pending, Node child, int offset, bool last, List<StoredMessage> results)
     {
         if (!last)
         {
-            MatchAt(child, rest, root: false, results);
+            pending.Push(new Step(child, offset, Root: false));
             return;
         }
 
@@ -136,60 +150,78 @@ internal sealed class MqttRetainedTree
         }
     }
 
-    private static void CollectBelow(Node node, bool root, List<StoredMessage> results)
+    private void CollectBelow(Node start, bool root, List<StoredMessage> results)
     {
-        if (node.Children is null)
+        var below = _collect;
+        below.Clear();
+        if (start.Children is null)
         {
             return;
         }
 
-        foreach (var (name, child) in node.Children)
+        foreach (var (name, child) in start.Children)
         {
-            if (root && name.StartsWith('$'))
+            if (!(root && name.StartsWith('$')))
             {
-                continue;
+                below.Push(child);
             }
+        }
 
-            if (child.Message is { } message)
+        while (below.TryPop(out var node))
+        {
+            if (node.Message is { } message)
             {
                 results.Add(message);
             }
 
-            CollectBelow(child, root: false, results);
+            if (node.Children is { } children)
+            {
+                foreach (var child in children.Values)
+                {
+                    below.Push(child);
+                }
+            }
         }
     }
 
-    private bool RemoveAt(Node node, ReadOnlySpan<char> rest)
+    private bool RemoveIterative(string topic)
     {
-        var slash = rest.IndexOf('/');
-        var level = slash < 0 ? rest : rest[..slash];
-        if (node.Children is null || !node.Children.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(level, out var child))
+        // Walk down remembering the path, then clear the message and prune empty nodes upwards.
+        var path = new List<(Node Parent, string Level, Node Child)>();
+        var node = _root;
+        foreach (var level in new MqttTopicLevels(topic))
+        {
+            if (node.Children is null || !node.Children.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(level, out var actualKey, out var child))
+            {
+                return false;
+            }
+
+            path.Add((node, actualKey, child));
+            node = child;
+        }
+
+        if (node.Message is null)
         {
             return false;
         }
 
-        bool removed;
-        if (slash < 0)
+        node.Message = null;
+        Count--;
+        for (var i = path.Count - 1; i >= 0; i--)
         {
-            removed = child.Message is not null;
-            child.Message = null;
-            if (removed)
+            var (parent, level, child) = path[i];
+            if (child.Message is not null || child.Children is { Count: > 0 })
             {
-                Count--;
+                break;
             }
-        }
-        else
-        {
-            removed = RemoveAt(child, rest[(slash + 1)..]);
+
+            parent.Children!.Remove(level);
         }
 
-        if (child.Message is null && (child.Children is null || child.Children.Count == 0))
-        {
-            node.Children.GetAlternateLookup<ReadOnlySpan<char>>().Remove(level);
-        }
-
-        return removed;
+        return true;
     }
+
+    private readonly record struct Step(Node Node, int Offset, bool Root);
 
     private sealed class Node
     {

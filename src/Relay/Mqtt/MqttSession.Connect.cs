@@ -93,6 +93,12 @@ internal sealed partial class MqttSession
         _identity = auth.Identity;
         if (connect.HasWill)
         {
+            if (_broker.TopicLimits.Check(connect.WillTopic) is { } willLimit)
+            {
+                _broker.TopicLimits.Refused(willLimit, "will", clientId, connect.WillTopic);
+                return Refuse(MqttReasonCode.TopicNameInvalid, MqttConnectReturnCode.NotAuthorized, "will topic over the server's level or length limit", MqttEndReason.LimitExceeded);
+            }
+
             var willTopic = Encoding.UTF8.GetString(connect.WillTopic);
             if (willTopic.StartsWith('$') || !_broker.Authorizer.CanPublish(_identity, clientId, willTopic))
             {
@@ -106,7 +112,14 @@ internal sealed partial class MqttSession
             _willDelaySeconds = v5 ? willProperties.WillDelayInterval ?? 0 : 0;
         }
 
-        var (state, present) = await _broker.AttachAsync(this, clientId, connect.CleanStart, expiry, CancellationToken.None).ConfigureAwait(false);
+        var (attached, present) = await _broker.AttachAsync(this, clientId, _identity, connect.CleanStart, expiry, CancellationToken.None).ConfigureAwait(false);
+        if (attached is not { } state)
+        {
+            // Another principal's session: refused before anything of it is touched (review H1).
+            _will = null;
+            return Refuse(MqttReasonCode.NotAuthorized, MqttConnectReturnCode.NotAuthorized, "not authorized", MqttEndReason.AuthFailed);
+        }
+
         var ack = default(MqttConnAckProperties);
         if (v5)
         {

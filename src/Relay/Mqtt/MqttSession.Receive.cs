@@ -68,6 +68,24 @@ internal sealed partial class MqttSession
         var state = _state!;
         var qos = publish.QoS;
         var packetId = publish.PacketId;
+        if (!publish.Topic.IsEmpty && _broker.TopicLimits.Check(publish.Topic) is { } topicLimit)
+        {
+            // Checked before the topic becomes a string, an alias or a walk through a tree (review C1).
+            _broker.TopicLimits.Refused(topicLimit, "PUBLISH", _clientId, publish.Topic);
+            if (_version != MqttProtocolVersion.V500)
+            {
+                // 3.1.1 has no negative acknowledgement; a server that will not process a PUBLISH closes.
+                return MqttEndReason.LimitExceeded;
+            }
+
+            if (qos > 0)
+            {
+                WriteAck(qos == 1 ? MqttPacketType.PubAck : MqttPacketType.PubRec, packetId, MqttReasonCode.TopicNameInvalid, "topic over the server's level or length limit");
+            }
+
+            return null;
+        }
+
         string? topic;
         if (_version == MqttProtocolVersion.V500 && publish.Properties.TopicAlias is { } alias)
         {
@@ -296,6 +314,13 @@ internal sealed partial class MqttSession
         var i = 0;
         foreach (var entry in subscribe.GetEntries())
         {
+            if (_broker.TopicLimits.Check(entry.TopicFilter) is { } filterLimit)
+            {
+                _broker.TopicLimits.Refused(filterLimit, "SUBSCRIBE", _clientId, entry.TopicFilter);
+                codes[i++] = v5 ? (byte)MqttReasonCode.TopicFilterInvalid : (byte)0x80;
+                continue;
+            }
+
             var filter = Encoding.UTF8.GetString(entry.TopicFilter);
             var shared = MqttTopic.TryParseShared(filter, out _, out var inner);
             if (shared && entry.NoLocal)

@@ -42,6 +42,13 @@ internal sealed class MqttSessionState(string clientId)
 
     public string ClientId { get; } = clientId;
 
+    /// <summary>
+    /// <see cref="MqttIdentity.Owner"/> of the principal that created the session; only a connection of the
+    /// same owner may resume or take it over. Null only for a session restored from before owners were
+    /// stored: the next principal to attach claims it. Written under the broker's sessions lock.
+    /// </summary>
+    public string? Owner { get; set; }
+
     /// <summary>Seconds the session outlives its connection; 0 = ends with it.</summary>
     public uint ExpirySeconds { get; set; }
 

@@ -36,6 +36,7 @@ internal sealed class MqttSubscriptionTree
 {
     private readonly Lock _sync = new();
     private readonly Node _root = new();
+    private readonly Stack<(Node Node, int Offset, bool DollarRoot)> _walk = new();
 
     public void Add(MqttSubscription subscription)
     {
@@ -70,7 +71,7 @@ internal sealed class MqttSubscriptionTree
     {
         lock (_sync)
         {
-            RemoveAt(_root, subscription, subscription.InnerFilter.AsSpan(), atNode: false);
+            RemoveIterative(_root, subscription);
         }
     }
 
@@ -81,50 +82,56 @@ internal sealed class MqttSubscriptionTree
         {
             // [MQTT-4.7.2-1]: a filter starting with a wildcard does not match a topic starting with '$'.
             var dollar = !topic.IsEmpty && topic[0] == '$';
-            MatchAt(_root, topic, dollar, results);
+            MatchIterative(topic, dollar, results);
         }
     }
 
-    private static void MatchAt(Node node, ReadOnlySpan<char> rest, bool noWildcards, List<MqttSubscription> results)
+    // Iterative (an explicit stack, reused under the lock) rather than one call per level: a topic's
+    // depth comes from the wire, and recursion over it is a stack overflow no catch can stop (review C1).
+    private void MatchIterative(ReadOnlySpan<char> topic, bool noWildcards, List<MqttSubscription> results)
     {
-        var slash = rest.IndexOf('/');
-        var level = slash < 0 ? rest : rest[..slash];
-        if (!noWildcards && node.Hash is { } hash)
+        var pending = _walk;
+        pending.Clear();
+        pending.Push((_root, 0, noWildcards));
+        while (pending.TryPop(out var step))
         {
-            // '#' also matches the parent level itself ("sport/#" matches "sport", §4.7.1.2).
+            var (node, offset, dollarRoot) = step;
+            var rest = topic[offset..];
+            var slash = rest.IndexOf('/');
+            var level = slash < 0 ? rest : rest[..slash];
+            var next = offset + slash + 1;
+            if (!dollarRoot && node.Hash is { } hash)
+            {
+                // '#' also matches the parent level itself ("sport/#" matches "sport", §4.7.1.2).
+                Collect(hash, results);
+            }
+
+            if (!dollarRoot && node.Plus is { } plus)
+            {
+                Visit(pending, plus, slash < 0, next, results);
+            }
+
+            if (node.Children is not null && node.Children.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(level, out var child))
+            {
+                Visit(pending, child, slash < 0, next, results);
+            }
+        }
+    }
+
+    // The topic's last level collects the node's subscribers and its '#' child ("a/#" matches "a");
+    // any other level walks on.
+    private static void Visit(Stack<(Node Node, int Offset, bool DollarRoot)> pending, Node target, bool last, int next, List<MqttSubscription> results)
+    {
+        if (!last)
+        {
+            pending.Push((target, next, false));
+            return;
+        }
+
+        Collect(target, results);
+        if (target.Hash is { } hash)
+        {
             Collect(hash, results);
-        }
-
-        if (!noWildcards && node.Plus is { } plus)
-        {
-            if (slash < 0)
-            {
-                Collect(plus, results);
-                if (plus.Hash is { } plusHash)
-                {
-                    Collect(plusHash, results);
-                }
-            }
-            else
-            {
-                MatchAt(plus, rest[(slash + 1)..], false, results);
-            }
-        }
-
-        if (node.Children is not null && node.Children.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(level, out var child))
-        {
-            if (slash < 0)
-            {
-                Collect(child, results);
-                if (child.Hash is { } childHash)
-                {
-                    Collect(childHash, results);
-                }
-            }
-            else
-            {
-                MatchAt(child, rest[(slash + 1)..], false, results);
-            }
         }
     }
 
@@ -147,58 +154,72 @@ internal sealed class MqttSubscriptionTree
         }
     }
 
-    private static void RemoveAt(Node node, MqttSubscription subscription, ReadOnlySpan<char> rest, bool atNode)
+    private static void RemoveIterative(Node root, MqttSubscription subscription)
     {
-        if (atNode)
+        // Walk down remembering the path, remove at the filter's node, then prune empty nodes upwards so a
+        // churn of unique filters (device ids) does not leave the tree growing forever.
+        var path = new List<(Node Parent, string Level, Node Child)>();
+        var node = root;
+        foreach (var level in new MqttTopicLevels(subscription.InnerFilter))
         {
-            if (subscription.ShareGroup is null)
+            Node? child;
+            string key;
+            if (level is "+")
             {
-                node.Subscribers?.Remove(subscription);
+                (child, key) = (node.Plus, "+");
             }
-            else if (node.Shared is not null && node.Shared.TryGetValue(subscription.ShareGroup, out var group))
+            else if (level is "#")
             {
-                group.Members.Remove(subscription);
-                if (group.Members.Count == 0)
-                {
-                    node.Shared.Remove(subscription.ShareGroup);
-                }
+                (child, key) = (node.Hash, "#");
+            }
+            else if (node.Children is null || !node.Children.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(level, out key!, out child))
+            {
+                return;
             }
 
-            return;
+            if (child is null)
+            {
+                return;
+            }
+
+            path.Add((node, key, child));
+            node = child;
         }
 
-        var slash = rest.IndexOf('/');
-        var level = slash < 0 ? rest : rest[..slash];
-        var next = slash < 0 ? ReadOnlySpan<char>.Empty : rest[(slash + 1)..];
-        Node? child = level switch
+        if (subscription.ShareGroup is null)
         {
-            "+" => node.Plus,
-            "#" => node.Hash,
-            _ => node.Children is not null && node.Children.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(level, out var found) ? found : null,
-        };
-        if (child is null)
+            node.Subscribers?.Remove(subscription);
+        }
+        else if (node.Shared is not null && node.Shared.TryGetValue(subscription.ShareGroup, out var group))
         {
-            return;
+            group.Members.Remove(subscription);
+            if (group.Members.Count == 0)
+            {
+                node.Shared.Remove(subscription.ShareGroup);
+            }
         }
 
-        RemoveAt(child, subscription, next, slash < 0);
-        if (!child.IsEmpty)
+        for (var i = path.Count - 1; i >= 0; i--)
         {
-            return;
-        }
+            var (parent, level, child) = path[i];
+            if (!child.IsEmpty)
+            {
+                return;
+            }
 
-        // Prune, so a churn of unique filters (device ids) does not leave the tree growing forever.
-        if (level is "+")
-        {
-            node.Plus = null;
-        }
-        else if (level is "#")
-        {
-            node.Hash = null;
-        }
-        else
-        {
-            node.Children!.GetAlternateLookup<ReadOnlySpan<char>>().Remove(level);
+            // A child stored under a literal "+" or "#" key cannot exist: those levels are wildcards.
+            if (ReferenceEquals(parent.Plus, child))
+            {
+                parent.Plus = null;
+            }
+            else if (ReferenceEquals(parent.Hash, child))
+            {
+                parent.Hash = null;
+            }
+            else
+            {
+                parent.Children!.Remove(level);
+            }
         }
     }
 

@@ -97,12 +97,14 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
 
     public ValueTask OnMessageReceived(string clientId, StoredMessage message)
     {
-        // Only a device's own out topic (its ACL lets nobody else publish there); the payload is the message's own copy.
+        // Only a device's own out topic, from the device's own session (its ACL lets nobody else publish there,
+        // and no other principal may hold its client id); the payload is the message's own copy.
         var topic = message.Topic;
         if (topic.Length == TopicPrefix.Length + clientId.Length + OutSuffix.Length
             && topic.StartsWith(TopicPrefix, StringComparison.Ordinal)
             && topic.EndsWith(OutSuffix, StringComparison.Ordinal)
             && topic.AsSpan(TopicPrefix.Length, clientId.Length).SequenceEqual(clientId)
+            && _broker.IsDeviceSession(clientId)
             && !_arrivals.Writer.TryWrite(new Arrival(clientId, message.Payload)))
         {
             // The loop is far behind: drop and count, the device sees no answer and retries on its timeout.

@@ -98,6 +98,15 @@ internal sealed class MqttAuthenticator : IMqttAuthenticator
         }
 
         var result = await DecideAsync(request, cancellationToken).ConfigureAwait(false);
+        if (result is { Outcome: MqttAuthOutcome.Allow, Identity.Kind: not MqttPrincipalKind.Device }
+            && DeviceId.IsValid(request.ClientId)
+            && await _devices.FindAsync(request.ClientId, cancellationToken).ConfigureAwait(false) is not null)
+        {
+            // A registered device's client id is that device's alone: another principal using it could
+            // resume its session, receive its commands and kick it offline (review H1).
+            result = MqttAuthResult.Denied(MqttAuthOutcome.NotAuthorized, "the client id is a registered device's");
+        }
+
         _metrics.Authenticated(result.Outcome);
         switch (result.Outcome)
         {

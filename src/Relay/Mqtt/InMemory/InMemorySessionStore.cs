@@ -20,18 +20,20 @@ internal sealed class InMemorySessionStore : IMqttSessionStore
                 pair.Value.Expiry,
                 pair.Value.DisconnectedAt,
                 pair.Value.Subscriptions.Values.ToArray(),
-                pair.Value.Messages.Values.ToArray())).ToArray();
+                pair.Value.Messages.Values.ToArray(),
+                pair.Value.Owner)).ToArray();
             return ValueTask.FromResult(all);
         }
     }
 
-    public ValueTask UpsertSessionAsync(string clientId, uint expiryIntervalSeconds, DateTimeOffset? disconnectedAt, CancellationToken cancellationToken)
+    public ValueTask UpsertSessionAsync(string clientId, uint expiryIntervalSeconds, DateTimeOffset? disconnectedAt, string? owner, CancellationToken cancellationToken)
     {
         lock (_sync)
         {
             var entry = GetOrAdd(clientId);
             entry.Expiry = expiryIntervalSeconds;
             entry.DisconnectedAt = disconnectedAt;
+            entry.Owner = owner ?? entry.Owner;
         }
 
         return ValueTask.CompletedTask;
@@ -129,6 +131,8 @@ internal sealed class InMemorySessionStore : IMqttSessionStore
         public uint Expiry { get; set; }
 
         public DateTimeOffset? DisconnectedAt { get; set; }
+
+        public string? Owner { get; set; }
 
         public Dictionary<string, PersistedSubscription> Subscriptions { get; } = new(StringComparer.Ordinal);
 

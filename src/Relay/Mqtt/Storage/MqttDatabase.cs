@@ -24,7 +24,7 @@ internal sealed class MqttDatabase : IAsyncDisposable, IDisposable
     public const string FileName = "mqtt.db";
 
     /// <summary><c>PRAGMA user_version</c> this build creates and understands.</summary>
-    public const int SchemaVersion = 2;
+    public const int SchemaVersion = 3;
 
     /// <summary>Default bound of queued write operations.</summary>
     public const int DefaultQueueCapacity = 4096;
@@ -41,7 +41,8 @@ internal sealed class MqttDatabase : IAsyncDisposable, IDisposable
         CREATE TABLE sessions(
             client_id TEXT NOT NULL PRIMARY KEY,
             expiry_seconds INTEGER NOT NULL,
-            disconnected_at INTEGER NULL) WITHOUT ROWID
+            disconnected_at INTEGER NULL,
+            owner TEXT NULL) WITHOUT ROWID
         """,
         """
         CREATE TABLE subscriptions(
@@ -96,6 +97,9 @@ internal sealed class MqttDatabase : IAsyncDisposable, IDisposable
         [],
         // Version 2 (push plane): device tags, a JSON array of strings, for filters and broadcast.
         ["ALTER TABLE devices ADD COLUMN tags TEXT NOT NULL DEFAULT '[]'"],
+        // Version 3 (hostile internet): the principal that owns a session, so a client id cannot be taken
+        // over by another identity. NULL for sessions from before: the next principal to resume one owns it.
+        ["ALTER TABLE sessions ADD COLUMN owner TEXT NULL"],
     ];
 
     private readonly SqliteConnection _writer;

@@ -11,10 +11,11 @@ internal sealed class SqliteMqttSessionStore(MqttDatabase database) : IMqttSessi
 {
     private static readonly SqlStatement UpsertSession = new(
         """
-        INSERT INTO sessions(client_id, expiry_seconds, disconnected_at) VALUES($c, $e, $d)
-        ON CONFLICT(client_id) DO UPDATE SET expiry_seconds = excluded.expiry_seconds, disconnected_at = excluded.disconnected_at
+        INSERT INTO sessions(client_id, expiry_seconds, disconnected_at, owner) VALUES($c, $e, $d, $o)
+        ON CONFLICT(client_id) DO UPDATE SET expiry_seconds = excluded.expiry_seconds, disconnected_at = excluded.disconnected_at,
+            owner = coalesce(excluded.owner, sessions.owner)
         """,
-        "$c", "$e", "$d");
+        "$c", "$e", "$d", "$o");
 
     private static readonly SqlStatement DeleteSession = new("DELETE FROM sessions WHERE client_id = $c", "$c");
     private static readonly SqlStatement DeleteSubscriptions = new("DELETE FROM subscriptions WHERE client_id = $c", "$c");
@@ -48,14 +49,14 @@ internal sealed class SqliteMqttSessionStore(MqttDatabase database) : IMqttSessi
         using var connection = database.OpenReader();
         // One read transaction: the three queries see the same snapshot even while the writer commits.
         using var transaction = connection.BeginTransaction();
-        var sessions = new Dictionary<string, (uint Expiry, DateTimeOffset? DisconnectedAt, List<PersistedSubscription> Subscriptions, List<PersistedMessage> Messages)>(StringComparer.Ordinal);
+        var sessions = new Dictionary<string, (uint Expiry, DateTimeOffset? DisconnectedAt, string? Owner, List<PersistedSubscription> Subscriptions, List<PersistedMessage> Messages)>(StringComparer.Ordinal);
         using (var command = connection.CreateCommand())
         {
-            command.CommandText = "SELECT client_id, expiry_seconds, disconnected_at FROM sessions";
+            command.CommandText = "SELECT client_id, expiry_seconds, disconnected_at, owner FROM sessions";
             using var reader = command.ExecuteReader();
             while (reader.Read())
             {
-                sessions[reader.GetString(0)] = ((uint)reader.GetInt64(1), SqliteValues.ReadTime(reader, 2), [], []);
+                sessions[reader.GetString(0)] = ((uint)reader.GetInt64(1), SqliteValues.ReadTime(reader, 2), reader.IsDBNull(3) ? null : reader.GetString(3), [], []);
             }
         }
 
@@ -96,13 +97,13 @@ internal sealed class SqliteMqttSessionStore(MqttDatabase database) : IMqttSessi
         var result = new List<PersistedSession>(sessions.Count);
         foreach (var (clientId, s) in sessions)
         {
-            result.Add(new PersistedSession(clientId, s.Expiry, s.DisconnectedAt, s.Subscriptions, s.Messages));
+            result.Add(new PersistedSession(clientId, s.Expiry, s.DisconnectedAt, s.Subscriptions, s.Messages, s.Owner));
         }
 
         return ValueTask.FromResult<IReadOnlyList<PersistedSession>>(result);
     }
 
-    public async ValueTask UpsertSessionAsync(string clientId, uint expiryIntervalSeconds, DateTimeOffset? disconnectedAt, CancellationToken cancellationToken)
+    public async ValueTask UpsertSessionAsync(string clientId, uint expiryIntervalSeconds, DateTimeOffset? disconnectedAt, string? owner, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(clientId);
         await database.WriteAsync(
@@ -112,6 +113,7 @@ internal sealed class SqliteMqttSessionStore(MqttDatabase database) : IMqttSessi
                 command.Parameters[0].Value = clientId;
                 command.Parameters[1].Value = (long)expiryIntervalSeconds;
                 command.Parameters[2].Value = SqliteValues.From(disconnectedAt);
+                command.Parameters[3].Value = (object?)owner ?? DBNull.Value;
                 return command.ExecuteNonQuery();
             },
             cancellationToken).ConfigureAwait(false);

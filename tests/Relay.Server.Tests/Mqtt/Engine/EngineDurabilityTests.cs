@@ -47,7 +47,7 @@ public sealed class EngineDurabilityTests
     public async Task Start_RestoresSessionsSubscriptionsInflightAndRetained_FromTheStores()
     {
         var sessions = new InMemorySessionStore();
-        await sessions.UpsertSessionAsync("restored", 3600, DateTimeOffset.UtcNow, CancellationToken.None);
+        await sessions.UpsertSessionAsync("restored", 3600, DateTimeOffset.UtcNow, null, CancellationToken.None);
         await sessions.UpsertSubscriptionAsync("restored", new PersistedSubscription("live/#", 1, false, false, 0, 0), CancellationToken.None);
         var sequences = await sessions.EnqueueAsync([("restored", new StoredMessage("live/a", "in-flight"u8.ToArray(), 1, false, null, null)), ("restored", new StoredMessage("live/b", "queued"u8.ToArray(), 1, false, null, null))], CancellationToken.None);
         await sessions.MarkSentAsync("restored", sequences[0], 5, false, CancellationToken.None);
@@ -144,7 +144,7 @@ public sealed class EngineDurabilityTests
 
         public ValueTask<IReadOnlyList<PersistedSession>> LoadAllAsync(CancellationToken cancellationToken) => _inner.LoadAllAsync(cancellationToken);
 
-        public ValueTask UpsertSessionAsync(string clientId, uint expiryIntervalSeconds, DateTimeOffset? disconnectedAt, CancellationToken cancellationToken) => _inner.UpsertSessionAsync(clientId, expiryIntervalSeconds, disconnectedAt, cancellationToken);
+        public ValueTask UpsertSessionAsync(string clientId, uint expiryIntervalSeconds, DateTimeOffset? disconnectedAt, string? owner, CancellationToken cancellationToken) => _inner.UpsertSessionAsync(clientId, expiryIntervalSeconds, disconnectedAt, owner, cancellationToken);
 
         public ValueTask DeleteSessionAsync(string clientId, CancellationToken cancellationToken) => _inner.DeleteSessionAsync(clientId, cancellationToken);
 

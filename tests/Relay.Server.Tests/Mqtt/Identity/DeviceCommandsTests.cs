@@ -140,7 +140,7 @@ public sealed class DeviceCommandsTests
             Assert.NotNull(provider.GetRequiredService<MqttIdentityMetrics>());
             var store = provider.GetRequiredService<IMqttSessionStore>();
             Assert.Empty(await store.LoadAllAsync(CancellationToken.None)); // leaves a pooled reader open until disposal
-            _ = store.UpsertSessionAsync("queued-at-shutdown", 60, null, CancellationToken.None); // not awaited: disposal must still commit it
+            _ = store.UpsertSessionAsync("queued-at-shutdown", 60, null, null, CancellationToken.None); // not awaited: disposal must still commit it
         }
 
         // Closed, readers included (SQLite removes the WAL only when the last connection closes), and what was queued is there.

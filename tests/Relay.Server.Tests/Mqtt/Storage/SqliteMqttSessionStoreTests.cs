@@ -23,8 +23,8 @@ public sealed class SqliteMqttSessionStoreTests
         await using (var db = MqttDatabase.Open(dir.Path))
         {
             var store = new SqliteMqttSessionStore(db);
-            await store.UpsertSessionAsync("c1", 3600, null, None);
-            await store.UpsertSessionAsync("c1", 7200, disconnected, None); // update, not a second row
+            await store.UpsertSessionAsync("c1", 3600, null, null, None);
+            await store.UpsertSessionAsync("c1", 7200, disconnected, null, None); // update, not a second row
             await store.UpsertSubscriptionAsync("c1", new PersistedSubscription("a/+/b", 2, true, true, 1, 42), None);
             await store.UpsertSubscriptionAsync("c1", new PersistedSubscription("$share/g/x/#", 1, false, false, 2, 0), None);
             await store.UpsertSubscriptionAsync("c1", new PersistedSubscription("a/+/b", 1, false, true, 0, 7), None); // replaces
@@ -34,7 +34,7 @@ public sealed class SqliteMqttSessionStoreTests
             var third = await store.EnqueueAsync([("c1", Message("t/3", "three"))], None);
             await store.MarkSentAsync("c1", sequences[1], 17, released: true, None);
             await store.RemoveMessageAsync("c1", third[0], None);
-            await store.UpsertSessionAsync("c2", 10, null, None);
+            await store.UpsertSessionAsync("c2", 10, null, null, None);
         }
 
         await using (var db = MqttDatabase.Open(dir.Path))
@@ -82,7 +82,7 @@ public sealed class SqliteMqttSessionStoreTests
         var store = new SqliteMqttSessionStore(db);
         foreach (var id in new[] { "a", "b" })
         {
-            await store.UpsertSessionAsync(id, 60, null, None);
+            await store.UpsertSessionAsync(id, 60, null, null, None);
             await store.UpsertSubscriptionAsync(id, new PersistedSubscription("x", 1, false, false, 0, 0), None);
             await store.EnqueueAsync([(id, Message("x", id))], None);
         }
@@ -106,7 +106,7 @@ public sealed class SqliteMqttSessionStoreTests
         using var dir = new TempDataDirectory();
         await using var db = MqttDatabase.Open(dir.Path);
         var store = new SqliteMqttSessionStore(db);
-        await store.UpsertSessionAsync("c", 60, null, None);
+        await store.UpsertSessionAsync("c", 60, null, null, None);
         var fanOut = Enumerable.Range(0, 50).Select(i => ("c", Message("t", i.ToString()))).ToArray();
         var sequences = await store.EnqueueAsync(fanOut, None);
         Assert.Equal(sequences.Order(), sequences);
@@ -131,7 +131,7 @@ public sealed class SqliteMqttSessionStoreTests
         var pairs = Enumerable.Range(0, 200).Select(i => ($"client-{i}", shared)).ToArray();
         foreach (var (id, _) in pairs)
         {
-            await store.UpsertSessionAsync(id, 60, null, None);
+            await store.UpsertSessionAsync(id, 60, null, null, None);
         }
 
         var before = db.Commits;
@@ -154,7 +154,7 @@ public sealed class SqliteMqttSessionStoreTests
             var store = new SqliteMqttSessionStore(db);
             for (var c = 0; c < 8; c++)
             {
-                await store.UpsertSessionAsync($"c{c}", 60, null, None);
+                await store.UpsertSessionAsync($"c{c}", 60, null, null, None);
             }
 
             var before = db.Commits;
@@ -198,7 +198,7 @@ public sealed class SqliteMqttSessionStoreTests
         try
         {
             var store = new SqliteMqttSessionStore(db);
-            await store.UpsertSessionAsync("dev", 3600, null, None);
+            await store.UpsertSessionAsync("dev", 3600, null, null, None);
             for (var i = 0; i < 100; i++)
             {
                 await store.EnqueueAsync([("dev", Message("devices/dev/cmd", i.ToString()))], None);
@@ -271,7 +271,7 @@ public sealed class SqliteMqttSessionStoreTests
         var good = Enumerable.Range(0, 20).Select(i => Task.Run(async () =>
         {
             start.Wait();
-            await store.UpsertSessionAsync($"s{i}", 1, null, None);
+            await store.UpsertSessionAsync($"s{i}", 1, null, null, None);
         })).ToList();
         var failing = Task.Run(async () =>
         {
@@ -290,10 +290,10 @@ public sealed class SqliteMqttSessionStoreTests
         using var dir = new TempDataDirectory();
         var db = MqttDatabase.Open(dir.Path);
         var store = new SqliteMqttSessionStore(db);
-        var pending = Enumerable.Range(0, 50).Select(i => store.UpsertSessionAsync($"s{i}", 1, null, None).AsTask()).ToArray();
+        var pending = Enumerable.Range(0, 50).Select(i => store.UpsertSessionAsync($"s{i}", 1, null, null, None).AsTask()).ToArray();
         await db.DisposeAsync();
         await Task.WhenAll(pending);
-        await Assert.ThrowsAsync<ObjectDisposedException>(() => store.UpsertSessionAsync("late", 1, null, None).AsTask());
+        await Assert.ThrowsAsync<ObjectDisposedException>(() => store.UpsertSessionAsync("late", 1, null, null, None).AsTask());
         await using var reopened = MqttDatabase.Open(dir.Path);
         Assert.Equal(50, (await new SqliteMqttSessionStore(reopened).LoadAllAsync(None)).Count);
     }

@@ -43,19 +43,31 @@ public sealed class DeviceRegistryTagsTests
     }
 
     [Fact]
-    public async Task SchemaVersion1_IsUpgraded_DevicesKeptWithNoTags()
+    public async Task SchemaVersion1_IsUpgraded_DevicesKeptWithNoTags_SessionsWithNoOwner()
     {
         using var dir = new TempDataDirectory();
         var path = Path.Combine(dir.Path, MqttDatabase.FileName);
-        // A version 1 file as the MQTT release created it (devices without the tags column).
+        // A version 1 file as the MQTT release created it (devices without tags, sessions without owners).
         using (var connection = new SqliteConnection($"Data Source={path};Pooling=False"))
         {
             connection.Open();
             using var command = connection.CreateCommand();
             command.CommandText = """
+                CREATE TABLE sessions(client_id TEXT NOT NULL PRIMARY KEY, expiry_seconds INTEGER NOT NULL,
+                    disconnected_at INTEGER NULL) WITHOUT ROWID;
+                CREATE TABLE subscriptions(client_id TEXT NOT NULL, filter TEXT NOT NULL, qos INTEGER NOT NULL,
+                    no_local INTEGER NOT NULL, retain_as_published INTEGER NOT NULL, retain_handling INTEGER NOT NULL,
+                    subscription_id INTEGER NOT NULL, PRIMARY KEY(client_id, filter)) WITHOUT ROWID;
+                CREATE TABLE messages(seq INTEGER PRIMARY KEY AUTOINCREMENT, client_id TEXT NOT NULL, topic TEXT NOT NULL,
+                    payload BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL, expires_at INTEGER NULL,
+                    properties BLOB NULL, packet_id INTEGER NOT NULL DEFAULT 0, released INTEGER NOT NULL DEFAULT 0);
+                CREATE INDEX messages_by_client ON messages(client_id, seq);
+                CREATE TABLE retained(topic TEXT NOT NULL PRIMARY KEY, payload BLOB NOT NULL, qos INTEGER NOT NULL,
+                    expires_at INTEGER NULL, properties BLOB NULL) WITHOUT ROWID;
                 CREATE TABLE devices(id TEXT NOT NULL PRIMARY KEY, secret_hash TEXT NOT NULL, created_at INTEGER NOT NULL,
                     grants TEXT NOT NULL, disabled INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
                 INSERT INTO devices VALUES('old', 'x', 0, '[]', 0);
+                INSERT INTO sessions VALUES('old', 3600, 0);
                 PRAGMA user_version = 1;
                 """;
             command.ExecuteNonQuery();
@@ -68,5 +80,11 @@ public sealed class DeviceRegistryTagsTests
         Assert.Empty(old.Tags);
         Assert.True(await registry.SetTagsAsync("old", ["t"], None));
         Assert.Equal(["old"], (await registry.ListAsync("t", null, 5, None)).Select(d => d.Id));
+
+        // Version 3: sessions from before have no owner; the next principal to resume one claims it.
+        var sessions = new Relay.Mqtt.Storage.SqliteMqttSessionStore(db);
+        Assert.Null(Assert.Single(await sessions.LoadAllAsync(None)).Owner);
+        await sessions.UpsertSessionAsync("old", 3600, null, "Device:old", None);
+        Assert.Equal("Device:old", Assert.Single(await sessions.LoadAllAsync(None)).Owner);
     }
 }
