@@ -1,18 +1,18 @@
-using Relay;
-using Relay.Configuration;
-using Relay.Mqtt.Identity;
-using Relay.Push.Cli;
+using Relay.Server;
+using Relay.Server.Hosting;
+using Relay.Server.Mqtt.Identity;
+using Relay.Server.Cli;
 
 // Provisioning subcommands run against the data directory and exit; they never start the server.
 if (args.Length > 0 && args[0] == "devices")
 {
-    return await DeviceCommands.RunAsync(args, Console.Out, Console.Error).ConfigureAwait(false);
+    return await DevicesCli.RunAsync(args, Console.Out, Console.Error).ConfigureAwait(false);
 }
 
 // API subcommands call a running server over HTTP (Relay:Http:Port) with a bearer token.
 if (args.Length > 0 && args[0] == "api")
 {
-    return await ApiCommands.RunAsync(args, Console.Out, Console.Error).ConfigureAwait(false);
+    return await ApiCli.RunAsync(args, Console.Out, Console.Error).ConfigureAwait(false);
 }
 
 try

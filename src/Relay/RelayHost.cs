@@ -2,15 +2,15 @@ using System.Net;
 using System.Text;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
-using Relay.Api;
-using Relay.Configuration;
-using Relay.Mqtt;
-using Relay.Push.Webhooks;
+using Relay.Server.Api;
+using Relay.Server.Hosting;
+using Relay.Server.Mqtt;
+using Relay.Server.Push.Webhooks;
 using Relay.Rendezvous.Stun;
-using Relay.Stun;
-using Relay.Turn;
+using Relay.Server.StunTurn;
+using Relay.Server.Turn;
 
-namespace Relay;
+namespace Relay.Server;
 
 /// <summary>Builds the relay server: configuration, listeners and endpoints. Tests build it in-process.</summary>
 public static class RelayHost
@@ -51,18 +51,18 @@ public static class RelayHost
         builder.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(configuration.Turn));
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddSingleton<TurnMetrics>();
-        builder.Services.AddSingleton(static services => new TurnCredentialStore(services.GetRequiredService<RelayConfiguration>().Turn, services.GetRequiredService<TimeProvider>(), services.GetService<Relay.Rendezvous.RendezvousTurnSecret>()?.Secret));
+        builder.Services.AddSingleton(static services => new TurnCredentialStore(services.GetRequiredService<RelayConfiguration>().Turn, services.GetRequiredService<TimeProvider>(), services.GetService<Relay.Server.Rendezvous.RendezvousTurnSecret>()?.Secret));
         builder.Services.AddSingleton(static services => new TurnNonceService(services.GetRequiredService<TimeProvider>(), TimeSpan.FromSeconds(services.GetRequiredService<RelayConfiguration>().Turn.NonceLifetimeSeconds)));
         builder.Services.AddSingleton<TurnRelay>();
 
         // The relay's loops must run before the UDP listener hands it the first packet.
         builder.Services.AddHostedService(static services => services.GetRequiredService<TurnRelay>());
-        builder.Services.AddSingleton<StunUdpListener>();
-        builder.Services.AddHostedService(static services => services.GetRequiredService<StunUdpListener>());
-        builder.Services.AddSingleton<StunTcpConnectionHandler>();
+        builder.Services.AddSingleton<StunTurnUdpListener>();
+        builder.Services.AddHostedService(static services => services.GetRequiredService<StunTurnUdpListener>());
+        builder.Services.AddSingleton<StunTurnTcpConnectionHandler>();
         MqttServices.Add(builder.Services, configuration.Mqtt, dataDirectory);
-        Relay.Push.Commands.CommandServices.Add(builder.Services, builder.Configuration, dataDirectory);
-        Relay.Rendezvous.RendezvousServices.Add(builder.Services, builder.Configuration, configuration);
+        Relay.Server.Push.Commands.CommandServices.Add(builder.Services, builder.Configuration, dataDirectory);
+        Relay.Server.Rendezvous.RendezvousServices.Add(builder.Services, builder.Configuration, configuration);
 
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
@@ -135,12 +135,12 @@ public static class RelayHost
         }
     }
 
-    private static void UseStun(ListenOptions listen) => listen.UseConnectionHandler<StunTcpConnectionHandler>();
+    private static void UseStun(ListenOptions listen) => listen.UseConnectionHandler<StunTurnTcpConnectionHandler>();
 
     private static void UseStunTls(ListenOptions listen, RelayConfiguration configuration)
     {
         listen.UseHttps(configuration.Certificate!);
-        listen.UseConnectionHandler<StunTcpConnectionHandler>();
+        listen.UseConnectionHandler<StunTurnTcpConnectionHandler>();
     }
 
     private static void ConfigureMqttListeners(KestrelServerOptions kestrel, RelayConfiguration configuration)
@@ -243,7 +243,7 @@ public static class RelayHost
         TurnCredentialsEndpoint.Map(app);
         ApiServices.Map(app);
         CommandEndpoints.Map(app);
-        app.MapGet("/healthz", static (StunUdpListener udp) =>
+        app.MapGet("/healthz", static (StunTurnUdpListener udp) =>
         {
             var text = new StringBuilder("ok\n");
             foreach (var endpoint in udp.BoundEndpoints)
@@ -254,7 +254,7 @@ public static class RelayHost
             return Results.Text(text.ToString(), "text/plain; charset=utf-8");
         });
 
-        app.MapGet("/metrics", static (StunMetrics metrics, TurnMetrics turn, MqttMetrics mqtt, Relay.Mqtt.Identity.MqttIdentityMetrics identity, Relay.Push.Commands.CommandService commands, ApiMetrics api, WebhookMetrics webhooks, Relay.Rendezvous.Introductions.RendezvousMetrics rendezvous) =>
+        app.MapGet("/metrics", static (StunMetrics metrics, TurnMetrics turn, MqttMetrics mqtt, Relay.Server.Mqtt.Identity.MqttIdentityMetrics identity, Relay.Server.Push.Commands.CommandService commands, ApiMetrics api, WebhookMetrics webhooks, Relay.Rendezvous.Introductions.RendezvousMetrics rendezvous) =>
         {
             var text = new StringBuilder();
             metrics.WritePrometheus(text);
@@ -264,7 +264,7 @@ public static class RelayHost
             commands.WritePrometheus(text);
             api.WritePrometheus(text);
             webhooks.WritePrometheus(text);
-            Relay.Rendezvous.RendezvousPrometheus.Write(rendezvous, text);
+            Relay.Server.Rendezvous.RendezvousPrometheus.Write(rendezvous, text);
             return Results.Text(text.ToString(), "text/plain; version=0.0.4; charset=utf-8");
         });
     }

@@ -24,7 +24,7 @@ public sealed partial class InteropTests
         Assert.True(match.Success, "no reflexive address in:\n" + result.Output);
         Assert.Equal(address, match.Groups["address"].Value);
         Assert.InRange(int.Parse(match.Groups["port"].Value, System.Globalization.CultureInfo.InvariantCulture), 1024, 65535);
-        Assert.True(server.Metrics.Responses(Rendezvous.Stun.StunTransport.Udp, 200) >= 1);
+        Assert.True(server.Metrics.Responses(Relay.Rendezvous.Stun.StunTransport.Udp, 200) >= 1);
     }
 
     [Fact]
@@ -57,6 +57,6 @@ public sealed partial class InteropTests
         var result = await ExternalTool.RunAsync("stun", $"127.0.0.1:{server.StunPort}", "-p", source);
         Assert.True(result.ExitCode == 1, $"exit code {result.ExitCode}:\n{result.Output}");
         Assert.Contains("Primary: Open", result.Output, StringComparison.Ordinal);
-        Assert.True(server.Metrics.Responses(Rendezvous.Stun.StunTransport.Udp, 200) >= 3, "tests I, II and III each got an answer");
+        Assert.True(server.Metrics.Responses(Relay.Rendezvous.Stun.StunTransport.Udp, 200) >= 3, "tests I, II and III each got an answer");
     }
 }

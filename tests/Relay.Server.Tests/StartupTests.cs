@@ -1,6 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
-using Relay.Configuration;
+using Relay.Server.Hosting;
 
 namespace Relay.Server.Tests;
 

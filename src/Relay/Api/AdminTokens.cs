@@ -1,7 +1,7 @@
 using System.Security.Cryptography;
 using System.Text;
 
-namespace Relay.Api;
+namespace Relay.Server.Api;
 
 /// <summary>
 /// Admin bearer tokens: <c>Relay:Api:BootstrapToken</c> and the one generated on first start. Only
@@ -47,7 +47,7 @@ internal sealed class AdminTokens
             }
             catch (FormatException)
             {
-                throw new Configuration.RelayConfigurationException($"Relay:DataDirectory: '{file}' should hold a hex SHA-256 hash; delete it to mint a new admin token");
+                throw new Hosting.RelayConfigurationException($"Relay:DataDirectory: '{file}' should hold a hex SHA-256 hash; delete it to mint a new admin token");
             }
         }
         else if (hashes.Count == 0)

@@ -2,7 +2,7 @@ using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
 
-namespace Relay.Api;
+namespace Relay.Server.Api;
 
 /// <summary>
 /// The one authorization check every <c>/v1</c> endpoint makes first:
@@ -11,7 +11,7 @@ namespace Relay.Api;
 internal static class ApiAuth
 {
     private const string Scheme = "Bearer ";
-    private const string PrincipalKey = "Relay.Api.Principal";
+    private const string PrincipalKey = "Relay.Server.Api.Principal";
 
     // Tokens are at most a few dozen characters; hashing an arbitrarily long header would be free work for an attacker.
     private const int MaxTokenLength = 512;

@@ -2,7 +2,7 @@ using System.Buffers;
 using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
 
-namespace Relay.Api;
+namespace Relay.Server.Api;
 
 /// <summary>
 /// Reads a <c>/v1</c> request body as JSON within <c>Relay:Api:MaxRequestBodyBytes</c>. The declared

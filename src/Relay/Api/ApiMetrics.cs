@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text;
 
-namespace Relay.Api;
+namespace Relay.Server.Api;
 
 /// <summary>Counters of the operator API, appended to <c>/metrics</c>.</summary>
 internal sealed class ApiMetrics

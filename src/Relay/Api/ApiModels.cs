@@ -1,6 +1,6 @@
 using System.Text.Json.Serialization;
 
-namespace Relay.Api;
+namespace Relay.Server.Api;
 
 /// <summary><c>POST /v1/devices</c>.</summary>
 internal sealed record DeviceCreateRequest(

@@ -1,4 +1,4 @@
-namespace Relay.Api;
+namespace Relay.Server.Api;
 
 /// <summary><c>Relay:Api</c>: the operator HTTP API on <c>Relay:Http:Port</c>.</summary>
 public sealed class ApiOptions

@@ -1,6 +1,6 @@
 using System.Collections.Concurrent;
 
-namespace Relay.Api;
+namespace Relay.Server.Api;
 
 /// <summary>
 /// A token bucket per API token (<c>Relay:Api:RateLimit</c>). Keys are token ids, so the table is

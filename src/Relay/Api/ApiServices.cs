@@ -1,6 +1,6 @@
-using Relay.Configuration;
+using Relay.Server.Hosting;
 
-namespace Relay.Api;
+namespace Relay.Server.Api;
 
 /// <summary>Registers and maps the operator API (<c>/v1</c> devices and tokens, <c>/openapi.json</c>).</summary>
 internal static class ApiServices

@@ -4,7 +4,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 
-namespace Relay.Api;
+namespace Relay.Server.Api;
 
 /// <summary>What a token may do. Admin grants everything; push grants read too (a pusher must see the results).</summary>
 [Flags]
@@ -103,7 +103,7 @@ internal sealed class ApiTokenStore
             }
             catch (JsonException e)
             {
-                throw new Configuration.RelayConfigurationException($"Relay:DataDirectory: '{file}' is not a valid token list ({e.Message}); fix it or move it away (every API token in it stops working)");
+                throw new Hosting.RelayConfigurationException($"Relay:DataDirectory: '{file}' is not a valid token list ({e.Message}); fix it or move it away (every API token in it stops working)");
             }
 
             foreach (var token in tokens ?? [])

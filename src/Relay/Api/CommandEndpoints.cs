@@ -1,11 +1,11 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
-using Relay.Mqtt;
-using Relay.Push;
-using Relay.Push.Commands;
+using Relay.Server.Mqtt;
+using Relay.Server.Push;
+using Relay.Server.Push.Commands;
 
-namespace Relay.Api;
+namespace Relay.Server.Api;
 
 /// <summary>202 answer to a command request.</summary>
 internal sealed record CommandAccepted(

@@ -1,9 +1,10 @@
 using System.Globalization;
-using Relay.Mqtt;
-using Relay.Mqtt.Identity;
-using Relay.Push;
+using Relay.Server.Devices;
+using Relay.Server.Mqtt.Identity;
+using Relay.Server.Mqtt;
+using Relay.Server.Push;
 
-namespace Relay.Api;
+namespace Relay.Server.Api;
 
 /// <summary>
 /// <c>/v1/devices</c>: provisioning (admin scope) and reading devices with their presence (read scope).

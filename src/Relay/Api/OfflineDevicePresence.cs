@@ -1,6 +1,7 @@
-using Relay.Push;
+using Relay.Server.Devices;
+using Relay.Server.Push;
 
-namespace Relay.Api;
+namespace Relay.Server.Api;
 
 /// <summary>
 /// FALLBACK ONLY: answers "offline, never seen" for every device. The API uses it when no real

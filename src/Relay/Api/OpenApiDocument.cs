@@ -1,4 +1,4 @@
-namespace Relay.Api;
+namespace Relay.Server.Api;
 
 /// <summary>
 /// <c>GET /openapi.json</c>: the API described by hand in <c>openapi.json</c> (an embedded resource).

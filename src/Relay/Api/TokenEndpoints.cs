@@ -1,4 +1,4 @@
-namespace Relay.Api;
+namespace Relay.Server.Api;
 
 /// <summary><c>/v1/tokens</c>: create (the token is returned once), list (no secrets), revoke. Admin scope.</summary>
 internal static class TokenEndpoints

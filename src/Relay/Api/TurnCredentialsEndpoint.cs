@@ -1,9 +1,9 @@
 using System.Globalization;
 using System.Text.Json.Serialization;
-using Relay.Configuration;
-using Relay.Turn;
+using Relay.Server.Hosting;
+using Relay.Server.Turn;
 
-namespace Relay.Api;
+namespace Relay.Server.Api;
 
 /// <summary>The draft's response shape (draft-uberti-behave-turn-rest-00 §2.2).</summary>
 internal sealed record TurnCredentialsResponse(

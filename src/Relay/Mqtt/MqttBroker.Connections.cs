@@ -2,7 +2,7 @@ using System.IO.Pipelines;
 using System.Net;
 using System.Security.Cryptography.X509Certificates;
 
-namespace Relay.Mqtt;
+namespace Relay.Server.Mqtt;
 
 internal sealed partial class MqttBroker
 {
@@ -12,7 +12,7 @@ internal sealed partial class MqttBroker
     /// read (the caller closes it without a word). Not async itself: an idle device's connection then carries
     /// one state machine fewer for its whole life; the session settles the accounting when it ends.
     /// </summary>
-    public Task<MqttEndReason>? TryServe(IDuplexPipe transport, MqttTransport kind, IPEndPoint? remote, X509Certificate2? clientCertificate, ILogger<MqttSession> logger, IPEndPoint? local = null)
+    public Task<MqttEndReason>? TryServe(IDuplexPipe transport, MqttTransport kind, IPEndPoint? remote, X509Certificate2? clientCertificate, ILogger<MqttConnection> logger, IPEndPoint? local = null)
     {
         // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d; logs, limits and presence want a.b.c.d.
         if (remote?.Address is { IsIPv4MappedToIPv6: true } mapped)
@@ -27,7 +27,7 @@ internal sealed partial class MqttBroker
         }
 
         _metrics.Connection(kind, +1);
-        return new MqttSession(this, transport, kind, remote, clientCertificate, logger) { AccountedIp = ip, Accounted = true, LocalEndPoint = Unmapped(local) }.RunAsync();
+        return new MqttConnection(this, transport, kind, remote, clientCertificate, logger) { AccountedIp = ip, Accounted = true, LocalEndPoint = Unmapped(local) }.RunAsync();
     }
 
     /// <summary>Our address <paramref name="clientId"/>'s live connection arrived at; null when offline or unknown.</summary>

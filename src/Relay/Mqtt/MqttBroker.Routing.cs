@@ -1,4 +1,4 @@
-namespace Relay.Mqtt;
+namespace Relay.Server.Mqtt;
 
 internal sealed partial class MqttBroker
 {
@@ -7,7 +7,7 @@ internal sealed partial class MqttBroker
     private static List<MqttSubscription>? t_matches;
 
     [ThreadStatic]
-    private static Dictionary<MqttSessionState, int>? t_index;
+    private static Dictionary<MqttSession, int>? t_index;
 
     private readonly MqttRetainedTree _retained = new();
 
@@ -32,8 +32,8 @@ internal sealed partial class MqttBroker
             return 0;
         }
 
-        var targets = new List<(MqttSessionState State, MqttOutgoing Outgoing)>(matches.Count);
-        Dictionary<MqttSessionState, int>? index = null;
+        var targets = new List<(MqttSession State, MqttOutgoing Outgoing)>(matches.Count);
+        Dictionary<MqttSession, int>? index = null;
         if (matches.Count > 1)
         {
             index = t_index ??= [];
@@ -79,7 +79,7 @@ internal sealed partial class MqttBroker
     }
 
     /// <summary>Persists the QoS 1/2 copies for persistent sessions, then hands every copy to its session.</summary>
-    public async ValueTask DeliverAsync(List<(MqttSessionState State, MqttOutgoing Outgoing)> targets, CancellationToken cancellationToken)
+    public async ValueTask DeliverAsync(List<(MqttSession State, MqttOutgoing Outgoing)> targets, CancellationToken cancellationToken)
     {
         List<(string ClientId, StoredMessage Message)>? batch = null;
         List<MqttOutgoing>? batched = null;
@@ -108,7 +108,7 @@ internal sealed partial class MqttBroker
     }
 
     /// <summary>Sends now when the window allows, otherwise queues (bounded by MaxQueuedMessages).</summary>
-    private void Offer(MqttSessionState state, MqttOutgoing outgoing)
+    private void Offer(MqttSession state, MqttOutgoing outgoing)
     {
         lock (state.Sync)
         {
@@ -162,7 +162,7 @@ internal sealed partial class MqttBroker
     }
 
     /// <summary>Sends queued messages while the client's Receive Maximum allows (MQTT 5.0 §4.9). Caller holds the lock.</summary>
-    public void PumpLocked(MqttSessionState state)
+    public void PumpLocked(MqttSession state)
     {
         var connection = state.Connection;
         while (connection is not null && !connection.IsClosing && state.Queue is { Count: > 0 } queue && state.InflightCount < connection.SendWindow)
@@ -176,7 +176,7 @@ internal sealed partial class MqttBroker
     /// After a reconnect without clean start: unacknowledged PUBLISHes again with DUP=1 and PUBRELs again,
     /// in their original order [MQTT-4.4.0-1], then the queue. Caller holds the lock.
     /// </summary>
-    public void ResumeLocked(MqttSessionState state, MqttSession connection)
+    public void ResumeLocked(MqttSession state, MqttConnection connection)
     {
         if (state.Inflight is { } inflight)
         {
@@ -206,7 +206,7 @@ internal sealed partial class MqttBroker
     }
 
     /// <summary>A message left the session (acknowledged, expired or dropped): remove its stored copy.</summary>
-    public void ForgetLocked(MqttSessionState state, MqttOutgoing outgoing)
+    public void ForgetLocked(MqttSession state, MqttOutgoing outgoing)
     {
         if (outgoing.Sequence != 0)
         {
@@ -214,7 +214,7 @@ internal sealed partial class MqttBroker
         }
     }
 
-    private void SendNewLocked(MqttSessionState state, MqttSession connection, MqttOutgoing outgoing)
+    private void SendNewLocked(MqttSession state, MqttConnection connection, MqttOutgoing outgoing)
     {
         if (outgoing.Message.ExpiresAt is { } expires && expires <= _time.GetUtcNow())
         {

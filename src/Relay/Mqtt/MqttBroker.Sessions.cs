@@ -1,7 +1,7 @@
 using System.Collections.Concurrent;
 using System.Net;
 
-namespace Relay.Mqtt;
+namespace Relay.Server.Mqtt;
 
 internal sealed partial class MqttBroker
 {
@@ -46,16 +46,16 @@ internal sealed partial class MqttBroker
     /// never lets one identity read, kick or wipe another's session. A resumed session keeps only the
     /// subscriptions <paramref name="identity"/> may still make.
     /// </summary>
-    public async ValueTask<(MqttSessionState? State, bool SessionPresent)> AttachAsync(MqttSession connection, string clientId, MqttIdentity identity, bool cleanStart, uint expirySeconds, CancellationToken cancellationToken)
+    public async ValueTask<(MqttSession? State, bool SessionPresent)> AttachAsync(MqttConnection connection, string clientId, MqttIdentity identity, bool cleanStart, uint expirySeconds, CancellationToken cancellationToken)
     {
-        MqttSessionState? state;
-        MqttSession? previous;
+        MqttSession? state;
+        MqttConnection? previous;
         bool created = false, present, wasPersistent;
         lock (_sessionsLock)
         {
             if (!_sessions.TryGetValue(clientId, out state))
             {
-                state = new MqttSessionState(clientId) { Owner = identity.Owner };
+                state = new MqttSession(clientId) { Owner = identity.Owner };
                 _sessions[clientId] = state;
                 created = true;
             }
@@ -127,7 +127,7 @@ internal sealed partial class MqttBroker
     /// A connection ended. Returns false when the session had already moved to another connection
     /// (takeover). A session that is not persistent ends with its connection [MQTT-3.1.2-5 / MQTT-4.1.0-1].
     /// </summary>
-    public async ValueTask<bool> DetachAsync(MqttSession connection, MqttSessionState state, StoredMessage? will, uint willDelaySeconds, CancellationToken cancellationToken)
+    public async ValueTask<bool> DetachAsync(MqttConnection connection, MqttSession state, StoredMessage? will, uint willDelaySeconds, CancellationToken cancellationToken)
     {
         var now = _time.GetUtcNow();
         bool ended = false, persistent;
@@ -195,7 +195,7 @@ internal sealed partial class MqttBroker
     /// A resumed session's subscriptions were authorised for whoever made them, under the rules of that day:
     /// each is checked again for the identity that resumes it, and those it may not make are dropped.
     /// </summary>
-    private async ValueTask ReauthorizeAsync(MqttSessionState state, MqttIdentity identity, CancellationToken cancellationToken)
+    private async ValueTask ReauthorizeAsync(MqttSession state, MqttIdentity identity, CancellationToken cancellationToken)
     {
         List<string>? denied = null;
         lock (state.Sync)
@@ -229,7 +229,7 @@ internal sealed partial class MqttBroker
     }
 
     /// <summary>Updates the expiry a v5 DISCONNECT asked for (§3.14.2.2.2) before the session goes offline.</summary>
-    public void SetExpiry(MqttSessionState state, uint expirySeconds)
+    public void SetExpiry(MqttSession state, uint expirySeconds)
     {
         lock (state.Sync)
         {
@@ -242,7 +242,7 @@ internal sealed partial class MqttBroker
         }
     }
 
-    public MqttSessionState? FindSession(string clientId)
+    public MqttSession? FindSession(string clientId)
     {
         lock (_sessionsLock)
         {
@@ -250,7 +250,7 @@ internal sealed partial class MqttBroker
         }
     }
 
-    private static PersistedSubscription[] SnapshotSubscriptions(MqttSessionState state)
+    private static PersistedSubscription[] SnapshotSubscriptions(MqttSession state)
     {
         lock (state.Sync)
         {
@@ -259,7 +259,7 @@ internal sealed partial class MqttBroker
     }
 
     /// <summary>Drops everything a session holds; the caller holds its lock.</summary>
-    private void ClearLocked(MqttSessionState state)
+    private void ClearLocked(MqttSession state)
     {
         if (state.Subscriptions is { } subscriptions)
         {
@@ -281,7 +281,7 @@ internal sealed partial class MqttBroker
     private async Task ExpireSessionsAsync(CancellationToken cancellationToken)
     {
         var now = _time.GetUtcNow();
-        List<MqttSessionState>? expired = null;
+        List<MqttSession>? expired = null;
         List<(StoredMessage Will, string ClientId)>? wills = null;
         lock (_sessionsLock)
         {

@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text;
 
-namespace Relay.Mqtt;
+namespace Relay.Server.Mqtt;
 
 internal sealed partial class MqttBroker
 {

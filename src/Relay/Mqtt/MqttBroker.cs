@@ -1,13 +1,13 @@
 using System.Collections.Concurrent;
 using System.Threading.Channels;
 
-namespace Relay.Mqtt;
+namespace Relay.Server.Mqtt;
 
 /// <summary>
 /// The MQTT server's shared state: sessions by client id, the subscription tree, retained messages, wills
 /// and the timers that enforce keep-alive, CONNECT deadlines and session expiry. Connections
-/// (<see cref="MqttSession"/>) call in; the broker never blocks on a connection's socket.
-/// Lock order: <c>_sessionsLock</c> → <see cref="MqttSessionState.Sync"/> → a connection's writer lock / the tree's lock.
+/// (<see cref="MqttConnection"/>) call in; the broker never blocks on a connection's socket.
+/// Lock order: <c>_sessionsLock</c> → <see cref="MqttSession.Sync"/> → a connection's writer lock / the tree's lock.
 /// </summary>
 internal sealed partial class MqttBroker : BackgroundService
 {
@@ -18,11 +18,11 @@ internal sealed partial class MqttBroker : BackgroundService
     private readonly TimeProvider _time;
     private readonly ILogger<MqttBroker> _logger;
     private readonly Lock _sessionsLock = new();
-    private readonly Dictionary<string, MqttSessionState> _sessions = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, MqttSession> _sessions = new(StringComparer.Ordinal);
 
     // Persistent sessions without a connection: the only ones the expiry sweep has to look at.
-    private readonly HashSet<MqttSessionState> _offline = [];
-    private readonly ConcurrentDictionary<MqttSession, byte> _connections = new();
+    private readonly HashSet<MqttSession> _offline = [];
+    private readonly ConcurrentDictionary<MqttConnection, byte> _connections = new();
 
     // Store writes that sync paths (sending under a session lock) cannot await: "went out with packet id N"
     // and "dropped". Bounded; a full channel loses the write and counts it (the message is then resent
@@ -92,15 +92,15 @@ internal sealed partial class MqttBroker : BackgroundService
         }
     }
 
-    public void Register(MqttSession connection) => _connections.TryAdd(connection, 0);
+    public void Register(MqttConnection connection) => _connections.TryAdd(connection, 0);
 
-    public void Unregister(MqttSession connection) => _connections.TryRemove(connection, out _);
+    public void Unregister(MqttConnection connection) => _connections.TryRemove(connection, out _);
 
     public override async Task StartAsync(CancellationToken cancellationToken)
     {
         if (_services is not null)
         {
-            SetObservers(_services.GetServices<IMqttMessageObserver>());
+            SetObservers(_services.GetServices<IMqttMessageObserver>(), _services.GetServices<IMqttClientObserver>());
         }
 
         // Restore before any listener accepts a client, so a reconnecting device finds its session.
@@ -187,7 +187,7 @@ internal sealed partial class MqttBroker : BackgroundService
         var now = _time.GetUtcNow();
         foreach (var persisted in sessions)
         {
-            var state = new MqttSessionState(persisted.ClientId)
+            var state = new MqttSession(persisted.ClientId)
             {
                 Owner = persisted.Owner,
                 ExpirySeconds = persisted.ExpiryIntervalSeconds,
@@ -243,7 +243,7 @@ internal sealed partial class MqttBroker : BackgroundService
     }
 
     /// <summary>Creates the subscription object and puts it in the tree; the caller persists it.</summary>
-    public MqttSubscription AddSubscription(MqttSessionState state, PersistedSubscription persisted)
+    public MqttSubscription AddSubscription(MqttSession state, PersistedSubscription persisted)
     {
         string inner = persisted.TopicFilter;
         string? group = null;
@@ -279,7 +279,7 @@ internal sealed partial class MqttBroker : BackgroundService
     }
 
     /// <summary>Removes a subscription; false when the session had none with that filter.</summary>
-    public bool RemoveSubscription(MqttSessionState state, string filter)
+    public bool RemoveSubscription(MqttSession state, string filter)
     {
         lock (state.Sync)
         {

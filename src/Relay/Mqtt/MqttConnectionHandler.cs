@@ -3,10 +3,10 @@ using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Http.Features;
 
-namespace Relay.Mqtt;
+namespace Relay.Server.Mqtt;
 
 /// <summary>MQTT over TLS (MQTT 5.0 §4.2), and over TCP when <c>Relay:Mqtt:TcpTransport=Kestrel</c>, on Kestrel's pooled socket pipes.</summary>
-internal sealed class MqttConnectionHandler(MqttBroker broker, ILogger<MqttSession> logger) : ConnectionHandler
+internal sealed class MqttConnectionHandler(MqttBroker broker, ILogger<MqttConnection> logger) : ConnectionHandler
 {
     public override async Task OnConnectedAsync(ConnectionContext connection)
     {

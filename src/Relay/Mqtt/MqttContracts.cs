@@ -1,7 +1,7 @@
 using System.Net;
 using System.Security.Cryptography.X509Certificates;
 
-namespace Relay.Mqtt;
+namespace Relay.Server.Mqtt;
 
 // The seams between the MQTT session engine and what it consults: who a client is (authenticator),
 // what it may do (authorizer) and what survives a restart (stores). The engine depends only on these

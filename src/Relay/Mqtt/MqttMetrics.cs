@@ -1,8 +1,8 @@
 using System.Globalization;
 using System.Text;
-using static Relay.PrometheusText;
+using static Relay.Server.PrometheusText;
 
-namespace Relay.Mqtt;
+namespace Relay.Server.Mqtt;
 
 /// <summary>How an MQTT connection reached us.</summary>
 internal enum MqttTransport : byte

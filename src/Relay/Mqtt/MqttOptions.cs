@@ -1,4 +1,4 @@
-namespace Relay.Mqtt;
+namespace Relay.Server.Mqtt;
 
 /// <summary><c>Relay:Mqtt</c>: the device connection plane (MQTT 3.1.1 and 5.0).</summary>
 public sealed class MqttOptions

@@ -1,4 +1,4 @@
-namespace Relay.Mqtt;
+namespace Relay.Server.Mqtt;
 
 /// <summary>
 /// Retained messages by topic level (MQTT 5.0 §3.3.1.3, §4.7), so a SUBSCRIBE walks only the branches its

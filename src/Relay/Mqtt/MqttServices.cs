@@ -1,8 +1,9 @@
-using Relay.Mqtt.Identity;
-using Relay.Mqtt.Storage;
-using Relay.Mqtt.Transport;
+using Relay.Server.Devices;
+using Relay.Server.Mqtt.Identity;
+using Relay.Server.Mqtt.Storage;
+using Relay.Server.Mqtt.Transport;
 
-namespace Relay.Mqtt;
+namespace Relay.Server.Mqtt;
 
 /// <summary>
 /// The one place the MQTT plane is registered: the broker, its listeners' handler and metrics, and behind
@@ -22,8 +23,9 @@ internal static class MqttServices
         // services all start before Kestrel accepts the first CONNECT.
         services.AddHostedService(static s => new MqttDeviceProvisioning(s.GetRequiredService<IDeviceRegistry>(), s.GetRequiredService<MqttOptions>()));
         services.AddSingleton<MqttBroker>();
-        services.AddSingleton<Relay.Push.IDevicePresence>(static s => s.GetRequiredService<MqttBroker>());
-        services.AddSingleton<Relay.Push.IDeviceConnections>(static s => s.GetRequiredService<MqttBroker>());
+        services.AddSingleton<IDevicePresence>(static s => s.GetRequiredService<MqttBroker>());
+        services.AddSingleton<IDeviceConnections>(static s => s.GetRequiredService<MqttBroker>());
+        services.AddSingleton<IMqttDeviceChannel>(static s => s.GetRequiredService<MqttBroker>());
         services.AddHostedService(static s => s.GetRequiredService<MqttBroker>());
         services.AddSingleton<MqttConnectionHandler>();
         if (options is { Enabled: true, TcpTransport: "Sockets" })

@@ -1,287 +1,117 @@
-using System.Buffers;
-using System.IO.Pipelines;
-using System.Net;
-using System.Security.Cryptography.X509Certificates;
-using Relay.Protocol.Mqtt;
+namespace Relay.Server.Mqtt;
 
-namespace Relay.Mqtt;
+/// <summary>An application message on its way to one session: the shared message plus what this subscriber gets.</summary>
+internal sealed class MqttOutgoing(StoredMessage message, byte qos, bool retain, uint[]? subscriptionIdentifiers)
+{
+    public StoredMessage Message { get; } = message;
+
+    /// <summary>min(published QoS, subscription's maximum) (§3.8.4).</summary>
+    public byte QoS { get; } = qos;
+
+    public bool Retain { get; } = retain;
+
+    public uint[]? SubscriptionIdentifiers { get; } = subscriptionIdentifiers;
+
+    /// <summary>Store sequence; 0 for a session that is not persistent.</summary>
+    public long Sequence { get; set; }
+
+    public ushort PacketId { get; set; }
+
+    /// <summary>QoS 2: PUBREC received, PUBREL sent; what a resend repeats is PUBREL (§4.3.3).</summary>
+    public bool Released { get; set; }
+
+    /// <summary>Sent at least once on some connection: a resend carries DUP=1 [MQTT-4.4.0-1].</summary>
+    public bool Sent { get; set; }
+
+    /// <summary>Set by <see cref="MqttBroker.PublishToClient"/>: reported back on acknowledgement; such a message is never stored.</summary>
+    public object? Tag { get; init; }
+}
+
+/// <summary>A will waiting for its delay (MQTT 5.0 §3.1.3.2, Will Delay Interval).</summary>
+internal sealed record MqttPendingWill(StoredMessage Message, DateTimeOffset DueAt);
 
 /// <summary>
-/// One MQTT network connection (any transport) and its read loop: the first packet must be CONNECT
-/// [MQTT-3.1.0-1], after which packets are handled in order and answered through <see cref="MqttSession"/>'s
-/// send side. Session state that outlives the connection is in <see cref="MqttSessionState"/>.
-/// Per-connection state is kept to fields; buffers belong to the transport's pipes, which hold none while idle.
+/// The server side of an MQTT session (§4.1): subscriptions, messages queued and in flight, and the QoS 2
+/// packet ids received but not yet released. It outlives connections when the session is persistent.
+/// Every field is guarded by <see cref="Sync"/>; a connection's writer lock nests inside it, never around it.
+/// Collections are created on first use, so an idle session with no traffic holds only this object.
 /// </summary>
-internal sealed partial class MqttSession
+internal sealed class MqttSession(string clientId)
 {
-    private readonly MqttBroker _broker;
-    private readonly MqttOptions _options;
-    private readonly MqttMetrics _metrics;
-    private readonly PipeReader _input;
-    private readonly PipeWriter _output;
-    private readonly MqttTransport _transport;
-    private readonly IPEndPoint? _remote;
-    private readonly X509Certificate2? _clientCertificate;
-    private readonly ILogger _logger;
-    private readonly Lock _writeLock = new();
+    public Lock Sync { get; } = new();
 
-    private MqttProtocolVersion _version;
-    private MqttSessionState? _state;
-    private MqttIdentity? _identity;
-    private string? _clientId;
-    private long _lastReceived;
-    private long _connectDeadline;
-    private int _keepAliveMilliseconds;
-    private ushort _clientReceiveMaximum = ushort.MaxValue;
-    private uint _clientMaximumPacketSize;
-    private ushort _clientTopicAliasMaximum;
-    private Dictionary<ushort, string>? _inboundAliases;
-    private Dictionary<string, ushort>? _outboundAliases;
-    private StoredMessage? _will;
-    private uint _willDelaySeconds;
-    private bool _sessionExpiryWasZero;
-    private bool _noProblemInformation;
+    public string ClientId { get; } = clientId;
 
-    // Set (once) by whoever decides the connection must end, as reason + 1 so one write carries both;
-    // the read loop sees it after CancelPendingRead.
-    private int _endRequested;
+    /// <summary>
+    /// <see cref="MqttIdentity.Owner"/> of the principal that created the session; only a connection of the
+    /// same owner may resume or take it over. Null only for a session restored from before owners were
+    /// stored: the next principal to attach claims it. Written under the broker's sessions lock.
+    /// </summary>
+    public string? Owner { get; set; }
 
-    public MqttSession(MqttBroker broker, IDuplexPipe transport, MqttTransport kind, IPEndPoint? remote, X509Certificate2? clientCertificate, ILogger logger)
+    /// <summary>Seconds the session outlives its connection; 0 = ends with it.</summary>
+    public uint ExpirySeconds { get; set; }
+
+    public bool Persistent => ExpirySeconds > 0;
+
+    public DateTimeOffset? DisconnectedAt { get; set; }
+
+    /// <summary>The live connection, or null while offline.</summary>
+    public MqttConnection? Connection { get; set; }
+
+    public bool IsOnline => Connection is not null;
+
+    /// <summary>Set once the session was ended (expired or replaced by a clean start): late deliveries must not resurrect it.</summary>
+    public bool Ended { get; set; }
+
+    public Dictionary<string, MqttSubscription>? Subscriptions { get; set; }
+
+    public Queue<MqttOutgoing>? Queue { get; set; }
+
+    public List<MqttOutgoing>? Inflight { get; set; }
+
+    /// <summary>Inbound QoS 2 packet ids between PUBREC and PUBREL: "deliver once" [MQTT-4.3.3-10..12].</summary>
+    public HashSet<ushort>? InboundQoS2 { get; set; }
+
+    public MqttPendingWill? PendingWill { get; set; }
+
+    /// <summary>The current queue overflow has been logged; cleared when the queue moves again.</summary>
+    public bool QueueFullLogged { get; set; }
+
+    private ushort _nextPacketId;
+
+    public int InflightCount => Inflight?.Count ?? 0;
+
+    public int QueuedCount => Queue?.Count ?? 0;
+
+    /// <summary>A packet id not used by any message in flight (§2.2.1: non-zero, unique while in use).</summary>
+    public ushort NextPacketId()
     {
-        _broker = broker;
-        _options = broker.Options;
-        _metrics = broker.Metrics;
-        _input = transport.Input;
-        _output = transport.Output;
-        _transport = kind;
-        _remote = remote;
-        _clientCertificate = clientCertificate;
-        _logger = logger;
-        _clientMaximumPacketSize = (uint)_options.MaxPacketSize;
-    }
-
-    public string? ClientId => _clientId;
-
-    public IPEndPoint? RemoteEndPoint => _remote;
-
-    /// <summary>The protocol level spoken (4 = 3.1.1, 5 = 5.0); 0 before CONNECT.</summary>
-    public byte ProtocolVersion => (byte)_version;
-
-    /// <summary>When the CONNECT was accepted.</summary>
-    public DateTimeOffset ConnectedAt { get; private set; }
-
-    /// <summary>How many QoS 1/2 PUBLISHes may be unacknowledged: the client's Receive Maximum, capped by ours (§4.9).</summary>
-    public int SendWindow => Math.Min(_clientReceiveMaximum, _options.MaxInflight);
-
-    /// <summary>Runs the connection until it ends; returns why.</summary>
-    public async Task<MqttEndReason> RunAsync()
-    {
-        _lastReceived = Environment.TickCount64;
-        _connectDeadline = _lastReceived + (_options.ConnectTimeoutSeconds * 1000L);
-        _broker.Register(this);
-        var end = MqttEndReason.PeerClosed;
-        try
+        while (true)
         {
-            // The read loop lives here rather than in a method of its own: an idle device's connection then
-            // carries one suspended state machine fewer for its whole life.
-            while (true)
+            _nextPacketId = (ushort)(_nextPacketId == ushort.MaxValue ? 1 : _nextPacketId + 1);
+            if (FindInflight(_nextPacketId) is null)
             {
-                var result = await _input.ReadAsync().ConfigureAwait(false);
-                if (Volatile.Read(ref _endRequested) != 0)
-                {
-                    end = RequestedEnd;
-                    break;
-                }
-
-                var buffer = result.Buffer;
-                var stop = (MqttEndReason?)null;
-                BeginBatch();
-                try
-                {
-                    // Drain every complete packet of this read before flushing once (Kestrel's loop shape).
-                    while (stop is null)
-                    {
-                        var status = MqttFrameReader.TryRead(ref buffer, _options.MaxPacketSize, out var frame, out var error);
-                        if (status == OperationStatus.NeedMoreData)
-                        {
-                            break;
-                        }
-
-                        if (status != OperationStatus.Done)
-                        {
-                            if (error == MqttDecodeError.PacketTooLarge)
-                            {
-                                _metrics.LimitHit(MqttLimit.PacketSize);
-                            }
-
-                            stop = Fail(error, "framing");
-                            break;
-                        }
-
-                        _lastReceived = Environment.TickCount64;
-                        stop = await HandleAsync(frame).ConfigureAwait(false);
-                        if (stop is null && Volatile.Read(ref _endRequested) != 0)
-                        {
-                            stop = RequestedEnd;
-                        }
-                    }
-
-                    if (stop is null && result.IsCompleted)
-                    {
-                        // Leftover bytes at EOF are a truncated packet.
-                        stop = buffer.IsEmpty ? MqttEndReason.PeerClosed : MqttEndReason.MalformedPacket;
-                    }
-                }
-                finally
-                {
-                    _input.AdvanceTo(buffer.Start, buffer.End);
-                    EndBatch();
-                }
-
-                if (stop is { } reason)
-                {
-                    end = reason;
-                    break;
-                }
+                return _nextPacketId;
             }
         }
-        catch (Exception e) when (e is IOException or Microsoft.AspNetCore.Connections.ConnectionResetException or Microsoft.AspNetCore.Connections.ConnectionAbortedException or OperationCanceledException or System.Net.WebSockets.WebSocketException)
+    }
+
+    public MqttOutgoing? FindInflight(ushort packetId)
+    {
+        if (Inflight is null)
         {
-            end = Volatile.Read(ref _endRequested) != 0 ? RequestedEnd : MqttEndReason.PeerClosed;
+            return null;
         }
-        finally
+
+        foreach (var message in Inflight)
         {
-            _broker.Unregister(this);
-            await CloseAsync(end).ConfigureAwait(false);
-            if (Accounted)
+            if (message.PacketId == packetId)
             {
-                _broker.EndConnection(_transport, AccountedIp);
+                return message;
             }
         }
 
-        return end;
+        return null;
     }
-
-    /// <summary>Set by <see cref="MqttBroker.TryServe"/>: the connection was counted, per transport and per IP.</summary>
-    public bool Accounted { get; init; }
-
-    /// <summary>Our address the client reached (rendezvous names it in TURN URIs); null when the transport does not say.</summary>
-    public IPEndPoint? LocalEndPoint { get; init; }
-
-    /// <summary>The address counted against Relay:Mqtt:MaxConnectionsPerIp, if any.</summary>
-    public IPAddress? AccountedIp { get; init; }
-
-    private MqttEndReason RequestedEnd => (MqttEndReason)(Volatile.Read(ref _endRequested) - 1);
-
-
-    /// <summary>Asks the read loop to end (keep-alive, takeover, shutdown); v5 clients get a DISCONNECT with <paramref name="code"/> first.</summary>
-    public bool RequestEnd(MqttEndReason reason, MqttReasonCode code)
-    {
-        if (Interlocked.CompareExchange(ref _endRequested, (int)reason + 1, 0) != 0)
-        {
-            return false;
-        }
-
-        if (_state is not null && _version == MqttProtocolVersion.V500)
-        {
-            WriteDisconnect(code, null);
-        }
-
-        _input.CancelPendingRead();
-        return true;
-    }
-
-    /// <summary>Another connection took the session over [MQTT-3.1.4-3]: v5 0x8E, then close.</summary>
-    public void TakeOver() => _ = RequestEnd(MqttEndReason.TakenOver, MqttReasonCode.SessionTakenOver);
-
-    /// <summary>Called by the broker's sweep: the CONNECT deadline and 1.5x keep-alive [MQTT-3.1.2-24].</summary>
-    public void CheckDeadlines(long now)
-    {
-        if (_state is null)
-        {
-            // Counted once: the sweep may see the deadline again before the read loop has ended.
-            if (now > _connectDeadline && RequestEnd(MqttEndReason.ConnectTimeout, MqttReasonCode.MaximumConnectTime))
-            {
-                _metrics.LimitHit(MqttLimit.ConnectTimeout);
-                LogConnectTimeout(_remote, _options.ConnectTimeoutSeconds);
-            }
-
-            return;
-        }
-
-        if (_keepAliveMilliseconds > 0 && now - Volatile.Read(ref _lastReceived) > _keepAliveMilliseconds * 3L / 2
-            && RequestEnd(MqttEndReason.KeepAliveTimeout, MqttReasonCode.KeepAliveTimeout))
-        {
-            _metrics.LimitHit(MqttLimit.KeepAlive);
-            LogKeepAlive(_clientId, _keepAliveMilliseconds / 1000);
-        }
-    }
-
-    /// <summary>A protocol failure: v5 gets DISCONNECT with the reason (§4.13), v3.1.1 a close; logged, never at Error.</summary>
-    private MqttEndReason Fail(MqttDecodeError error, string where)
-    {
-        var code = MqttDecodeErrors.ToReasonCode(error);
-        LogProtocolError(_clientId, _remote, where, MqttDecodeErrors.Describe(error));
-        return Fail(code, MqttDecodeErrors.Describe(error), error == MqttDecodeError.MalformedPacket ? MqttEndReason.MalformedPacket : MqttEndReason.ProtocolError);
-    }
-
-    private MqttEndReason Fail(MqttReasonCode code, string reason, MqttEndReason end = MqttEndReason.ProtocolError)
-    {
-        if (_state is not null && _version == MqttProtocolVersion.V500)
-        {
-            WriteDisconnect(code, reason);
-        }
-
-        LogClosing(_clientId, _remote, code, reason);
-        return end;
-    }
-
-    private async ValueTask CloseAsync(MqttEndReason end)
-    {
-        // Closing first: from here a message routed to this connection stays with the session (in flight,
-        // unsent) instead of going into a pipe nobody will read; what was written before is flushed.
-        await DrainAsync().ConfigureAwait(false);
-        _metrics.Ended(end);
-        if (_state is { } state)
-        {
-            _metrics.ClientConnected(-1);
-
-            // The will goes out unless the client said DISCONNECT normally (§3.1.2.5, §3.14.4);
-            // v5 reason 0x04 keeps it (HandleDisconnect decides and clears _will otherwise).
-            var will = _will;
-            try
-            {
-                var owner = await _broker.DetachAsync(this, state, will, _willDelaySeconds, CancellationToken.None).ConfigureAwait(false);
-                if (!owner && will is not null && _willDelaySeconds == 0)
-                {
-                    // Taken over: the old connection's will is published unless a delay lets the new one cancel it.
-                    await _broker.PublishAsync(will, _clientId, persistRetained: true, CancellationToken.None).ConfigureAwait(false);
-                }
-            }
-            catch (Exception e) when (e is not OutOfMemoryException)
-            {
-                LogDetachFailed(e, _clientId);
-            }
-        }
-
-        LogEnded(_clientId, _remote, _transport, end);
-    }
-
-    [LoggerMessage(EventId = 5100, Level = LogLevel.Debug, Message = "MQTT connection {ClientId} from {Remote} over {Transport} ended: {End}")]
-    private partial void LogEnded(string? clientId, IPEndPoint? remote, MqttTransport transport, MqttEndReason end);
-
-    [LoggerMessage(EventId = 5101, Level = LogLevel.Information, Message = "MQTT connection {ClientId} from {Remote}: protocol error in {Where}: {Description}")]
-    private partial void LogProtocolError(string? clientId, IPEndPoint? remote, string where, string description);
-
-    [LoggerMessage(EventId = 5102, Level = LogLevel.Debug, Message = "MQTT connection {ClientId} from {Remote}: closing with {Code} ({Reason})")]
-    private partial void LogClosing(string? clientId, IPEndPoint? remote, MqttReasonCode code, string reason);
-
-    [LoggerMessage(EventId = 5103, Level = LogLevel.Information, Message = "MQTT connection from {Remote}: no CONNECT within {Seconds} s (Relay:Mqtt:ConnectTimeoutSeconds)")]
-    private partial void LogConnectTimeout(IPEndPoint? remote, int seconds);
-
-    [LoggerMessage(EventId = 5104, Level = LogLevel.Information, Message = "MQTT client {ClientId}: nothing received for 1.5 x keep-alive {Seconds} s; closing [MQTT-3.1.2-24]")]
-    private partial void LogKeepAlive(string? clientId, int seconds);
-
-    [LoggerMessage(EventId = 5105, Level = LogLevel.Error, Message = "MQTT client {ClientId}: ending the session failed")]
-    private partial void LogDetachFailed(Exception exception, string? clientId);
 }

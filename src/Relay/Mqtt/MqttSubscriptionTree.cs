@@ -1,9 +1,9 @@
-namespace Relay.Mqtt;
+namespace Relay.Server.Mqtt;
 
 /// <summary>One subscription of one session (MQTT 5.0 §3.8.3.1 subscription options).</summary>
-internal sealed class MqttSubscription(MqttSessionState session, string filter, string innerFilter, string? shareGroup)
+internal sealed class MqttSubscription(MqttSession session, string filter, string innerFilter, string? shareGroup)
 {
-    public MqttSessionState Session { get; } = session;
+    public MqttSession Session { get; } = session;
 
     /// <summary>The filter as the client sent it, <c>$share/</c> included: the key for UNSUBSCRIBE and the store.</summary>
     public string Filter { get; } = filter;

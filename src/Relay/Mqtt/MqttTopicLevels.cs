@@ -1,4 +1,4 @@
-namespace Relay.Mqtt;
+namespace Relay.Server.Mqtt;
 
 /// <summary>
 /// The levels of a topic name or filter, as spans of it, for the subscription and retained trees; an empty

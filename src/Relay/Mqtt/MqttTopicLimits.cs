@@ -1,9 +1,9 @@
 using System.Buffers;
 using System.Text;
-using Relay.Primitives;
+using Relay.Server.Primitives;
 using Relay.Protocol.Mqtt;
 
-namespace Relay.Mqtt;
+namespace Relay.Server.Mqtt;
 
 /// <summary>
 /// <c>Relay:Mqtt:MaxTopicLevels</c> and <c>MaxTopicLength</c>: checked on every topic name and filter a

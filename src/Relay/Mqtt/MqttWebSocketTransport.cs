@@ -2,7 +2,7 @@ using System.IO.Pipelines;
 using System.Net;
 using System.Net.WebSockets;
 
-namespace Relay.Mqtt;
+namespace Relay.Server.Mqtt;
 
 /// <summary>
 /// MQTT over WebSocket (MQTT 5.0 §6): binary frames carry the byte stream, split and joined arbitrarily,
@@ -25,7 +25,7 @@ internal static class MqttWebSocketTransport
         }
 
         var broker = context.RequestServices.GetRequiredService<MqttBroker>();
-        var logger = context.RequestServices.GetRequiredService<ILogger<MqttSession>>();
+        var logger = context.RequestServices.GetRequiredService<ILogger<MqttConnection>>();
         var remote = context.Connection.RemoteIpAddress is { } address ? new IPEndPoint(address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address, context.Connection.RemotePort) : null;
         if (remote is not null && !broker.TryEnterIp(remote.Address))
         {
@@ -48,7 +48,7 @@ internal static class MqttWebSocketTransport
             var send = SendAsync(socket, output.Reader, stop.Token);
             try
             {
-                var session = new MqttSession(broker, new DuplexPipe(input.Reader, output.Writer), MqttTransport.WebSocket, remote, context.Connection.ClientCertificate, logger)
+                var session = new MqttConnection(broker, new DuplexPipe(input.Reader, output.Writer), MqttTransport.WebSocket, remote, context.Connection.ClientCertificate, logger)
                 {
                     LocalEndPoint = context.Connection.LocalIpAddress is { } localIp ? MqttBroker.Unmapped(new IPEndPoint(localIp, context.Connection.LocalPort)) : null,
                 };

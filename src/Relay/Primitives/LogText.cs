@@ -1,6 +1,6 @@
 using System.Text;
 
-namespace Relay.Primitives;
+namespace Relay.Server.Primitives;
 
 /// <summary>
 /// Untrusted text (client ids, user names, topics from the wire) made safe for one log line: at most

@@ -1,4 +1,4 @@
-namespace Relay.Primitives;
+namespace Relay.Server.Primitives;
 
 /// <summary>
 /// At most one log line per slot per interval, for events a client can cause at will (a limit hit, a refusal,

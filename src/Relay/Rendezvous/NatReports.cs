@@ -1,9 +1,10 @@
 using System.Collections.Concurrent;
 using System.Net;
-using Relay.Mqtt;
-using Relay.Push;
+using Relay.Server.Devices;
+using Relay.Server.Mqtt;
+using Relay.Server.Push;
 
-namespace Relay.Rendezvous;
+namespace Relay.Server.Rendezvous;
 
 /// <summary>
 /// Each device's last reported NAT classification (already checked against NatKinds), in memory like the
@@ -33,7 +34,7 @@ internal sealed class NatReports
 }
 
 /// <summary>The broker's presence, with the device's last NAT report (GET /v1/devices/{id}: <c>"nat"</c>).</summary>
-internal sealed class RendezvousPresence(MqttBroker broker, NatReports nats) : IDevicePresence
+internal sealed class RendezvousPresence(IDevicePresence broker, NatReports nats) : IDevicePresence
 {
     public DevicePresence Get(string deviceId)
     {

@@ -2,7 +2,7 @@ using System.Globalization;
 using System.Text;
 using Relay.Rendezvous.Introductions;
 
-namespace Relay.Rendezvous;
+namespace Relay.Server.Rendezvous;
 
 /// <summary>Rendezvous metrics in the Prometheus text format, for <c>/metrics</c>.</summary>
 internal static class RendezvousPrometheus

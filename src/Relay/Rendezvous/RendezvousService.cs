@@ -2,15 +2,15 @@ using System.Net;
 using System.Security.Cryptography;
 using System.Text.Json;
 using System.Threading.Channels;
-using Relay.Api;
-using Relay.Configuration;
-using Relay.Mqtt;
-using Relay.Mqtt.Identity;
+using Relay.Server.Api;
+using Relay.Server.Hosting;
+using Relay.Server.Mqtt;
+using Relay.Server.Mqtt.Identity;
 using Relay.Protocol.Rendezvous;
 using Relay.Rendezvous.Introductions;
-using Relay.Turn;
+using Relay.Server.Turn;
 
-namespace Relay.Rendezvous;
+namespace Relay.Server.Rendezvous;
 
 /// <summary>
 /// Rendezvous signalling over the devices' own MQTT connections (docs/rendezvous.md): reads
@@ -35,7 +35,7 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
 
     private readonly RendezvousOptions _options;
     private readonly RendezvousPolicy _policy;
-    private readonly MqttBroker _broker;
+    private readonly IMqttDeviceChannel _broker;
     private readonly IDeviceRegistry _registry;
     private readonly TurnCredentialStore _credentials;
     private readonly RelayConfiguration _configuration;
@@ -48,7 +48,7 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
     private readonly Channel<Arrival> _arrivals = Channel.CreateBounded<Arrival>(new BoundedChannelOptions(QueueCapacity) { SingleReader = true, FullMode = BoundedChannelFullMode.DropWrite });
     private readonly long[] _limitLoggedAt = new long[RendezvousMetrics.LimitNames.Length];
 
-    public RendezvousService(RendezvousOptions options, MqttBroker broker, IDeviceRegistry registry, TurnCredentialStore credentials, RelayConfiguration configuration, NatReports nats, RendezvousMetrics metrics, TimeProvider time, ILogger<RendezvousService> logger)
+    public RendezvousService(RendezvousOptions options, IMqttDeviceChannel broker, IDeviceRegistry registry, TurnCredentialStore credentials, RelayConfiguration configuration, NatReports nats, RendezvousMetrics metrics, TimeProvider time, ILogger<RendezvousService> logger)
     {
         _options = options;
         _policy = RendezvousPolicy.Create(options);
@@ -79,22 +79,6 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
     }
 
     // --- IMqttMessageObserver: on the connections' read loops, so only a topic check and a queue write. ---
-    public void OnClientConnected(string clientId, byte protocolVersion, IPEndPoint? remoteEndPoint, DateTimeOffset at)
-    {
-    }
-
-    public void OnClientDisconnected(string clientId, DateTimeOffset at)
-    {
-    }
-
-    public void OnSubscribed(string clientId, string filter)
-    {
-    }
-
-    public void OnMessageDelivered(string clientId, string topic, object? tag)
-    {
-    }
-
     public ValueTask OnMessageReceived(string clientId, StoredMessage message)
     {
         // Only a device's own out topic, from the device's own session (its ACL lets nobody else publish there,

@@ -1,10 +1,11 @@
 using System.Security.Cryptography;
-using Relay.Configuration;
-using Relay.Mqtt;
-using Relay.Push;
 using Relay.Rendezvous.Introductions;
+using Relay.Server.Devices;
+using Relay.Server.Hosting;
+using Relay.Server.Mqtt;
+using Relay.Server.Push;
 
-namespace Relay.Rendezvous;
+namespace Relay.Server.Rendezvous;
 
 /// <summary>Binds <c>Relay:Rendezvous</c> strictly and validates it (RelayConfiguration lists the problems with the others).</summary>
 internal static class RendezvousOptionsBinder

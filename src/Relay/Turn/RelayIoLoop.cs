@@ -1,9 +1,10 @@
 using System.Collections.Concurrent;
 using System.Runtime.InteropServices;
 using Relay.Protocol.Stun;
-using Relay.Stun;
+using Relay.Server.StunTurn;
+using Relay.Server.Transport.Linux;
 
-namespace Relay.Turn;
+namespace Relay.Server.Turn;
 
 /// <summary>
 /// Watches relay sockets with one epoll instance on one dedicated thread and hands every datagram a

@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 using Relay.Protocol.Stun;
 using Relay.Rendezvous.Stun;
 
-namespace Relay.Turn;
+namespace Relay.Server.Turn;
 
 /// <summary>
 /// The 5-tuple that names an allocation (RFC 8656 §2): client address, server address, transport.

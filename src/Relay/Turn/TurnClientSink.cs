@@ -1,8 +1,9 @@
 using System.IO.Pipelines;
 using System.Net.Sockets;
 using Relay.Protocol.Stun;
+using Relay.Server.Transport.Linux;
 
-namespace Relay.Turn;
+namespace Relay.Server.Turn;
 
 /// <summary>How relayed data and server messages reach the client of an allocation.</summary>
 internal abstract class TurnClientSink

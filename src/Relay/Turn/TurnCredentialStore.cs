@@ -7,7 +7,7 @@ using System.Text;
 using System.Text.Unicode;
 using Relay.Protocol.Stun;
 
-namespace Relay.Turn;
+namespace Relay.Server.Turn;
 
 /// <summary>
 /// Long-term credentials for TURN (RFC 8489 §9.2): static users from <see cref="TurnOptions.Users"/>,

@@ -1,9 +1,9 @@
 using System.Diagnostics.Metrics;
 using System.Globalization;
 using System.Text;
-using static Relay.PrometheusText;
+using static Relay.Server.PrometheusText;
 
-namespace Relay.Turn;
+namespace Relay.Server.Turn;
 
 /// <summary>Why relayed data or a TURN message was dropped without an answer.</summary>
 internal enum TurnDropReason : byte
@@ -35,7 +35,7 @@ internal enum TurnLimit : byte
 }
 
 /// <summary>
-/// Meter <c>Relay.Turn</c>. As with STUN, the hot path increments slots in fixed arrays; observable
+/// Meter <c>Relay.Server.Turn</c>. As with STUN, the hot path increments slots in fixed arrays; observable
 /// instruments and the Prometheus endpoint read them, so counting costs nothing per packet.
 /// </summary>
 internal sealed class TurnMetrics

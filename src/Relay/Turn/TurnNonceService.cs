@@ -5,7 +5,7 @@ using System.Diagnostics.CodeAnalysis;
 using System.Security.Cryptography;
 using Relay.Protocol.Stun;
 
-namespace Relay.Turn;
+namespace Relay.Server.Turn;
 
 /// <summary>What a NONCE from a request turned out to be.</summary>
 internal enum NonceCheck : byte

@@ -1,4 +1,4 @@
-namespace Relay.Turn;
+namespace Relay.Server.Turn;
 
 /// <summary>
 /// <c>Relay:Turn</c>: the TURN relay (RFC 8656) on the STUN ports. Key names are a contract with

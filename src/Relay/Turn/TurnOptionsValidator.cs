@@ -4,7 +4,7 @@ using System.Net.Sockets;
 using System.Text;
 using Relay.Protocol.Stun;
 
-namespace Relay.Turn;
+namespace Relay.Server.Turn;
 
 /// <summary>
 /// Checks <c>Relay:Turn</c> at startup. Every message starts with the full configuration key, index

@@ -4,7 +4,7 @@ using System.Net;
 using System.Net.Sockets;
 using Relay.Protocol.Stun;
 
-namespace Relay.Turn;
+namespace Relay.Server.Turn;
 
 /// <summary>
 /// Which peers an allocation may reach (CreatePermission, ChannelBind, Send). RFC 8656 §21 warns that

@@ -3,7 +3,7 @@ using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 
-namespace Relay.Turn;
+namespace Relay.Server.Turn;
 
 /// <summary>
 /// A CIDR range held as masks, so that matching a peer is two ANDs and two compares. IPv4 ranges

@@ -6,7 +6,7 @@ using System.Text;
 using Relay.Protocol.Stun;
 using Relay.Rendezvous.Stun;
 
-namespace Relay.Turn;
+namespace Relay.Server.Turn;
 
 internal sealed partial class TurnRelay
 {

@@ -6,7 +6,7 @@ using System.Net.Sockets;
 using Relay.Protocol.Stun;
 using Relay.Rendezvous.Stun;
 
-namespace Relay.Turn;
+namespace Relay.Server.Turn;
 
 /// <summary>A TCP connection between a TCP relay allocation and a peer (RFC 6062 §2).</summary>
 internal sealed class TcpPeerConnection(uint id, TurnAllocation allocation, Socket peer, StunAddress peerAddress, long expiresAtMs)

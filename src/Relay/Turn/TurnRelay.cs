@@ -1,16 +1,17 @@
 using System.Collections.Concurrent;
-using System.Net;
 using System.Net.NetworkInformation;
 using System.Net.Sockets;
+using System.Net;
 using System.Runtime.InteropServices;
 using Microsoft.Extensions.Options;
-using Relay.Configuration;
 using Relay.Protocol.Stun;
 using Relay.Protocol.Turn;
 using Relay.Rendezvous.Stun;
-using Relay.Stun;
+using Relay.Server.Hosting;
+using Relay.Server.StunTurn;
+using Relay.Server.Transport.Linux;
 
-namespace Relay.Turn;
+namespace Relay.Server.Turn;
 
 /// <summary>Where a TURN message arrived, and how to reach its sender again.</summary>
 /// <param name="Client">The client's transport address as the server sees it.</param>

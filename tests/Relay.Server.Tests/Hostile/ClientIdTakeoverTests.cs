@@ -1,7 +1,7 @@
 using System.Text;
 using Microsoft.Extensions.DependencyInjection;
-using Relay.Mqtt;
-using Relay.Mqtt.InMemory;
+using Relay.Server.Mqtt;
+using Relay.Server.Tests.Mqtt.InMemory;
 using Relay.Protocol.Mqtt;
 using Relay.Server.Tests.Mqtt.Engine;
 using Relay.Server.Tests.Push.Commands;
@@ -70,7 +70,7 @@ public sealed class ClientIdTakeoverTests
         var command = (await back.ReceiveAsync(MqttPacketType.Publish)).Publish();
         Assert.Contains("open-door", Encoding.UTF8.GetString(command.Payload), StringComparison.Ordinal);
         await back.AckAsync(MqttPacketType.PubAck, command.PacketId);
-        await kit.Sink.WaitAsync(id, Relay.Push.CommandState.Delivered);
+        await kit.Sink.WaitAsync(id, Relay.Server.Push.CommandState.Delivered);
 
         // While the device is online the attack neither connects nor disconnects it.
         var (again, againAck) = await MqttTestClient.ConnectAsync(kit.Server.MqttPort, "d1", version, Persistent("telemetry", TelemetryPassword), expectSuccess: false);

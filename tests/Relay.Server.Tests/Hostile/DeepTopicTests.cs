@@ -1,6 +1,6 @@
 using System.Text;
-using Relay.Mqtt;
-using Relay.Mqtt.InMemory;
+using Relay.Server.Mqtt;
+using Relay.Server.Tests.Mqtt.InMemory;
 using Relay.Protocol.Mqtt;
 using Relay.Server.Tests.Mqtt.Engine;
 using Relay.Server.Tests.Mqtt.Interop;

@@ -1,4 +1,4 @@
-using Relay.Mqtt;
+using Relay.Server.Mqtt;
 
 namespace Relay.Server.Tests.Hostile;
 
@@ -47,7 +47,7 @@ public sealed class TopicTreeDepthTests
         RunOnSmallStack(() =>
         {
             var tree = new MqttSubscriptionTree();
-            var session = new MqttSessionState("c");
+            var session = new MqttSession("c");
             var exact = new MqttSubscription(session, Deep, Deep, null);
             var plus = new MqttSubscription(session, "a/" + string.Concat(Enumerable.Repeat("+/", Levels - 1)) + "#", "a/" + string.Concat(Enumerable.Repeat("+/", Levels - 1)) + "#", null);
             tree.Add(exact);

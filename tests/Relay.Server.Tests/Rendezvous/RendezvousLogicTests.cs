@@ -75,7 +75,7 @@ public sealed class RendezvousLogicTests
     [Fact]
     public async Task InvalidRendezvousConfiguration_StopsTheServer_NamingTheKey()
     {
-        var e = await Assert.ThrowsAsync<Relay.Configuration.RelayConfigurationException>(() => RelayTestServer.StartAsync("Relay:Rendezvous:Policy=Everyone", "Relay:Rendezvous:Typo=1"));
+        var e = await Assert.ThrowsAsync<Relay.Server.Hosting.RelayConfigurationException>(() => RelayTestServer.StartAsync("Relay:Rendezvous:Policy=Everyone", "Relay:Rendezvous:Typo=1"));
         Assert.Contains("Relay:Rendezvous", e.Message, StringComparison.Ordinal);
     }
 

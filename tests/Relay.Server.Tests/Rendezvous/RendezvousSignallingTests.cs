@@ -281,11 +281,11 @@ public sealed class RendezvousSignallingTests
     public async Task Disabled_AnswersNothing_AndGeneratesNoTurnSecret()
     {
         await using var kit = await RendezvousTestKit.StartAsync("Relay:Rendezvous:Enabled=false", "Relay:Rendezvous:Policy=Any");
-        Assert.False(((Relay.Turn.TurnCredentialStore)kit.Server.Services.GetService(typeof(Relay.Turn.TurnCredentialStore))!).CanMintRestCredentials);
+        Assert.False(((Relay.Server.Turn.TurnCredentialStore)kit.Server.Services.GetService(typeof(Relay.Server.Turn.TurnCredentialStore))!).CanMintRestCredentials);
 
         // Nothing hears the devices' rendezvous topics (the ping barriers below alone could not prove it: an answer may lag a PINGRESP).
-        Assert.Null(kit.Server.Services.GetService(typeof(Relay.Rendezvous.RendezvousService)));
-        Assert.DoesNotContain(kit.Server.Services.GetServices<Relay.Mqtt.IMqttMessageObserver>(), static o => o is Relay.Rendezvous.RendezvousService);
+        Assert.Null(kit.Server.Services.GetService(typeof(Relay.Server.Rendezvous.RendezvousService)));
+        Assert.DoesNotContain(kit.Server.Services.GetServices<Relay.Server.Mqtt.IMqttMessageObserver>(), static o => o is Relay.Server.Rendezvous.RendezvousService);
         await using var d1 = await kit.ConnectAsync("d1");
         await using var d2 = await kit.ConnectAsync("d2");
         await d1.SendAsync(new RendezvousMessage { Type = RendezvousMessageTypes.TurnCredentialsRequest, RequestId = "r-3" });
@@ -315,7 +315,7 @@ public sealed class RendezvousSignallingTests
         // ... and in `relay api devices list`.
         var output = new StringWriter();
         var error = new StringWriter();
-        var code = await Relay.Push.Cli.ApiCommands.RunAsync(["api", "devices", "list", "--server", $"http://127.0.0.1:{kit.Server.HttpPort}", "--token", Push.Commands.PushTestKit.Token], output, error, _ => null);
+        var code = await Relay.Server.Cli.ApiCli.RunAsync(["api", "devices", "list", "--server", $"http://127.0.0.1:{kit.Server.HttpPort}", "--token", Push.Commands.PushTestKit.Token], output, error, _ => null);
         Assert.True(code == 0, error.ToString());
         Assert.Contains("\nd1\toffline\t", output.ToString(), StringComparison.Ordinal);
         Assert.Matches(@"\nd1\t[^\n]*\tSymmetric\t", output.ToString());

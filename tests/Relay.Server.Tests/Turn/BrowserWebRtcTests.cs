@@ -1,7 +1,7 @@
 using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Playwright;
-using Relay.Turn;
+using Relay.Server.Turn;
 using Xunit.Abstractions;
 
 namespace Relay.Server.Tests.Turn;

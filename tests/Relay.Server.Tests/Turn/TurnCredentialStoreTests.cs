@@ -1,7 +1,7 @@
 using System.Security.Cryptography;
 using System.Text;
 using Relay.Protocol.Stun;
-using Relay.Turn;
+using Relay.Server.Turn;
 
 namespace Relay.Server.Tests.Turn;
 

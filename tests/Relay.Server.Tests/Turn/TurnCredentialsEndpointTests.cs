@@ -78,7 +78,7 @@ public sealed class TurnCredentialsEndpointTests
     public async Task FirstStart_MintsAnAdminToken_KeepsOnlyItsHash_AndItWorks()
     {
         await using var server = await RelayTestServer.StartAsync($"Relay:Turn:SharedSecrets:0={Secret}");
-        var tokens = (Relay.Api.AdminTokens)server.Services.GetService(typeof(Relay.Api.AdminTokens))!;
+        var tokens = (Relay.Server.Api.AdminTokens)server.Services.GetService(typeof(Relay.Server.Api.AdminTokens))!;
         Assert.NotNull(tokens.GeneratedToken);
         var stored = (await File.ReadAllTextAsync(tokens.File)).Trim();
         Assert.DoesNotContain(tokens.GeneratedToken!, stored, StringComparison.Ordinal);

@@ -6,7 +6,7 @@ using System.Text;
 using System.Text.RegularExpressions;
 using Microsoft.Extensions.DependencyInjection;
 using Relay.Protocol.Stun;
-using Relay.Turn;
+using Relay.Server.Turn;
 using static Relay.Server.Tests.StunTestClient;
 using static Relay.Server.Tests.Turn.TurnTestClient;
 

@@ -3,7 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text.RegularExpressions;
 using Microsoft.Extensions.DependencyInjection;
-using Relay.Turn;
+using Relay.Server.Turn;
 
 namespace Relay.Server.Tests.Turn;
 

@@ -1,6 +1,6 @@
 using System.Text;
 using Relay.Protocol.Stun;
-using Relay.Turn;
+using Relay.Server.Turn;
 
 namespace Relay.Server.Tests.Turn;
 

@@ -1,4 +1,4 @@
-using Relay.Turn;
+using Relay.Server.Turn;
 
 namespace Relay.Server.Tests.Turn;
 

@@ -1,7 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 using Relay.Protocol.Stun;
-using Relay.Turn;
+using Relay.Server.Turn;
 
 namespace Relay.Server.Tests.Turn;
 

@@ -4,7 +4,7 @@ using System.Net.Sockets;
 using System.Text;
 using Microsoft.Extensions.DependencyInjection;
 using Relay.Protocol.Stun;
-using Relay.Turn;
+using Relay.Server.Turn;
 using static Relay.Server.Tests.StunTestClient;
 using static Relay.Server.Tests.Turn.TurnTestClient;
 

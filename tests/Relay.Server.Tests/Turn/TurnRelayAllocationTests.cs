@@ -3,7 +3,7 @@ using System.Net.Sockets;
 using Microsoft.Extensions.DependencyInjection;
 using Relay.Protocol.Stun;
 using Relay.Rendezvous.Stun;
-using Relay.Turn;
+using Relay.Server.Turn;
 
 namespace Relay.Server.Tests.Turn;
 

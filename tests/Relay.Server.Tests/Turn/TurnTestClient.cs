@@ -6,7 +6,7 @@ using System.Text;
 using Relay.Protocol.Stun;
 using Relay.Protocol.Turn;
 using Relay.Rendezvous.Stun;
-using Relay.Turn;
+using Relay.Server.Turn;
 using static Relay.Server.Tests.StunTestClient;
 
 namespace Relay.Server.Tests.Turn;

@@ -2,7 +2,7 @@ using System.Buffers.Text;
 using System.Globalization;
 using System.Security.Cryptography;
 
-namespace Relay.Mqtt.Identity;
+namespace Relay.Server.Mqtt.Identity;
 
 /// <summary>Device ids: they become MQTT topic levels (<c>devices/{id}/...</c>), so no <c>/</c>, <c>+</c> or <c>#</c>.</summary>
 internal static class DeviceId

@@ -1,6 +1,6 @@
-using Relay.Configuration;
+using Relay.Server.Hosting;
 
-namespace Relay.Mqtt.Identity;
+namespace Relay.Server.Mqtt.Identity;
 
 /// <summary>
 /// The MQTT ACL. Per PUBLISH and per SUBSCRIBE filter, in order:

@@ -5,7 +5,7 @@ using System.Text;
 using System.Text.Json.Serialization;
 using Microsoft.Extensions.Logging;
 
-namespace Relay.Mqtt.Identity;
+namespace Relay.Server.Mqtt.Identity;
 
 /// <summary>
 /// The HTTP authentication hook (<c>Relay:Mqtt:AuthHook</c>): asks an external service whether a
@@ -46,18 +46,18 @@ internal sealed class MqttAuthHookClient
         const string Key = MqttOptions.SectionName + ":AuthHook";
         if (!Uri.TryCreate(options.Url, UriKind.Absolute, out var url) || (url.Scheme != Uri.UriSchemeHttp && url.Scheme != Uri.UriSchemeHttps))
         {
-            throw new Configuration.RelayConfigurationException($"{Key}:Url: '{options.Url}' must be an absolute http or https URL");
+            throw new Hosting.RelayConfigurationException($"{Key}:Url: '{options.Url}' must be an absolute http or https URL");
         }
 
         _get = options.Method.ToUpperInvariant() switch
         {
             "POST" => false,
             "GET" => true,
-            _ => throw new Configuration.RelayConfigurationException($"{Key}:Method: '{options.Method}' must be POST or GET"),
+            _ => throw new Hosting.RelayConfigurationException($"{Key}:Method: '{options.Method}' must be POST or GET"),
         };
         if (options.TimeoutMilliseconds < 1 || options.Retries < 0 || options.Retries > 10)
         {
-            throw new Configuration.RelayConfigurationException($"{Key}: TimeoutMilliseconds must be positive and Retries within 0..10");
+            throw new Hosting.RelayConfigurationException($"{Key}: TimeoutMilliseconds must be positive and Retries within 0..10");
         }
 
         _url = url;

@@ -1,6 +1,6 @@
 using System.Net;
 
-namespace Relay.Mqtt.Identity;
+namespace Relay.Server.Mqtt.Identity;
 
 /// <summary>
 /// Failed authentications per source IP, as a token bucket: each IP may fail

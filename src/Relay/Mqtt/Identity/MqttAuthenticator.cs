@@ -2,9 +2,9 @@ using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using Microsoft.Extensions.Logging;
-using Relay.Configuration;
+using Relay.Server.Hosting;
 
-namespace Relay.Mqtt.Identity;
+namespace Relay.Server.Mqtt.Identity;
 
 /// <summary>
 /// Decides CONNECTs (MQTT 5.0 §3.1.4 step 2, MQTT 3.1.1 §3.1.4). In order:

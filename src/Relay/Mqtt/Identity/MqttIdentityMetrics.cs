@@ -1,12 +1,12 @@
 using System.Diagnostics.Metrics;
 using System.Globalization;
 using System.Text;
-using static Relay.PrometheusText;
+using static Relay.Server.PrometheusText;
 
-namespace Relay.Mqtt.Identity;
+namespace Relay.Server.Mqtt.Identity;
 
 /// <summary>
-/// Meter <c>Relay.Mqtt.Identity</c>: authentication outcomes, rate-limit refusals, HTTP hook calls and
+/// Meter <c>Relay.Server.Mqtt.Identity</c>: authentication outcomes, rate-limit refusals, HTTP hook calls and
 /// ACL denials. Counting is an interlocked increment on a fixed slot; the observable instruments and
 /// <see cref="WritePrometheus"/> read the slots (the style of <c>TurnMetrics</c>).
 /// </summary>

@@ -1,6 +1,6 @@
 using Relay.Protocol.Mqtt;
 
-namespace Relay.Mqtt.Identity;
+namespace Relay.Server.Mqtt.Identity;
 
 /// <summary>
 /// Values that a grant's <c>%u</c> and <c>%c</c> stand for. A value that is empty or holds a topic

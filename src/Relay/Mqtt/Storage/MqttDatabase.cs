@@ -4,7 +4,7 @@ using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
-namespace Relay.Mqtt.Storage;
+namespace Relay.Server.Mqtt.Storage;
 
 /// <summary>A prepared statement: its SQL and its parameter names, in the order callers set them.</summary>
 internal sealed record SqlStatement(string Text, params string[] Parameters);

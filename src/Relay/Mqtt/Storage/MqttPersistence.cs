@@ -2,9 +2,9 @@ using System.Diagnostics.Metrics;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
-using Relay.Mqtt.Identity;
+using Relay.Server.Mqtt.Identity;
 
-namespace Relay.Mqtt.Storage;
+namespace Relay.Server.Mqtt.Storage;
 
 /// <summary>Registers the embedded SQLite stores and the identity services.</summary>
 internal static class MqttPersistence
@@ -26,13 +26,13 @@ internal static class MqttPersistence
         var rules = MqttAclAuthorizer.Compile(options);
         MqttAuthenticator.Validate(options);
 
-        services.AddSingleton(sp => MqttDatabase.Open(dataDirectory, Logger(sp, "Relay.Mqtt.Storage")));
+        services.AddSingleton(sp => MqttDatabase.Open(dataDirectory, Logger(sp, "Relay.Server.Mqtt.Storage")));
         services.AddSingleton(sp => new MqttIdentityMetrics(sp.GetService<IMeterFactory>()));
         services.AddSingleton<IMqttSessionStore>(sp => new SqliteMqttSessionStore(sp.GetRequiredService<MqttDatabase>()));
         services.AddSingleton<IMqttRetainedStore>(sp => new SqliteMqttRetainedStore(sp.GetRequiredService<MqttDatabase>(), Time(sp)));
         services.AddSingleton<IDeviceRegistry>(sp => new SqliteDeviceRegistry(sp.GetRequiredService<MqttDatabase>(), Time(sp)));
         services.AddSingleton<IMqttAuthenticator>(sp => new MqttAuthenticator(
-            options, sp.GetRequiredService<IDeviceRegistry>(), sp.GetRequiredService<MqttIdentityMetrics>(), Logger(sp, "Relay.Mqtt.Identity"), Time(sp)));
+            options, sp.GetRequiredService<IDeviceRegistry>(), sp.GetRequiredService<MqttIdentityMetrics>(), Logger(sp, "Relay.Server.Mqtt.Identity"), Time(sp)));
         services.AddSingleton<IMqttAuthorizer>(sp => MqttAclAuthorizer.FromCompiled(rules, sp.GetRequiredService<MqttIdentityMetrics>()));
         return services;
     }

@@ -2,7 +2,7 @@ using System.Buffers;
 using System.Buffers.Binary;
 using System.Text;
 
-namespace Relay.Mqtt.Storage;
+namespace Relay.Server.Mqtt.Storage;
 
 /// <summary>
 /// The <c>properties</c> column: MQTT 5 message properties (MQTT 5.0 §3.3.2.3) in a tiny binary

@@ -4,9 +4,9 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
-using Relay.Mqtt.Identity;
+using Relay.Server.Mqtt.Identity;
 
-namespace Relay.Mqtt.Storage;
+namespace Relay.Server.Mqtt.Storage;
 
 /// <summary>
 /// Registered devices in <c>mqtt.db</c>. Secrets are kept only as PBKDF2-SHA256 hashes

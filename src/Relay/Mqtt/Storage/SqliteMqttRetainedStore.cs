@@ -1,4 +1,4 @@
-namespace Relay.Mqtt.Storage;
+namespace Relay.Server.Mqtt.Storage;
 
 /// <summary>
 /// Retained messages in <c>mqtt.db</c>, one per topic (MQTT 5.0 §3.3.1.3). A retained message with

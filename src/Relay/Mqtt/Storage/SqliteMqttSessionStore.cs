@@ -1,6 +1,6 @@
 using Microsoft.Data.Sqlite;
 
-namespace Relay.Mqtt.Storage;
+namespace Relay.Server.Mqtt.Storage;
 
 /// <summary>
 /// Persistent MQTT sessions in <c>mqtt.db</c> (MQTT 5.0 §4.1 Session State: subscriptions, QoS 1/2

@@ -1,7 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 
-namespace Relay.Mqtt.Transport;
+namespace Relay.Server.Mqtt.Transport;
 
 /// <summary>
 /// The plain-TCP MQTT listener (Relay:Mqtt:Port) on our own socket transport (<see cref="SocketDuplexPipe"/>),
@@ -9,7 +9,7 @@ namespace Relay.Mqtt.Transport;
 /// server a fraction of a Kestrel connection. TLS stays on Kestrel. Binds in <see cref="StartAsync"/>, so a
 /// port in use stops the host with a message naming the key.
 /// </summary>
-internal sealed partial class MqttSocketListener(MqttBroker broker, MqttOptions options, ILogger<MqttSession> sessionLogger, ILogger<MqttSocketListener> logger) : IHostedService, IDisposable
+internal sealed partial class MqttSocketListener(MqttBroker broker, MqttOptions options, ILogger<MqttConnection> sessionLogger, ILogger<MqttSocketListener> logger) : IHostedService, IDisposable
 {
     private const int Backlog = 1024;
 

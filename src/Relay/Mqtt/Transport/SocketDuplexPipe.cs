@@ -3,10 +3,10 @@ using System.IO.Pipelines;
 using System.Net.Sockets;
 using System.Threading.Tasks.Sources;
 
-namespace Relay.Mqtt.Transport;
+namespace Relay.Server.Mqtt.Transport;
 
 /// <summary>
-/// A connected TCP socket as the <see cref="IDuplexPipe"/> an <see cref="MqttSession"/> runs on, built for
+/// A connected TCP socket as the <see cref="IDuplexPipe"/> an <see cref="MqttConnection"/> runs on, built for
 /// fleets of mostly idle devices: an idle connection holds no buffer at all. Reads first wait for data with a
 /// zero-byte receive and only then rent a buffer, which goes back to the pool as soon as every byte has been
 /// consumed; writes go into a rented buffer that is handed to the kernel on flush and returned after it.

@@ -1,12 +1,13 @@
 using System.Buffers;
 using System.Net;
-using System.Text;
 using System.Text.Json;
+using System.Text;
 using System.Threading.Channels;
-using Relay.Mqtt;
 using Relay.Protocol.Mqtt;
+using Relay.Server.Devices;
+using Relay.Server.Mqtt;
 
-namespace Relay.Push.Commands;
+namespace Relay.Server.Push.Commands;
 
 /// <summary>Why an enqueue or cancel did not happen; the HTTP layer maps each to a status.</summary>
 internal enum CommandError
@@ -31,14 +32,14 @@ internal sealed record CommandRequest(string Name, byte[] Payload, bool Binary, 
 /// <see cref="IPushEventSink"/>. One loop means no two writers race on a command, and a burst of results
 /// costs one commit.
 /// </summary>
-internal sealed partial class CommandService : BackgroundService, IMqttMessageObserver
+internal sealed partial class CommandService : BackgroundService, IMqttMessageObserver, IMqttClientObserver
 {
     public const string CommandsSuffix = "/commands";
     public const string ResultsSuffix = "/results";
     private const int MaxEventsPerBatch = 1024;
 
     private readonly CommandStore _store;
-    private readonly MqttBroker _broker;
+    private readonly IMqttDeviceChannel _broker;
     private readonly IDeviceRegistry _registry;
     private readonly PushOptions _options;
     private readonly TimeProvider _time;
@@ -64,7 +65,7 @@ internal sealed partial class CommandService : BackgroundService, IMqttMessageOb
     private readonly long[] _limits = new long[LimitNames.Length];
     private readonly long[] _limitLoggedAt = new long[LimitNames.Length];
 
-    public CommandService(CommandStore store, MqttBroker broker, IDeviceRegistry registry, PushOptions options, TimeProvider time, IServiceProvider services, ILogger<CommandService> logger)
+    public CommandService(CommandStore store, IMqttDeviceChannel broker, IDeviceRegistry registry, PushOptions options, TimeProvider time, IServiceProvider services, ILogger<CommandService> logger)
     {
         _store = store;
         _broker = broker;

@@ -1,6 +1,6 @@
-using Relay.Mqtt;
+using Relay.Server.Mqtt;
 
-namespace Relay.Push.Commands;
+namespace Relay.Server.Push.Commands;
 
 /// <summary>Registers the command lifecycle: options, <c>commands.db</c>, <see cref="CommandService"/> (also as an MQTT observer and hosted service).</summary>
 internal static class CommandServices
@@ -13,6 +13,7 @@ internal static class CommandServices
         services.AddSingleton(_ => CommandStore.Open(dataDirectory));
         services.AddSingleton<CommandService>();
         services.AddSingleton<IMqttMessageObserver>(static s => s.GetRequiredService<CommandService>());
+        services.AddSingleton<IMqttClientObserver>(static s => s.GetRequiredService<CommandService>());
         services.AddHostedService(static s => s.GetRequiredService<CommandService>());
     }
 }

@@ -2,7 +2,7 @@ using System.Globalization;
 using System.Threading.Channels;
 using Microsoft.Data.Sqlite;
 
-namespace Relay.Push.Commands;
+namespace Relay.Server.Push.Commands;
 
 /// <summary>A command as stored and as kept in memory while it is not final. Mutable fields are guarded by CommandService's lock.</summary>
 internal sealed class CommandEntry

@@ -1,6 +1,6 @@
 using Microsoft.Extensions.Configuration;
 
-namespace Relay.Push.Commands;
+namespace Relay.Server.Push.Commands;
 
 /// <summary><c>Relay:Push</c>: limits of the command lifecycle.</summary>
 public sealed class PushOptions

@@ -2,12 +2,13 @@ using System.Buffers;
 using System.Globalization;
 using System.Net.Http.Headers;
 using System.Security.Cryptography;
-using System.Text;
 using System.Text.Json;
+using System.Text;
 using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
+using Relay.Server.Devices;
 
-namespace Relay.Push.Webhooks;
+namespace Relay.Server.Push.Webhooks;
 
 /// <summary>
 /// Webhooks: an <see cref="IPushEventSink"/> that serializes each event once and queues it for every

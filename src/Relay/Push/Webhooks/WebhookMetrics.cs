@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text;
 
-namespace Relay.Push.Webhooks;
+namespace Relay.Server.Push.Webhooks;
 
 /// <summary>Webhook delivery counters per configured receiver (label <c>webhook</c> = its index in Relay:Webhooks).</summary>
 internal sealed class WebhookMetrics

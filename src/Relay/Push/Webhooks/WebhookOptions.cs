@@ -1,4 +1,4 @@
-namespace Relay.Push.Webhooks;
+namespace Relay.Server.Push.Webhooks;
 
 /// <summary>One entry of <c>Relay:Webhooks</c> (<c>Relay:Webhooks:0:Url</c>, <c>:Secret</c>, <c>:Events</c>, ...).</summary>
 public sealed class WebhookOptions

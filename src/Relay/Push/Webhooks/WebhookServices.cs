@@ -1,9 +1,9 @@
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
-using Relay.Configuration;
+using Relay.Server.Hosting;
 
-namespace Relay.Push.Webhooks;
+namespace Relay.Server.Push.Webhooks;
 
 /// <summary>Binds <c>Relay:Webhooks</c> and registers the dispatcher as the <see cref="IPushEventSink"/>.</summary>
 internal static class WebhookServices
@@ -20,7 +20,7 @@ internal static class WebhookServices
         services.AddSingleton(sp => new WebhookDispatcher(
             webhooks,
             sp.GetRequiredService<WebhookMetrics>(),
-            sp.GetService<ILoggerFactory>()?.CreateLogger("Relay.Push.Webhooks") ?? NullLogger.Instance,
+            sp.GetService<ILoggerFactory>()?.CreateLogger("Relay.Server.Push.Webhooks") ?? NullLogger.Instance,
             sp.GetService<TimeProvider>() ?? TimeProvider.System));
         services.AddSingleton<IPushEventSink>(static sp => sp.GetRequiredService<WebhookDispatcher>());
         services.AddHostedService(static sp => sp.GetRequiredService<WebhookDispatcher>());

@@ -6,9 +6,9 @@ using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
 using Relay.DeviceClient;
-using Relay.Mqtt;
+using Relay.Server.Mqtt;
 using Relay.Protocol.Mqtt;
-using Relay.Push;
+using Relay.Server.Push;
 using Relay.Server.Tests.Mqtt.Interop;
 using Relay.Server.Tests.Push.Commands;
 

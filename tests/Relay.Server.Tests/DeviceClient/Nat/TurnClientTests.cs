@@ -60,7 +60,7 @@ public sealed class TurnClientTests
         options.RequestedLifetime = TimeSpan.FromSeconds(3600);
         await using var client = await TurnClient.AllocateAsync(new IPEndPoint(IPAddress.Loopback, server.StunPort), transport, Credentials, options);
 
-        var metrics = server.Services.GetRequiredService<Relay.Turn.TurnMetrics>();
+        var metrics = server.Services.GetRequiredService<Relay.Server.Turn.TurnMetrics>();
         Assert.Equal(0, metrics.Responses(438));
 
         serverClock.Advance(TimeSpan.FromSeconds(61));

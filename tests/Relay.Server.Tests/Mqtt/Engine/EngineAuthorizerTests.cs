@@ -1,4 +1,4 @@
-using Relay.Mqtt.Identity;
+using Relay.Server.Mqtt.Identity;
 
 namespace Relay.Server.Tests.Mqtt.Engine;
 

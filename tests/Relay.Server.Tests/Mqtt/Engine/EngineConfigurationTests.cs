@@ -1,4 +1,4 @@
-using Relay.Configuration;
+using Relay.Server.Hosting;
 using Relay.Protocol.Mqtt;
 
 namespace Relay.Server.Tests.Mqtt.Engine;

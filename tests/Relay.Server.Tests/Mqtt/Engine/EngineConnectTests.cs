@@ -1,5 +1,5 @@
 using System.Text;
-using Relay.Mqtt;
+using Relay.Server.Mqtt;
 using Relay.Protocol.Mqtt;
 
 namespace Relay.Server.Tests.Mqtt.Engine;

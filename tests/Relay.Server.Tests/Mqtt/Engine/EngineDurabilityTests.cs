@@ -1,7 +1,7 @@
 using System.Text;
 using Microsoft.Extensions.DependencyInjection;
-using Relay.Mqtt;
-using Relay.Mqtt.InMemory;
+using Relay.Server.Mqtt;
+using Relay.Server.Tests.Mqtt.InMemory;
 using Relay.Protocol.Mqtt;
 
 namespace Relay.Server.Tests.Mqtt.Engine;

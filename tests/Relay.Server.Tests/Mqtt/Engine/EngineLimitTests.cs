@@ -2,7 +2,7 @@ using System.Net.Http;
 using System.Net.WebSockets;
 using System.Buffers;
 using System.Text;
-using Relay.Mqtt;
+using Relay.Server.Mqtt;
 using Relay.Protocol.Mqtt;
 
 namespace Relay.Server.Tests.Mqtt.Engine;

@@ -1,7 +1,7 @@
 using System.Buffers;
 using System.Net.Sockets;
 using System.Text;
-using Relay.Mqtt;
+using Relay.Server.Mqtt;
 using Relay.Protocol.Mqtt;
 
 namespace Relay.Server.Tests.Mqtt.Engine;

@@ -1,6 +1,6 @@
 using System.Buffers;
 using System.Text;
-using Relay.Mqtt;
+using Relay.Server.Mqtt;
 using Relay.Protocol.Mqtt;
 
 namespace Relay.Server.Tests.Mqtt.Engine;

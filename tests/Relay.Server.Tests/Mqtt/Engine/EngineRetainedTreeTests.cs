@@ -1,4 +1,4 @@
-using Relay.Mqtt;
+using Relay.Server.Mqtt;
 
 namespace Relay.Server.Tests.Mqtt.Engine;
 

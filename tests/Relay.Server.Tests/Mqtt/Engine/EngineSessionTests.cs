@@ -1,5 +1,5 @@
 using Microsoft.Extensions.DependencyInjection;
-using Relay.Mqtt;
+using Relay.Server.Mqtt;
 using Relay.Protocol.Mqtt;
 using Relay.Server.Tests.Turn;
 

@@ -1,4 +1,4 @@
-using Relay.Mqtt;
+using Relay.Server.Mqtt;
 
 namespace Relay.Server.Tests.Mqtt.Engine;
 
@@ -18,7 +18,7 @@ public sealed class EngineSubscriptionTreeTests
         var tree = new MqttSubscriptionTree();
         foreach (var filter in Filters)
         {
-            tree.Add(new MqttSubscription(new MqttSessionState(filter), filter, filter, null));
+            tree.Add(new MqttSubscription(new MqttSession(filter), filter, filter, null));
         }
 
         var results = new List<MqttSubscription>();
@@ -30,9 +30,9 @@ public sealed class EngineSubscriptionTreeTests
     public void Remove_ForgetsTheSubscription_AndSharedGroupsYieldOneMemberInTurn()
     {
         var tree = new MqttSubscriptionTree();
-        var plain = new MqttSubscription(new MqttSessionState("p"), "a/b", "a/b", null);
-        var one = new MqttSubscription(new MqttSessionState("1"), "$share/g/a/+", "a/+", "g");
-        var two = new MqttSubscription(new MqttSessionState("2"), "$share/g/a/+", "a/+", "g");
+        var plain = new MqttSubscription(new MqttSession("p"), "a/b", "a/b", null);
+        var one = new MqttSubscription(new MqttSession("1"), "$share/g/a/+", "a/+", "g");
+        var two = new MqttSubscription(new MqttSession("2"), "$share/g/a/+", "a/+", "g");
         tree.Add(plain);
         tree.Add(one);
         tree.Add(two);

@@ -1,5 +1,5 @@
 using Microsoft.Extensions.DependencyInjection;
-using Relay.Mqtt;
+using Relay.Server.Mqtt;
 
 namespace Relay.Server.Tests.Mqtt.Engine;
 

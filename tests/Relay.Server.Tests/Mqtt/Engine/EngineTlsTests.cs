@@ -1,6 +1,6 @@
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
-using Relay.Mqtt;
+using Relay.Server.Mqtt;
 using Relay.Protocol.Mqtt;
 
 namespace Relay.Server.Tests.Mqtt.Engine;

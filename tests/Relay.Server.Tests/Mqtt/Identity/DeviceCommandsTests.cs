@@ -1,10 +1,11 @@
 using System.Diagnostics;
 using System.Text;
 using Microsoft.Extensions.DependencyInjection;
-using Relay.Configuration;
-using Relay.Mqtt;
-using Relay.Mqtt.Identity;
-using Relay.Mqtt.Storage;
+using Relay.Server.Cli;
+using Relay.Server.Hosting;
+using Relay.Server.Mqtt.Identity;
+using Relay.Server.Mqtt.Storage;
+using Relay.Server.Mqtt;
 using Relay.Server.Tests.Mqtt.Storage;
 
 namespace Relay.Server.Tests.Mqtt.Identity;
@@ -15,7 +16,7 @@ public sealed class DeviceCommandsTests
     {
         using var output = new StringWriter();
         using var error = new StringWriter();
-        var code = await DeviceCommands.RunAsync(["devices", .. args], output, error);
+        var code = await DevicesCli.RunAsync(["devices", .. args], output, error);
         return (code, output.ToString(), error.ToString());
     }
 
@@ -103,19 +104,19 @@ public sealed class DeviceCommandsTests
         var registry = new SqliteDeviceRegistry(db, TimeProvider.System, iterations: 1000);
         var options = new MqttOptions();
         options.Devices.Add(new MqttDeviceOptions { Id = "cfg1", Secret = "a" });
-        await DeviceCommands.ProvisionConfiguredDevicesAsync(registry, options);
+        await MqttDeviceProvisioning.ProvisionConfiguredDevicesAsync(registry, options);
         var hash = StoredHash(db, "cfg1");
 
-        await DeviceCommands.ProvisionConfiguredDevicesAsync(registry, options);
+        await MqttDeviceProvisioning.ProvisionConfiguredDevicesAsync(registry, options);
         Assert.Equal(hash, StoredHash(db, "cfg1")); // unchanged secret: not re-hashed
 
         options.Devices[0].Secret = "b";
-        await DeviceCommands.ProvisionConfiguredDevicesAsync(registry, options);
+        await MqttDeviceProvisioning.ProvisionConfiguredDevicesAsync(registry, options);
         Assert.True(await registry.VerifySecretAsync("cfg1", "b"u8.ToArray(), CancellationToken.None));
         Assert.False(await registry.VerifySecretAsync("cfg1", "a"u8.ToArray(), CancellationToken.None));
 
         options.Devices.Add(new MqttDeviceOptions { Id = "bad id", Secret = "x" });
-        var error = await Assert.ThrowsAsync<RelayConfigurationException>(() => DeviceCommands.ProvisionConfiguredDevicesAsync(registry, options));
+        var error = await Assert.ThrowsAsync<RelayConfigurationException>(() => MqttDeviceProvisioning.ProvisionConfiguredDevicesAsync(registry, options));
         Assert.Contains("Relay:Mqtt:Devices:1:Id", error.Message, StringComparison.Ordinal);
     }
 

@@ -1,6 +1,6 @@
-using Relay.Configuration;
-using Relay.Mqtt;
-using Relay.Mqtt.Identity;
+using Relay.Server.Hosting;
+using Relay.Server.Mqtt;
+using Relay.Server.Mqtt.Identity;
 
 namespace Relay.Server.Tests.Mqtt.Identity;
 

@@ -10,9 +10,9 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
-using Relay.Mqtt;
-using Relay.Mqtt.Identity;
-using Relay.Mqtt.Storage;
+using Relay.Server.Mqtt;
+using Relay.Server.Mqtt.Identity;
+using Relay.Server.Mqtt.Storage;
 using Relay.Server.Tests.Mqtt.Storage;
 
 namespace Relay.Server.Tests.Mqtt.Identity;

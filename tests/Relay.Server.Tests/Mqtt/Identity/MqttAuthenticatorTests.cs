@@ -3,10 +3,10 @@ using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using Microsoft.Extensions.Logging;
-using Relay.Configuration;
-using Relay.Mqtt;
-using Relay.Mqtt.Identity;
-using Relay.Mqtt.Storage;
+using Relay.Server.Hosting;
+using Relay.Server.Mqtt;
+using Relay.Server.Mqtt.Identity;
+using Relay.Server.Mqtt.Storage;
 using Relay.Server.Tests.Mqtt.Storage;
 using Relay.Server.Tests.Turn;
 

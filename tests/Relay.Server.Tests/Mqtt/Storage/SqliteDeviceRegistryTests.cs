@@ -1,7 +1,7 @@
 using System.Text;
-using Relay.Mqtt;
-using Relay.Mqtt.Identity;
-using Relay.Mqtt.Storage;
+using Relay.Server.Mqtt;
+using Relay.Server.Mqtt.Identity;
+using Relay.Server.Mqtt.Storage;
 using Relay.Server.Tests.Turn;
 
 namespace Relay.Server.Tests.Mqtt.Storage;

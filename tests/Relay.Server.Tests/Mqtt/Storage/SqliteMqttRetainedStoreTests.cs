@@ -1,5 +1,5 @@
-using Relay.Mqtt;
-using Relay.Mqtt.Storage;
+using Relay.Server.Mqtt;
+using Relay.Server.Mqtt.Storage;
 using Relay.Server.Tests.Turn;
 
 namespace Relay.Server.Tests.Mqtt.Storage;

@@ -1,7 +1,7 @@
 using System.Text;
 using Microsoft.Data.Sqlite;
-using Relay.Mqtt;
-using Relay.Mqtt.Storage;
+using Relay.Server.Mqtt;
+using Relay.Server.Mqtt.Storage;
 
 namespace Relay.Server.Tests.Mqtt.Storage;
 

@@ -2,7 +2,7 @@ using System.Buffers;
 using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
-using Relay.Mqtt.Transport;
+using Relay.Server.Mqtt.Transport;
 using Relay.Server.Tests.Mqtt.Engine;
 
 namespace Relay.Server.Tests.Mqtt.Transport;

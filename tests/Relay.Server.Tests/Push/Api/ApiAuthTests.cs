@@ -3,7 +3,7 @@ using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
-using Relay.Api;
+using Relay.Server.Api;
 
 namespace Relay.Server.Tests.Push.Api;
 

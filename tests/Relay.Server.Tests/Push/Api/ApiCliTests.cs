@@ -6,8 +6,8 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
-using Relay.Mqtt;
-using Relay.Push.Cli;
+using Relay.Server.Mqtt;
+using Relay.Server.Cli;
 
 namespace Relay.Server.Tests.Push.Api;
 
@@ -17,7 +17,7 @@ public sealed class ApiCliTests
     {
         var output = new StringWriter();
         var error = new StringWriter();
-        var code = await ApiCommands.RunAsync(["api", .. args], output, error, environment ?? (_ => null));
+        var code = await ApiCli.RunAsync(["api", .. args], output, error, environment ?? (_ => null));
         return (code, output.ToString(), error.ToString());
     }
 
@@ -26,7 +26,7 @@ public sealed class ApiCliTests
     {
         await using var server = await DeviceApiTests.StartAsync();
         var url = $"http://127.0.0.1:{server.HttpPort}";
-        string? Env(string name) => name == ApiCommands.TokenVariable ? DeviceApiTests.Admin : null;
+        string? Env(string name) => name == ApiCli.TokenVariable ? DeviceApiTests.Admin : null;
 
         var (code, output, error) = await Run(Env, "devices", "add", "pump-7", "--tag", "lab", "--tag=roof", "--server", url);
         Assert.True(code == 0, error);
@@ -64,7 +64,7 @@ public sealed class ApiCliTests
 
         (code, _, error) = await Run(null, "devices", "list", "--server", url);
         Assert.Equal(4, code);
-        Assert.Contains(ApiCommands.TokenVariable, error, StringComparison.Ordinal);
+        Assert.Contains(ApiCli.TokenVariable, error, StringComparison.Ordinal);
 
         // A port nobody listens on (taken from the tests' port counter, never bound).
         (code, _, error) = await Run(null, "devices", "list", "--server", $"http://127.0.0.1:{FreePorts.Tcp()}", "--token", "t");

@@ -5,7 +5,7 @@ using System.Text;
 using System.Text.Json;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
-using Relay.Mqtt;
+using Relay.Server.Mqtt;
 
 namespace Relay.Server.Tests.Push.Api;
 

@@ -28,6 +28,6 @@ public sealed class DeviceDisconnectTests
 
         var packets = await device.ReadUntilClosedAsync();
         Assert.Equal(MqttReasonCode.AdministrativeAction, Assert.Single(packets).Disconnect().ReasonCode);
-        Assert.Equal(1, kit.Server.MqttMetrics().Ends(Relay.Mqtt.MqttEndReason.Administrative));
+        Assert.Equal(1, kit.Server.MqttMetrics().Ends(Relay.Server.Mqtt.MqttEndReason.Administrative));
     }
 }

@@ -1,5 +1,5 @@
 using Microsoft.Data.Sqlite;
-using Relay.Mqtt.Storage;
+using Relay.Server.Mqtt.Storage;
 using Relay.Server.Tests.Mqtt.Storage;
 
 namespace Relay.Server.Tests.Push.Api;
@@ -82,7 +82,7 @@ public sealed class DeviceRegistryTagsTests
         Assert.Equal(["old"], (await registry.ListAsync("t", null, 5, None)).Select(d => d.Id));
 
         // Version 3: sessions from before have no owner; the next principal to resume one claims it.
-        var sessions = new Relay.Mqtt.Storage.SqliteMqttSessionStore(db);
+        var sessions = new Relay.Server.Mqtt.Storage.SqliteMqttSessionStore(db);
         Assert.Null(Assert.Single(await sessions.LoadAllAsync(None)).Owner);
         await sessions.UpsertSessionAsync("old", 3600, null, "Device:old", None);
         Assert.Equal("Device:old", Assert.Single(await sessions.LoadAllAsync(None)).Owner);

@@ -1,17 +1,18 @@
 using System.Net;
 using System.Security.Cryptography;
-using System.Text;
 using System.Text.Json;
+using System.Text;
 using System.Threading.Channels;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
-using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Configuration;
-using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging.Abstractions;
-using Relay.Push;
-using Relay.Push.Webhooks;
+using Microsoft.Extensions.Logging;
+using Relay.Server.Devices;
+using Relay.Server.Push.Webhooks;
+using Relay.Server.Push;
 
 namespace Relay.Server.Tests.Push.Api;
 
@@ -180,7 +181,7 @@ public sealed class WebhookTests
             ["Relay:Webhooks:0:Events:0"] = "everything",
             ["Relay:Webhooks:0:MaxAttempts"] = "0",
         }).Build();
-        var e = Assert.Throws<Relay.Configuration.RelayConfigurationException>(() => WebhookServices.Load(configuration));
+        var e = Assert.Throws<Relay.Server.Hosting.RelayConfigurationException>(() => WebhookServices.Load(configuration));
         Assert.Contains("Relay:Webhooks:0:Url", e.Message, StringComparison.Ordinal);
         Assert.Contains("Relay:Webhooks:0:Secret", e.Message, StringComparison.Ordinal);
         Assert.Contains("'everything'", e.Message, StringComparison.Ordinal);

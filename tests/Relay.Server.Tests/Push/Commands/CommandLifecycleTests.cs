@@ -2,8 +2,8 @@ using System.Net;
 using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
-using Relay.Mqtt;
-using Relay.Push;
+using Relay.Server.Mqtt;
+using Relay.Server.Push;
 using Relay.Server.Tests.Mqtt.Interop;
 
 namespace Relay.Server.Tests.Push.Commands;
@@ -189,7 +189,7 @@ public sealed class CommandLifecycleTests
             Assert.Equal(HttpStatusCode.OK, cancel.StatusCode);
         }
 
-        Assert.Equal(1, kit.Server.Services.GetRequiredService<Relay.Push.Commands.CommandService>().DuplicateResults);
+        Assert.Equal(1, kit.Server.Services.GetRequiredService<Relay.Server.Push.Commands.CommandService>().DuplicateResults);
         var final = await PushTestKit.GetAsync(kit.Http, id);
         Assert.Equal("succeeded", final.GetProperty("state").GetString());
         Assert.Single(final.GetProperty("transitions").EnumerateArray(), static t => t.GetProperty("state").GetString() is "succeeded" or "failed");

@@ -1,10 +1,11 @@
 using System.Collections.Concurrent;
 using System.Globalization;
 using System.Net.Http.Headers;
-using System.Text;
 using System.Text.Json;
+using System.Text;
 using Microsoft.Extensions.DependencyInjection;
-using Relay.Push;
+using Relay.Server.Devices;
+using Relay.Server.Push;
 using Relay.Server.Tests.Mqtt.Interop;
 
 namespace Relay.Server.Tests.Push.Commands;

@@ -3,10 +3,10 @@ using System.Security.Cryptography;
 using System.Text;
 using Relay.Protocol.Mqtt;
 
-namespace Relay.Mqtt;
+namespace Relay.Server.Mqtt;
 
 // CONNECT (MQTT 5.0 §3.1, 3.1.1 §3.1) → CONNACK (§3.2).
-internal sealed partial class MqttSession
+internal sealed partial class MqttConnection
 {
     private async ValueTask<MqttEndReason?> HandleConnectAsync(MqttFrame frame)
     {

@@ -4,7 +4,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Relay.Protocol.Stun;
 
-namespace Relay.Turn;
+namespace Relay.Server.Transport.Linux;
 
 /// <summary>
 /// epoll(7) and sendto(2). One epoll instance watches thousands of relay sockets from a single thread,

@@ -1,14 +1,15 @@
 using System.Buffers.Binary;
-using System.Net;
 using System.Net.Sockets;
+using System.Net;
 using Microsoft.Extensions.Options;
-using Relay.Configuration;
 using Relay.Protocol.Stun;
 using Relay.Protocol.Turn;
 using Relay.Rendezvous.Stun;
-using Relay.Turn;
+using Relay.Server.Hosting;
+using Relay.Server.Transport.Linux;
+using Relay.Server.Turn;
 
-namespace Relay.Stun;
+namespace Relay.Server.StunTurn;
 
 /// <summary>
 /// STUN over UDP (RFC 8489 §6.2.1). Every listen endpoint gets a group of SO_REUSEPORT sockets, one
@@ -16,7 +17,7 @@ namespace Relay.Stun;
 /// <see cref="StartAsync"/>: a port conflict fails startup instead of leaving a healthy-looking host
 /// with a dead listener.
 /// </summary>
-internal sealed partial class StunUdpListener : IHostedService, IAsyncDisposable
+internal sealed partial class StunTurnUdpListener : IHostedService, IAsyncDisposable
 {
     // Linux's SOL_SOCKET and SO_REUSEPORT: not in SocketOptionName, so set raw.
     private const int SolSocket = 1;
@@ -28,14 +29,14 @@ internal sealed partial class StunUdpListener : IHostedService, IAsyncDisposable
     private readonly StunMetrics _metrics;
     private readonly SourceRateLimiter? _rateLimiter;
     private readonly StunOptions _options;
-    private readonly ILogger<StunUdpListener> _logger;
+    private readonly ILogger<StunTurnUdpListener> _logger;
     private readonly List<EndpointGroup> _groups = [];
     private readonly List<Task> _loops = [];
     private volatile bool _stopping;
     private long _lastRateLimitLogTicks;
     private long _rateLimitedSinceLog;
 
-    public StunUdpListener(StunBindingService service, TurnRelay turn, StunMetrics metrics, IOptions<StunOptions> options, ILogger<StunUdpListener> logger)
+    public StunTurnUdpListener(StunBindingService service, TurnRelay turn, StunMetrics metrics, IOptions<StunOptions> options, ILogger<StunTurnUdpListener> logger)
     {
         _service = service;
         _turn = turn.Enabled ? turn : null;

@@ -1,12 +1,13 @@
-using System.Net;
 using System.Net.Sockets;
+using System.Net;
 using System.Runtime.InteropServices;
 using Relay.Protocol.Stun;
 using Relay.Rendezvous.Stun;
+using Relay.Server.Transport.Linux;
 
-namespace Relay.Stun;
+namespace Relay.Server.StunTurn;
 
-internal sealed unsafe partial class StunUdpListener
+internal sealed unsafe partial class StunTurnUdpListener
 {
     /// <summary>
     /// One dedicated thread per socket: block in recvmmsg for up to a batch of requests, answer them all,

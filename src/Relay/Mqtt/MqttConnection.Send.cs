@@ -3,13 +3,13 @@ using System.IO.Pipelines;
 using System.Text;
 using Relay.Protocol.Mqtt;
 
-namespace Relay.Mqtt;
+namespace Relay.Server.Mqtt;
 
 // The send side. Packets are written into the transport's PipeWriter under _writeLock (other sessions'
 // publishes arrive on their threads); one flush loop per connection pushes them out. While a flush is
 // blocked by a slow reader the connection is congested: QoS 0 messages to it are dropped and counted,
 // and QoS 1/2 ones wait in the session queue behind the Receive Maximum window, so nothing grows unbounded.
-internal sealed partial class MqttSession
+internal sealed partial class MqttConnection
 {
     private bool _outputCompleted;
     private bool _flushing;

@@ -1,50 +1,15 @@
 using System.Net;
 using Relay.Protocol.Mqtt;
-using Relay.Push;
+using Relay.Server.Devices;
 
-namespace Relay.Mqtt;
+namespace Relay.Server.Mqtt;
 
-/// <summary>
-/// In-process hooks into the broker, the "custom store" seam IoT brokers offer: register any number as
-/// <c>services.AddSingleton&lt;IMqttMessageObserver, T&gt;()</c> (resolved as
-/// <c>IEnumerable&lt;IMqttMessageObserver&gt;</c>). Every method is called on a connection's read loop,
-/// some under the session's lock, so implementations must be cheap and must not block, take locks the
-/// broker could be waiting on, or call back into the broker: copy what they need and queue it (a bounded
-/// channel drained by their own task). Only <see cref="OnMessageReceived"/> may make the client wait (its
-/// task). An exception is logged and swallowed, never ends the connection.
-/// </summary>
-internal interface IMqttMessageObserver
-{
-    /// <summary>A client's CONNECT was accepted and its CONNACK (and resumed messages) written.</summary>
-    void OnClientConnected(string clientId, byte protocolVersion, IPEndPoint? remoteEndPoint, DateTimeOffset at);
-
-    /// <summary>The client's connection ended (not called for the old connection of a takeover).</summary>
-    void OnClientDisconnected(string clientId, DateTimeOffset at);
-
-    /// <summary>A SUBSCRIBE granted <paramref name="filter"/> (as sent, <c>$share/</c> included).</summary>
-    void OnSubscribed(string clientId, string filter);
-
-    /// <summary>
-    /// A client's PUBLISH was accepted (authorized, routed). <paramref name="message"/> owns its payload.
-    /// The client's PUBACK/PUBREC waits for the returned task, so an observer that must keep the message
-    /// (a command result) completes it once that is durable; one with nothing to keep returns a completed
-    /// task. Waiting holds only this client's read loop.
-    /// </summary>
-    ValueTask OnMessageReceived(string clientId, StoredMessage message);
-
-    /// <summary>
-    /// A QoS 1/2 PUBLISH we sent was acknowledged with success (PUBACK, or PUBCOMP for QoS 2).
-    /// <paramref name="tag"/> is what <see cref="MqttBroker.PublishToClient"/> was given; null for routed messages.
-    /// </summary>
-    void OnMessageDelivered(string clientId, string topic, object? tag);
-}
-
-internal sealed partial class MqttBroker : IDevicePresence, IDeviceConnections
+internal sealed partial class MqttBroker : IDevicePresence, IDeviceConnections, IMqttDeviceChannel
 {
     public bool Disconnect(string deviceId)
     {
         var state = FindSession(deviceId);
-        MqttSession? connection;
+        MqttConnection? connection;
         if (state is null)
         {
             return false;
@@ -64,11 +29,16 @@ internal sealed partial class MqttBroker : IDevicePresence, IDeviceConnections
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, DateTimeOffset> _lastSeen = new(StringComparer.Ordinal);
 
     private IMqttMessageObserver[] _observers = [];
+    private IMqttClientObserver[] _clientObservers = [];
 
     /// <summary>Installed once by DI (see <see cref="MqttServices"/>); empty when nothing is registered.</summary>
-    public void SetObservers(IEnumerable<IMqttMessageObserver> observers) => _observers = [.. observers];
+    public void SetObservers(IEnumerable<IMqttMessageObserver> observers, IEnumerable<IMqttClientObserver> clientObservers)
+    {
+        _observers = [.. observers];
+        _clientObservers = [.. clientObservers];
+    }
 
-    public bool HasObservers => _observers.Length > 0;
+    public bool HasObservers => _observers.Length > 0 || _clientObservers.Length > 0;
 
     /// <summary>
     /// Sends <paramref name="message"/> to <paramref name="clientId"/>'s connection if it is online and has a
@@ -137,7 +107,7 @@ internal sealed partial class MqttBroker : IDevicePresence, IDeviceConnections
     }
 
     /// <summary>Tagged (server-published) messages leave with the connection: their publisher redelivers them. Caller holds the lock.</summary>
-    private static void DropTaggedLocked(MqttSessionState state)
+    private static void DropTaggedLocked(MqttSession state)
     {
         state.Inflight?.RemoveAll(static o => o.Tag is not null);
         if (state.Queue is { Count: > 0 } queue && queue.Any(static o => o.Tag is not null))
@@ -148,7 +118,7 @@ internal sealed partial class MqttBroker : IDevicePresence, IDeviceConnections
 
     public void NotifyConnected(string clientId, byte version, IPEndPoint? remote, DateTimeOffset at)
     {
-        foreach (var observer in _observers)
+        foreach (var observer in _clientObservers)
         {
             try
             {
@@ -172,7 +142,7 @@ internal sealed partial class MqttBroker : IDevicePresence, IDeviceConnections
         }
 
         _lastSeen[clientId] = at;
-        foreach (var observer in _observers)
+        foreach (var observer in _clientObservers)
         {
             try
             {
@@ -187,7 +157,7 @@ internal sealed partial class MqttBroker : IDevicePresence, IDeviceConnections
 
     public void NotifySubscribed(string clientId, string filter)
     {
-        foreach (var observer in _observers)
+        foreach (var observer in _clientObservers)
         {
             try
             {

@@ -1,4 +1,6 @@
-namespace Relay.Mqtt.InMemory;
+using Relay.Server.Mqtt;
+
+namespace Relay.Server.Tests.Mqtt.InMemory;
 
 /// <summary>Non-durable <see cref="IMqttRetainedStore"/>; the broker keeps its own index, so this only has to survive nothing.</summary>
 internal sealed class InMemoryRetainedStore : IMqttRetainedStore

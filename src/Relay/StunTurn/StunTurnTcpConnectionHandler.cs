@@ -9,9 +9,9 @@ using Microsoft.Extensions.Options;
 using Relay.Protocol.Stun;
 using Relay.Protocol.Turn;
 using Relay.Rendezvous.Stun;
-using Relay.Turn;
+using Relay.Server.Turn;
 
-namespace Relay.Stun;
+namespace Relay.Server.StunTurn;
 
 /// <summary>
 /// STUN and TURN over TCP and TLS (RFC 8489 §6.2.2, §6.2.3, RFC 8656 §3.1) on Kestrel's pooled socket
@@ -19,16 +19,16 @@ namespace Relay.Stun;
 /// §12.5, told apart by the first two bits, RFC 7983); anything else closes the connection, because a
 /// stream has no way to resynchronise after garbage.
 /// </summary>
-internal sealed partial class StunTcpConnectionHandler : ConnectionHandler
+internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
 {
     private readonly StunBindingService _service;
     private readonly TurnRelay? _turn;
     private readonly StunMetrics _metrics;
     private readonly StunTcpOptions _options;
-    private readonly ILogger<StunTcpConnectionHandler> _logger;
+    private readonly ILogger<StunTurnTcpConnectionHandler> _logger;
     private readonly ConcurrentDictionary<IPAddress, int> _connectionsPerIp = new();
 
-    public StunTcpConnectionHandler(StunBindingService service, TurnRelay turn, StunMetrics metrics, IOptions<StunOptions> options, ILogger<StunTcpConnectionHandler> logger)
+    public StunTurnTcpConnectionHandler(StunBindingService service, TurnRelay turn, StunMetrics metrics, IOptions<StunOptions> options, ILogger<StunTurnTcpConnectionHandler> logger)
     {
         _service = service;
         _turn = turn.Enabled ? turn : null;

@@ -1,4 +1,6 @@
-namespace Relay.Mqtt.InMemory;
+using Relay.Server.Mqtt;
+
+namespace Relay.Server.Tests.Mqtt.InMemory;
 
 /// <summary>
 /// Non-durable <see cref="IMqttSessionStore"/>: persistent sessions outlive their connections but not the

@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 
-namespace Relay.Stun;
+namespace Relay.Server.Transport.Linux;
 
 /// <summary>
 /// recvmmsg(2) and sendmmsg(2): one system call moves a whole batch of datagrams. For a request/response

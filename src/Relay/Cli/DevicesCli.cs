@@ -1,15 +1,17 @@
 using Microsoft.Extensions.Configuration;
-using Relay.Configuration;
-using Relay.Mqtt.Storage;
+using Relay.Server.Hosting;
+using Relay.Server.Mqtt.Identity;
+using Relay.Server.Mqtt.Storage;
+using Relay.Server.Mqtt;
 
-namespace Relay.Mqtt.Identity;
+namespace Relay.Server.Cli;
 
 /// <summary>
 /// <c>relay devices add|list|remove|set-secret</c>: provisioning without starting the server. Reads
 /// <c>Relay:DataDirectory</c> as the server does (appsettings.json, <c>Relay__*</c> environment
 /// variables, <c>--Relay:DataDirectory=...</c>) and opens <c>mqtt.db</c> there.
 /// </summary>
-internal static class DeviceCommands
+internal static class DevicesCli
 {
     private const string Usage = """
         usage: relay devices add <id> [--secret S]     register a device (prints a generated secret once when none is given)
@@ -140,38 +142,4 @@ internal static class DeviceCommands
         }
     }
 
-    /// <summary>
-    /// Upserts <c>Relay:Mqtt:Devices</c> into the registry at startup: new ids are added, and a known id
-    /// whose configured secret no longer verifies gets it (so editing the configuration rotates a secret,
-    /// while an unchanged one costs one verification, not a new hash each start).
-    /// </summary>
-    public static async Task ProvisionConfiguredDevicesAsync(IDeviceRegistry registry, MqttOptions options, CancellationToken cancellationToken = default)
-    {
-        ArgumentNullException.ThrowIfNull(registry);
-        ArgumentNullException.ThrowIfNull(options);
-        for (var i = 0; i < options.Devices.Count; i++)
-        {
-            var device = options.Devices[i];
-            var key = $"{MqttOptions.SectionName}:Devices:{i}";
-            if (!DeviceId.IsValid(device.Id))
-            {
-                throw new RelayConfigurationException($"{key}:Id: '{device.Id}' must match [A-Za-z0-9._-]{{1,{DeviceId.MaxLength}}}");
-            }
-
-            if (string.IsNullOrEmpty(device.Secret))
-            {
-                throw new RelayConfigurationException($"{key}:Secret: must not be empty");
-            }
-
-            if (await registry.AddAsync(device.Id, device.Secret, [], cancellationToken).ConfigureAwait(false))
-            {
-                continue;
-            }
-
-            if (await registry.VerifySecretAsync(device.Id, System.Text.Encoding.UTF8.GetBytes(device.Secret), cancellationToken).ConfigureAwait(false) != true)
-            {
-                await registry.SetSecretAsync(device.Id, device.Secret, cancellationToken).ConfigureAwait(false);
-            }
-        }
-    }
 }

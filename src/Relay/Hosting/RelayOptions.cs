@@ -1,4 +1,4 @@
-namespace Relay.Configuration;
+namespace Relay.Server.Hosting;
 
 /// <summary><c>Relay</c>: settings that are not owned by one protocol service.</summary>
 public sealed class RelayOptions

@@ -3,12 +3,12 @@ using System.Net.Sockets;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using Microsoft.Extensions.Configuration;
-using Relay.Api;
-using Relay.Mqtt;
+using Relay.Server.Api;
+using Relay.Server.Mqtt;
 using Relay.Rendezvous.Stun;
-using Relay.Turn;
+using Relay.Server.Turn;
 
-namespace Relay.Configuration;
+namespace Relay.Server.Hosting;
 
 /// <summary>A configuration problem that must stop startup; the message names the key.</summary>
 public sealed class RelayConfigurationException(string message) : Exception(message);
@@ -71,8 +71,8 @@ public sealed class RelayConfiguration
             Validate(relay, http, stun, errors);
             TurnOptionsValidator.Validate(turn, errors);
             ValidateMqtt(mqtt, http, stun, errors);
-            _ = global::Relay.Push.Commands.PushOptions.Bind(configuration, errors);
-            _ = global::Relay.Rendezvous.RendezvousOptionsBinder.Bind(configuration, errors);
+            _ = global::Relay.Server.Push.Commands.PushOptions.Bind(configuration, errors);
+            _ = global::Relay.Server.Rendezvous.RendezvousOptionsBinder.Bind(configuration, errors);
         }
 
         X509Certificate2? certificate = null;

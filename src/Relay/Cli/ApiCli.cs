@@ -5,7 +5,7 @@ using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
 
-namespace Relay.Push.Cli;
+namespace Relay.Server.Cli;
 
 /// <summary>
 /// <c>relay api ...</c>: the operator API from the command line. Unlike <c>relay devices</c>, which
@@ -13,7 +13,7 @@ namespace Relay.Push.Cli;
 /// with a token. Exit codes: 0 ok, 1 the server refused or the command did not succeed, 2 usage,
 /// 3 server unreachable, 4 bad or missing token.
 /// </summary>
-internal static class ApiCommands
+internal static class ApiCli
 {
     public const string DefaultServer = "http://127.0.0.1:8080";
     public const string TokenVariable = "RELAY_TOKEN";

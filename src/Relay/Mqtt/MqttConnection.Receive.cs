@@ -3,11 +3,11 @@ using System.Text;
 using System.Text.Unicode;
 using Relay.Protocol.Mqtt;
 
-namespace Relay.Mqtt;
+namespace Relay.Server.Mqtt;
 
 // Packets after CONNECT (MQTT 5.0 §3.3-§3.15, 3.1.1 §3.3-§3.14). Each handler returns null to go on or
 // the reason to end the connection.
-internal sealed partial class MqttSession
+internal sealed partial class MqttConnection
 {
     private async ValueTask<MqttEndReason?> HandleAsync(MqttFrame frame)
     {
@@ -289,7 +289,7 @@ internal sealed partial class MqttSession
             }
         }
 
-        void Complete(MqttSessionState state, MqttOutgoing outgoing)
+        void Complete(MqttSession state, MqttOutgoing outgoing)
         {
             state.Inflight!.Remove(outgoing);
             _broker.ForgetLocked(state, outgoing);
