@@ -207,6 +207,8 @@ public sealed class RelayConfiguration
         Check(mqtt.MaxTopicLength is >= 1 and <= 65535, "MaxTopicLength", $"must be between 1 and 65535 bytes (was {mqtt.MaxTopicLength})");
         Check(mqtt.MaxSubscriptionsPerSession >= 1, "MaxSubscriptionsPerSession", $"must be at least 1 (was {mqtt.MaxSubscriptionsPerSession})");
         Check(mqtt.SysIntervalSeconds >= 0, "SysIntervalSeconds", $"must be 0 (off) or more (was {mqtt.SysIntervalSeconds})");
+        Check(mqtt.SlowHashConcurrency >= 0, "SlowHashConcurrency", $"must be 0 (cores - 1) or more (was {mqtt.SlowHashConcurrency})");
+        Check(mqtt.SlowHashMaxWaiting >= 0, "SlowHashMaxWaiting", $"must be 0 or more (was {mqtt.SlowHashMaxWaiting})");
         Check(mqtt.AuthFailuresPerMinutePerIp >= 1, "AuthFailuresPerMinutePerIp", $"must be at least 1 (was {mqtt.AuthFailuresPerMinutePerIp})");
         for (var i = 0; i < mqtt.Devices.Count; i++)
         {

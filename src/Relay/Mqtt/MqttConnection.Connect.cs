@@ -80,13 +80,15 @@ internal sealed partial class MqttConnection
         _metrics.Auth(auth.Outcome);
         if (auth.Outcome != MqttAuthOutcome.Allow || auth.Identity is null)
         {
-            LogAuthFailed(clientId, username, _remote, auth.Outcome, auth.Reason);
+            // The authenticator logged why (throttled). The client gets one fixed reason per code: the real
+            // one (unknown id, wrong secret, disabled) would tell a stranger which device ids exist.
             return auth.Outcome switch
             {
-                MqttAuthOutcome.BadCredentials => Refuse(MqttReasonCode.BadUserNameOrPassword, MqttConnectReturnCode.BadUserNameOrPassword, auth.Reason, MqttEndReason.AuthFailed),
-                MqttAuthOutcome.RateLimited => Refuse(MqttReasonCode.ConnectionRateExceeded, MqttConnectReturnCode.NotAuthorized, auth.Reason, MqttEndReason.AuthFailed),
-                MqttAuthOutcome.Unavailable => Refuse(MqttReasonCode.ServerUnavailable, MqttConnectReturnCode.ServerUnavailable, auth.Reason, MqttEndReason.AuthFailed),
-                _ => Refuse(MqttReasonCode.NotAuthorized, MqttConnectReturnCode.NotAuthorized, auth.Reason, MqttEndReason.AuthFailed),
+                MqttAuthOutcome.BadCredentials => Refuse(MqttReasonCode.BadUserNameOrPassword, MqttConnectReturnCode.BadUserNameOrPassword, "bad user name or password", MqttEndReason.AuthFailed),
+                MqttAuthOutcome.RateLimited => Refuse(MqttReasonCode.ConnectionRateExceeded, MqttConnectReturnCode.NotAuthorized, "too many failed authentications from this address", MqttEndReason.AuthFailed),
+                MqttAuthOutcome.Unavailable => Refuse(MqttReasonCode.ServerUnavailable, MqttConnectReturnCode.ServerUnavailable, "authentication unavailable, retry later", MqttEndReason.AuthFailed),
+                MqttAuthOutcome.Busy => Refuse(MqttReasonCode.ServerBusy, MqttConnectReturnCode.ServerUnavailable, "server busy, retry later", MqttEndReason.AuthFailed),
+                _ => Refuse(MqttReasonCode.NotAuthorized, MqttConnectReturnCode.NotAuthorized, "not authorized", MqttEndReason.AuthFailed),
             };
         }
 
@@ -214,9 +216,6 @@ internal sealed partial class MqttConnection
 
         return end;
     }
-
-    [LoggerMessage(EventId = 5130, Level = LogLevel.Information, Message = "MQTT client {ClientId} (user {Username}) from {Remote} refused: {Outcome} ({Reason})")]
-    private partial void LogAuthFailed(string clientId, string? username, System.Net.IPEndPoint? remote, MqttAuthOutcome outcome, string? reason);
 
     [LoggerMessage(EventId = 5131, Level = LogLevel.Debug, Message = "MQTT client {ClientId} connected from {Remote} over {Transport} (protocol level {Level}, session present {Present}, expiry {Expiry} s)")]
     private partial void LogConnected(string clientId, System.Net.IPEndPoint? remote, MqttTransport transport, int level, bool present, uint expiry);

@@ -94,6 +94,9 @@ internal enum MqttAuthOutcome
 
     /// <summary>The identity provider could not answer (hook down): v3.1.1 0x03, v5 0x88.</summary>
     Unavailable,
+
+    /// <summary>Not checked now: the slow-hash pool is full (a reconnect storm). v3.1.1 0x03, v5 0x89 Server busy.</summary>
+    Busy,
 }
 
 /// <summary>Result of <see cref="IMqttAuthenticator.AuthenticateAsync"/>.</summary>
@@ -207,8 +210,8 @@ internal interface IMqttRetainedStore
 internal sealed record DeviceRecord(string Id, DateTimeOffset CreatedAt, IReadOnlyList<MqttGrant> ExtraGrants, bool Disabled, IReadOnlyList<string> Tags);
 
 /// <summary>
-/// The device registry. Secrets are stored only as a salted slow hash (PBKDF2-SHA256) and compared
-/// in constant time.
+/// The device registry. Secrets are stored only as salted hashes (one keyed hash for generated secrets,
+/// PBKDF2-SHA256 for chosen ones) and compared in constant time.
 /// </summary>
 internal interface IDeviceRegistry
 {
@@ -237,6 +240,6 @@ internal interface IDeviceRegistry
 
     ValueTask<IReadOnlyList<DeviceRecord>> ListAsync(CancellationToken cancellationToken);
 
-    /// <summary>Null when the device is unknown; otherwise whether the secret matches.</summary>
-    ValueTask<bool?> VerifySecretAsync(string deviceId, ReadOnlyMemory<byte> secretUtf8, CancellationToken cancellationToken);
+    /// <summary>Whether the secret is the device's; <see cref="Identity.SecretCheck.Busy"/> when it could not be checked now.</summary>
+    ValueTask<Identity.SecretCheck> VerifySecretAsync(string deviceId, ReadOnlyMemory<byte> secretUtf8, CancellationToken cancellationToken);
 }

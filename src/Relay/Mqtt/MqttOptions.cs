@@ -81,8 +81,14 @@ public sealed class MqttOptions
     /// <summary>Seconds between <c>$SYS/broker/...</c> statistics publications (0 = off).</summary>
     public int SysIntervalSeconds { get; set; } = 10;
 
-    /// <summary>Failed CONNECT authentications allowed per source IP per minute before further attempts are refused without checking.</summary>
+    /// <summary>Failed CONNECT authentications allowed per source (an IPv4 address or an IPv6 /64) per minute before further attempts are refused without checking.</summary>
     public int AuthFailuresPerMinutePerIp { get; set; } = 10;
+
+    /// <summary>PBKDF2 verifications (person-chosen device secrets) computed at once; 0 = cores − 1 (at least 1).</summary>
+    public int SlowHashConcurrency { get; set; }
+
+    /// <summary>PBKDF2 verifications that may wait for a slot; beyond it (or after half the CONNECT timeout) the CONNECT gets "server busy".</summary>
+    public int SlowHashMaxWaiting { get; set; } = 256;
 
     /// <summary>Ordered ACL rules; the first that matches decides. See docs/mqtt.md.</summary>
     public IList<MqttAclRuleOptions> Acl { get; } = [];

@@ -82,9 +82,46 @@ internal static class DeviceTags
     public static string[] Normalize(IReadOnlyList<string> tags) => [.. tags.Distinct(StringComparer.Ordinal)];
 }
 
+/// <summary>What a secret check found.</summary>
+internal enum SecretCheck
+{
+    /// <summary>No device with that id.</summary>
+    UnknownDevice,
+
+    /// <summary>The secret is the device's.</summary>
+    Match,
+
+    /// <summary>The device exists; the secret is not its own.</summary>
+    Mismatch,
+
+    /// <summary>Not checked: the slow-hash pool is full. Answer "server busy"; the device retries.</summary>
+    Busy,
+}
+
+/// <summary>How a stored secret hash is checked.</summary>
+internal enum SecretHashKind
+{
+    /// <summary>Not a hash this build understands (damaged or foreign): never matches.</summary>
+    Invalid,
+
+    /// <summary>One keyed hash (HMAC-SHA256): microseconds, for secrets the server generated.</summary>
+    Fast,
+
+    /// <summary>PBKDF2-SHA256: tens of milliseconds, for secrets people chose; verified on the bounded pool.</summary>
+    Slow,
+}
+
 /// <summary>
-/// Device secrets at rest: <c>pbkdf2-sha256$iterations$salt$hash</c> (base64 salt and hash), PBKDF2-HMAC-SHA256
-/// with a random 16-byte salt and a 32-byte output. Only the hash is stored; verification is constant-time.
+/// Device secrets at rest. Two schemes, chosen by what the secret is:
+/// <list type="bullet">
+/// <item>a secret of the form the server generates (32 random bytes, base64url: 43 characters) is stored as
+/// <c>hmac-sha256$salt$mac</c>, an HMAC-SHA256 keyed by a random 16-byte per-device salt. 256 random bits
+/// cannot be guessed, so stretching adds nothing, and a fleet of 10,000 devices reconnecting after a restart
+/// costs milliseconds of CPU instead of minutes;</item>
+/// <item>any other secret (chosen by a person, possibly weak) is stored as
+/// <c>pbkdf2-sha256$iterations$salt$hash</c>, PBKDF2-HMAC-SHA256 with a random 16-byte salt.</item>
+/// </list>
+/// Only hashes are stored; every comparison is constant-time.
 /// </summary>
 internal static class DeviceSecretHasher
 {
@@ -94,11 +131,24 @@ internal static class DeviceSecretHasher
     // tampered row pin a core per connect.
     public const int MaxIterations = 10_000_000;
 
-    private const string Scheme = "pbkdf2-sha256";
+    /// <summary>Length of a generated secret: 32 bytes in base64url without padding.</summary>
+    public const int GeneratedLength = 43;
+
+    private const string SlowScheme = "pbkdf2-sha256";
+    private const string FastScheme = "hmac-sha256";
     private const int SaltBytes = 16;
     private const int HashBytes = 32;
 
-    public static string Hash(ReadOnlySpan<byte> secretUtf8, int iterations)
+    // A 32-byte random string has about 30 distinct byte values; fewer than this means a person typed
+    // something shaped like a generated secret ("aaaa...") and it gets the slow hash.
+    private const int MinDistinctBytes = 16;
+
+    /// <summary>Hashes <paramref name="secretUtf8"/> with the scheme its form calls for (<see cref="IsGeneratedForm"/>).</summary>
+    public static string Hash(ReadOnlySpan<byte> secretUtf8, int iterations) =>
+        IsGeneratedForm(secretUtf8) ? HashFast(secretUtf8) : HashSlow(secretUtf8, iterations);
+
+    /// <summary>PBKDF2, whatever the secret's form.</summary>
+    public static string HashSlow(ReadOnlySpan<byte> secretUtf8, int iterations)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(iterations, 1);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(iterations, MaxIterations);
@@ -106,15 +156,102 @@ internal static class DeviceSecretHasher
         Span<byte> hash = stackalloc byte[HashBytes];
         RandomNumberGenerator.Fill(salt);
         Rfc2898DeriveBytes.Pbkdf2(secretUtf8, salt, hash, iterations, HashAlgorithmName.SHA256);
-        return string.Create(CultureInfo.InvariantCulture, $"{Scheme}${iterations}${Convert.ToBase64String(salt)}${Convert.ToBase64String(hash)}");
+        return string.Create(CultureInfo.InvariantCulture, $"{SlowScheme}${iterations}${Convert.ToBase64String(salt)}${Convert.ToBase64String(hash)}");
     }
 
-    /// <summary>False for a wrong secret and for a stored value that is not in the expected format.</summary>
+    /// <summary>One HMAC-SHA256 keyed by a random salt; only for secrets of the generated form.</summary>
+    public static string HashFast(ReadOnlySpan<byte> secretUtf8)
+    {
+        Span<byte> salt = stackalloc byte[SaltBytes];
+        Span<byte> mac = stackalloc byte[HashBytes];
+        RandomNumberGenerator.Fill(salt);
+        HMACSHA256.HashData(salt, secretUtf8, mac);
+        return string.Create(CultureInfo.InvariantCulture, $"{FastScheme}${Convert.ToBase64String(salt)}${Convert.ToBase64String(mac)}");
+    }
+
+    /// <summary>Which check <paramref name="stored"/> needs (by its scheme prefix; the rest is parsed when verifying).</summary>
+    public static SecretHashKind KindOf(string stored) =>
+        stored.StartsWith(FastScheme + "$", StringComparison.Ordinal) ? SecretHashKind.Fast
+        : stored.StartsWith(SlowScheme + "$", StringComparison.Ordinal) ? SecretHashKind.Slow
+        : SecretHashKind.Invalid;
+
+    /// <summary>
+    /// Whether <paramref name="secretUtf8"/> has the form <see cref="Generate"/> produces: 43 base64url
+    /// characters decoding to 32 bytes that look random. Such secrets get the fast hash.
+    /// </summary>
+    public static bool IsGeneratedForm(ReadOnlySpan<byte> secretUtf8)
+    {
+        if (secretUtf8.Length != GeneratedLength)
+        {
+            return false;
+        }
+
+        Span<byte> bytes = stackalloc byte[HashBytes];
+        if (Base64Url.DecodeFromUtf8(secretUtf8, bytes, out var consumed, out var written) != System.Buffers.OperationStatus.Done
+            || consumed != GeneratedLength || written != HashBytes)
+        {
+            return false;
+        }
+
+        Span<bool> seen = stackalloc bool[256];
+        var distinct = 0;
+        foreach (var b in bytes)
+        {
+            if (!seen[b])
+            {
+                seen[b] = true;
+                distinct++;
+            }
+        }
+
+        return distinct >= MinDistinctBytes;
+    }
+
+    /// <summary>False for a wrong secret and for a stored value that is not in an expected format.</summary>
     public static bool Verify(ReadOnlySpan<byte> secretUtf8, string stored)
     {
         ArgumentNullException.ThrowIfNull(stored);
+        return KindOf(stored) switch
+        {
+            SecretHashKind.Fast => VerifyFast(secretUtf8, stored),
+            SecretHashKind.Slow => VerifySlow(secretUtf8, stored),
+            _ => false,
+        };
+    }
+
+    /// <summary>
+    /// The cost of a fast verification with no stored hash to compare with, so that an unknown device id
+    /// takes as long to refuse as a known one with a wrong generated secret.
+    /// </summary>
+    public static void VerifyNothing(ReadOnlySpan<byte> secretUtf8)
+    {
+        Span<byte> key = stackalloc byte[SaltBytes];
+        Span<byte> mac = stackalloc byte[HashBytes];
+        HMACSHA256.HashData(key, secretUtf8, mac);
+        _ = CryptographicOperations.FixedTimeEquals(mac, mac);
+    }
+
+    private static bool VerifyFast(ReadOnlySpan<byte> secretUtf8, string stored)
+    {
         var parts = stored.Split('$');
-        if (parts.Length != 4 || parts[0] != Scheme
+        Span<byte> salt = stackalloc byte[64];
+        Span<byte> expected = stackalloc byte[HashBytes];
+        Span<byte> actual = stackalloc byte[HashBytes];
+        if (parts.Length != 3
+            || !Convert.TryFromBase64String(parts[1], salt, out var saltLength)
+            || !Convert.TryFromBase64String(parts[2], expected, out var macLength) || macLength != HashBytes)
+        {
+            return false;
+        }
+
+        HMACSHA256.HashData(salt[..saltLength], secretUtf8, actual);
+        return CryptographicOperations.FixedTimeEquals(actual, expected);
+    }
+
+    private static bool VerifySlow(ReadOnlySpan<byte> secretUtf8, string stored)
+    {
+        var parts = stored.Split('$');
+        if (parts.Length != 4
             || !int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out var iterations)
             || iterations < 1 || iterations > MaxIterations)
         {
@@ -138,7 +275,16 @@ internal static class DeviceSecretHasher
     public static string Generate()
     {
         Span<byte> bytes = stackalloc byte[32];
-        RandomNumberGenerator.Fill(bytes);
-        return Base64Url.EncodeToString(bytes);
+        while (true)
+        {
+            RandomNumberGenerator.Fill(bytes);
+            var secret = Base64Url.EncodeToString(bytes);
+
+            // Practically always true at once; the loop only guarantees the fast hash for what we hand out.
+            if (IsGeneratedForm(System.Text.Encoding.ASCII.GetBytes(secret)))
+            {
+                return secret;
+            }
+        }
     }
 }

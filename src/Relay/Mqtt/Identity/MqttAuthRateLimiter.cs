@@ -3,11 +3,15 @@ using System.Net;
 namespace Relay.Server.Mqtt.Identity;
 
 /// <summary>
-/// Failed authentications per source IP, as a token bucket: each IP may fail
+/// Failed authentications per source, as a token bucket: each source may fail
 /// <c>Relay:Mqtt:AuthFailuresPerMinutePerIp</c> times in a burst, and earns one more failure every
-/// 60/N seconds. An IP with no tokens left is refused without checking its password, so guessing
-/// costs the attacker time instead of costing us PBKDF2. The table is bounded: past
-/// <see cref="MaxTrackedAddresses"/> the least recently failing IP is forgotten.
+/// 60/N seconds. A source is an IPv4 address or an IPv6 /64 (one subscriber's prefix: a host picks any
+/// address in it at will). Every attempt takes a token <em>before</em> its credentials are checked and a
+/// success gives it back (<see cref="TryAcquire"/> / <see cref="Refund"/>, each atomic), so N concurrent
+/// CONNECTs from one source cannot all slip past a check made before any of them failed. A source with no
+/// tokens left is refused without checking, so guessing costs the attacker time instead of costing us
+/// PBKDF2. The table is bounded: past <see cref="MaxTrackedAddresses"/> the least recently used source is
+/// forgotten.
 /// </summary>
 internal sealed class MqttAuthRateLimiter
 {
@@ -45,7 +49,7 @@ internal sealed class MqttAuthRateLimiter
         }
     }
 
-    /// <summary>True when <paramref name="address"/> has used up its failures.</summary>
+    /// <summary>True when <paramref name="address"/>'s source has no attempt left (does not take one).</summary>
     public bool IsLimited(IPAddress? address)
     {
         if (address is null || _capacity == 0)
@@ -53,19 +57,54 @@ internal sealed class MqttAuthRateLimiter
             return false;
         }
 
-        address = Normalize(address);
+        address = SourceOf(address);
         lock (_lock)
         {
-            if (!_buckets.TryGetValue(address, out var node))
+            return _buckets.TryGetValue(address, out var node) && Refill(node.Value) < 1;
+        }
+    }
+
+    /// <summary>Takes one attempt from <paramref name="address"/>'s source; false (nothing taken) when none is left.</summary>
+    public bool TryAcquire(IPAddress? address)
+    {
+        if (address is null || _capacity == 0)
+        {
+            return true;
+        }
+
+        address = SourceOf(address);
+        lock (_lock)
+        {
+            var bucket = Touch(address);
+            if (Refill(bucket) < 1)
             {
                 return false;
             }
 
-            return Refill(node.Value) < 1;
+            bucket.Tokens -= 1;
+            return true;
         }
     }
 
-    /// <summary>Spends one token of <paramref name="address"/>.</summary>
+    /// <summary>Gives back the attempt a successful authentication took.</summary>
+    public void Refund(IPAddress? address)
+    {
+        if (address is null || _capacity == 0)
+        {
+            return;
+        }
+
+        address = SourceOf(address);
+        lock (_lock)
+        {
+            if (_buckets.TryGetValue(address, out var node))
+            {
+                node.Value.Tokens = Math.Min(_capacity, Refill(node.Value) + 1);
+            }
+        }
+    }
+
+    /// <summary>Spends one token of <paramref name="address"/>'s source (an attempt that did not go through <see cref="TryAcquire"/>).</summary>
     public void RecordFailure(IPAddress? address)
     {
         if (address is null || _capacity == 0)
@@ -73,34 +112,56 @@ internal sealed class MqttAuthRateLimiter
             return;
         }
 
-        address = Normalize(address);
+        address = SourceOf(address);
         lock (_lock)
         {
-            if (_buckets.TryGetValue(address, out var node))
-            {
-                _byAge.Remove(node);
-            }
-            else
-            {
-                if (_buckets.Count >= MaxTrackedAddresses)
-                {
-                    var oldest = _byAge.First!;
-                    _byAge.RemoveFirst();
-                    _buckets.Remove(oldest.Value.Address);
-                }
-
-                node = new LinkedListNode<Bucket>(new Bucket(address, _capacity, _time.GetUtcNow().UtcTicks));
-                _buckets.Add(address, node);
-            }
-
-            var bucket = node.Value;
+            var bucket = Touch(address);
             bucket.Tokens = Math.Max(0, Refill(bucket) - 1);
-            _byAge.AddLast(node);
         }
     }
 
-    // IPv4 clients reach a dual-stack listener as ::ffff:a.b.c.d; one client must have one bucket.
-    private static IPAddress Normalize(IPAddress address) => address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address;
+    /// <summary>The bucket key: IPv4 as is (mapped addresses unmapped), IPv6 cut to its /64.</summary>
+    public static IPAddress SourceOf(IPAddress address)
+    {
+        if (address.IsIPv4MappedToIPv6)
+        {
+            return address.MapToIPv4();
+        }
+
+        if (address.AddressFamily != System.Net.Sockets.AddressFamily.InterNetworkV6)
+        {
+            return address;
+        }
+
+        Span<byte> bytes = stackalloc byte[16];
+        address.TryWriteBytes(bytes, out _);
+        bytes[8..].Clear();
+        return new IPAddress(bytes);
+    }
+
+    // The bucket of a source, created full when new, moved to the young end of the age list. Caller holds the lock.
+    private Bucket Touch(IPAddress source)
+    {
+        if (_buckets.TryGetValue(source, out var node))
+        {
+            _byAge.Remove(node);
+        }
+        else
+        {
+            if (_buckets.Count >= MaxTrackedAddresses)
+            {
+                var oldest = _byAge.First!;
+                _byAge.RemoveFirst();
+                _buckets.Remove(oldest.Value.Address);
+            }
+
+            node = new LinkedListNode<Bucket>(new Bucket(source, _capacity, _time.GetUtcNow().UtcTicks));
+            _buckets.Add(source, node);
+        }
+
+        _byAge.AddLast(node);
+        return node.Value;
+    }
 
     private double Refill(Bucket bucket)
     {

@@ -9,7 +9,9 @@ namespace Relay.Server.Mqtt.Identity;
 /// <summary>
 /// Decides CONNECTs (MQTT 5.0 §3.1.4 step 2, MQTT 3.1.1 §3.1.4). In order:
 /// <list type="number">
-/// <item>an IP over its failure budget is refused (<see cref="MqttAuthOutcome.RateLimited"/>) unchecked;</item>
+/// <item>an attempt takes a token of its source's failure budget first (an IP, or an IPv6 /64); a source
+/// with none left is refused (<see cref="MqttAuthOutcome.RateLimited"/>) unchecked, and a success gives its
+/// token back;</item>
 /// <item>a TLS client certificate (validated by the TLS layer) whose subject CN is a registered device id
 /// and equals the client id authenticates that device without a password;</item>
 /// <item>no username and no password: anonymous, if <c>AllowAnonymous</c>;</item>
@@ -17,8 +19,11 @@ namespace Relay.Server.Mqtt.Identity;
 /// <item>a service account (<c>Relay:Mqtt:ServiceAccounts</c>), then a registered device (client id =
 /// username = device id, password = secret), then, when configured, the hook for unknown users.</item>
 /// </list>
-/// Failures (bad credentials, not authorized) spend the IP's budget, are counted and logged at
-/// Information with client id, username and address; never the password.
+/// An unknown device id and a wrong secret get the same answer, in about the same time, and the client id
+/// and the disabled flag are looked at only once the secret is proven, so nothing about a device leaks to
+/// someone without its secret. A registered device's client id is refused to every other principal.
+/// Failures are counted and logged at Information (at most one line per 10 s, with client id and username
+/// shortened and escaped; never the password).
 /// </summary>
 internal sealed class MqttAuthenticator : IMqttAuthenticator
 {
@@ -32,6 +37,7 @@ internal sealed class MqttAuthenticator : IMqttAuthenticator
     private readonly bool _allowAnonymous;
     private readonly MqttIdentityMetrics _metrics;
     private readonly ILogger _logger;
+    private readonly Primitives.LogThrottle _logThrottle;
 
     public MqttAuthenticator(MqttOptions options, IDeviceRegistry devices, MqttIdentityMetrics metrics, ILogger logger, TimeProvider time)
         : this(options, CompileServiceAccounts(options), devices, metrics, logger, time)
@@ -48,6 +54,7 @@ internal sealed class MqttAuthenticator : IMqttAuthenticator
         _devices = devices;
         _metrics = metrics;
         _logger = logger;
+        _logThrottle = new Primitives.LogThrottle(2, TimeSpan.FromSeconds(10), time);
         _allowAnonymous = options.AllowAnonymous;
         _limiter = new MqttAuthRateLimiter(options.AuthFailuresPerMinutePerIp, time);
         if (!string.IsNullOrWhiteSpace(options.AuthHook.Url))
@@ -88,12 +95,12 @@ internal sealed class MqttAuthenticator : IMqttAuthenticator
     {
         ArgumentNullException.ThrowIfNull(request);
         var address = request.RemoteEndPoint?.Address;
-        if (_limiter.IsLimited(address))
+        if (!_limiter.TryAcquire(address))
         {
             _metrics.Authenticated(MqttAuthOutcome.RateLimited);
             // Debug, not Information: this is the path a password-guessing flood takes, and each of its
             // first failures was already logged.
-            _logger.LogDebug("MQTT CONNECT refused: too many failed authentications from {RemoteAddress} (client {ClientId}, user {Username})", address, request.ClientId, request.Username);
+            _logger.LogDebug("MQTT CONNECT refused: too many failed authentications from {RemoteAddress} (client {ClientId}, user {Username})", address, Primitives.LogText.Safe(request.ClientId), Primitives.LogText.Safe(request.Username));
             return MqttAuthResult.Denied(MqttAuthOutcome.RateLimited, "too many failed authentications from this address");
         }
 
@@ -111,11 +118,24 @@ internal sealed class MqttAuthenticator : IMqttAuthenticator
         switch (result.Outcome)
         {
             case MqttAuthOutcome.BadCredentials or MqttAuthOutcome.NotAuthorized:
-                _limiter.RecordFailure(address);
-                _logger.LogInformation("MQTT authentication failed ({Outcome}: {Reason}): client {ClientId}, user {Username}, from {RemoteAddress}", result.Outcome, result.Reason, request.ClientId, request.Username, address);
+                // The token this attempt took stays spent.
+                if (_logThrottle.TryEnter(0, out var suppressed))
+                {
+                    _logger.LogInformation("MQTT authentication failed ({Outcome}: {Reason}): client {ClientId}, user {Username}, from {RemoteAddress} ({Suppressed} more failures since the last such line)", result.Outcome, result.Reason, Primitives.LogText.Safe(request.ClientId), Primitives.LogText.Safe(request.Username), address, suppressed);
+                }
+
                 break;
-            case MqttAuthOutcome.Unavailable:
-                _logger.LogWarning("MQTT authentication unavailable ({Reason}): client {ClientId}, user {Username}, from {RemoteAddress}", result.Reason, request.ClientId, request.Username, address);
+            case MqttAuthOutcome.Unavailable or MqttAuthOutcome.Busy:
+                // Not the client's fault: its token comes back.
+                _limiter.Refund(address);
+                if (_logThrottle.TryEnter(1, out var held))
+                {
+                    _logger.LogWarning("MQTT authentication {Outcome} ({Reason}): client {ClientId}, user {Username}, from {RemoteAddress} ({Suppressed} more since the last such line)", result.Outcome, result.Reason, Primitives.LogText.Safe(request.ClientId), Primitives.LogText.Safe(request.Username), address, held);
+                }
+
+                break;
+            default:
+                _limiter.Refund(address);
                 break;
         }
 
@@ -187,30 +207,38 @@ internal sealed class MqttAuthenticator : IMqttAuthenticator
         }
 
         var device = DeviceId.IsValid(username) ? await _devices.FindAsync(username, cancellationToken).ConfigureAwait(false) : null;
-        if (device is not null)
+        if (device is null)
         {
-            if (!string.Equals(request.ClientId, username, StringComparison.Ordinal))
+            if (_hook is not null)
             {
-                return MqttAuthResult.Denied(MqttAuthOutcome.NotAuthorized, "a device's client id must be its device id");
+                return await HookAsync(request, cancellationToken).ConfigureAwait(false);
             }
 
-            if (device.Disabled)
-            {
-                return MqttAuthResult.Denied(MqttAuthOutcome.NotAuthorized, "device disabled");
-            }
-
-            var verified = request.Password is { } password && await _devices.VerifySecretAsync(username, password, cancellationToken).ConfigureAwait(false) == true;
-            return verified
-                ? MqttAuthResult.Allowed(new MqttIdentity(MqttPrincipalKind.Device, device.Id, device.ExtraGrants))
-                : MqttAuthResult.Denied(MqttAuthOutcome.BadCredentials, "wrong secret");
+            // The same answer as a wrong secret, after the same work (review M2).
+            DeviceSecretHasher.VerifyNothing(request.Password is { } given ? given.Span : []);
+            return MqttAuthResult.Denied(MqttAuthOutcome.BadCredentials, "unknown user");
         }
 
-        if (_hook is not null)
+        var check = await _devices.VerifySecretAsync(username, request.Password ?? ReadOnlyMemory<byte>.Empty, cancellationToken).ConfigureAwait(false);
+        if (check == SecretCheck.Busy)
         {
-            return await HookAsync(request, cancellationToken).ConfigureAwait(false);
+            return MqttAuthResult.Denied(MqttAuthOutcome.Busy, "too many slow secret verifications waiting");
         }
 
-        return MqttAuthResult.Denied(MqttAuthOutcome.BadCredentials, "unknown user");
+        if (check != SecretCheck.Match || request.Password is null)
+        {
+            return MqttAuthResult.Denied(MqttAuthOutcome.BadCredentials, "wrong secret");
+        }
+
+        // Only now that the secret is proven: these answers tell a caller that the device exists.
+        if (!string.Equals(request.ClientId, username, StringComparison.Ordinal))
+        {
+            return MqttAuthResult.Denied(MqttAuthOutcome.NotAuthorized, "a device's client id must be its device id");
+        }
+
+        return device.Disabled
+            ? MqttAuthResult.Denied(MqttAuthOutcome.NotAuthorized, "device disabled")
+            : MqttAuthResult.Allowed(new MqttIdentity(MqttPrincipalKind.Device, device.Id, device.ExtraGrants));
     }
 
     private async ValueTask<MqttIdentity?> CertificateIdentityAsync(X509Certificate2 certificate, MqttAuthRequest request, CancellationToken cancellationToken)

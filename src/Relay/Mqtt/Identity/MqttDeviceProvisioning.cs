@@ -38,7 +38,7 @@ internal sealed class MqttDeviceProvisioning(IDeviceRegistry registry, MqttOptio
                 continue;
             }
 
-            if (await registry.VerifySecretAsync(device.Id, System.Text.Encoding.UTF8.GetBytes(device.Secret), cancellationToken).ConfigureAwait(false) != true)
+            if (await registry.VerifySecretAsync(device.Id, System.Text.Encoding.UTF8.GetBytes(device.Secret), cancellationToken).ConfigureAwait(false) == SecretCheck.Mismatch)
             {
                 await registry.SetSecretAsync(device.Id, device.Secret, cancellationToken).ConfigureAwait(false);
             }

@@ -15,18 +15,20 @@ internal sealed class MqttIdentityMetrics
     public const string MeterName = "Relay.Mqtt.Identity";
 
     // Indexed by MqttAuthOutcome.
-    private static readonly string[] OutcomeNames = ["allow", "bad_credentials", "not_authorized", "rate_limited", "unavailable"];
+    private static readonly string[] OutcomeNames = ["allow", "bad_credentials", "not_authorized", "rate_limited", "unavailable", "busy"];
     private static readonly string[] HookResultNames = ["allow", "deny", "unavailable"];
     private static readonly string[] ActionNames = ["publish", "subscribe"];
 
     private readonly long[] _outcomes = new long[OutcomeNames.Length];
     private readonly long[] _hookResults = new long[HookResultNames.Length];
     private readonly long[] _aclDenials = new long[ActionNames.Length];
+    private readonly SlowHashPool? _pool;
     private long _hookAttempts;
     private long _hookErrors;
 
-    public MqttIdentityMetrics(IMeterFactory? meterFactory = null)
+    public MqttIdentityMetrics(IMeterFactory? meterFactory = null, SlowHashPool? pool = null)
     {
+        _pool = pool;
         if (meterFactory is null)
         {
             return;
@@ -37,6 +39,12 @@ internal sealed class MqttIdentityMetrics
         meter.CreateObservableCounter("relay.mqtt.auth_hook.calls", () => Observe(_hookResults, HookResultNames, "result"), "{call}", "Authentications decided by the HTTP hook, by result.");
         meter.CreateObservableCounter("relay.mqtt.auth_hook.errors", () => Volatile.Read(ref _hookErrors), "{attempt}", "HTTP hook attempts that timed out, failed to connect or got a 5xx.");
         meter.CreateObservableCounter("relay.mqtt.acl.denials", () => Observe(_aclDenials, ActionNames, "action"), "{request}", "PUBLISH and SUBSCRIBE requests the ACL denied.");
+        if (pool is not null)
+        {
+            meter.CreateObservableGauge("relay.mqtt.slow_hash.waiting", () => pool.Waiting, "{verification}", "PBKDF2 verifications waiting for a slot.");
+            meter.CreateObservableCounter("relay.mqtt.slow_hash.runs", () => pool.Runs, "{verification}", "PBKDF2 verifications computed.");
+            meter.CreateObservableCounter("relay.mqtt.slow_hash.refused", () => pool.Refused, "{verification}", "PBKDF2 verifications refused as busy (pool full or wait too long).");
+        }
     }
 
     /// <summary>CONNECTs refused without checking because their IP was over its failure budget.</summary>
@@ -75,5 +83,11 @@ internal sealed class MqttIdentityMetrics
         WriteFamily(output, "relay_mqtt_auth_hook_attempts_total", "HTTP requests sent to the authentication hook, retries included.", "counter", [new("", HookAttempts)]);
         WriteFamily(output, "relay_mqtt_auth_hook_errors_total", "Hook attempts that timed out, failed to connect, got a 5xx or an unreadable answer.", "counter", [new("", HookErrors)]);
         WriteFamily(output, "relay_mqtt_acl_denials_total", "PUBLISH and SUBSCRIBE requests the ACL denied, by action.", "counter", Labelled(_aclDenials, ActionNames, "action"));
+        if (_pool is { } pool)
+        {
+            WriteFamily(output, "relay_mqtt_slow_hash_waiting", "PBKDF2 verifications (person-chosen device secrets) waiting for a slot.", "gauge", [new("", pool.Waiting)]);
+            WriteFamily(output, "relay_mqtt_slow_hash_runs_total", "PBKDF2 verifications computed.", "counter", [new("", pool.Runs)]);
+            WriteFamily(output, "relay_mqtt_slow_hash_refused_total", "PBKDF2 verifications refused as busy: the CONNECT got server busy.", "counter", [new("", pool.Refused)]);
+        }
     }
 }

@@ -27,10 +27,15 @@ internal static class MqttPersistence
         MqttAuthenticator.Validate(options);
 
         services.AddSingleton(sp => MqttDatabase.Open(dataDirectory, Logger(sp, "Relay.Server.Mqtt.Storage")));
-        services.AddSingleton(sp => new MqttIdentityMetrics(sp.GetService<IMeterFactory>()));
+        services.AddSingleton(sp => new SlowHashPool(
+            options.SlowHashConcurrency > 0 ? options.SlowHashConcurrency : SlowHashPool.DefaultConcurrency,
+            options.SlowHashMaxWaiting,
+            TimeSpan.FromSeconds(Math.Max(1, options.ConnectTimeoutSeconds / 2.0)),
+            Time(sp)));
+        services.AddSingleton(sp => new MqttIdentityMetrics(sp.GetService<IMeterFactory>(), sp.GetRequiredService<SlowHashPool>()));
         services.AddSingleton<IMqttSessionStore>(sp => new SqliteMqttSessionStore(sp.GetRequiredService<MqttDatabase>()));
         services.AddSingleton<IMqttRetainedStore>(sp => new SqliteMqttRetainedStore(sp.GetRequiredService<MqttDatabase>(), Time(sp)));
-        services.AddSingleton<IDeviceRegistry>(sp => new SqliteDeviceRegistry(sp.GetRequiredService<MqttDatabase>(), Time(sp)));
+        services.AddSingleton<IDeviceRegistry>(sp => new SqliteDeviceRegistry(sp.GetRequiredService<MqttDatabase>(), Time(sp), pool: sp.GetRequiredService<SlowHashPool>()));
         services.AddSingleton<IMqttAuthenticator>(sp => new MqttAuthenticator(
             options, sp.GetRequiredService<IDeviceRegistry>(), sp.GetRequiredService<MqttIdentityMetrics>(), Logger(sp, "Relay.Server.Mqtt.Identity"), Time(sp)));
         services.AddSingleton<IMqttAuthorizer>(sp => MqttAclAuthorizer.FromCompiled(rules, sp.GetRequiredService<MqttIdentityMetrics>()));

@@ -9,16 +9,19 @@ using Relay.Server.Mqtt.Identity;
 namespace Relay.Server.Mqtt.Storage;
 
 /// <summary>
-/// Registered devices in <c>mqtt.db</c>. Secrets are kept only as PBKDF2-SHA256 hashes
-/// (<see cref="DeviceSecretHasher"/>). Because devices reconnect in storms (a network blip brings back
-/// thousands at once) and each PBKDF2 verification costs tens of milliseconds of CPU, a successful
-/// verification is remembered for <see cref="CacheLifetime"/>, keyed by the device id and a SHA-256 of
-/// the presented secret (never the secret itself). A changed or removed secret drops the device's entries.
+/// Registered devices in <c>mqtt.db</c>. Secrets are kept only as hashes (<see cref="DeviceSecretHasher"/>):
+/// generated secrets as one keyed hash, verified inline in microseconds; person-chosen secrets as PBKDF2,
+/// verified on the bounded <see cref="SlowHashPool"/> (busy when full). Because devices reconnect in storms
+/// and each PBKDF2 verification costs tens of milliseconds, a successful slow verification is remembered
+/// for <see cref="CacheLifetime"/> after its last use, keyed by the device id, a SHA-256 of the presented
+/// secret (never the secret itself) and the stored hash, so a secret changed by anyone (the API, or the
+/// CLI writing the file while the server runs) stops matching at once. A device that logs in with a
+/// generated-form secret still stored as PBKDF2 (registered before the fast scheme) is moved to it.
 /// </summary>
 internal sealed class SqliteDeviceRegistry : IDeviceRegistry
 {
-    /// <summary>How long a verified (device, secret) pair is trusted without PBKDF2.</summary>
-    public static readonly TimeSpan CacheLifetime = TimeSpan.FromMinutes(5);
+    /// <summary>How long after its last use a verified (device, secret, stored hash) is trusted without PBKDF2.</summary>
+    public static readonly TimeSpan CacheLifetime = TimeSpan.FromHours(1);
 
     /// <summary>Bound of the verification cache.</summary>
     public const int DefaultCacheCapacity = 100_000;
@@ -31,20 +34,24 @@ internal sealed class SqliteDeviceRegistry : IDeviceRegistry
     private const string Columns = "id, created_at, grants, disabled, tags";
 
     private static readonly SqlStatement UpdateSecret = new("UPDATE devices SET secret_hash = $s WHERE id = $i", "$i", "$s");
+    private static readonly SqlStatement UpgradeSecret = new("UPDATE devices SET secret_hash = $s WHERE id = $i AND secret_hash = $old", "$i", "$s", "$old");
     private static readonly SqlStatement Delete = new("DELETE FROM devices WHERE id = $i", "$i");
 
     private readonly MqttDatabase _database;
     private readonly TimeProvider _time;
     private readonly int _iterations;
     private readonly int _cacheCapacity;
+    private readonly SlowHashPool? _pool;
     private readonly ConcurrentDictionary<CacheKey, long> _verified = new();
 
     // Bumped by every secret change or removal. A verification that read the old hash must not put its
     // result in the cache after the change invalidated it, so it caches only if this did not move.
     private long _generation;
     private long _pbkdf2Runs;
+    private long _upgrades;
 
-    public SqliteDeviceRegistry(MqttDatabase database, TimeProvider time, int iterations = DeviceSecretHasher.DefaultIterations, int cacheCapacity = DefaultCacheCapacity)
+    /// <param name="pool">Where PBKDF2 runs; null runs it inline (the CLI, provisioning before the server listens).</param>
+    public SqliteDeviceRegistry(MqttDatabase database, TimeProvider time, int iterations = DeviceSecretHasher.DefaultIterations, int cacheCapacity = DefaultCacheCapacity, SlowHashPool? pool = null)
     {
         ArgumentNullException.ThrowIfNull(database);
         ArgumentNullException.ThrowIfNull(time);
@@ -54,10 +61,14 @@ internal sealed class SqliteDeviceRegistry : IDeviceRegistry
         _time = time;
         _iterations = iterations;
         _cacheCapacity = cacheCapacity;
+        _pool = pool;
     }
 
     /// <summary>PBKDF2 verifications actually computed (cache misses); tests and metrics read it.</summary>
     public long Pbkdf2Runs => Volatile.Read(ref _pbkdf2Runs);
+
+    /// <summary>Stored PBKDF2 hashes of generated-form secrets moved to the fast scheme at login.</summary>
+    public long Upgrades => Volatile.Read(ref _upgrades);
 
     public ValueTask<bool> AddAsync(string deviceId, string secret, IReadOnlyList<MqttGrant> extraGrants, CancellationToken cancellationToken) =>
         AddAsync(deviceId, secret, extraGrants, [], cancellationToken);
@@ -190,37 +201,95 @@ internal sealed class SqliteDeviceRegistry : IDeviceRegistry
         return ValueTask.FromResult(ReadAll(command));
     }
 
-    public ValueTask<bool?> VerifySecretAsync(string deviceId, ReadOnlyMemory<byte> secretUtf8, CancellationToken cancellationToken)
+    public async ValueTask<SecretCheck> VerifySecretAsync(string deviceId, ReadOnlyMemory<byte> secretUtf8, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(deviceId);
         cancellationToken.ThrowIfCancellationRequested();
-        if (!DeviceId.IsValid(deviceId))
+        var stored = DeviceId.IsValid(deviceId) ? ReadSecretHash(deviceId) : null;
+        if (stored is null)
         {
-            return ValueTask.FromResult<bool?>(null);
+            // As long as a wrong generated secret takes: the answer's timing does not say whether the id exists.
+            DeviceSecretHasher.VerifyNothing(secretUtf8.Span);
+            return SecretCheck.UnknownDevice;
+        }
+
+        switch (DeviceSecretHasher.KindOf(stored))
+        {
+            case SecretHashKind.Fast:
+                return DeviceSecretHasher.Verify(secretUtf8.Span, stored) ? SecretCheck.Match : SecretCheck.Mismatch;
+            case SecretHashKind.Invalid:
+                return SecretCheck.Mismatch;
         }
 
         var generation = Interlocked.Read(ref _generation);
-        var stored = ReadSecretHash(deviceId);
-        if (stored is null)
-        {
-            return ValueTask.FromResult<bool?>(null);
-        }
-
-        var key = CacheKey.Create(deviceId, secretUtf8.Span);
+        var key = CacheKey.Create(deviceId, secretUtf8.Span, stored);
         var now = _time.GetUtcNow().UtcTicks;
         if (_verified.TryGetValue(key, out var expires) && now < expires)
         {
-            return ValueTask.FromResult<bool?>(true);
+            // Sliding: a device that keeps reconnecting stays cheap.
+            _verified.TryUpdate(key, now + CacheLifetime.Ticks, expires);
+            return SecretCheck.Match;
         }
 
-        Interlocked.Increment(ref _pbkdf2Runs);
-        var ok = DeviceSecretHasher.Verify(secretUtf8.Span, stored);
-        if (ok && _cacheCapacity > 0)
+        bool ok;
+        if (_pool is null)
+        {
+            Interlocked.Increment(ref _pbkdf2Runs);
+            ok = DeviceSecretHasher.Verify(secretUtf8.Span, stored);
+        }
+        else
+        {
+            var result = await _pool.RunAsync((secretUtf8, stored, this), static s =>
+            {
+                Interlocked.Increment(ref s.Item3._pbkdf2Runs);
+                return DeviceSecretHasher.Verify(s.secretUtf8.Span, s.stored);
+            }, cancellationToken).ConfigureAwait(false);
+            if (result is not { } verified)
+            {
+                return SecretCheck.Busy;
+            }
+
+            ok = verified;
+        }
+
+        if (!ok)
+        {
+            return SecretCheck.Mismatch;
+        }
+
+        if (DeviceSecretHasher.IsGeneratedForm(secretUtf8.Span) && await UpgradeAsync(deviceId, stored, secretUtf8, cancellationToken).ConfigureAwait(false))
+        {
+            return SecretCheck.Match;
+        }
+
+        if (_cacheCapacity > 0)
         {
             Remember(key, now + CacheLifetime.Ticks, generation);
         }
 
-        return ValueTask.FromResult<bool?>(ok);
+        return SecretCheck.Match;
+    }
+
+    // Only if the row still holds the hash we verified: a rotation in between wins.
+    private async ValueTask<bool> UpgradeAsync(string deviceId, string stored, ReadOnlyMemory<byte> secretUtf8, CancellationToken cancellationToken)
+    {
+        var fast = DeviceSecretHasher.HashFast(secretUtf8.Span);
+        var upgraded = await _database.WriteAsync(
+            context =>
+            {
+                var command = context.Command(UpgradeSecret);
+                command.Parameters[0].Value = deviceId;
+                command.Parameters[1].Value = fast;
+                command.Parameters[2].Value = stored;
+                return command.ExecuteNonQuery() == 1;
+            },
+            cancellationToken).ConfigureAwait(false);
+        if (upgraded)
+        {
+            Interlocked.Increment(ref _upgrades);
+        }
+
+        return upgraded;
     }
 
     private static void CheckId(string deviceId)
@@ -329,15 +398,18 @@ internal sealed class SqliteDeviceRegistry : IDeviceRegistry
         }
     }
 
-    /// <summary>The device and a SHA-256 of the secret it presented, as four longs (no per-lookup array).</summary>
-    private readonly record struct CacheKey(string DeviceId, long H0, long H1, long H2, long H3)
+    /// <summary>
+    /// The device, a SHA-256 of the secret it presented (four longs, no per-lookup array) and the stored hash
+    /// it was checked against: a hash replaced behind our back (the CLI writes the file) never matches.
+    /// </summary>
+    private readonly record struct CacheKey(string DeviceId, long H0, long H1, long H2, long H3, string Stored)
     {
-        public static CacheKey Create(string deviceId, ReadOnlySpan<byte> secret)
+        public static CacheKey Create(string deviceId, ReadOnlySpan<byte> secret, string stored)
         {
             Span<byte> hash = stackalloc byte[32];
             SHA256.HashData(secret, hash);
             var words = MemoryMarshal.Cast<byte, long>(hash);
-            return new CacheKey(deviceId, words[0], words[1], words[2], words[3]);
+            return new CacheKey(deviceId, words[0], words[1], words[2], words[3], stored);
         }
     }
 }

@@ -20,7 +20,7 @@ public sealed class DeviceCommandsTests
         return (code, output.ToString(), error.ToString());
     }
 
-    private static async Task<bool?> Verify(string dataDirectory, string id, string secret)
+    private static async Task<SecretCheck> Verify(string dataDirectory, string id, string secret)
     {
         await using var db = MqttDatabase.Open(dataDirectory);
         return await new SqliteDeviceRegistry(db, TimeProvider.System).VerifySecretAsync(id, Encoding.UTF8.GetBytes(secret), CancellationToken.None);
@@ -34,13 +34,13 @@ public sealed class DeviceCommandsTests
 
         var add = await Run("add", "d1", "--secret", "s1", data);
         Assert.Equal((0, "added device d1\n"), (add.Code, add.Output));
-        Assert.True(await Verify(dir.Path, "d1", "s1"));
+        Assert.Equal(SecretCheck.Match, await Verify(dir.Path, "d1", "s1"));
 
         var generated = await Run("add", "d2", data);
         Assert.Equal(0, generated.Code);
         var secret = generated.Output.Trim().Split(' ')[^1];
         Assert.Equal(43, secret.Length);
-        Assert.True(await Verify(dir.Path, "d2", secret));
+        Assert.Equal(SecretCheck.Match, await Verify(dir.Path, "d2", secret));
 
         Assert.Equal(1, (await Run("add", "d1", data)).Code);
         var list = await Run("list", data);
@@ -51,13 +51,13 @@ public sealed class DeviceCommandsTests
         var rotate = await Run("set-secret", "d1", data);
         Assert.Equal(0, rotate.Code);
         var newSecret = rotate.Output.Trim().Split(' ')[^1];
-        Assert.False(await Verify(dir.Path, "d1", "s1"));
-        Assert.True(await Verify(dir.Path, "d1", newSecret));
+        Assert.Equal(SecretCheck.Mismatch, await Verify(dir.Path, "d1", "s1"));
+        Assert.Equal(SecretCheck.Match, await Verify(dir.Path, "d1", newSecret));
         Assert.Equal(1, (await Run("set-secret", "nobody", data)).Code);
 
         Assert.Equal(0, (await Run("remove", "d1", data)).Code);
         Assert.Equal(1, (await Run("remove", "d1", data)).Code);
-        Assert.Null(await Verify(dir.Path, "d1", newSecret));
+        Assert.Equal(SecretCheck.UnknownDevice, await Verify(dir.Path, "d1", newSecret));
     }
 
     [Theory]
@@ -93,7 +93,7 @@ public sealed class DeviceCommandsTests
         await process.WaitForExitAsync(timeout.Token);
         Assert.True(process.ExitCode == 0, await stderr);
         Assert.Equal("added device cli-device\n", await stdout);
-        Assert.True(await Verify(dir.Path, "cli-device", "cli-secret"));
+        Assert.Equal(SecretCheck.Match, await Verify(dir.Path, "cli-device", "cli-secret"));
     }
 
     [Fact]
@@ -112,8 +112,8 @@ public sealed class DeviceCommandsTests
 
         options.Devices[0].Secret = "b";
         await MqttDeviceProvisioning.ProvisionConfiguredDevicesAsync(registry, options);
-        Assert.True(await registry.VerifySecretAsync("cfg1", "b"u8.ToArray(), CancellationToken.None));
-        Assert.False(await registry.VerifySecretAsync("cfg1", "a"u8.ToArray(), CancellationToken.None));
+        Assert.Equal(SecretCheck.Match, await registry.VerifySecretAsync("cfg1", "b"u8.ToArray(), CancellationToken.None));
+        Assert.Equal(SecretCheck.Mismatch, await registry.VerifySecretAsync("cfg1", "a"u8.ToArray(), CancellationToken.None));
 
         options.Devices.Add(new MqttDeviceOptions { Id = "bad id", Secret = "x" });
         var error = await Assert.ThrowsAsync<RelayConfigurationException>(() => MqttDeviceProvisioning.ProvisionConfiguredDevicesAsync(registry, options));

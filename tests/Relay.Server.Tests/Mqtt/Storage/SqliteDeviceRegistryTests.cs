@@ -39,9 +39,9 @@ public sealed class SqliteDeviceRegistryTests
             Assert.Equal([new MqttGrant("broadcast/#", MqttAction.Subscribe)], d1.ExtraGrants);
             Assert.False(d1.Disabled);
             Assert.Null(await registry.FindAsync("gone", None));
-            Assert.True(await registry.VerifySecretAsync("d1", Utf8("s1"), None));
-            Assert.False(await registry.VerifySecretAsync("d1", Utf8("s2"), None));
-            Assert.Null(await registry.VerifySecretAsync("nobody", Utf8("s1"), None));
+            Assert.Equal(SecretCheck.Match, await registry.VerifySecretAsync("d1", Utf8("s1"), None));
+            Assert.Equal(SecretCheck.Mismatch, await registry.VerifySecretAsync("d1", Utf8("s2"), None));
+            Assert.Equal(SecretCheck.UnknownDevice, await registry.VerifySecretAsync("nobody", Utf8("s1"), None));
         }
     }
 
@@ -77,17 +77,17 @@ public sealed class SqliteDeviceRegistryTests
         var registry = new SqliteDeviceRegistry(db, time, FastIterations);
         await registry.AddAsync("d1", "s1", [], None);
 
-        Assert.True(await registry.VerifySecretAsync("d1", Utf8("s1"), None));
+        Assert.Equal(SecretCheck.Match, await registry.VerifySecretAsync("d1", Utf8("s1"), None));
         var runs = registry.Pbkdf2Runs;
-        Assert.True(await registry.VerifySecretAsync("d1", Utf8("s1"), None));
+        Assert.Equal(SecretCheck.Match, await registry.VerifySecretAsync("d1", Utf8("s1"), None));
         Assert.Equal(runs, registry.Pbkdf2Runs);
 
-        Assert.False(await registry.VerifySecretAsync("d1", Utf8("wrong"), None));
-        Assert.False(await registry.VerifySecretAsync("d1", Utf8("wrong"), None));
+        Assert.Equal(SecretCheck.Mismatch, await registry.VerifySecretAsync("d1", Utf8("wrong"), None));
+        Assert.Equal(SecretCheck.Mismatch, await registry.VerifySecretAsync("d1", Utf8("wrong"), None));
         Assert.Equal(runs + 2, registry.Pbkdf2Runs);
 
         time.Advance(SqliteDeviceRegistry.CacheLifetime + TimeSpan.FromSeconds(1));
-        Assert.True(await registry.VerifySecretAsync("d1", Utf8("s1"), None));
+        Assert.Equal(SecretCheck.Match, await registry.VerifySecretAsync("d1", Utf8("s1"), None));
         Assert.Equal(runs + 3, registry.Pbkdf2Runs);
     }
 
@@ -98,18 +98,18 @@ public sealed class SqliteDeviceRegistryTests
         await using var db = MqttDatabase.Open(dir.Path);
         var registry = new SqliteDeviceRegistry(db, TimeProvider.System, FastIterations);
         await registry.AddAsync("d1", "old", [], None);
-        Assert.True(await registry.VerifySecretAsync("d1", Utf8("old"), None));
+        Assert.Equal(SecretCheck.Match, await registry.VerifySecretAsync("d1", Utf8("old"), None));
 
         Assert.True(await registry.SetSecretAsync("d1", "new", None));
-        Assert.False(await registry.VerifySecretAsync("d1", Utf8("old"), None));
-        Assert.True(await registry.VerifySecretAsync("d1", Utf8("new"), None));
+        Assert.Equal(SecretCheck.Mismatch, await registry.VerifySecretAsync("d1", Utf8("old"), None));
+        Assert.Equal(SecretCheck.Match, await registry.VerifySecretAsync("d1", Utf8("new"), None));
         Assert.False(await registry.SetSecretAsync("unknown", "x", None));
 
         Assert.True(await registry.RemoveAsync("d1", None));
-        Assert.Null(await registry.VerifySecretAsync("d1", Utf8("new"), None));
+        Assert.Equal(SecretCheck.UnknownDevice, await registry.VerifySecretAsync("d1", Utf8("new"), None));
         // Re-added with the same secret: must be checked against the new row, not a leftover cache entry.
         await registry.AddAsync("d1", "other", [], None);
-        Assert.False(await registry.VerifySecretAsync("d1", Utf8("new"), None));
+        Assert.Equal(SecretCheck.Mismatch, await registry.VerifySecretAsync("d1", Utf8("new"), None));
     }
 
     [Fact]
@@ -121,13 +121,13 @@ public sealed class SqliteDeviceRegistryTests
         for (var i = 0; i < 10; i++)
         {
             await registry.AddAsync($"d{i}", "s", [], None);
-            Assert.True(await registry.VerifySecretAsync($"d{i}", Utf8("s"), None));
+            Assert.Equal(SecretCheck.Match, await registry.VerifySecretAsync($"d{i}", Utf8("s"), None));
         }
 
         var runs = registry.Pbkdf2Runs;
         for (var i = 0; i < 10; i++)
         {
-            Assert.True(await registry.VerifySecretAsync($"d{i}", Utf8("s"), None));
+            Assert.Equal(SecretCheck.Match, await registry.VerifySecretAsync($"d{i}", Utf8("s"), None));
         }
 
         // At most 4 of the 10 can still be cached, so at least 6 needed PBKDF2 again.
@@ -156,7 +156,7 @@ public sealed class SqliteDeviceRegistryTests
         else
         {
             await Assert.ThrowsAsync<ArgumentException>(() => registry.AddAsync(id, "s", [], None).AsTask());
-            Assert.Null(await registry.VerifySecretAsync(id, Utf8("s"), None));
+            Assert.Equal(SecretCheck.UnknownDevice, await registry.VerifySecretAsync(id, Utf8("s"), None));
         }
     }
 

@@ -7,6 +7,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Relay.Server.Mqtt;
+using Relay.Server.Mqtt.Identity;
 using Relay.Server.Cli;
 
 namespace Relay.Server.Tests.Push.Api;
@@ -31,7 +32,7 @@ public sealed class ApiCliTests
         var (code, output, error) = await Run(Env, "devices", "add", "pump-7", "--tag", "lab", "--tag=roof", "--server", url);
         Assert.True(code == 0, error);
         var secret = output.Split("secret (shown once): ")[1].Split('\n')[0].Trim();
-        Assert.True(await server.Services.GetRequiredService<IDeviceRegistry>().VerifySecretAsync("pump-7", Encoding.UTF8.GetBytes(secret), CancellationToken.None));
+        Assert.Equal(SecretCheck.Match, await server.Services.GetRequiredService<IDeviceRegistry>().VerifySecretAsync("pump-7", Encoding.UTF8.GetBytes(secret), CancellationToken.None));
 
         (code, _, error) = await Run(Env, "devices", "add", "pump-7", "--server", url);
         Assert.Equal(1, code);

@@ -6,6 +6,7 @@ using System.Text.Json;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using Relay.Server.Mqtt;
+using Relay.Server.Mqtt.Identity;
 
 namespace Relay.Server.Tests.Push.Api;
 
@@ -53,7 +54,7 @@ public sealed class DeviceApiTests
         Assert.Equal("sensor-1", credentials.GetProperty("id").GetString());
         var secret = credentials.GetProperty("secret").GetString()!;
         var registry = server.Services.GetRequiredService<IDeviceRegistry>();
-        Assert.True(await registry.VerifySecretAsync("sensor-1", Encoding.UTF8.GetBytes(secret), CancellationToken.None));
+        Assert.Equal(SecretCheck.Match, await registry.VerifySecretAsync("sensor-1", Encoding.UTF8.GetBytes(secret), CancellationToken.None));
 
         await AssertProblem(await client.PostAsync("/v1/devices", Json("""{"id":"sensor-1"}""")), HttpStatusCode.Conflict, "already registered");
 
@@ -70,8 +71,8 @@ public sealed class DeviceApiTests
         var rotated = await ReadJson(await client.PostAsync("/v1/devices/sensor-1/secret", null));
         var newSecret = rotated.GetProperty("secret").GetString()!;
         Assert.NotEqual(secret, newSecret);
-        Assert.False(await registry.VerifySecretAsync("sensor-1", Encoding.UTF8.GetBytes(secret), CancellationToken.None));
-        Assert.True(await registry.VerifySecretAsync("sensor-1", Encoding.UTF8.GetBytes(newSecret), CancellationToken.None));
+        Assert.Equal(SecretCheck.Mismatch, await registry.VerifySecretAsync("sensor-1", Encoding.UTF8.GetBytes(secret), CancellationToken.None));
+        Assert.Equal(SecretCheck.Match, await registry.VerifySecretAsync("sensor-1", Encoding.UTF8.GetBytes(newSecret), CancellationToken.None));
 
         Assert.Equal(HttpStatusCode.NoContent, (await client.DeleteAsync("/v1/devices/sensor-1")).StatusCode);
         await AssertProblem(await client.GetAsync("/v1/devices/sensor-1"), HttpStatusCode.NotFound, "POST /v1/devices");
