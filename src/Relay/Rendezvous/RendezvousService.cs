@@ -31,7 +31,12 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
     // Marks our messages as server-published: the broker drops them with the connection instead of keeping them for a resumed session.
     private static readonly object PublishTag = new();
     private static readonly MqttMessageProperties JsonProperties = new(1, "application/json", null, null, null);
-    private static readonly string[] LimitKeys = ["Relay:Rendezvous:MaxIntroductionsPerMinute", "Relay:Rendezvous:MaxPendingSessions", "rendezvous event queue"];
+    private static readonly string[] LimitKeys =
+    [
+        "Relay:Rendezvous:MaxIntroductionsPerMinute", "Relay:Rendezvous:MaxPendingSessions", "rendezvous event queue",
+        "Relay:Rendezvous:MaxQueuedMessagesPerDevice", "the 8 KiB signalling message limit", "Relay:Rendezvous:MaxCredentialsPerMinute",
+        "candidate address checks",
+    ];
 
     private readonly RendezvousOptions _options;
     private readonly RendezvousPolicy _policy;
@@ -45,6 +50,11 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
     private readonly ILogger<RendezvousService> _logger;
     private readonly IntroductionTable _table;
     private readonly IntroductionRateLimiter _limiter;
+    private readonly IntroductionRateLimiter _mintLimiter;
+
+    // Messages of each device now in _arrivals: its share of the queue is bounded, so one device sending as
+    // fast as its connection allows cannot fill the queue and starve every other device's introductions.
+    private readonly Primitives.KeyedCounter<string> _queuedPerDevice = new(StringComparer.Ordinal);
     private readonly Channel<Arrival> _arrivals = Channel.CreateBounded<Arrival>(new BoundedChannelOptions(QueueCapacity) { SingleReader = true, FullMode = BoundedChannelFullMode.DropWrite });
     private readonly long[] _limitLoggedAt = new long[RendezvousMetrics.LimitNames.Length];
 
@@ -62,6 +72,7 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
         _logger = logger;
         _table = new IntroductionTable(options.MaxPendingSessions);
         _limiter = new IntroductionRateLimiter(options.MaxIntroductionsPerMinute, time);
+        _mintLimiter = new IntroductionRateLimiter(options.MaxCredentialsPerMinute, time);
     }
 
     public static string InTopic(string device) => TopicPrefix + device + InSuffix;
@@ -84,14 +95,32 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
         // Only a device's own out topic, from the device's own session (its ACL lets nobody else publish there,
         // and no other principal may hold its client id); the payload is the message's own copy.
         var topic = message.Topic;
-        if (topic.Length == TopicPrefix.Length + clientId.Length + OutSuffix.Length
-            && topic.StartsWith(TopicPrefix, StringComparison.Ordinal)
-            && topic.EndsWith(OutSuffix, StringComparison.Ordinal)
-            && topic.AsSpan(TopicPrefix.Length, clientId.Length).SequenceEqual(clientId)
-            && _broker.IsDeviceSession(clientId)
-            && !_arrivals.Writer.TryWrite(new Arrival(clientId, message.Payload)))
+        if (topic.Length != TopicPrefix.Length + clientId.Length + OutSuffix.Length
+            || !topic.StartsWith(TopicPrefix, StringComparison.Ordinal)
+            || !topic.EndsWith(OutSuffix, StringComparison.Ordinal)
+            || !topic.AsSpan(TopicPrefix.Length, clientId.Length).SequenceEqual(clientId)
+            || !_broker.IsDeviceSession(clientId))
+        {
+            return ValueTask.CompletedTask;
+        }
+
+        if (!_queuedPerDevice.TryEnter(clientId, _options.MaxQueuedMessagesPerDevice))
+        {
+            LimitHit(RendezvousLimit.DeviceQueue, clientId);
+            return ValueTask.CompletedTask;
+        }
+
+        // Checked before queueing: an oversized payload never sits in the queue; the device still hears why.
+        var oversized = message.Payload.Length > RendezvousMessageReader.MaxMessageBytes;
+        if (oversized)
+        {
+            LimitHit(RendezvousLimit.MessageSize, clientId);
+        }
+
+        if (!_arrivals.Writer.TryWrite(new Arrival(clientId, oversized ? default : message.Payload, oversized)))
         {
             // The loop is far behind: drop and count, the device sees no answer and retries on its timeout.
+            _queuedPerDevice.Leave(clientId);
             LimitHit(RendezvousLimit.EventQueue, clientId);
         }
 
@@ -116,7 +145,8 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
                         }
                         else
                         {
-                            await HandleAsync(arrival.Device, arrival.Payload, stoppingToken).ConfigureAwait(false);
+                            _queuedPerDevice.Leave(arrival.Device);
+                            await HandleAsync(arrival.Device, arrival.Payload, arrival.Oversized, stoppingToken).ConfigureAwait(false);
                         }
                     }
                     catch (Exception e) when (e is not OperationCanceledException and not OutOfMemoryException)
@@ -150,8 +180,15 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
         }
     }
 
-    private async ValueTask HandleAsync(string device, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken)
+    private async ValueTask HandleAsync(string device, ReadOnlyMemory<byte> payload, bool oversized, CancellationToken cancellationToken)
     {
+        if (oversized)
+        {
+            _metrics.Received(null);
+            SendError(device, RendezvousErrorCodes.BadRequest, $"message over {RendezvousMessageReader.MaxMessageBytes} bytes", null, null);
+            return;
+        }
+
         if (!RendezvousMessageReader.TryRead(payload.Span, out var message, out var problem))
         {
             _metrics.Received(null);
@@ -187,6 +224,14 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
     /// <summary>draft-uberti-behave-turn-rest-00 credentials for this device, on the address its MQTT connection reached.</summary>
     private void MintCredentials(string device, string requestId)
     {
+        // Each set of credentials can open relay allocations: one device must not be able to mint its way to every relay port.
+        if (!_mintLimiter.TryAcquire(device))
+        {
+            LimitHit(RendezvousLimit.CredentialsPerMinute, device);
+            SendError(device, RendezvousErrorCodes.RateLimited, $"more than {_options.MaxCredentialsPerMinute} TURN credential requests per minute; reuse the ones you have", null, requestId);
+            return;
+        }
+
         var host = _configuration.Turn.ExternalAddress is { Length: > 0 } external ? external : LocalAddress.HostOf(_broker.LocalEndPointOf(device));
         if (!_configuration.Turn.Enabled || !_credentials.CanMintRestCredentials || host is null)
         {
@@ -244,6 +289,7 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
             _nats.Set(requester, reported);
         }
 
+        var candidates = RoutableCandidates(requester, message.Candidates);
         var key = Convert.ToBase64String(RandomNumberGenerator.GetBytes(32));
         var requesterNat = NatKinds.Normalize(message.Nat ?? _nats.Get(requester));
         switch (_table.TryAdd(new PendingIntroduction(sessionId, requester, peer, key, requesterNat, _time.GetUtcNow().AddSeconds(_options.OfferTimeoutSeconds))))
@@ -262,7 +308,7 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
             Type = RendezvousMessageTypes.Offer,
             SessionId = sessionId,
             Peer = requester,
-            Candidates = message.Candidates ?? [],
+            Candidates = candidates,
             Nat = requesterNat,
             Key = key,
             Role = "controlled",
@@ -305,7 +351,7 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
             Type = RendezvousMessageTypes.Answer,
             SessionId = sessionId,
             Peer = peer,
-            Candidates = message.Candidates ?? [],
+            Candidates = RoutableCandidates(peer, message.Candidates),
             Nat = peerNat,
             Key = introduction.Key,
             Role = "controlling",
@@ -367,6 +413,7 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
         }
 
         _limiter.Prune();
+        _mintLimiter.Prune();
         _metrics.Pending = _table.PendingCount;
     }
 
@@ -382,6 +429,17 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
         return _broker.PublishToClient(device, new StoredMessage(InTopic(device), payload, 1, false, null, JsonProperties), PublishTag);
     }
 
+    private IReadOnlyList<RendezvousCandidate> RoutableCandidates(string device, IReadOnlyList<RendezvousCandidate>? candidates)
+    {
+        var routable = CandidateFilter.Routable(candidates, _configuration.Turn.AllowLoopbackPeers, out var dropped);
+        if (dropped > 0)
+        {
+            LimitHit(RendezvousLimit.Candidates, device);
+        }
+
+        return routable;
+    }
+
     /// <summary>Counts a refusal by a limit and logs it at most once per 10 s per limit, so one noisy device cannot flood the log.</summary>
     private void LimitHit(RendezvousLimit limit, string device)
     {
@@ -394,8 +452,8 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
         }
     }
 
-    /// <summary>A device's message, or (Device null) the sweep tick.</summary>
-    private readonly record struct Arrival(string? Device, ReadOnlyMemory<byte> Payload);
+    /// <summary>A device's message (its payload dropped when <paramref name="Oversized"/>), or (Device null) the sweep tick.</summary>
+    private readonly record struct Arrival(string? Device, ReadOnlyMemory<byte> Payload, bool Oversized = false);
 
     [LoggerMessage(EventId = 8001, Level = LogLevel.Warning, Message = "Rendezvous: refused by {Key} ({Device}); further refusals are counted in relay_rendezvous_limit_hits_total and logged at most every 10 s")]
     private partial void LogLimitHit(string key, string device);

@@ -6,6 +6,18 @@ internal enum RendezvousLimit
     IntroductionsPerMinute,
     PendingSessions,
     EventQueue,
+
+    /// <summary>A device's share of the event queue (<c>MaxQueuedMessagesPerDevice</c>): one device cannot crowd out the fleet.</summary>
+    DeviceQueue,
+
+    /// <summary>A signalling message over <see cref="RendezvousMessageReader.MaxMessageBytes"/>, dropped before it is queued.</summary>
+    MessageSize,
+
+    /// <summary>TURN credential requests per device per minute (<c>MaxCredentialsPerMinute</c>).</summary>
+    CredentialsPerMinute,
+
+    /// <summary>Candidates dropped because no peer should probe them (loopback, multicast, link-local, ...).</summary>
+    Candidates,
 }
 
 /// <summary>What became of an introduction.</summary>
@@ -32,7 +44,7 @@ internal sealed class RendezvousMetrics
 {
     public static readonly string[] MessageTypes = ["turn-credentials-request", "nat", "connect", "answer", "reject", "result", "invalid"];
     public static readonly string[] ErrorCodes = ["forbidden", "offline", "unknown-peer", "rate-limited", "timeout", "rejected", "bad-request", "unavailable"];
-    public static readonly string[] LimitNames = ["introductions_per_minute", "pending_sessions", "event_queue"];
+    public static readonly string[] LimitNames = ["introductions_per_minute", "pending_sessions", "event_queue", "device_queue", "message_size", "credentials_per_minute", "candidates"];
     public static readonly string[] OutcomeNames = ["offered", "answered", "rejected", "timeout", "offline"];
     public static readonly string[] Paths = ["direct", "relayed", "failed"];
 

@@ -27,6 +27,12 @@ public sealed class RendezvousOptions
     /// <summary>Lifetime of TURN credentials minted for a <c>turn-credentials-request</c>.</summary>
     public int TurnCredentialTtlSeconds { get; set; } = 3600;
 
+    /// <summary>TURN credentials one device may ask for per minute (each can open relay allocations).</summary>
+    public int MaxCredentialsPerMinute { get; set; } = 10;
+
+    /// <summary>Signalling messages of one device waiting in the server's queue at once; more are dropped and counted.</summary>
+    public int MaxQueuedMessagesPerDevice { get; set; } = 16;
+
     /// <summary>Adds every problem to <paramref name="errors"/>, each naming its key.</summary>
     public void Validate(List<string> errors)
     {
@@ -44,6 +50,8 @@ public sealed class RendezvousOptions
         Check(MaxPendingSessions is >= 1 and <= 10_000_000, nameof(MaxPendingSessions), "must be 1..10000000");
         Check(OfferTimeoutSeconds is >= 1 and <= 3600, nameof(OfferTimeoutSeconds), "must be 1..3600");
         Check(TurnCredentialTtlSeconds is >= 60 and <= 7 * 86_400, nameof(TurnCredentialTtlSeconds), "must be 60..604800");
+        Check(MaxCredentialsPerMinute is >= 1 and <= 100_000, nameof(MaxCredentialsPerMinute), "must be 1..100000");
+        Check(MaxQueuedMessagesPerDevice is >= 1 and <= 8192, nameof(MaxQueuedMessagesPerDevice), "must be 1..8192");
         Check(Rules.Count <= RendezvousPolicy.MaxRules, nameof(Rules), $"at most {RendezvousPolicy.MaxRules} rules");
         for (var i = 0; i < Rules.Count; i++)
         {
