@@ -15,7 +15,7 @@ internal sealed record DeviceConnected(DevicePresence Presence) : CommandEvent;
 /// <summary>The device's connection ended: announce it; what its connection held goes again next time.</summary>
 internal sealed record DeviceDisconnected(DevicePresence Presence) : CommandEvent;
 
-/// <summary>The device subscribed to its commands topic (or something else may have made room): send what is queued.</summary>
+/// <summary>The device subscribed with a filter matching its commands topic: send what is queued.</summary>
 internal sealed record DeliveryRequested(string Device) : CommandEvent;
 
 /// <summary>The device acknowledged the PUBLISH of <paramref name="Entry"/> (the tag given to the broker).</summary>

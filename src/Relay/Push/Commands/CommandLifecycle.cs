@@ -15,6 +15,7 @@ namespace Relay.Server.Push.Commands;
 internal static class CommandLifecycle
 {
     /// <summary>Whether nothing can happen to a command in <paramref name="state"/> any more.</summary>
+    /// <remarks>By the enum's order, which commands.db shares (<c>state &lt; 2</c> is "not final").</remarks>
     public static bool IsFinal(CommandState state) => state >= CommandState.Succeeded;
 
     /// <summary>Whether one step from <paramref name="from"/> to <paramref name="to"/> is allowed.</summary>
@@ -26,9 +27,9 @@ internal static class CommandLifecycle
     };
 
     /// <summary>
-    /// The device acknowledged the command's PUBLISH (PUBACK for QoS 1, PUBCOMP for QoS 2): a queued command
-    /// is delivered. In any other state the acknowledgement changes nothing (a redelivery's second
-    /// acknowledgement, or the command was canceled or expired meanwhile).
+    /// The device acknowledged the command's PUBLISH (PUBACK for QoS 1, PUBCOMP for QoS 2; MQTT 5 §4.3.2,
+    /// §4.3.3): a queued command is delivered. In any other state the acknowledgement changes nothing (a
+    /// redelivery's second acknowledgement, or the command was canceled or expired meanwhile).
     /// </summary>
     public static bool TryAcknowledge(CommandState state, out CommandState next)
     {
