@@ -254,14 +254,14 @@ public static class RelayHost
             return Results.Text(text.ToString(), "text/plain; charset=utf-8");
         });
 
-        app.MapGet("/metrics", static (StunMetrics metrics, TurnMetrics turn, MqttMetrics mqtt, Relay.Server.Mqtt.Identity.MqttIdentityMetrics identity, Relay.Server.Push.Commands.CommandService commands, ApiMetrics api, WebhookMetrics webhooks, Relay.Rendezvous.Introductions.RendezvousMetrics rendezvous) =>
+        app.MapGet("/metrics", static (StunMetrics metrics, TurnMetrics turn, MqttMetrics mqtt, Relay.Server.Mqtt.Identity.MqttIdentityMetrics identity, Relay.Server.Push.Commands.PushMetrics push, ApiMetrics api, WebhookMetrics webhooks, Relay.Rendezvous.Introductions.RendezvousMetrics rendezvous) =>
         {
             var text = new StringBuilder();
             metrics.WritePrometheus(text);
             turn.WritePrometheus(text);
             mqtt.WritePrometheus(text);
             identity.WritePrometheus(text);
-            commands.WritePrometheus(text);
+            push.WritePrometheus(text);
             api.WritePrometheus(text);
             webhooks.WritePrometheus(text);
             Relay.Server.Rendezvous.RendezvousPrometheus.Write(rendezvous, text);

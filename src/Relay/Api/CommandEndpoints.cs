@@ -149,7 +149,7 @@ internal static class CommandEndpoints
             return UnknownCommand(id);
         }
 
-        if (wait > 0 && !CommandEntry.IsFinal(found.Entry.State))
+        if (wait > 0 && !CommandLifecycle.IsFinal(found.Entry.State))
         {
             if (await commands.WaitForFinalAsync(id, TimeSpan.FromSeconds(wait), http.RequestAborted).ConfigureAwait(false) == CommandError.TooManyWaiters)
             {
@@ -200,7 +200,7 @@ internal static class CommandEndpoints
                 return Results.Json(new CommandAccepted(id, StateName(CommandState.Canceled)), CommandJsonContext.Relaxed.CommandAccepted);
             case CommandError.UnknownCommand:
                 return UnknownCommand(id);
-            case CommandError.TooManyWaiters:
+            case CommandError.Busy:
                 return Problem(429, "Busy", "The command loop is overloaded; retry shortly.");
             default:
                 var state = commands.Get(id)?.Entry.State;
@@ -357,7 +357,7 @@ internal static class CommandEndpoints
 
     private static IResult TooLarge(HttpContext http, PushOptions options)
     {
-        http.RequestServices.GetRequiredService<CommandService>().LimitHit(PushLimit.PayloadSize, http.Request.Path);
+        http.RequestServices.GetRequiredService<PushLimitHits>().Record(PushLimit.PayloadSize, http.Request.Path);
         return Problem(413, "Payload too large", $"The payload is larger than {options.MaxPayloadBytes} bytes (Relay:Push:MaxPayloadBytes); send less, or a reference the device can fetch.");
     }
 

@@ -26,8 +26,8 @@ internal sealed record CommandTransition(
     string? ResultJson);
 
 /// <summary>
-/// Hears about command transitions and device presence changes. Called after the change is durable;
-/// must not block (queue and return). Webhooks implement it.
+/// Hears about command transitions and device presence changes. Called on the command loop, one call at
+/// a time, after the change is durable; must not block (queue and return). Webhooks implement it.
 /// </summary>
 internal interface IPushEventSink
 {

@@ -4,7 +4,10 @@ using Microsoft.Data.Sqlite;
 
 namespace Relay.Server.Push.Commands;
 
-/// <summary>A command as stored and as kept in memory while it is not final. Mutable fields are guarded by CommandService's lock.</summary>
+/// <summary>
+/// A command as stored and as kept in memory while it is not final. Once handed to the <see cref="CommandLoop"/>,
+/// only the loop changes <see cref="State"/>.
+/// </summary>
 internal sealed class CommandEntry
 {
     public long Seq { get; set; }
@@ -32,8 +35,6 @@ internal sealed class CommandEntry
 
     /// <summary>The device's result payload (JSON text) once Succeeded/Failed.</summary>
     public string? ResultJson { get; set; }
-
-    public static bool IsFinal(CommandState state) => state >= CommandState.Succeeded;
 }
 
 /// <summary>A stored transition.</summary>

@@ -72,9 +72,9 @@ public sealed class CommandErrorTests
         await PushTestKit.PushAsync(kit.Http, "d1", "c");
 
         // Each refusal by a limit is counted (and on /metrics).
-        var commands = kit.Server.Services.GetRequiredService<Relay.Server.Push.Commands.CommandService>();
-        Assert.Equal(2, commands.LimitHits(Relay.Server.Push.Commands.PushLimit.PayloadSize));
-        Assert.Equal(1, commands.LimitHits(Relay.Server.Push.Commands.PushLimit.QueuedPerDevice));
+        var metrics = kit.Server.Services.GetRequiredService<Relay.Server.Push.Commands.PushMetrics>();
+        Assert.Equal(2, metrics.LimitHits(Relay.Server.Push.Commands.PushLimit.PayloadSize));
+        Assert.Equal(1, metrics.LimitHits(Relay.Server.Push.Commands.PushLimit.QueuedPerDevice));
         Assert.Contains("relay_push_limit_hits_total{limit=\"queued_per_device\"} 1\n", await kit.Http.GetStringAsync("/metrics"), StringComparison.Ordinal);
     }
 }

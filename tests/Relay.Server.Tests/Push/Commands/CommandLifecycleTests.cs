@@ -189,7 +189,7 @@ public sealed class CommandLifecycleTests
             Assert.Equal(HttpStatusCode.OK, cancel.StatusCode);
         }
 
-        Assert.Equal(1, kit.Server.Services.GetRequiredService<Relay.Server.Push.Commands.CommandService>().DuplicateResults);
+        Assert.Equal(1, kit.Server.Services.GetRequiredService<Relay.Server.Push.Commands.PushMetrics>().DuplicateResults);
         var final = await PushTestKit.GetAsync(kit.Http, id);
         Assert.Equal("succeeded", final.GetProperty("state").GetString());
         Assert.Single(final.GetProperty("transitions").EnumerateArray(), static t => t.GetProperty("state").GetString() is "succeeded" or "failed");

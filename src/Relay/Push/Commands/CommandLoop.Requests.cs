@@ -1,0 +1,109 @@
+namespace Relay.Server.Push.Commands;
+
+// What request threads ask of the loop. Each posts an event and awaits the answer the loop puts in it;
+// none touches the loop's state.
+internal sealed partial class CommandLoop
+{
+    /// <summary>
+    /// Stores one command per device in <paramref name="devices"/> (one transaction; durable when this
+    /// returns) and has the loop deliver them. Devices whose queue is full (Relay:Push:MaxQueuedCommandsPerDevice)
+    /// are left out; the result holds the commands stored.
+    /// </summary>
+    public async Task<List<CommandEntry>> EnqueueAsync(IReadOnlyList<string> devices, CommandRequest request, CancellationToken cancellationToken)
+    {
+        var now = Time.GetUtcNow();
+        var places = new PlacesRequested(devices);
+        if (!await PostAsync(places, cancellationToken).ConfigureAwait(false))
+        {
+            throw new InvalidOperationException("The command loop has stopped.");
+        }
+
+        // Not abandoned on cancellation: places the loop holds must be filled or released below.
+        var granted = await places.Answer.Task.ConfigureAwait(false);
+        var entries = new List<CommandEntry>(granted.Count);
+        foreach (var device in granted)
+        {
+            entries.Add(new CommandEntry
+            {
+                Id = NewId(now),
+                Device = device,
+                Name = request.Name,
+                Binary = request.Binary,
+                Payload = request.Payload,
+                QoS = request.QoS,
+                CreatedAt = now,
+                ExpiresAt = now.AddSeconds(request.TtlSeconds),
+                State = CommandState.Queued,
+                UpdatedAt = now,
+            });
+        }
+
+        if (entries.Count == 0)
+        {
+            return entries;
+        }
+
+        var stored = false;
+        try
+        {
+            await _store.InsertAsync(entries, cancellationToken).ConfigureAwait(false);
+            stored = true;
+        }
+        finally
+        {
+            // Exactly one of the two, and it must not be lost (so no cancellation): the places are held until
+            // then. If the loop has stopped, stored commands are reloaded at the next start.
+            CommandEvent settle = stored ? new CommandsStored(entries) : new PlacesReleased(granted);
+            await PostAsync(settle, CancellationToken.None).ConfigureAwait(false);
+        }
+
+        return entries;
+    }
+
+    /// <summary>Cancels a command that has not gone out to its device yet. Busy when the loop is too far behind to take the request.</summary>
+    public async Task<CommandError> CancelAsync(string id, CancellationToken cancellationToken)
+    {
+        var cancel = new CancelRequested(id);
+        if (!TryPost(cancel))
+        {
+            return CommandError.Busy;
+        }
+
+        return await cancel.Answer.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Waits until the command is final or <paramref name="timeout"/> passes (no polling: the loop completes
+    /// the waiter when the final transition is stored). TooManyWaiters when Relay:Push:MaxWaiters are
+    /// waiting already; None otherwise, and the caller reads the state.
+    /// </summary>
+    public async Task<CommandError> WaitForFinalAsync(string id, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        var wait = new WaitRequested(id);
+        if (!await PostAsync(wait, cancellationToken).ConfigureAwait(false))
+        {
+            return CommandError.None;
+        }
+
+        try
+        {
+            return await wait.Waiter.Task.WaitAsync(timeout, Time, cancellationToken).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            // Not final within the wait: the caller answers with the current state.
+            return CommandError.None;
+        }
+        finally
+        {
+            if (!wait.Waiter.Task.IsCompleted)
+            {
+                // Frees its place among Relay:Push:MaxWaiters; must not be lost, so no cancellation.
+                await PostAsync(new WaitEnded(wait), CancellationToken.None).ConfigureAwait(false);
+            }
+        }
+    }
+
+    /// <summary>A time-ordered id (UUIDv7, 32 hex digits): sorts by creation, unguessable in its random part.</summary>
+    private static string NewId(DateTimeOffset now) => Guid.CreateVersion7(now).ToString("N");
+}

@@ -1,0 +1,352 @@
+using Relay.Server.Push;
+using Relay.Server.Push.Commands;
+
+namespace Relay.Server.Tests.Push.Commands;
+
+/// <summary>
+/// The command loop without sockets (<see cref="CommandLoopHarness"/>): delivery, results, expiry on a fake
+/// clock, waiters, cancel, limits, a restart and a failed commit. Every transition must be stored before
+/// it is announced.
+/// </summary>
+public sealed class CommandLoopTests
+{
+    private static readonly CommandState[] QueuedDeliveredSucceeded = [CommandState.Queued, CommandState.Delivered, CommandState.Succeeded];
+
+    [Fact]
+    public async Task A_command_for_an_offline_device_waits_then_goes_queued_delivered_succeeded()
+    {
+        await using var h = await CommandLoopHarness.StartAsync();
+        var entry = await h.EnqueueAsync("d1");
+        Assert.Equal(CommandState.Queued, h.StoredState(entry.Id));
+        await h.Sink.WaitAsync(entry.Id, CommandState.Queued);
+        await h.DrainAsync();
+        Assert.Empty(h.Channel.Published);
+
+        h.Connect("d1");
+        await h.Channel.WaitForPublishedAsync(1);
+        var (device, message, tag) = h.Channel.Published[0];
+        Assert.Equal("d1", device);
+        Assert.Equal("devices/d1/commands", message.Topic);
+        Assert.Same(entry, tag);
+
+        h.Acknowledge(entry);
+        await h.Sink.WaitAsync(entry.Id, CommandState.Delivered);
+        await h.ResultAsync(entry, "succeeded", "{\"echo\":\"blink\"}");
+
+        // The result's PUBACK waited for the commit: the store has it now.
+        var stored = h.Store.Find(entry.Id)!.Value;
+        Assert.Equal(CommandState.Succeeded, stored.Entry.State);
+        Assert.Equal("{\"echo\":\"blink\"}", stored.Entry.ResultJson);
+        Assert.Equal(QueuedDeliveredSucceeded, h.StoredHistory(entry.Id));
+        await h.Sink.WaitAsync(entry.Id, CommandState.Succeeded);
+        Assert.Equal(QueuedDeliveredSucceeded, h.Sink.Transitions.Where(t => t.CommandId == entry.Id).Select(static t => t.State));
+        Assert.Equal(1, h.Metrics.Transitions(CommandState.Succeeded));
+        Assert.Empty(h.AnnouncedBeforeStored);
+        Assert.Contains(h.Presence, static p => p.DeviceId == "d1" && p.Online);
+    }
+
+    [Fact]
+    public async Task A_result_before_the_acknowledgement_still_reads_queued_delivered_final_and_the_late_ack_changes_nothing()
+    {
+        await using var h = await CommandLoopHarness.StartAsync();
+        h.Connect("d1");
+        var entry = await h.EnqueueAsync("d1");
+        await h.Channel.WaitForPublishedAsync(1);
+
+        await h.ResultAsync(entry, "failed");
+        h.Acknowledge(entry);
+        await h.DrainAsync();
+
+        Assert.Equal([CommandState.Queued, CommandState.Delivered, CommandState.Failed], h.StoredHistory(entry.Id));
+        Assert.Equal(1, h.Metrics.Transitions(CommandState.Delivered));
+        Assert.Empty(h.AnnouncedBeforeStored);
+    }
+
+    [Fact]
+    public async Task Queued_commands_go_oldest_first_and_one_the_device_does_not_take_waits_for_the_sweep()
+    {
+        await using var h = await CommandLoopHarness.StartAsync();
+        var ids = new List<string>();
+        for (var i = 0; i < 3; i++)
+        {
+            ids.Add((await h.EnqueueAsync("d2", "step" + i)).Id);
+        }
+
+        h.Channel.ConnectRefusing("d2");
+        await h.DrainAsync();
+        Assert.Empty(h.Channel.Published);
+
+        // Now it takes them: the next sweep (the fake clock's next second) sends all three, in order.
+        h.Channel.Connect("d2");
+        h.Time.Advance(TimeSpan.FromSeconds(1));
+        await h.Channel.WaitForPublishedAsync(3);
+        Assert.Equal(ids, h.Channel.PublishedIds("d2"));
+    }
+
+    [Fact]
+    public async Task The_sweep_expires_a_command_once_its_ttl_has_passed_on_the_clock()
+    {
+        await using var h = await CommandLoopHarness.StartAsync();
+        var entry = await h.EnqueueAsync("d1", ttlSeconds: 5);
+
+        // Online but refusing: every sweep tries to deliver, so each one shows as an attempt.
+        h.Channel.ConnectRefusing("d1");
+        var attempts = h.Channel.Attempts;
+        h.Time.Advance(TimeSpan.FromSeconds(4));
+        await h.Channel.WaitForAttemptsAsync(attempts + 1);
+        await h.DrainAsync();
+        Assert.Equal(CommandState.Queued, h.StoredState(entry.Id));
+
+        h.Time.Advance(TimeSpan.FromSeconds(1));
+        await h.Sink.WaitAsync(entry.Id, CommandState.Expired);
+        Assert.Equal([CommandState.Queued, CommandState.Expired], h.StoredHistory(entry.Id));
+        Assert.Empty(h.AnnouncedBeforeStored);
+
+        // Expired: never sent, even to a device that takes commands again.
+        h.Connect("d1");
+        await h.DrainAsync();
+        Assert.Empty(h.Channel.Published);
+    }
+
+    [Fact]
+    public async Task A_waiter_wakes_when_the_final_transition_is_stored()
+    {
+        await using var h = await CommandLoopHarness.StartAsync();
+        h.Connect("d1");
+        var entry = await h.EnqueueAsync("d1");
+        await h.Channel.WaitForPublishedAsync(1);
+
+        var wait = h.Commands.WaitForFinalAsync(entry.Id, TimeSpan.FromSeconds(30), CancellationToken.None);
+        await h.DrainAsync();
+        Assert.False(wait.IsCompleted);
+
+        h.Acknowledge(entry);
+        await h.Sink.WaitAsync(entry.Id, CommandState.Delivered);
+        await h.DrainAsync();
+        Assert.False(wait.IsCompleted);
+
+        await h.ResultAsync(entry, "succeeded");
+        Assert.Equal(CommandError.None, await wait.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal(CommandState.Succeeded, h.StoredState(entry.Id));
+
+        // Final: a new wait returns at once, and so does one for a command nobody knows.
+        Assert.Equal(CommandError.None, await h.Commands.WaitForFinalAsync(entry.Id, TimeSpan.FromSeconds(30), CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal(CommandError.None, await h.Commands.WaitForFinalAsync("nobody", TimeSpan.FromSeconds(30), CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(30)));
+    }
+
+    [Fact]
+    public async Task Waiters_are_bounded_and_one_that_times_out_on_the_clock_frees_its_place()
+    {
+        await using var h = await CommandLoopHarness.StartAsync(new PushOptions { MaxWaiters = 1 });
+        var entry = await h.EnqueueAsync("d1");
+
+        var first = h.Commands.WaitForFinalAsync(entry.Id, TimeSpan.FromSeconds(10), CancellationToken.None);
+        Assert.Equal(CommandError.TooManyWaiters, await h.Commands.WaitForFinalAsync(entry.Id, TimeSpan.FromSeconds(10), CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal(1, h.Metrics.LimitHits(PushLimit.Waiters));
+        Assert.False(first.IsCompleted);
+
+        h.Time.Advance(TimeSpan.FromSeconds(10));
+        Assert.Equal(CommandError.None, await first.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal(CommandState.Queued, h.StoredState(entry.Id));
+
+        // Its place is free again: the next waiter is taken, and woken by the cancel that makes the command final.
+        var second = h.Commands.WaitForFinalAsync(entry.Id, TimeSpan.FromSeconds(10), CancellationToken.None);
+        await h.DrainAsync();
+        Assert.False(second.IsCompleted);
+        Assert.Equal(CommandError.None, await h.Commands.CancelAsync(entry.Id, CancellationToken.None));
+        Assert.Equal(CommandError.None, await second.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal(1, h.Metrics.LimitHits(PushLimit.Waiters));
+    }
+
+    [Fact]
+    public async Task Only_a_command_not_yet_handed_to_the_connection_can_be_canceled_and_it_never_goes_out()
+    {
+        await using var h = await CommandLoopHarness.StartAsync();
+        var canceled = await h.EnqueueAsync("d1", "never");
+        var kept = await h.EnqueueAsync("d1", "kept");
+
+        Assert.Equal(CommandError.None, await h.Commands.CancelAsync(canceled.Id, CancellationToken.None));
+        Assert.Equal(CommandState.Canceled, h.StoredState(canceled.Id));
+        await h.Sink.WaitAsync(canceled.Id, CommandState.Canceled);
+        Assert.Equal(CommandError.NotCancelable, await h.Commands.CancelAsync(canceled.Id, CancellationToken.None));
+        Assert.Equal(CommandError.UnknownCommand, await h.Commands.CancelAsync("0123456789abcdef", CancellationToken.None));
+
+        h.Connect("d1");
+        await h.Channel.WaitForPublishedAsync(1);
+        await h.DrainAsync();
+        Assert.Equal([kept.Id], h.Channel.PublishedIds("d1"));
+
+        // On its way to the device (no acknowledgement yet): it may run, so it stays.
+        Assert.Equal(CommandError.NotCancelable, await h.Commands.CancelAsync(kept.Id, CancellationToken.None));
+        Assert.Equal(CommandState.Queued, h.StoredState(kept.Id));
+        Assert.Empty(h.AnnouncedBeforeStored);
+    }
+
+    [Fact]
+    public async Task A_lost_connection_gives_back_what_it_held_so_it_goes_again_on_the_next_one()
+    {
+        await using var h = await CommandLoopHarness.StartAsync();
+        h.Connect("d1");
+        var entry = await h.EnqueueAsync("d1");
+        await h.Channel.WaitForPublishedAsync(1);
+
+        h.Disconnect("d1");
+        h.Connect("d1");
+        await h.Channel.WaitForPublishedAsync(2);
+        await h.DrainAsync();
+        Assert.Equal([entry.Id, entry.Id], h.Channel.PublishedIds("d1"));
+        Assert.Equal([true, false, true], h.Presence.Select(static p => p.Online));
+    }
+
+    [Fact]
+    public async Task A_full_queue_refuses_the_next_command_until_one_leaves_it()
+    {
+        await using var h = await CommandLoopHarness.StartAsync(new PushOptions { MaxQueuedCommandsPerDevice = 2 });
+        var first = await h.EnqueueAsync("d1");
+        await h.EnqueueAsync("d1");
+        var (refused, error) = await h.Commands.EnqueueAsync("d1", CommandLoopHarness.Request(), CancellationToken.None);
+        Assert.Null(refused);
+        Assert.Equal(CommandError.TooManyQueued, error);
+        Assert.Equal(1, h.Metrics.LimitHits(PushLimit.QueuedPerDevice));
+
+        Assert.Equal(CommandError.None, await h.Commands.CancelAsync(first.Id, CancellationToken.None));
+        await h.EnqueueAsync("d1");
+
+        var (_, unknown) = await h.Commands.EnqueueAsync("nobody", CommandLoopHarness.Request(), CancellationToken.None);
+        Assert.Equal(CommandError.UnknownDevice, unknown);
+    }
+
+    [Fact]
+    public async Task A_broadcast_stores_one_command_per_device_with_the_tag_and_skips_a_full_queue()
+    {
+        await using var h = await CommandLoopHarness.StartAsync(new PushOptions { MaxQueuedCommandsPerDevice = 1 });
+        await h.EnqueueAsync("d3");
+
+        var (commands, skipped, tooMany) = await h.Commands.BroadcastAsync("lobby", CommandLoopHarness.Request("lights-off"), CancellationToken.None);
+        Assert.False(tooMany);
+        Assert.Equal(["d1"], commands.Select(static c => c.Device));
+        Assert.Equal(["d3"], skipped);
+        Assert.Equal(CommandState.Queued, h.StoredState(commands[0].Id));
+
+        h.Options.MaxBroadcastDevices = 1;
+        var (none, _, refused) = await h.Commands.BroadcastAsync("lobby", CommandLoopHarness.Request("lights-off"), CancellationToken.None);
+        Assert.True(refused);
+        Assert.Empty(none);
+        Assert.Equal(1, h.Metrics.LimitHits(PushLimit.BroadcastDevices));
+    }
+
+    [Fact]
+    public async Task Duplicate_unknown_and_malformed_results_are_counted_and_never_recorded()
+    {
+        await using var h = await CommandLoopHarness.StartAsync();
+        h.Connect("d1");
+        var entry = await h.EnqueueAsync("d1");
+        await h.Channel.WaitForPublishedAsync(1);
+        await h.ResultAsync(entry, "succeeded");
+
+        await h.ResultAsync(entry, "failed");
+        Assert.Equal(1, h.Metrics.DuplicateResults);
+
+        await h.PublishAsync("d1", "devices/d1/results", "{\"id\":\"0123456789abcdef\",\"status\":\"failed\"}");
+        await h.PublishAsync("d1", "devices/d1/results", "not a result");
+
+        // Another device's command named on d2's topic: not d2's, so unknown.
+        await h.PublishAsync("d2", "devices/d2/results", $"{{\"id\":\"{entry.Id}\",\"status\":\"failed\"}}");
+        Assert.Equal(3, h.Metrics.UnknownResults);
+
+        // Not a results topic: none of the loop's business.
+        await h.PublishAsync("d1", "devices/d1/telemetry", $"{{\"id\":\"{entry.Id}\",\"status\":\"failed\"}}");
+        await h.DrainAsync();
+        Assert.Equal(3, h.Metrics.UnknownResults);
+        Assert.Equal(1, h.Metrics.DuplicateResults);
+        Assert.Equal(QueuedDeliveredSucceeded, h.StoredHistory(entry.Id));
+        Assert.Equal(1, h.Metrics.Transitions(CommandState.Succeeded));
+        Assert.Equal(0, h.Metrics.Transitions(CommandState.Failed));
+    }
+
+    [Fact]
+    public async Task Commands_not_final_are_reloaded_at_start_and_delivered_oldest_first()
+    {
+        var directory = Directory.CreateTempSubdirectory("relay-commands-restart-").FullName;
+        try
+        {
+            var ids = new List<string>();
+            string done;
+            await using (var before = await CommandLoopHarness.StartOnAsync(directory))
+            {
+                before.Connect("d3");
+                var finished = await before.EnqueueAsync("d3", "done");
+                await before.Channel.WaitForPublishedAsync(1);
+                await before.ResultAsync(finished, "succeeded");
+                done = finished.Id;
+                before.Disconnect("d3");
+                for (var i = 0; i < 3; i++)
+                {
+                    ids.Add((await before.EnqueueAsync("d3", "cmd" + i)).Id);
+                }
+
+                await before.DrainAsync();
+            }
+
+            await using var after = await CommandLoopHarness.StartOnAsync(directory);
+            after.Connect("d3");
+            await after.Channel.WaitForPublishedAsync(3);
+            await after.DrainAsync();
+            Assert.Equal(ids, after.Channel.PublishedIds("d3"));
+            Assert.DoesNotContain(done, after.Channel.PublishedIds("d3"));
+
+            // Reloaded commands take results like any other.
+            var first = after.Channel.Published[0].Entry;
+            await after.ResultAsync(first, "succeeded");
+            Assert.Equal(QueuedDeliveredSucceeded, after.StoredHistory(first.Id));
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task A_failed_commit_puts_memory_back_so_the_command_goes_again_and_nothing_is_announced()
+    {
+        await using var h = await CommandLoopHarness.StartAsync();
+        h.Connect("d1");
+        var entry = await h.EnqueueAsync("d1");
+        await h.Channel.WaitForPublishedAsync(1);
+        await h.Sink.WaitAsync(entry.Id, CommandState.Queued);
+
+        // From here every commit fails.
+        await h.Store.DisposeAsync();
+        h.Acknowledge(entry);
+
+        // The cancel's commit fails too, and its caller sees why; once it has, the acknowledgement (posted
+        // before it) has been handled.
+        await Assert.ThrowsAsync<ObjectDisposedException>(() => h.Commands.CancelAsync(entry.Id, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(30)));
+
+        // Neither step was stored, so the command is queued again and not with the connection: the next
+        // subscription sends it again.
+        h.Observer.OnSubscribed("d1", "devices/d1/commands");
+        await h.Channel.WaitForPublishedAsync(2);
+        Assert.Equal([entry.Id, entry.Id], h.Channel.PublishedIds("d1"));
+        Assert.DoesNotContain(h.Sink.Transitions, t => t.CommandId == entry.Id && t.State == CommandState.Delivered);
+        Assert.Equal(0, h.Metrics.Transitions(CommandState.Delivered));
+    }
+
+    [Fact]
+    public async Task Once_the_loop_has_stopped_broker_events_are_counted_as_dropped_and_a_cancel_is_busy()
+    {
+        await using var h = await CommandLoopHarness.StartAsync();
+        var entry = await h.EnqueueAsync("d1");
+        await h.Loop.StopAsync(CancellationToken.None);
+
+        h.Observer.OnSubscribed("d1", "devices/d1/commands");
+        h.Acknowledge(entry);
+        Assert.Equal(2, h.Metrics.EventsDropped);
+
+        // A result is not held: its PUBACK goes at once.
+        await h.ResultAsync(entry, "succeeded");
+        Assert.Equal(3, h.Metrics.EventsDropped);
+        Assert.Equal(CommandError.Busy, await h.Commands.CancelAsync(entry.Id, CancellationToken.None));
+        Assert.Equal(CommandState.Queued, h.StoredState(entry.Id));
+    }
+}
