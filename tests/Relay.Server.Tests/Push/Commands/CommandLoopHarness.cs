@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using Relay.Server.Devices;
 using Relay.Server.Mqtt;
+using Relay.Server.Mqtt.Storage;
 using Relay.Server.Push;
 using Relay.Server.Push.Commands;
 
@@ -10,8 +11,9 @@ namespace Relay.Server.Tests.Push.Commands;
 
 /// <summary>
 /// The command plane without sockets: a real <see cref="CommandLoop"/>, <see cref="CommandService"/> and
-/// <see cref="CommandMqttObserver"/> over a <see cref="CommandStore"/> in a temporary directory, a fake
-/// broker channel, a fake registry (devices d1..d3, tag "lobby" on d1 and d3) and a fake clock.
+/// <see cref="CommandMqttObserver"/> over a <see cref="CommandStore"/> in a temporary directory, the real
+/// SQLite device registry there (devices d1..d3, tag "lobby" on d1 and d3), a fake broker channel (the
+/// broker's side of <see cref="IMqttDeviceChannel"/>, driven by the test) and a fake clock.
 /// </summary>
 internal sealed class CommandLoopHarness : IAsyncDisposable
 {
@@ -20,15 +22,18 @@ internal sealed class CommandLoopHarness : IAsyncDisposable
     private readonly string _directory;
     private readonly bool _ownsDirectory;
 
-    private CommandLoopHarness(PushOptions options, string directory, bool ownsDirectory)
+    private readonly MqttDatabase _devices;
+
+    private CommandLoopHarness(PushOptions options, string directory, bool ownsDirectory, MqttDatabase devices, IDeviceRegistry registry)
     {
         _directory = directory;
         _ownsDirectory = ownsDirectory;
+        _devices = devices;
         Options = options;
         Store = CommandStore.Open(directory);
         var limitHits = new PushLimitHits(Metrics, Time, NullLogger<PushLimitHits>.Instance);
         Loop = new CommandLoop(Store, Channel, options, Metrics, limitHits, [Sink, new StoredFirstSink(Store, this)], Time, NullLogger<CommandLoop>.Instance);
-        Commands = new CommandService(Loop, Store, new FakeRegistry(), options, limitHits);
+        Commands = new CommandService(Loop, Store, registry, options, limitHits);
         Observer = new CommandMqttObserver(Loop, Metrics, Time);
     }
 
@@ -64,7 +69,14 @@ internal sealed class CommandLoopHarness : IAsyncDisposable
 
     private static async Task<CommandLoopHarness> StartAsync(PushOptions options, string directory, bool ownsDirectory)
     {
-        var harness = new CommandLoopHarness(options, directory, ownsDirectory);
+        var devices = MqttDatabase.Open(directory);
+        var registry = new SqliteDeviceRegistry(devices, TimeProvider.System, iterations: 1);
+        foreach (var (id, tags) in new[] { ("d1", new[] { "lobby" }), ("d2", Array.Empty<string>()), ("d3", new[] { "lobby" }) })
+        {
+            await registry.AddAsync(id, "harness-secret", [], tags, CancellationToken.None);
+        }
+
+        var harness = new CommandLoopHarness(options, directory, ownsDirectory, devices, registry);
         await harness.Loop.StartAsync(CancellationToken.None);
         return harness;
     }
@@ -118,6 +130,7 @@ internal sealed class CommandLoopHarness : IAsyncDisposable
         await Loop.StopAsync(CancellationToken.None);
         Loop.Dispose();
         await Store.DisposeAsync();
+        await _devices.DisposeAsync();
         if (_ownsDirectory)
         {
             Directory.Delete(_directory, recursive: true);
@@ -145,36 +158,6 @@ internal sealed class CommandLoopHarness : IAsyncDisposable
                 harness.Presence.Add(presence);
             }
         }
-    }
-
-    private sealed class FakeRegistry : IDeviceRegistry
-    {
-        private static readonly DeviceRecord[] Devices =
-        [
-            new("d1", Start, [], false, ["lobby"]),
-            new("d2", Start, [], false, []),
-            new("d3", Start, [], false, ["lobby"]),
-        ];
-
-        public ValueTask<DeviceRecord?> FindAsync(string deviceId, CancellationToken cancellationToken) =>
-            ValueTask.FromResult(Devices.FirstOrDefault(d => d.Id == deviceId));
-
-        public ValueTask<IReadOnlyList<DeviceRecord>> ListAsync(string? tag, string? after, int limit, CancellationToken cancellationToken) =>
-            ValueTask.FromResult<IReadOnlyList<DeviceRecord>>([.. Devices.Where(d => (tag is null || d.Tags.Contains(tag)) && (after is null || string.CompareOrdinal(d.Id, after) > 0)).Take(limit)]);
-
-        public ValueTask<IReadOnlyList<DeviceRecord>> ListAsync(CancellationToken cancellationToken) => ValueTask.FromResult<IReadOnlyList<DeviceRecord>>(Devices);
-
-        public ValueTask<bool> AddAsync(string deviceId, string secret, IReadOnlyList<MqttGrant> extraGrants, CancellationToken cancellationToken) => throw new NotSupportedException();
-
-        public ValueTask<bool> AddAsync(string deviceId, string secret, IReadOnlyList<MqttGrant> extraGrants, IReadOnlyList<string> tags, CancellationToken cancellationToken) => throw new NotSupportedException();
-
-        public ValueTask<bool> SetTagsAsync(string deviceId, IReadOnlyList<string> tags, CancellationToken cancellationToken) => throw new NotSupportedException();
-
-        public ValueTask<bool> SetSecretAsync(string deviceId, string secret, CancellationToken cancellationToken) => throw new NotSupportedException();
-
-        public ValueTask<bool> RemoveAsync(string deviceId, CancellationToken cancellationToken) => throw new NotSupportedException();
-
-        public ValueTask<bool?> VerifySecretAsync(string deviceId, ReadOnlyMemory<byte> secretUtf8, CancellationToken cancellationToken) => throw new NotSupportedException();
     }
 }
 
