@@ -29,12 +29,12 @@ internal sealed class TurnAuthenticator
     }
 
     /// <summary>
-    /// Checks a request's credentials; on success the key it proved is in <paramref name="keyBuffer"/>
-    /// and the result signs the response. Otherwise the answer is written into <paramref name="response"/>
-    /// and described by <paramref name="refused"/>. Nothing is stored for a request that fails here: the
-    /// nonce carries its own expiry and client.
+    /// Checks a request's credentials, against the key of <paramref name="allocation"/> (the 5-tuple's
+    /// allocation, if any) when the request names its user. On success the key it proved is in
+    /// <paramref name="keyBuffer"/> and the result signs the response; otherwise the answer is written into
+    /// <paramref name="response"/> and described by <paramref name="refused"/>. Nothing is stored for a
+    /// request that fails here: the nonce carries its own expiry and client.
     /// </summary>
-    /// <param name="allocation">The allocation of the request's 5-tuple, whose key later requests must use.</param>
     public TurnAuthentication Authenticate(in StunMessage request, in TurnContext context, TurnAllocation? allocation, Span<byte> keyBuffer, Span<byte> response, out TurnRefusal refused)
     {
         var header = request.Header;
