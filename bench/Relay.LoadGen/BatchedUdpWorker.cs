@@ -3,7 +3,9 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
+using Relay.Server.Transport.Linux;
 using static Relay.LoadGen.LinuxNative;
+using static Relay.Server.Transport.Linux.LinuxUdp;
 
 namespace Relay.LoadGen;
 
@@ -93,7 +95,7 @@ internal sealed unsafe class BatchedUdpWorker : LoadCounters, IDisposable
             return at;
         }
 
-        var targetAt = Take(SockAddrSize);
+        var targetAt = Take(LinuxEpoll.SockaddrIn6Length);
         var requestsAt = Take(slots * RequestStride);
         var requestIovAt = Take(slots * (nuint)sizeof(IoVec));
         var gatherIovAt = Take(slots * (nuint)sizeof(IoVec));
@@ -102,7 +104,7 @@ internal sealed unsafe class BatchedUdpWorker : LoadCounters, IDisposable
         var receiveNamesAt = Take(ReceiveBatch * NameStride);
         var receiveIovAt = Take(ReceiveBatch * (nuint)sizeof(IoVec));
         var receiveAt = Take(ReceiveBatch * (nuint)sizeof(MMsgHdr));
-        var eventsAt = Take((nuint)(MaxEvents * EpollEventSize));
+        var eventsAt = Take((nuint)(MaxEvents * LinuxEpoll.EventSize));
         _memory = (byte*)NativeMemory.AlignedAlloc(offset, 64);
         NativeMemory.Clear(_memory, offset);
         _target = _memory + targetAt;
@@ -141,12 +143,12 @@ internal sealed unsafe class BatchedUdpWorker : LoadCounters, IDisposable
             header.Iov = &receiveIov[i];
             header.IovLength = 1;
             header.Name = _receiveNames + (i * NameStride);
-            header.NameLength = SockAddrSize;
+            header.NameLength = LinuxEpoll.SockaddrIn6Length;
         }
 
         _sockets = new Socket[sockets];
         _fds = new int[sockets];
-        _epoll = EpollCreate1(EpollCloExec);
+        _epoll = LinuxEpoll.Create(LinuxEpoll.EpollCloexec);
         if (_epoll < 0)
         {
             var errno = Marshal.GetLastPInvokeError();
@@ -188,8 +190,8 @@ internal sealed unsafe class BatchedUdpWorker : LoadCounters, IDisposable
                 }
 
                 _fds[s] = (int)socket.Handle;
-                WriteEpollEvent(registration, EpollIn, (ulong)s);
-                if (EpollCtl(_epoll, EpollCtlAdd, _fds[s], registration) != 0)
+                LinuxEpoll.WriteEvent(registration, LinuxEpoll.EpollIn, (ulong)s);
+                if (LinuxEpoll.Control(_epoll, LinuxEpoll.EpollCtlAdd, _fds[s], registration) != 0)
                 {
                     throw new SocketException(Marshal.GetLastPInvokeError());
                 }
@@ -230,7 +232,7 @@ internal sealed unsafe class BatchedUdpWorker : LoadCounters, IDisposable
 
         if (_epoll >= 0)
         {
-            _ = Close(_epoll);
+            _ = LinuxEpoll.Close(_epoll);
         }
 
         NativeMemory.AlignedFree(_memory);
@@ -251,7 +253,7 @@ internal sealed unsafe class BatchedUdpWorker : LoadCounters, IDisposable
         var nextSweep = Stopwatch.GetTimestamp() + _sweepTicks;
         while (!_stop && _run.Phase != RunPhase.Drain)
         {
-            var ready = EpollWait(_epoll, _events, MaxEvents, EpollWaitMs);
+            var ready = LinuxEpoll.Wait(_epoll, _events, MaxEvents, EpollWaitMs);
             if (ready < 0)
             {
                 if (Marshal.GetLastPInvokeError() != EIntr)
@@ -264,7 +266,7 @@ internal sealed unsafe class BatchedUdpWorker : LoadCounters, IDisposable
 
             for (var i = 0; i < ready; i++)
             {
-                Receive((int)ReadEpollData(_events + (i * EpollEventSize)));
+                Receive((int)LinuxEpoll.ReadEventData(_events + (i * LinuxEpoll.EventSize)));
             }
 
             var now = Stopwatch.GetTimestamp();
@@ -278,7 +280,7 @@ internal sealed unsafe class BatchedUdpWorker : LoadCounters, IDisposable
 
     private void Receive(int s)
     {
-        var received = RecvMMsg(_fds[s], _receiveMessages, ReceiveBatch, MsgDontWait, null);
+        var received = LinuxUdp.RecvMmsg(_fds[s], _receiveMessages, ReceiveBatch, LinuxEpoll.MsgDontWait, null);
         if (received < 0)
         {
             var errno = Marshal.GetLastPInvokeError();
@@ -306,7 +308,7 @@ internal sealed unsafe class BatchedUdpWorker : LoadCounters, IDisposable
             }
 
             // recvmmsg writes the actual address length back; restore the capacity for next time.
-            message.Header.NameLength = SockAddrSize;
+            message.Header.NameLength = LinuxEpoll.SockaddrIn6Length;
         }
 
         Flush(s);
@@ -429,7 +431,7 @@ internal sealed unsafe class BatchedUdpWorker : LoadCounters, IDisposable
     {
         if (_family == AddressFamily.InterNetworkV6)
         {
-            return length >= SockAddrSize
+            return length >= LinuxEpoll.SockaddrIn6Length
                 && new ReadOnlySpan<byte>(name, 4).SequenceEqual(new ReadOnlySpan<byte>(_target, 4))
                 && new ReadOnlySpan<byte>(name + 8, 16).SequenceEqual(new ReadOnlySpan<byte>(_target + 8, 16));
         }

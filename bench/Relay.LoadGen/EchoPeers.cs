@@ -1,7 +1,8 @@
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
-using static Relay.LoadGen.LinuxNative;
+using Relay.Server.Transport.Linux;
+using static Relay.Server.Transport.Linux.LinuxUdp;
 
 namespace Relay.LoadGen;
 
@@ -44,7 +45,7 @@ internal sealed unsafe class EchoPeers : IDisposable
         Endpoints = new IPEndPoint[count];
         _sockets = new Socket[count];
         _fds = new int[count];
-        var size = (nuint)(Batch * (sizeof(MMsgHdr) + sizeof(IoVec) + BufferSize + NameStride)) + (nuint)(MaxEvents * EpollEventSize);
+        var size = (nuint)(Batch * (sizeof(MMsgHdr) + sizeof(IoVec) + BufferSize + NameStride)) + (nuint)(MaxEvents * LinuxEpoll.EventSize);
         _memory = (byte*)NativeMemory.AlignedAlloc(size, 64);
         NativeMemory.Clear(_memory, size);
         _messages = (MMsgHdr*)_memory;
@@ -60,7 +61,7 @@ internal sealed unsafe class EchoPeers : IDisposable
             _messages[i].Header.Name = _names + (i * NameStride);
         }
 
-        _epoll = EpollCreate1(EpollCloExec);
+        _epoll = LinuxEpoll.Create(LinuxEpoll.EpollCloexec);
         if (_epoll < 0)
         {
             var errno = Marshal.GetLastPInvokeError();
@@ -81,8 +82,8 @@ internal sealed unsafe class EchoPeers : IDisposable
                 socket.Bind(new IPEndPoint(address, 0));
                 Endpoints[i] = (IPEndPoint)socket.LocalEndPoint!;
                 _fds[i] = (int)socket.Handle;
-                WriteEpollEvent(registration, EpollIn, (ulong)i);
-                if (EpollCtl(_epoll, EpollCtlAdd, _fds[i], registration) != 0)
+                LinuxEpoll.WriteEvent(registration, LinuxEpoll.EpollIn, (ulong)i);
+                if (LinuxEpoll.Control(_epoll, LinuxEpoll.EpollCtlAdd, _fds[i], registration) != 0)
                 {
                     throw new SocketException(Marshal.GetLastPInvokeError());
                 }
@@ -120,7 +121,7 @@ internal sealed unsafe class EchoPeers : IDisposable
 
         if (_epoll >= 0)
         {
-            _ = Close(_epoll);
+            _ = LinuxEpoll.Close(_epoll);
         }
 
         NativeMemory.AlignedFree(_memory);
@@ -130,10 +131,10 @@ internal sealed unsafe class EchoPeers : IDisposable
     {
         while (!_stop)
         {
-            var ready = EpollWait(_epoll, _events, MaxEvents, 5);
+            var ready = LinuxEpoll.Wait(_epoll, _events, MaxEvents, 5);
             for (var e = 0; e < ready; e++)
             {
-                Echo(_fds[(int)ReadEpollData(_events + (e * EpollEventSize))]);
+                Echo(_fds[(int)LinuxEpoll.ReadEventData(_events + (e * LinuxEpoll.EventSize))]);
             }
         }
     }
@@ -144,11 +145,11 @@ internal sealed unsafe class EchoPeers : IDisposable
         for (var i = 0; i < Batch; i++)
         {
             _iov[i].Length = BufferSize;
-            _messages[i].Header.NameLength = SockAddrSize;
+            _messages[i].Header.NameLength = LinuxEpoll.SockaddrIn6Length;
             _messages[i].Header.Flags = 0;
         }
 
-        var received = RecvMMsg(fd, _messages, Batch, MsgDontWait, null);
+        var received = LinuxUdp.RecvMmsg(fd, _messages, Batch, LinuxEpoll.MsgDontWait, null);
         if (received <= 0)
         {
             return;
@@ -163,7 +164,7 @@ internal sealed unsafe class EchoPeers : IDisposable
         var done = 0;
         while (done < received)
         {
-            var sent = SendMMsg(fd, _messages + done, (uint)(received - done), 0);
+            var sent = LinuxUdp.SendMmsg(fd, _messages + done, (uint)(received - done), 0);
             if (sent > 0)
             {
                 done += sent;

@@ -1,33 +1,23 @@
 using System.Buffers.Binary;
 using System.Net;
 using System.Net.Sockets;
-using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using Relay.Server.Transport.Linux;
+using static Relay.Server.Transport.Linux.LinuxUdp;
 
 namespace Relay.LoadGen;
 
 /// <summary>
-/// The few Linux syscalls the batched UDP mode needs, with the LP64 (x86_64/aarch64 glibc) layouts
-/// of their structs. <see cref="IsSupported"/> checks the layouts once so a wrong platform fails
-/// loudly instead of corrupting memory.
+/// What the batched UDP mode needs beyond the server's recvmmsg/sendmmsg/epoll declarations
+/// (<see cref="LinuxUdp"/>, <see cref="LinuxEpoll"/>, compiled into this project from src/Relay/Transport/Linux):
+/// UDP GSO, epoll_pwait2 and sysconf. <see cref="IsSupported"/> checks the struct layouts once so a wrong
+/// platform fails loudly instead of corrupting memory.
 /// </summary>
 internal static unsafe partial class LinuxNative
 {
-    public const int MsgDontWait = 0x40;
-    public const int MsgTrunc = 0x20;
-    public const int EpollIn = 0x001;
     public const int SolUdp = 17;
     public const int UdpSegment = 103;
-    public const int EpollCtlAdd = 1;
-    public const int EpollCloExec = 0x80000;
     public const int ScClkTck = 2;
-
-    public const int EIntr = 4;
-    public const int EAgain = 11;
-    public const int EConnRefused = 111;
-
-    /// <summary>sizeof(struct sockaddr_in6); also enough for a sockaddr_in.</summary>
-    public const int SockAddrSize = 28;
 
     /// <summary>Datagrams one UDP GSO send may carry here; the kernel's limit is 64 segments.</summary>
     public const int GsoMaxSegments = 64;
@@ -59,7 +49,7 @@ internal static unsafe partial class LinuxNative
         var done = 0;
         while (done < messageCount)
         {
-            var sent = SendMMsg(fd, messages + done, (uint)(messageCount - done), 0);
+            var sent = SendMmsg(fd, messages + done, (uint)(messageCount - done), 0);
             if (sent > 0)
             {
                 done += sent;
@@ -82,20 +72,20 @@ internal static unsafe partial class LinuxNative
     /// <summary>Writes <paramref name="endpoint"/> as a native sockaddr_in/sockaddr_in6; returns its length.</summary>
     public static int WriteSockAddr(IPEndPoint endpoint, byte* at)
     {
-        var dest = new Span<byte>(at, SockAddrSize);
+        var dest = new Span<byte>(at, LinuxEpoll.SockaddrIn6Length);
         if (endpoint.AddressFamily == AddressFamily.InterNetworkV6)
         {
-            BinaryPrimitives.WriteUInt16LittleEndian(dest, 10); // AF_INET6, host order
+            BinaryPrimitives.WriteUInt16LittleEndian(dest, LinuxEpoll.AfInet6);
             BinaryPrimitives.WriteUInt16BigEndian(dest[2..], (ushort)endpoint.Port);
             _ = endpoint.Address.TryWriteBytes(dest.Slice(8, 16), out _);
             BinaryPrimitives.WriteUInt32LittleEndian(dest[24..], (uint)endpoint.Address.ScopeId);
-            return SockAddrSize;
+            return LinuxEpoll.SockaddrIn6Length;
         }
 
-        BinaryPrimitives.WriteUInt16LittleEndian(dest, 2); // AF_INET, host order
+        BinaryPrimitives.WriteUInt16LittleEndian(dest, LinuxEpoll.AfInet);
         BinaryPrimitives.WriteUInt16BigEndian(dest[2..], (ushort)endpoint.Port);
         _ = endpoint.Address.TryWriteBytes(dest.Slice(4, 4), out _);
-        return 16;
+        return LinuxEpoll.SockaddrInLength;
     }
 
     /// <summary>SplitMix64: transaction ids and tags only need to be unpredictable enough not to collide.</summary>
@@ -107,51 +97,16 @@ internal static unsafe partial class LinuxNative
         return z ^ (z >> 31);
     }
 
-    /// <summary>Linux on a 64-bit CPU whose struct layouts match the declarations below.</summary>
+    /// <summary>Linux on a 64-bit CPU whose struct layouts match the declarations of <see cref="LinuxUdp"/>.</summary>
     public static bool IsSupported =>
-        OperatingSystem.IsLinux()
+        LinuxUdp.IsSupported
         && IntPtr.Size == 8
         && sizeof(IoVec) == 16
         && sizeof(MsgHdr) == 56
         && sizeof(MMsgHdr) == 64
         && Marshal.OffsetOf<MsgHdr>(nameof(MsgHdr.Iov)) == 16
         && Marshal.OffsetOf<MsgHdr>(nameof(MsgHdr.Flags)) == 48
-        && Marshal.OffsetOf<MMsgHdr>(nameof(MMsgHdr.Length)) == 56
-        && RuntimeInformation.ProcessArchitecture is Architecture.X64 or Architecture.Arm64;
-
-    /// <summary>
-    /// struct epoll_event is packed on x86_64 (12 bytes, data at offset 4) and naturally aligned
-    /// elsewhere (16 bytes, data at offset 8).
-    /// </summary>
-    public static int EpollEventSize => RuntimeInformation.ProcessArchitecture == Architecture.X64 ? 12 : 16;
-
-    private static int EpollDataOffset => RuntimeInformation.ProcessArchitecture == Architecture.X64 ? 4 : 8;
-
-    public static void WriteEpollEvent(byte* at, uint events, ulong data)
-    {
-        Unsafe.WriteUnaligned(at, events);
-        Unsafe.WriteUnaligned(at + EpollDataOffset, data);
-    }
-
-    public static ulong ReadEpollData(byte* at) => Unsafe.ReadUnaligned<ulong>(at + EpollDataOffset);
-
-    [LibraryImport(Libc, EntryPoint = "sendmmsg", SetLastError = true)]
-    public static partial int SendMMsg(int fd, MMsgHdr* messages, uint count, int flags);
-
-    [LibraryImport(Libc, EntryPoint = "recvmmsg", SetLastError = true)]
-    public static partial int RecvMMsg(int fd, MMsgHdr* messages, uint count, int flags, void* timeout);
-
-    [LibraryImport(Libc, EntryPoint = "epoll_create1", SetLastError = true)]
-    public static partial int EpollCreate1(int flags);
-
-    [LibraryImport(Libc, EntryPoint = "epoll_ctl", SetLastError = true)]
-    public static partial int EpollCtl(int epfd, int op, int fd, byte* @event);
-
-    [LibraryImport(Libc, EntryPoint = "epoll_wait", SetLastError = true)]
-    public static partial int EpollWait(int epfd, byte* events, int maxEvents, int timeoutMs);
-
-    [LibraryImport(Libc, EntryPoint = "sendto", SetLastError = true)]
-    public static partial nint SendTo(int fd, void* buffer, nuint length, int flags, void* address, uint addressLength);
+        && Marshal.OffsetOf<MMsgHdr>(nameof(MMsgHdr.Length)) == 56;
 
     [LibraryImport(Libc, EntryPoint = "sysconf")]
     public static partial long SysConf(int name);
@@ -159,33 +114,4 @@ internal static unsafe partial class LinuxNative
     /// <summary>epoll_wait with a nanosecond timeout (Linux 5.11, glibc 2.35); the timespec is {tv_sec, tv_nsec}.</summary>
     [LibraryImport(Libc, EntryPoint = "epoll_pwait2", SetLastError = true)]
     public static partial int EpollPWait2(int epfd, byte* events, int maxEvents, long* timeout, void* sigmask);
-
-    [LibraryImport(Libc, EntryPoint = "close", SetLastError = true)]
-    public static partial int Close(int fd);
-
-    [StructLayout(LayoutKind.Sequential)]
-    public struct IoVec
-    {
-        public void* Base;
-        public nuint Length;
-    }
-
-    [StructLayout(LayoutKind.Sequential)]
-    public struct MsgHdr
-    {
-        public void* Name;
-        public uint NameLength;
-        public IoVec* Iov;
-        public nuint IovLength;
-        public void* Control;
-        public nuint ControlLength;
-        public int Flags;
-    }
-
-    [StructLayout(LayoutKind.Sequential)]
-    public struct MMsgHdr
-    {
-        public MsgHdr Header;
-        public uint Length;
-    }
 }

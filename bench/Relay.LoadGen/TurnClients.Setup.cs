@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Net;
+using Relay.Server.Transport.Linux;
 using static Relay.LoadGen.LinuxNative;
 
 namespace Relay.LoadGen;
@@ -321,7 +322,7 @@ internal sealed unsafe partial class TurnClients
         _deadline[i] = Stopwatch.GetTimestamp() + timeoutTicks;
         fixed (byte* data = buffer)
         {
-            if (SendTo(_fds[i], data, (nuint)length, 0, _targetName, (uint)_targetNameLength) < 0)
+            if (LinuxEpoll.SendTo(_fds[i], data, (nuint)length, 0, _targetName, (uint)_targetNameLength) < 0)
             {
                 // The deadline stands: it is retransmitted (and counted) like a lost request.
                 result.SendErrors++;

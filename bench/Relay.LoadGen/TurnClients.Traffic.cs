@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using static Relay.LoadGen.LinuxNative;
+using static Relay.Server.Transport.Linux.LinuxUdp;
 
 namespace Relay.LoadGen;
 

@@ -2,7 +2,9 @@ using System.Buffers.Binary;
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
+using Relay.Server.Transport.Linux;
 using static Relay.LoadGen.LinuxNative;
+using static Relay.Server.Transport.Linux.LinuxUdp;
 
 namespace Relay.LoadGen;
 
@@ -64,7 +66,7 @@ internal sealed unsafe partial class TurnClients : IDisposable
         _nonces = new byte[]?[count];
 
         var size = (nuint)(NameStride * (1 + peers.Length)) + (nuint)(ReceiveBatch * (sizeof(MMsgHdr) + sizeof(IoVec) + ReceiveBufferSize + NameStride))
-            + (nuint)(MaxEvents * EpollEventSize) + (nuint)(ReceiveBatch * ControlSize) + 64;
+            + (nuint)(MaxEvents * LinuxEpoll.EventSize) + (nuint)(ReceiveBatch * ControlSize) + 64;
         _memory = (byte*)NativeMemory.AlignedAlloc(size, 64);
         NativeMemory.Clear(_memory, size);
         _targetName = _memory;
@@ -91,7 +93,7 @@ internal sealed unsafe partial class TurnClients : IDisposable
             _rx[i].Header.Control = _rxControl + (i * ControlSize);
         }
 
-        _epoll = EpollCreate1(EpollCloExec);
+        _epoll = LinuxEpoll.Create(LinuxEpoll.EpollCloexec);
         if (_epoll < 0)
         {
             var errno = Marshal.GetLastPInvokeError();
@@ -110,8 +112,8 @@ internal sealed unsafe partial class TurnClients : IDisposable
                 _sockets[i] = socket;
                 port = BindFrom(socket, any, port);
                 _fds[i] = (int)socket.Handle;
-                WriteEpollEvent(registration, EpollIn, (ulong)i);
-                if (EpollCtl(_epoll, EpollCtlAdd, _fds[i], registration) != 0)
+                LinuxEpoll.WriteEvent(registration, LinuxEpoll.EpollIn, (ulong)i);
+                if (LinuxEpoll.Control(_epoll, LinuxEpoll.EpollCtlAdd, _fds[i], registration) != 0)
                 {
                     throw new SocketException(Marshal.GetLastPInvokeError());
                 }
@@ -141,7 +143,7 @@ internal sealed unsafe partial class TurnClients : IDisposable
 
         if (_epoll >= 0)
         {
-            _ = Close(_epoll);
+            _ = LinuxEpoll.Close(_epoll);
         }
 
         FreeTraffic();
@@ -182,12 +184,12 @@ internal sealed unsafe partial class TurnClients : IDisposable
     {
         for (var i = 0; i < ReceiveBatch; i++)
         {
-            _rx[i].Header.NameLength = SockAddrSize;
+            _rx[i].Header.NameLength = LinuxEpoll.SockaddrIn6Length;
             _rx[i].Header.ControlLength = ControlSize;
             _rx[i].Header.Flags = 0;
         }
 
-        var received = RecvMMsg(_fds[s], _rx, ReceiveBatch, MsgDontWait, null);
+        var received = LinuxUdp.RecvMmsg(_fds[s], _rx, ReceiveBatch, LinuxEpoll.MsgDontWait, null);
         return received < 0 ? 0 : received;
     }
 
@@ -243,7 +245,7 @@ internal sealed unsafe partial class TurnClients : IDisposable
         var length = _rx[k].Header.NameLength;
         if (_family == AddressFamily.InterNetworkV6)
         {
-            return length >= SockAddrSize
+            return length >= LinuxEpoll.SockaddrIn6Length
                 && new ReadOnlySpan<byte>(name, 4).SequenceEqual(new ReadOnlySpan<byte>(_targetName, 4))
                 && new ReadOnlySpan<byte>(name + 8, 16).SequenceEqual(new ReadOnlySpan<byte>(_targetName + 8, 16));
         }
@@ -253,7 +255,7 @@ internal sealed unsafe partial class TurnClients : IDisposable
 
     private int Wait(int timeoutMs)
     {
-        var ready = EpollWait(_epoll, _events, MaxEvents, timeoutMs);
+        var ready = LinuxEpoll.Wait(_epoll, _events, MaxEvents, timeoutMs);
         return ready < 0 ? 0 : ready;
     }
 
@@ -282,7 +284,7 @@ internal sealed unsafe partial class TurnClients : IDisposable
         return Wait((int)Math.Min(1, (timeoutNs + 999_999) / 1_000_000));
     }
 
-    private int ReadyIndex(int e) => (int)ReadEpollData(_events + (e * EpollEventSize));
+    private int ReadyIndex(int e) => (int)LinuxEpoll.ReadEventData(_events + (e * LinuxEpoll.EventSize));
 
 
     private ulong NextRandom() => LinuxNative.NextRandom(ref _rng);

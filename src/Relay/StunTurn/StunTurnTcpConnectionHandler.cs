@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.Buffers.Binary;
-using System.Collections.Concurrent;
 using System.IO.Pipelines;
 using System.Net;
 using Microsoft.AspNetCore.Connections;
@@ -25,8 +24,9 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
     private readonly TurnRelay? _turn;
     private readonly StunMetrics _metrics;
     private readonly StunTcpOptions _options;
+    private readonly TimeSpan _idleTimeout;
     private readonly ILogger<StunTurnTcpConnectionHandler> _logger;
-    private readonly ConcurrentDictionary<IPAddress, int> _connectionsPerIp = new();
+    private readonly ConnectionsPerIpLimiter _connectionsPerIp;
 
     public StunTurnTcpConnectionHandler(StunBindingService service, TurnRelay turn, StunMetrics metrics, IOptions<StunOptions> options, ILogger<StunTurnTcpConnectionHandler> logger)
     {
@@ -34,6 +34,8 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
         _turn = turn.Enabled ? turn : null;
         _metrics = metrics;
         _options = options.Value.Tcp;
+        _idleTimeout = TimeSpan.FromSeconds(_options.IdleTimeoutSeconds);
+        _connectionsPerIp = new ConnectionsPerIpLimiter(_options.MaxConnectionsPerIp);
         _logger = logger;
     }
 
@@ -46,10 +48,10 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
         }
 
         var ip = remote.Address.IsIPv4MappedToIPv6 ? remote.Address.MapToIPv4() : remote.Address;
-        if (!TryEnter(ip))
+        if (!_connectionsPerIp.TryEnter(ip))
         {
             _metrics.Drop(transport, StunDropReason.ConnectionLimit);
-            LogConnectionLimit(ip, _options.MaxConnectionsPerIp);
+            LogConnectionLimit(ip, _connectionsPerIp.MaxPerIp);
             connection.Abort(new ConnectionAbortedException("Per-IP connection limit (Relay:Stun:Tcp:MaxConnectionsPerIp)"));
             return;
         }
@@ -72,27 +74,29 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
         finally
         {
             _metrics.Connection(transport, -1);
-            Leave(ip);
+            _connectionsPerIp.Leave(ip);
             LogConnectionEnded(remote, transport, end);
             await connection.Transport.Input.CompleteAsync().ConfigureAwait(false);
             await connection.Transport.Output.CompleteAsync().ConfigureAwait(false);
         }
     }
 
+    /// <summary>
+    /// Kestrel's read loop: drain every complete frame of a read, answer them with one flush, and
+    /// advance in <c>finally</c>. After an RFC 6062 ConnectionBind the connection becomes raw peer data.
+    /// </summary>
     private async Task<StunConnectionEnd> ServeAsync(ConnectionContext connection, StunRequestContext context)
     {
         var input = connection.Transport.Input;
         var sink = new StreamClientSink(connection.Transport.Output);
         var turnContext = new TurnContext(context.Client, context.Local, context.Transport, null, sink);
-        var limits = _service.Limits;
         var response = ArrayPool<byte>.Shared.Rent(_service.ResponseBufferSize);
         using var idle = new CancellationTokenSource();
-        var idleTimeout = TimeSpan.FromSeconds(_options.IdleTimeoutSeconds);
         try
         {
             while (true)
             {
-                idle.CancelAfter(idleTimeout);
+                idle.CancelAfter(_idleTimeout);
                 ReadResult result;
                 try
                 {
@@ -110,93 +114,37 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
                 }
 
                 var buffer = result.Buffer;
-                var wrote = false;
-                var end = StunConnectionEnd.None;
-                TcpPeerConnection? dataPeer = null;
+                var read = default(ReadOutcome);
                 try
                 {
-                    // Drain every complete frame in this read before flushing once (Kestrel's loop shape).
-                    while (!buffer.IsEmpty)
+                    while (true)
                     {
-                        if (_turn is not null && TurnChannel.LooksLikeChannelData(FirstByte(buffer)))
-                        {
-                            // ChannelData means nothing before this connection holds an allocation, and a
-                            // stream cannot skip a frame it cannot trust: close instead of buffering its body.
-                            if (_turn.Find(turnContext.FiveTuple) is null)
-                            {
-                                _metrics.Drop(context.Transport, StunDropReason.NotStun);
-                                LogBadChannelData(context.Client, context.Transport, ChannelDataError.None);
-                                end = StunConnectionEnd.ProtocolError;
-                                break;
-                            }
-
-                            var channelStatus = ChannelDataReader.TryRead(ref buffer, _turn.ChannelLimits, out var channel, out var data, out var channelError);
-                            if (channelStatus == OperationStatus.NeedMoreData)
-                            {
-                                break;
-                            }
-
-                            if (channelStatus != OperationStatus.Done)
-                            {
-                                _metrics.Drop(context.Transport, StunDropReason.NotStun);
-                                LogBadChannelData(context.Client, context.Transport, channelError);
-                                end = StunConnectionEnd.ProtocolError;
-                                break;
-                            }
-
-                            RelayChannelData(channel, data, turnContext);
-                            continue;
-                        }
-
-                        var status = StunMessageReader.TryReadMessage(ref buffer, limits, out var message, out var error);
-                        if (status == OperationStatus.NeedMoreData)
+                        var unbuffered = DrainFrames(ref buffer, context, turnContext, sink, response, ref read);
+                        if (unbuffered == 0)
                         {
                             break;
                         }
 
-                        if (status != OperationStatus.Done)
+                        // A flush is still pending: this response waits for it instead of being dropped.
+                        if (!await sink.SendAsync(response.AsMemory(0, unbuffered)).ConfigureAwait(false))
                         {
-                            _metrics.Drop(context.Transport, error == StunParseError.TooLarge ? StunDropReason.TooLarge : StunDropReason.NotStun);
-                            LogGarbage(context.Client, context.Transport, error);
-                            end = StunConnectionEnd.ProtocolError;
-                            break;
+                            return StunConnectionEnd.PeerClosed;
                         }
 
-                        var length = Handle(message, context, turnContext, response, out dataPeer);
-                        if (length > 0)
+                        if (read.DataPeer is not null)
                         {
-                            wrote = true;
-                            if (!sink.TryWriteBuffered(response.AsSpan(0, length)) && !await sink.SendAsync(response.AsMemory(0, length)).ConfigureAwait(false))
-                            {
-                                return StunConnectionEnd.PeerClosed;
-                            }
-                        }
-
-                        if (dataPeer is not null)
-                        {
-                            // RFC 6062 §5.4: after ConnectionBind the stream is the peer's data; what
-                            // follows the request in this read already belongs to it.
                             break;
                         }
                     }
 
-                    if (end == StunConnectionEnd.None && dataPeer is null && result.IsCompleted)
+                    if (read.End == StunConnectionEnd.None && read.DataPeer is null && result.IsCompleted)
                     {
-                        if (!buffer.IsEmpty)
-                        {
-                            // The peer closed in the middle of a message.
-                            _metrics.Drop(context.Transport, StunDropReason.NotStun);
-                            end = StunConnectionEnd.ProtocolError;
-                        }
-                        else
-                        {
-                            end = StunConnectionEnd.PeerClosed;
-                        }
+                        read.End = EndOfInput(buffer, context.Transport);
                     }
                 }
                 finally
                 {
-                    if (dataPeer is null)
+                    if (read.DataPeer is null)
                     {
                         input.AdvanceTo(buffer.Start, buffer.End);
                     }
@@ -207,21 +155,21 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
                     }
                 }
 
-                if (wrote && !await sink.FlushAsync().ConfigureAwait(false))
+                if (read.Wrote && !await sink.FlushAsync().ConfigureAwait(false))
                 {
                     return StunConnectionEnd.PeerClosed;
                 }
 
-                if (dataPeer is not null)
+                if (read.DataPeer is not null)
                 {
                     sink.Complete();
-                    await _turn!.RelayTcpDataAsync(dataPeer, input, connection.Transport.Output).ConfigureAwait(false);
+                    await _turn!.RelayTcpDataAsync(read.DataPeer, input, connection.Transport.Output).ConfigureAwait(false);
                     return StunConnectionEnd.PeerClosed;
                 }
 
-                if (end != StunConnectionEnd.None)
+                if (read.End != StunConnectionEnd.None)
                 {
-                    return end;
+                    return read.End;
                 }
             }
         }
@@ -231,6 +179,109 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
             _turn?.OnConnectionClosed(turnContext);
             ArrayPool<byte>.Shared.Return(response);
         }
+    }
+
+    /// <summary>
+    /// Handles every complete frame in <paramref name="buffer"/>, appending responses to the sink without
+    /// flushing. Stops at an incomplete frame, at a protocol error or a ConnectionBind (both recorded in
+    /// <paramref name="read"/>), and at a response the sink cannot buffer while a flush is pending: that
+    /// one is left in <paramref name="response"/> and its length returned, for the caller to send.
+    /// </summary>
+    private int DrainFrames(ref ReadOnlySequence<byte> buffer, in StunRequestContext context, in TurnContext turnContext, StreamClientSink sink, byte[] response, ref ReadOutcome read)
+    {
+        while (!buffer.IsEmpty)
+        {
+            if (_turn is not null && TurnChannel.LooksLikeChannelData(FirstByte(buffer)))
+            {
+                var channelStatus = ReadChannelData(ref buffer, context, turnContext);
+                if (channelStatus == OperationStatus.Done)
+                {
+                    continue;
+                }
+
+                if (channelStatus == OperationStatus.InvalidData)
+                {
+                    read.End = StunConnectionEnd.ProtocolError;
+                }
+
+                return 0;
+            }
+
+            var status = StunMessageReader.TryReadMessage(ref buffer, _service.Limits, out var message, out var error);
+            if (status == OperationStatus.NeedMoreData)
+            {
+                return 0;
+            }
+
+            if (status != OperationStatus.Done)
+            {
+                _metrics.Drop(context.Transport, error == StunParseError.TooLarge ? StunDropReason.TooLarge : StunDropReason.NotStun);
+                LogGarbage(context.Client, context.Transport, error);
+                read.End = StunConnectionEnd.ProtocolError;
+                return 0;
+            }
+
+            var length = Handle(message, context, turnContext, response, out read.DataPeer);
+            if (length > 0)
+            {
+                read.Wrote = true;
+                if (!sink.TryWriteBuffered(response.AsSpan(0, length)))
+                {
+                    return length;
+                }
+            }
+
+            if (read.DataPeer is not null)
+            {
+                // RFC 6062 §5.4: after ConnectionBind the stream is the peer's data; what
+                // follows the request in this read already belongs to it.
+                return 0;
+            }
+        }
+
+        return 0;
+    }
+
+    /// <summary>
+    /// One ChannelData frame (RFC 8656 §12.5), relayed. InvalidData, logged and counted, when it cannot be
+    /// relayed: a stream cannot skip a frame it cannot trust, so the connection closes.
+    /// </summary>
+    private OperationStatus ReadChannelData(ref ReadOnlySequence<byte> buffer, in StunRequestContext context, in TurnContext turnContext)
+    {
+        // ChannelData means nothing before this connection holds an allocation: close instead of
+        // buffering its body.
+        if (_turn!.Find(turnContext.FiveTuple) is null)
+        {
+            _metrics.Drop(context.Transport, StunDropReason.NotStun);
+            LogBadChannelData(context.Client, context.Transport, ChannelDataError.None);
+            return OperationStatus.InvalidData;
+        }
+
+        var status = ChannelDataReader.TryRead(ref buffer, _turn.ChannelLimits, out var channel, out var data, out var error);
+        if (status == OperationStatus.Done)
+        {
+            RelayChannelData(channel, data, turnContext);
+        }
+        else if (status != OperationStatus.NeedMoreData)
+        {
+            _metrics.Drop(context.Transport, StunDropReason.NotStun);
+            LogBadChannelData(context.Client, context.Transport, error);
+            status = OperationStatus.InvalidData;
+        }
+
+        return status;
+    }
+
+    /// <summary>The peer closed its side: cleanly between frames, or in the middle of one.</summary>
+    private StunConnectionEnd EndOfInput(in ReadOnlySequence<byte> buffer, StunTransport transport)
+    {
+        if (buffer.IsEmpty)
+        {
+            return StunConnectionEnd.PeerClosed;
+        }
+
+        _metrics.Drop(transport, StunDropReason.NotStun);
+        return StunConnectionEnd.ProtocolError;
     }
 
     private static byte FirstByte(in ReadOnlySequence<byte> buffer)
@@ -296,34 +347,6 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
         return span;
     }
 
-    private bool TryEnter(IPAddress ip)
-    {
-        while (true)
-        {
-            var current = _connectionsPerIp.GetOrAdd(ip, 0);
-            if (current >= _options.MaxConnectionsPerIp)
-            {
-                return false;
-            }
-
-            if (_connectionsPerIp.TryUpdate(ip, current + 1, current))
-            {
-                return true;
-            }
-        }
-    }
-
-    private void Leave(IPAddress ip)
-    {
-        while (_connectionsPerIp.TryGetValue(ip, out var current))
-        {
-            if (current <= 1 ? _connectionsPerIp.TryRemove(new KeyValuePair<IPAddress, int>(ip, current)) : _connectionsPerIp.TryUpdate(ip, current - 1, current))
-            {
-                return;
-            }
-        }
-    }
-
     [LoggerMessage(EventId = 3001, Level = LogLevel.Warning, Message = "Refused STUN connection from {Address}: {Limit} connections already open from it (Relay:Stun:Tcp:MaxConnectionsPerIp)")]
     private partial void LogConnectionLimit(IPAddress address, int limit);
 
@@ -335,6 +358,19 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
 
     [LoggerMessage(EventId = 3003, Level = LogLevel.Debug, Message = "STUN {Transport} connection from {Remote} ended: {End}")]
     private partial void LogConnectionEnded(IPEndPoint remote, StunTransport transport, StunConnectionEnd end);
+
+    /// <summary>What handling one read's frames came to.</summary>
+    private struct ReadOutcome
+    {
+        /// <summary>Responses were appended and need a flush.</summary>
+        public bool Wrote;
+
+        /// <summary>Not <see cref="StunConnectionEnd.None"/> when the connection must close.</summary>
+        public StunConnectionEnd End;
+
+        /// <summary>Set by a successful ConnectionBind: the peer this stream now carries.</summary>
+        public TcpPeerConnection? DataPeer;
+    }
 }
 
 /// <summary>Why a STUN stream connection ended; feeds logs (and metrics via drop reasons).</summary>

@@ -1,14 +1,13 @@
 using System.Collections.Concurrent;
 using System.Runtime.InteropServices;
 using Relay.Protocol.Stun;
-using Relay.Server.StunTurn;
 using Relay.Server.Transport.Linux;
 
 namespace Relay.Server.Turn;
 
 /// <summary>
 /// Watches relay sockets with one epoll instance on one dedicated thread and hands every datagram a
-/// peer sends to <see cref="TurnRelay.OnPeerDatagram"/>. Datagrams are received with recvmmsg into
+/// peer sends to <see cref="TurnDataPath"/>. Datagrams are received with recvmmsg into
 /// native buffers that leave <see cref="Headroom"/> bytes in front, so the ChannelData or Data
 /// indication header is written in place and the payload is copied only once more, into the socket.
 /// </summary>
@@ -31,7 +30,8 @@ internal sealed unsafe class RelayIoLoop : IDisposable
     // Receive slots per wake-up, in recvmmsg batches: frames wait in them until the one sendmmsg.
     private const int GatherBatches = 4;
 
-    private readonly TurnRelay _relay;
+    private readonly TurnDataPath _dataPath;
+    private readonly ILogger _logger;
     private readonly int _batchSize;
     private readonly int _slotSize;
     private readonly int _epoll;
@@ -51,9 +51,10 @@ internal sealed unsafe class RelayIoLoop : IDisposable
     private int _used;
     private volatile bool _stopping;
 
-    public RelayIoLoop(TurnRelay relay, int index, int batchSize, int maxDatagram)
+    public RelayIoLoop(TurnDataPath dataPath, ILogger logger, int index, int batchSize, int maxDatagram)
     {
-        _relay = relay;
+        _dataPath = dataPath;
+        _logger = logger;
         _batchSize = batchSize;
 
         // Headroom in front, and up to 3 bytes of padding behind the largest datagram.
@@ -152,14 +153,14 @@ internal sealed unsafe class RelayIoLoop : IDisposable
                     }
 
                     // A full socket buffer (EAGAIN) or an error for the first of the rest: shed it, go on.
-                    _relay.CountSent(false, _sendSinks[sent]!, _sendLengths[sent]);
+                    _dataPath.CountSent(false, _sendSinks[sent]!, _sendLengths[sent]);
                     sent++;
                     continue;
                 }
 
                 for (var i = sent; i < sent + result; i++)
                 {
-                    _relay.CountSent(true, _sendSinks[i]!, _sendLengths[i]);
+                    _dataPath.CountSent(true, _sendSinks[i]!, _sendLengths[i]);
                 }
 
                 sent += result;
@@ -169,7 +170,7 @@ internal sealed unsafe class RelayIoLoop : IDisposable
         {
             for (var i = sent; i < count; i++)
             {
-                _relay.CountSent(false, _sendSinks[i]!, _sendLengths[i]);
+                _dataPath.CountSent(false, _sendSinks[i]!, _sendLengths[i]);
             }
         }
         finally
@@ -256,7 +257,7 @@ internal sealed unsafe class RelayIoLoop : IDisposable
         }
         catch (Exception exception)
         {
-            _relay.OnLoopFailed(exception);
+            TurnLog.LogLoopFailed(_logger, exception);
         }
         finally
         {
@@ -303,7 +304,7 @@ internal sealed unsafe class RelayIoLoop : IDisposable
                 var slot = new Span<byte>(slotStart, _slotSize);
                 if ((headers[i].Header.Flags & LinuxUdp.MsgTrunc) != 0)
                 {
-                    _relay.Metrics.Drop(TurnDropReason.TooLarge);
+                    _dataPath.CountTooLarge();
                     continue;
                 }
 
@@ -312,9 +313,9 @@ internal sealed unsafe class RelayIoLoop : IDisposable
                 if (udpSink is null)
                 {
                     // A stream client: written to its connection now (there is no batch send for a pipe).
-                    _relay.OnPeerDatagram(allocation, slot, length, peer, nowMs);
+                    _dataPath.OnPeerDatagram(allocation, slot, length, peer, nowMs);
                 }
-                else if (_relay.TryFrame(allocation, slot, length, peer, nowMs, out var start, out var frameLength))
+                else if (_dataPath.TryFrame(allocation, slot, length, peer, nowMs, out var start, out var frameLength))
                 {
                     Gather(udpSink, slotStart + start, frameLength, length);
                 }

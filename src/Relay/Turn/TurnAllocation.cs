@@ -22,14 +22,18 @@ internal readonly record struct TurnChannelBinding(ushort Number, StunAddress Pe
 /// Requests mutate it under a lock by replacing small arrays; the relay paths read those arrays without
 /// locking, because a reference read is atomic and the arrays are never modified once published.
 /// </summary>
-internal sealed class TurnAllocation
+internal sealed class TurnAllocation : ITurnAllocationEntry
 {
+    // RFC 8656 §12: an expired channel number and peer stay unusable for 5 more minutes.
+    private const long ChannelQuarantineMs = 300_000;
+
     private readonly object _gate = new();
     private TurnPermission[] _permissions = [];
     private TurnChannelBinding[] _channels = [];
     private long _expiresAtMs;
     private long _windowStartMs;
     private long _windowBytes;
+    private int _tcpConnections;
     private int _closed;
 
     public TurnAllocation(TurnFiveTuple fiveTuple, string username, byte[] key, StunPasswordAlgorithm algorithm, Socket relaySocket, StunAddress relayedAddress, TurnClientSink sink, StunTransactionId allocateTransaction, Socket? secondarySocket = null, StunAddress secondaryRelayedAddress = default)
@@ -67,9 +71,6 @@ internal sealed class TurnAllocation
     /// <summary>An RFC 6062 allocation: <see cref="RelaySocket"/> is a TCP listener, and data flows over per-peer TCP connections.</summary>
     public bool IsTcpRelay { get; }
 
-    /// <summary>Peer TCP connections of an RFC 6062 allocation, bound or waiting for a ConnectionBind.</summary>
-    public int TcpConnectionCount;
-
     /// <summary>The address advertised in XOR-RELAYED-ADDRESS (the external address when one is configured).</summary>
     public StunAddress RelayedAddress { get; }
 
@@ -106,6 +107,21 @@ internal sealed class TurnAllocation
 
     /// <summary>Marks the allocation closed; true for the one caller that gets to release it.</summary>
     public bool TryClose() => Interlocked.Exchange(ref _closed, 1) == 0;
+
+    /// <summary>Counts one more peer TCP connection of an RFC 6062 allocation (bound or waiting for a ConnectionBind); false at <paramref name="max"/>.</summary>
+    public bool TryAddTcpConnection(int max)
+    {
+        if (Interlocked.Increment(ref _tcpConnections) > max)
+        {
+            Interlocked.Decrement(ref _tcpConnections);
+            return false;
+        }
+
+        return true;
+    }
+
+    /// <summary>A peer TCP connection counted by <see cref="TryAddTcpConnection"/> closed.</summary>
+    public void RemoveTcpConnection() => Interlocked.Decrement(ref _tcpConnections);
 
     public void SetLifetime(long nowMs, int seconds) => Volatile.Write(ref _expiresAtMs, nowMs + (seconds * 1000L));
 
@@ -222,8 +238,8 @@ internal sealed class TurnAllocation
         }
     }
 
-    /// <summary>Drops expired permissions, and channels expired for more than <paramref name="channelQuarantineMs"/>.</summary>
-    public void Sweep(long nowMs, long channelQuarantineMs)
+    /// <summary>Drops expired permissions, and channels expired for longer than their quarantine (RFC 8656 §12).</summary>
+    public void Sweep(long nowMs)
     {
         // Runs every second for every allocation: look before taking the lock or allocating.
         var stale = false;
@@ -234,7 +250,7 @@ internal sealed class TurnAllocation
 
         foreach (var channel in _channels)
         {
-            stale |= channel.ExpiresAtMs + channelQuarantineMs <= nowMs;
+            stale |= channel.ExpiresAtMs + ChannelQuarantineMs <= nowMs;
         }
 
         if (!stale)
@@ -245,17 +261,17 @@ internal sealed class TurnAllocation
         lock (_gate)
         {
             Volatile.Write(ref _permissions, _permissions.Where(p => p.ExpiresAtMs > nowMs).ToArray());
-            Volatile.Write(ref _channels, _channels.Where(c => c.ExpiresAtMs + channelQuarantineMs > nowMs).ToArray());
+            Volatile.Write(ref _channels, _channels.Where(c => c.ExpiresAtMs + ChannelQuarantineMs > nowMs).ToArray());
         }
     }
+
+    /// <summary>Milliseconds until the current one-second bandwidth window ends (at least 1).</summary>
+    public long MillisecondsLeftInWindow(long nowMs) => Math.Clamp(1000 - (nowMs - Volatile.Read(ref _windowStartMs)), 1, 1000);
 
     /// <summary>
     /// Bandwidth cap for both directions together, in one-second windows. Approximate under races
     /// between the two directions' threads, which only ever lets a few packets more through.
     /// </summary>
-    /// <summary>Milliseconds until the current one-second bandwidth window ends (at least 1).</summary>
-    public long MillisecondsLeftInWindow(long nowMs) => Math.Clamp(1000 - (nowMs - Volatile.Read(ref _windowStartMs)), 1, 1000);
-
     public bool TryConsumeBandwidth(int bytes, long nowMs, long bytesPerSecond)
     {
         if (bytesPerSecond <= 0)

@@ -29,7 +29,7 @@ internal sealed class UdpClientSink : TurnClientSink
     public UdpClientSink(Socket listeningSocket, in StunAddress client)
     {
         _socket = listeningSocket;
-        _addressLength = LinuxEpoll.WriteSockaddr(client, listeningSocket.AddressFamily, _address);
+        _addressLength = LinuxSocketAddress.Write(client, listeningSocket.AddressFamily, _address);
     }
 
     public override bool IsStream => false;

@@ -45,8 +45,8 @@ public sealed class TurnRelayAllocationTests
             // Client to peer: ChannelData (RFC 8656 §12.6); peer to client: ChannelData, then a Data
             // indication for the peer without a channel (RFC 8656 §11.3), written in front of the payload.
             relay.HandleChannelData(Channel, payload, context);
-            relay.OnPeerDatagram(allocation, slot, payload.Length, channelPeerAddress, Environment.TickCount64);
-            relay.OnPeerDatagram(allocation, slot, payload.Length, indicationPeerAddress, Environment.TickCount64);
+            relay.DataPath.OnPeerDatagram(allocation, slot, payload.Length, channelPeerAddress, Environment.TickCount64);
+            relay.DataPath.OnPeerDatagram(allocation, slot, payload.Length, indicationPeerAddress, Environment.TickCount64);
         }
 
         for (var i = 0; i < 200; i++)

@@ -1,8 +1,5 @@
-using System.Buffers.Binary;
-using System.Net.Sockets;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
-using Relay.Protocol.Stun;
 
 namespace Relay.Server.Transport.Linux;
 
@@ -79,37 +76,5 @@ internal static unsafe partial class LinuxEpoll
                 socket.DangerousRelease();
             }
         }
-    }
-
-    /// <summary>
-    /// Writes the native sockaddr for <paramref name="address"/> as a socket of <paramref name="socketFamily"/>
-    /// expects it: an IPv4 peer on an IPv6 (dual-mode) socket becomes ::ffff:a.b.c.d. Returns its length.
-    /// </summary>
-    public static int WriteSockaddr(in StunAddress address, AddressFamily socketFamily, Span<byte> destination)
-    {
-        if (socketFamily == AddressFamily.InterNetwork)
-        {
-            destination[..SockaddrInLength].Clear();
-            BinaryPrimitives.WriteUInt16LittleEndian(destination, AfInet);
-            BinaryPrimitives.WriteUInt16BigEndian(destination[2..], address.Port);
-            address.WriteAddressBytes(destination.Slice(4, 4));
-            return SockaddrInLength;
-        }
-
-        destination[..SockaddrIn6Length].Clear();
-        BinaryPrimitives.WriteUInt16LittleEndian(destination, AfInet6);
-        BinaryPrimitives.WriteUInt16BigEndian(destination[2..], address.Port);
-        if (address.IsIPv4)
-        {
-            destination[18] = 0xFF;
-            destination[19] = 0xFF;
-            address.WriteAddressBytes(destination.Slice(20, 4));
-        }
-        else
-        {
-            address.WriteAddressBytes(destination.Slice(8, 16));
-        }
-
-        return SockaddrIn6Length;
     }
 }
