@@ -2,8 +2,7 @@ using System.Net;
 using System.Security.Cryptography;
 using System.Text.Json;
 using System.Threading.Channels;
-using Relay.Server.Api;
-using Relay.Server.Hosting;
+using Microsoft.Extensions.Options;
 using Relay.Server.Mqtt;
 using Relay.Server.Mqtt.Identity;
 using Relay.Protocol.Rendezvous;
@@ -38,7 +37,8 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
     private readonly IMqttDeviceChannel _broker;
     private readonly IDeviceRegistry _registry;
     private readonly TurnCredentialStore _credentials;
-    private readonly RelayConfiguration _configuration;
+    private readonly TurnOptions _turn;
+    private readonly TurnUris _turnUris;
     private readonly NatReports _nats;
     private readonly RendezvousMetrics _metrics;
     private readonly TimeProvider _time;
@@ -48,14 +48,15 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
     private readonly Channel<Arrival> _arrivals = Channel.CreateBounded<Arrival>(new BoundedChannelOptions(QueueCapacity) { SingleReader = true, FullMode = BoundedChannelFullMode.DropWrite });
     private readonly long[] _limitLoggedAt = new long[RendezvousMetrics.LimitNames.Length];
 
-    public RendezvousService(RendezvousOptions options, IMqttDeviceChannel broker, IDeviceRegistry registry, TurnCredentialStore credentials, RelayConfiguration configuration, NatReports nats, RendezvousMetrics metrics, TimeProvider time, ILogger<RendezvousService> logger)
+    public RendezvousService(RendezvousOptions options, IMqttDeviceChannel broker, IDeviceRegistry registry, TurnCredentialStore credentials, IOptions<TurnOptions> turn, TurnUris turnUris, NatReports nats, RendezvousMetrics metrics, TimeProvider time, ILogger<RendezvousService> logger)
     {
         _options = options;
         _policy = RendezvousPolicy.Create(options);
         _broker = broker;
         _registry = registry;
         _credentials = credentials;
-        _configuration = configuration;
+        _turn = turn.Value;
+        _turnUris = turnUris;
         _nats = nats;
         _metrics = metrics;
         _time = time;
@@ -70,7 +71,7 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
 
     public override Task StartAsync(CancellationToken cancellationToken)
     {
-        if (_configuration.Turn.Enabled && !_credentials.HasSharedSecrets && _credentials.CanMintRestCredentials)
+        if (_turn.Enabled && !_credentials.HasSharedSecrets && _credentials.CanMintRestCredentials)
         {
             LogGeneratedSecret();
         }
@@ -187,10 +188,10 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
     /// <summary>draft-uberti-behave-turn-rest-00 credentials for this device, on the address its MQTT connection reached.</summary>
     private void MintCredentials(string device, string requestId)
     {
-        var host = _configuration.Turn.ExternalAddress is { Length: > 0 } external ? external : LocalAddress.HostOf(_broker.LocalEndPointOf(device));
-        if (!_configuration.Turn.Enabled || !_credentials.CanMintRestCredentials || host is null)
+        var host = _turn.ExternalAddress is { Length: > 0 } external ? external : LocalAddress.HostOf(_broker.LocalEndPointOf(device));
+        if (!_turn.Enabled || !_credentials.CanMintRestCredentials || host is null)
         {
-            SendError(device, RendezvousErrorCodes.Unavailable, _configuration.Turn.Enabled ? "this server cannot name its TURN address for this connection" : "TURN is disabled on this server (Relay:Turn:Enabled=false)", null, requestId);
+            SendError(device, RendezvousErrorCodes.Unavailable, _turn.Enabled ? "this server cannot name its TURN address for this connection" : "TURN is disabled on this server (Relay:Turn:Enabled=false)", null, requestId);
             return;
         }
 
@@ -200,7 +201,7 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
         {
             Type = RendezvousMessageTypes.TurnCredentials,
             RequestId = requestId,
-            Turn = new RendezvousTurnCredentials(username, password, ttl, TurnCredentialsEndpoint.Uris(host, _configuration, stun: true)),
+            Turn = new RendezvousTurnCredentials(username, password, ttl, _turnUris.For(host, includeStun: true)),
         });
     }
 

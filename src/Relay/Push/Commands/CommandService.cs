@@ -6,6 +6,7 @@ using System.Threading.Channels;
 using Relay.Protocol.Mqtt;
 using Relay.Server.Devices;
 using Relay.Server.Mqtt;
+using Relay.Server.Primitives;
 
 namespace Relay.Server.Push.Commands;
 
