@@ -12,7 +12,13 @@ var root = new RootCommand("Relay: STUN/TURN, an MQTT device plane, a push API a
 };
 root.TreatUnmatchedTokensAsErrors = false;
 root.SetAction((_, _) => RunServerAsync(args));
-return await CommandLineRunner.RunAsync(root, args, Console.Out, Console.Error, "usage: relay [devices ... | api ... | --Relay:Section:Key=value ...]  (relay --help lists the commands)", CancellationToken.None).ConfigureAwait(false);
+var usage = args.FirstOrDefault() switch
+{
+    "devices" => DevicesCli.Usage,
+    "api" => ApiCli.Usage,
+    _ => "usage: relay [devices ... | api ... | --Relay:Section:Key=value ...]  (relay --help lists the commands)",
+};
+return await CommandLineRunner.RunAsync(root, args, Console.Out, Console.Error, usage, CancellationToken.None).ConfigureAwait(false);
 
 // Exit codes: 0 stopped cleanly, 2 bad configuration (every problem listed, naming its key), 3 a port cannot be bound.
 static async Task<int> RunServerAsync(string[] args)

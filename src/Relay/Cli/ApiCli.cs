@@ -19,7 +19,8 @@ internal static class ApiCli
     public const string DefaultServer = "http://127.0.0.1:8080";
     public const string TokenVariable = "RELAY_TOKEN";
 
-    private const string Usage = """
+    /// <summary>What a usage mistake prints.</summary>
+    public const string Usage = """
         usage: relay api devices add <id> [--tag T]...           register a device; prints its secret once
                relay api devices list [--online true|false] [--tag T]   devices with presence
                relay api token create --scope read|push|admin [--scope ...] [--name N]   prints the token once

@@ -14,7 +14,8 @@ namespace Relay.Server.Cli;
 /// </summary>
 internal static class DevicesCli
 {
-    private const string Usage = """
+    /// <summary>What a usage mistake prints.</summary>
+    public const string Usage = """
         usage: relay devices add <id> [--secret S]     register a device (prints a generated secret once when none is given)
                relay devices list                      list registered devices
                relay devices remove <id>               delete a device
