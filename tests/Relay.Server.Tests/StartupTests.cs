@@ -85,6 +85,33 @@ public sealed class StartupTests
         Assert.Contains(expected, error.Message, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("Relay:Push:MaxWaiters=-1", "Relay:Push:MaxWaiters: must be 0..1000000")]
+    [InlineData("Relay:Push:Bogus=1", "Relay:Push: unknown key(s) 'Bogus'")]
+    [InlineData("Relay:Rendezvous:Typo=1", "Relay:Rendezvous: unknown key(s) 'Typo'")]
+    [InlineData("Relay:Webhooks:0:Url=ftp://x", "Relay:Webhooks:0:Url: must be an absolute http or https URL (was 'ftp://x')")]
+    [InlineData("Relay:Api:MaxRequestBodyBytes=1", "Relay:Api:MaxRequestBodyBytes: must be between 1024 and 67108864 (was 1)")]
+    [InlineData("Relay:Http:Port=0", "Relay:Http:Port: must be a port between 1 and 65535 (was 0)")]
+    [InlineData("Relay:DataDirectory= ", "Relay:DataDirectory: must not be empty")]
+    public void EveryFeaturesSection_IsBoundAndValidated_AtBuild(string setting, string expected)
+    {
+        var error = Assert.Throws<RelayConfigurationException>(() => RelayHost.Build(["--" + setting]));
+        Assert.Contains(expected, error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void EveryProblem_IsListed_OneKeyPerLine()
+    {
+        var error = Assert.Throws<RelayConfigurationException>(() => RelayHost.Build(["--Relay:Stun:Port=70000", "--Relay:Mqtt:MaxInflight=0", "--Relay:Push:Bogus=1", "--Relay:Turn:Realm="]));
+        var lines = error.Message.Split(Environment.NewLine);
+        Assert.Equal("Invalid configuration:", lines[0]);
+        Assert.All(lines[1..], static line => Assert.Matches("^  Relay:[A-Za-z:0-9]+: ", line));
+        foreach (var key in new[] { "Relay:Stun:Port: ", "Relay:Mqtt:MaxInflight: ", "Relay:Push: unknown key(s) 'Bogus'", "Relay:Turn:Realm: " })
+        {
+            Assert.Single(lines, line => line.StartsWith("  " + key, StringComparison.Ordinal));
+        }
+    }
+
     [Fact]
     public void ConfigurationComesFromEnvironmentVariables_TooUsingDoubleUnderscores()
     {

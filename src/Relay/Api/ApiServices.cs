@@ -1,16 +1,13 @@
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Options;
 using Relay.Server.Hosting;
 
 namespace Relay.Server.Api;
 
-/// <summary>Registers and maps the operator API (<c>/v1</c> devices and tokens, <c>/openapi.json</c>).</summary>
-internal static class ApiServices
+/// <summary>Checks <c>Relay:Api</c>.</summary>
+internal sealed class ApiOptionsValidator : IValidateOptions<ApiOptions>
 {
-    /// <summary>
-    /// Singletons: <see cref="ApiOptions"/>, <see cref="ApiTokenStore"/> (<c>api-tokens.json</c> in the data
-    /// directory), <see cref="ApiRateLimiter"/>, <see cref="ApiMetrics"/>. <see cref="AdminTokens"/> is
-    /// registered by the host. Bad values throw <see cref="RelayConfigurationException"/> before anything listens.
-    /// </summary>
-    public static void Add(IServiceCollection services, ApiOptions options, string dataDirectory)
+    public ValidateOptionsResult Validate(string? name, ApiOptions options)
     {
         var errors = new List<string>();
         if (options.MaxRequestBodyBytes is < 1024 or > 64 * 1024 * 1024)
@@ -28,21 +25,63 @@ internal static class ApiServices
             errors.Add($"Relay:Api:RateLimit:Burst: must be at least 1 (was {options.RateLimit.Burst})");
         }
 
-        if (errors.Count > 0)
-        {
-            throw new RelayConfigurationException("Invalid configuration:" + Environment.NewLine + "  " + string.Join(Environment.NewLine + "  ", errors));
-        }
+        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+}
 
-        services.AddSingleton(options);
-        services.AddSingleton<ApiMetrics>();
-        services.AddSingleton(sp => new ApiRateLimiter(options.RateLimit, sp.GetService<TimeProvider>() ?? TimeProvider.System));
-        services.AddSingleton(sp => ApiTokenStore.Load(dataDirectory, sp.GetService<TimeProvider>() ?? TimeProvider.System));
+/// <summary>
+/// Stores the hash of an admin token minted by this start once the server is up: a start that fails (a port in
+/// use) must not store a token nobody was shown. Being a hosted service, it also loads the token file before
+/// anything listens, so a damaged file stops the start.
+/// </summary>
+internal sealed class AdminTokenFile(AdminTokens tokens) : IHostedLifecycleService
+{
+    public Task StartedAsync(CancellationToken cancellationToken)
+    {
+        tokens.PersistGenerated();
+        return Task.CompletedTask;
     }
 
-    public static void Map(WebApplication app)
+    public Task StartingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StoppingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+}
+
+/// <summary>Registers and maps the operator API (<c>/v1</c> devices, commands, tokens, TURN credentials, <c>/openapi.json</c>).</summary>
+internal static class ApiServices
+{
+    /// <summary>
+    /// Singletons: <see cref="ApiOptions"/>, <see cref="AdminTokens"/> and <see cref="ApiTokenStore"/> (files in
+    /// the data directory), <see cref="ApiRateLimiter"/>, <see cref="ApiMetrics"/>. The endpoints also use what
+    /// <c>AddRelayMqtt</c>, <c>AddRelayPush</c> and <c>AddRelayStunTurn</c> register.
+    /// </summary>
+    public static IServiceCollection AddRelayApi(this IServiceCollection services, IConfiguration configuration)
     {
+        services.AddRelayHosting(configuration);
+        services.AddRelayOptions<ApiOptions>(configuration, ApiOptions.SectionName);
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<ApiOptions>, ApiOptionsValidator>());
+        services.AddBoundOptions<ApiOptions>();
+        services.AddSingleton(static sp => AdminTokens.Load(sp.GetRequiredService<ApiOptions>(), sp.GetRequiredService<RelayDataDirectory>().FullPath));
+        services.AddHostedService<AdminTokenFile>();
+        services.AddSingleton<ApiMetrics>();
+        services.AddSingleton(static sp => new ApiRateLimiter(sp.GetRequiredService<ApiOptions>().RateLimit, sp.GetRequiredService<TimeProvider>()));
+        services.AddSingleton(static sp => ApiTokenStore.Load(sp.GetRequiredService<RelayDataDirectory>().FullPath, sp.GetRequiredService<TimeProvider>()));
+        return services;
+    }
+
+    public static WebApplication MapRelayApi(this WebApplication app)
+    {
+        TurnCredentialsEndpoint.Map(app);
         DeviceEndpoints.Map(app);
         TokenEndpoints.Map(app);
+        CommandEndpoints.Map(app);
         OpenApiDocument.Map(app);
+        return app;
     }
 }

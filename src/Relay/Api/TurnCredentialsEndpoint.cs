@@ -1,6 +1,6 @@
 using System.Globalization;
 using System.Text.Json.Serialization;
-using Relay.Server.Hosting;
+using Microsoft.Extensions.Options;
 using Relay.Server.Turn;
 
 namespace Relay.Server.Api;
@@ -41,10 +41,10 @@ internal static class TurnCredentialsEndpoint
     public const int MaxTtlSeconds = 7 * 86_400;
 
     public static void Map(WebApplication app) =>
-        app.MapGet("/v1/turn/credentials", static (HttpContext http, AdminTokens tokens, TurnCredentialStore credentials, RelayConfiguration configuration) =>
-            Handle(http, tokens, credentials, configuration));
+        app.MapGet("/v1/turn/credentials", static (HttpContext http, AdminTokens tokens, TurnCredentialStore credentials, IOptions<TurnOptions> turn, TurnUris uris) =>
+            Handle(http, tokens, credentials, turn.Value, uris));
 
-    private static IResult Handle(HttpContext http, AdminTokens tokens, TurnCredentialStore credentials, RelayConfiguration configuration)
+    private static IResult Handle(HttpContext http, AdminTokens tokens, TurnCredentialStore credentials, TurnOptions turn, TurnUris uris)
     {
         if (!tokens.IsAdmin(http.Request.Headers.Authorization))
         {
@@ -52,7 +52,7 @@ internal static class TurnCredentialsEndpoint
             return Problem(401, "Unauthorized", "Send an admin token as 'Authorization: Bearer <token>' (printed at first start, or Relay:Api:BootstrapToken).");
         }
 
-        if (!configuration.Turn.Enabled || !credentials.HasSharedSecrets)
+        if (!turn.Enabled || !credentials.HasSharedSecrets)
         {
             return Problem(409, "No shared secret", "Time-limited TURN credentials need Relay:Turn:SharedSecrets (and Relay:Turn:Enabled=true).");
         }
@@ -71,34 +71,7 @@ internal static class TurnCredentialsEndpoint
         }
 
         var (username, password, ttlSeconds) = credentials.MintRestCredential(user, TimeSpan.FromSeconds(ttl));
-        return Results.Json(new TurnCredentialsResponse(username, password, ttlSeconds, [.. Uris(http.Request.Host.Host, configuration)]), ApiJsonContext.Relaxed.TurnCredentialsResponse);
-    }
-
-    /// <summary>
-    /// TURN URIs (RFC 7065) on <paramref name="reachedHost"/>, the address the caller reached us by, unless
-    /// the operator configured the public one. Rendezvous uses it with the MQTT connection's local address.
-    /// </summary>
-    internal static List<string> Uris(string reachedHost, RelayConfiguration configuration, bool stun = false)
-    {
-        var host = configuration.Turn.ExternalAddress is { Length: > 0 } external ? external : reachedHost;
-        if (host.Contains(':', StringComparison.Ordinal) && !host.StartsWith('['))
-        {
-            host = $"[{host}]";
-        }
-
-        var port = configuration.Stun.Port.ToString(CultureInfo.InvariantCulture);
-        var uris = new List<string> { $"turn:{host}:{port}?transport=udp", $"turn:{host}:{port}?transport=tcp" };
-        if (configuration.Certificate is not null)
-        {
-            uris.Add($"turns:{host}:{configuration.Stun.TlsPort.ToString(CultureInfo.InvariantCulture)}?transport=tcp");
-        }
-
-        if (stun)
-        {
-            uris.Add($"stun:{host}:{port}");
-        }
-
-        return uris;
+        return Results.Json(new TurnCredentialsResponse(username, password, ttlSeconds, [.. uris.For(http.Request.Host.Host)]), ApiJsonContext.Relaxed.TurnCredentialsResponse);
     }
 
     private static IResult Problem(int status, string title, string detail) =>

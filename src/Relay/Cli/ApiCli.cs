@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Globalization;
 using System.Net;
 using System.Net.Http.Headers;
@@ -18,7 +19,8 @@ internal static class ApiCli
     public const string DefaultServer = "http://127.0.0.1:8080";
     public const string TokenVariable = "RELAY_TOKEN";
 
-    private const string Usage = """
+    /// <summary>What a usage mistake prints.</summary>
+    public const string Usage = """
         usage: relay api devices add <id> [--tag T]...           register a device; prints its secret once
                relay api devices list [--online true|false] [--tag T]   devices with presence
                relay api token create --scope read|push|admin [--scope ...] [--name N]   prints the token once
@@ -30,40 +32,63 @@ internal static class ApiCli
 
     private static readonly string[] FinalStates = ["succeeded", "failed", "expired", "canceled"];
 
-    /// <summary>Runs <paramref name="args"/> (args[0] is "api"); returns the exit code.</summary>
-    public static async Task<int> RunAsync(string[] args, TextWriter output, TextWriter error, Func<string, string?>? environment = null, CancellationToken cancellationToken = default)
-    {
-        ArgumentNullException.ThrowIfNull(args);
-        ArgumentNullException.ThrowIfNull(output);
-        ArgumentNullException.ThrowIfNull(error);
-        environment ??= Environment.GetEnvironmentVariable;
-        var parsed = Arguments.Parse(args.AsSpan(1), ["server", "token", "tag", "scope", "name", "wait", "ttl", "online"]);
-        if (parsed is null)
-        {
-            await error.WriteLineAsync(Usage);
-            return 2;
-        }
+    private delegate Task<int> ClientCall(Client client, ParseResult parsed, CancellationToken cancellationToken);
 
-        var server = parsed.Last("server") ?? DefaultServer;
+    /// <summary>The <c>api</c> command; <paramref name="environment"/> supplies <c>RELAY_TOKEN</c> when <c>--token</c> is not given.</summary>
+    public static Command CreateCommand(Func<string, string?>? environment = null)
+    {
+        environment ??= Environment.GetEnvironmentVariable;
+        var server = new Option<string>("--server") { Description = $"The server's HTTP port (Relay:Http:Port), default {DefaultServer}.", Recursive = true };
+        var token = new Option<string>("--token") { Description = $"An API token (default: the {TokenVariable} environment variable).", Recursive = true };
+
+        var deviceId = new Argument<string>("id") { Description = "Device id." };
+        var tags = new Option<string[]>("--tag") { Description = "A tag for the device (repeatable)." };
+        var add = new Command("add", "Register a device; prints its secret once.") { deviceId, tags };
+        Bind(add, (client, parsed, ct) => client.AddDeviceAsync(parsed.GetRequiredValue(deviceId), [.. parsed.GetValue(tags) ?? []], ct));
+
+        var online = new Option<string>("--online") { Description = "true or false: only devices online, or offline." };
+        var tag = new Option<string>("--tag") { Description = "Only devices with this tag." };
+        var list = new Command("list", "Devices with their presence.") { online, tag };
+        Bind(list, (client, parsed, ct) => client.ListDevicesAsync(parsed.GetValue(online), parsed.GetValue(tag), ct));
+
+        var scopes = new Option<string[]>("--scope") { Description = "read, push or admin (repeatable; at least one)." };
+        var name = new Option<string>("--name") { Description = "A name to recognise the token by." };
+        var create = new Command("create", "Create an API token; prints it once.") { scopes, name };
+        Bind(create, (client, parsed, ct) => client.CreateTokenAsync([.. parsed.GetValue(scopes) ?? []], parsed.GetValue(name), ct));
+
+        var device = new Argument<string>("device") { Description = "Device id." };
+        var commandName = new Argument<string>("name") { Description = "Command name." };
+        var payload = new Argument<string?>("payload-json") { Description = "The command's payload, JSON (quote it for the shell).", Arity = ArgumentArity.ZeroOrOne };
+        var wait = new Option<string>("--wait") { Description = "Seconds to wait for the final state; prints it and the result." };
+        var ttl = new Option<string>("--ttl") { Description = "Seconds the command may wait for the device." };
+        var push = new Command("push", "Send a command to a device.") { device, commandName, payload, wait, ttl };
+        Bind(push, (client, parsed, ct) => client.PushAsync(parsed.GetRequiredValue(device), parsed.GetRequiredValue(commandName), parsed.GetValue(payload), parsed.GetValue(wait), parsed.GetValue(ttl), ct));
+
+        return new Command("api", "Call a running server's operator API over HTTP with a bearer token.")
+        {
+            server,
+            token,
+            new Command("devices", "Devices.") { add, list },
+            new Command("token", "API tokens.") { create },
+            push,
+        };
+
+        void Bind(Command command, ClientCall call) =>
+            command.SetAction((parsed, cancellationToken) => RunAsync(parsed, parsed.GetValue(server), parsed.GetValue(token) ?? environment(TokenVariable), call, cancellationToken));
+    }
+
+    /// <summary>Runs <paramref name="args"/> (args[0] is "api"); returns the exit code.</summary>
+    public static Task<int> RunAsync(string[] args, TextWriter output, TextWriter error, Func<string, string?>? environment = null, CancellationToken cancellationToken = default) =>
+        CommandLineRunner.RunAsync(new RootCommand { CreateCommand(environment) }, args, output, error, Usage, cancellationToken);
+
+    private static async Task<int> RunAsync(ParseResult parsed, string? server, string? token, ClientCall call, CancellationToken cancellationToken)
+    {
+        var output = parsed.InvocationConfiguration.Output;
+        var error = parsed.InvocationConfiguration.Error;
+        server ??= DefaultServer;
         if (!Uri.TryCreate(server, UriKind.Absolute, out var baseUri) || baseUri.Scheme is not ("http" or "https"))
         {
             await error.WriteLineAsync($"relay: --server must be an http or https URL (was '{server}')");
-            return 2;
-        }
-
-        var token = parsed.Last("token") ?? environment(TokenVariable);
-        var p = parsed.Positional;
-        var command = p.Count switch
-        {
-            >= 3 when p[0] == "devices" && p[1] == "add" && p.Count == 3 => Command.DevicesAdd,
-            2 when p[0] == "devices" && p[1] == "list" => Command.DevicesList,
-            2 when p[0] == "token" && p[1] == "create" => Command.TokenCreate,
-            3 or 4 when p[0] == "push" => Command.Push,
-            _ => Command.None,
-        };
-        if (command == Command.None)
-        {
-            await error.WriteLineAsync(Usage);
             return 2;
         }
 
@@ -75,16 +100,9 @@ internal static class ApiCli
 
         using var http = new HttpClient { BaseAddress = baseUri, Timeout = Timeout.InfiniteTimeSpan };
         http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
-        var client = new Client(http, baseUri, output, error);
         try
         {
-            return command switch
-            {
-                Command.DevicesAdd => await client.AddDeviceAsync(p[2], parsed.All("tag"), cancellationToken),
-                Command.DevicesList => await client.ListDevicesAsync(parsed.Last("online"), parsed.Last("tag"), cancellationToken),
-                Command.TokenCreate => await client.CreateTokenAsync(parsed.All("scope"), parsed.Last("name"), cancellationToken),
-                _ => await client.PushAsync(p[1], p[2], p.Count == 4 ? p[3] : null, parsed.Last("wait"), parsed.Last("ttl"), cancellationToken),
-            };
+            return await call(new Client(http, baseUri, output, error), parsed, cancellationToken);
         }
         catch (HttpRequestException e) when (e.InnerException is SocketException or IOException || e.HttpRequestError is HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError)
         {
@@ -98,67 +116,7 @@ internal static class ApiCli
         }
     }
 
-    private enum Command
-    {
-        None,
-        DevicesAdd,
-        DevicesList,
-        TokenCreate,
-        Push,
-    }
-
     private sealed class UsageException(string message) : Exception(message);
-
-    /// <summary><c>--key value</c> / <c>--key=value</c> options (repeatable) and positional words.</summary>
-    private sealed class Arguments
-    {
-        private readonly List<(string Key, string Value)> _options = [];
-
-        public List<string> Positional { get; } = [];
-
-        public static Arguments? Parse(ReadOnlySpan<string> args, string[] known)
-        {
-            var parsed = new Arguments();
-            for (var i = 0; i < args.Length; i++)
-            {
-                var arg = args[i];
-                if (!arg.StartsWith("--", StringComparison.Ordinal))
-                {
-                    parsed.Positional.Add(arg);
-                    continue;
-                }
-
-                var equals = arg.IndexOf('=', StringComparison.Ordinal);
-                var key = equals < 0 ? arg[2..] : arg[2..equals];
-                if (!known.Contains(key))
-                {
-                    return null;
-                }
-
-                string value;
-                if (equals >= 0)
-                {
-                    value = arg[(equals + 1)..];
-                }
-                else if (i + 1 < args.Length)
-                {
-                    value = args[++i];
-                }
-                else
-                {
-                    return null;
-                }
-
-                parsed._options.Add((key, value));
-            }
-
-            return parsed;
-        }
-
-        public string? Last(string key) => _options.LastOrDefault(o => o.Key == key).Value;
-
-        public List<string> All(string key) => [.. _options.Where(o => o.Key == key).Select(static o => o.Value)];
-    }
 
     private sealed class Client(HttpClient http, Uri server, TextWriter output, TextWriter error)
     {

@@ -50,7 +50,7 @@ internal sealed partial class MqttBroker : BackgroundService
         _services = services;
         Tree = new MqttSubscriptionTree();
         TopicLimits = new MqttTopicLimits(options, metrics, logger, time);
-        DropOldest = string.Equals(options.QueueDropPolicy, "DropOldest", StringComparison.OrdinalIgnoreCase);
+        DropOldest = options.QueueDropPolicy == MqttQueueDropPolicy.DropOldest;
     }
 
     public MqttOptions Options => _options;

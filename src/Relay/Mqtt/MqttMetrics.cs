@@ -1,6 +1,6 @@
 using System.Globalization;
 using System.Text;
-using static Relay.Server.PrometheusText;
+using static Relay.Server.Primitives.PrometheusText;
 
 namespace Relay.Server.Mqtt;
 

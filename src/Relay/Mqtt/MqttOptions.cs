@@ -18,17 +18,14 @@ public sealed class MqttOptions
     /// <summary>Addresses to listen on; empty means all.</summary>
     public IList<string> ListenAddresses { get; } = [];
 
-    /// <summary>
-    /// What carries plain TCP: <c>Sockets</c> (our own transport, no buffer held by an idle connection) or
-    /// <c>Kestrel</c> (Kestrel's socket transport, as TLS always uses).
-    /// </summary>
-    public string TcpTransport { get; set; } = "Sockets";
+    /// <summary>What carries plain TCP (<see cref="MqttTcpTransport"/>).</summary>
+    public MqttTcpTransport TcpTransport { get; set; } = MqttTcpTransport.Sockets;
 
     /// <summary>Serve MQTT over WebSocket at <c>/mqtt</c> on the HTTP port (subprotocol <c>mqtt</c>).</summary>
     public bool WebSocket { get; set; } = true;
 
-    /// <summary>TLS client certificates: <c>None</c>, <c>Optional</c> (a valid certificate whose subject CN is a registered device id authenticates it) or <c>Required</c>.</summary>
-    public string ClientCertificateMode { get; set; } = "None";
+    /// <summary>TLS client certificates (<see cref="MqttClientCertificateMode"/>).</summary>
+    public MqttClientCertificateMode ClientCertificateMode { get; set; } = MqttClientCertificateMode.None;
 
     /// <summary>PEM bundle of CAs trusted for client certificates; empty trusts the system store.</summary>
     public string? ClientCertificateAuthorityPath { get; set; }
@@ -45,8 +42,8 @@ public sealed class MqttOptions
     /// <summary>Messages queued for one session (offline or beyond the inflight window).</summary>
     public int MaxQueuedMessages { get; set; } = 1000;
 
-    /// <summary>What a full queue does with a new message: <c>DropNewest</c> (refuse the new one) or <c>DropOldest</c>.</summary>
-    public string QueueDropPolicy { get; set; } = "DropOldest";
+    /// <summary>What a full queue does with a new message (<see cref="MqttQueueDropPolicy"/>).</summary>
+    public MqttQueueDropPolicy QueueDropPolicy { get; set; } = MqttQueueDropPolicy.DropOldest;
 
     /// <summary>Concurrent MQTT connections from one IP address.</summary>
     public int MaxConnectionsPerIp { get; set; } = 100;
@@ -106,8 +103,8 @@ public sealed class MqttOptions
 /// <summary>One ACL rule: allow or deny an action on a topic filter to clients matching a username or client-id pattern.</summary>
 public sealed class MqttAclRuleOptions
 {
-    /// <summary><c>allow</c> or <c>deny</c>.</summary>
-    public string Permission { get; set; } = "allow";
+    /// <summary><c>allow</c> or <c>deny</c> (any case).</summary>
+    public MqttAclPermission Permission { get; set; } = MqttAclPermission.Allow;
 
     /// <summary>Username pattern (<c>*</c> matches any; a trailing <c>*</c> is a prefix match); null matches any.</summary>
     public string? Username { get; set; }
@@ -118,8 +115,8 @@ public sealed class MqttAclRuleOptions
     /// <summary>MQTT topic filter; <c>%u</c> and <c>%c</c> stand for the username and client id.</summary>
     public string Topic { get; set; } = "#";
 
-    /// <summary><c>publish</c>, <c>subscribe</c> or <c>all</c>.</summary>
-    public string Action { get; set; } = "all";
+    /// <summary><c>publish</c>, <c>subscribe</c> or <c>all</c> (any case).</summary>
+    public MqttAclAction Action { get; set; } = MqttAclAction.All;
 }
 
 /// <summary>A back-end account.</summary>
@@ -151,8 +148,8 @@ public sealed class MqttAuthHookOptions
     /// <summary>URL to call; empty turns the hook off.</summary>
     public string? Url { get; set; }
 
-    /// <summary><c>POST</c> (JSON body) or <c>GET</c> (query string).</summary>
-    public string Method { get; set; } = "POST";
+    /// <summary><c>POST</c> (JSON body) or <c>GET</c> (query string), in any case.</summary>
+    public MqttAuthHookMethod Method { get; set; } = MqttAuthHookMethod.Post;
 
     /// <summary>Per-attempt timeout in milliseconds.</summary>
     public int TimeoutMilliseconds { get; set; } = 2000;
@@ -162,4 +159,70 @@ public sealed class MqttAuthHookOptions
 
     /// <summary>True: consult the hook only when the built-in store does not know the user; false: the hook decides alone.</summary>
     public bool FallbackOnly { get; set; } = true;
+}
+
+/// <summary><c>Relay:Mqtt:TcpTransport</c>: what carries plain TCP (TLS always rides on Kestrel).</summary>
+public enum MqttTcpTransport
+{
+    /// <summary>Our own socket transport: an idle connection holds no buffer.</summary>
+    Sockets,
+
+    /// <summary>Kestrel's socket transport.</summary>
+    Kestrel,
+}
+
+/// <summary><c>Relay:Mqtt:ClientCertificateMode</c>: TLS client certificates on the MQTT TLS port.</summary>
+public enum MqttClientCertificateMode
+{
+    /// <summary>Not asked for.</summary>
+    None,
+
+    /// <summary>Asked for; a valid certificate whose subject CN is a registered device id authenticates it.</summary>
+    Optional,
+
+    /// <summary>A connection without a valid certificate is refused during the handshake.</summary>
+    Required,
+}
+
+/// <summary><c>Relay:Mqtt:QueueDropPolicy</c>: what a full session queue does with a new message.</summary>
+public enum MqttQueueDropPolicy
+{
+    /// <summary>Drop the oldest queued message to make room.</summary>
+    DropOldest,
+
+    /// <summary>Refuse the new message.</summary>
+    DropNewest,
+}
+
+/// <summary><c>Relay:Mqtt:Acl:N:Permission</c>.</summary>
+public enum MqttAclPermission
+{
+    /// <summary>A matching rule allows.</summary>
+    Allow,
+
+    /// <summary>A matching rule denies.</summary>
+    Deny,
+}
+
+/// <summary><c>Relay:Mqtt:Acl:N:Action</c>: what a rule covers.</summary>
+public enum MqttAclAction
+{
+    /// <summary>PUBLISH.</summary>
+    Publish = 1,
+
+    /// <summary>SUBSCRIBE.</summary>
+    Subscribe = 2,
+
+    /// <summary>Both.</summary>
+    All = 3,
+}
+
+/// <summary><c>Relay:Mqtt:AuthHook:Method</c>: how the hook receives the credentials.</summary>
+public enum MqttAuthHookMethod
+{
+    /// <summary>A JSON body.</summary>
+    Post,
+
+    /// <summary>A query string.</summary>
+    Get,
 }

@@ -1,4 +1,12 @@
+using System.Net.Security;
+using System.Security.Cryptography.X509Certificates;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Server.Kestrel.Https;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Options;
 using Relay.Server.Devices;
+using Relay.Server.Hosting;
 using Relay.Server.Mqtt.Identity;
 using Relay.Server.Mqtt.Storage;
 using Relay.Server.Mqtt.Transport;
@@ -6,32 +14,166 @@ using Relay.Server.Mqtt.Transport;
 namespace Relay.Server.Mqtt;
 
 /// <summary>
-/// The one place the MQTT plane is registered: the broker, its listeners' handler and metrics, and behind
-/// their interfaces the embedded durable default (SQLite stores, device registry, authenticator, ACL). A
-/// test or another deployment replaces one by registering its own implementation after this call (the last
-/// registration wins); the in-memory stores in <c>InMemory/</c> are such a replacement.
+/// The one place the MQTT plane is registered: <c>Relay:Mqtt</c>, the broker, its listeners and metrics, and
+/// behind their interfaces the embedded durable default (SQLite stores, device registry, authenticator, ACL).
+/// A test or another deployment replaces a store by registering its own implementation after this call (the
+/// last registration of an interface wins); the in-memory stores in the tests are such a replacement.
 /// </summary>
 internal static class MqttServices
 {
-    public static void Add(IServiceCollection services, MqttOptions options, string dataDirectory)
+    /// <summary>
+    /// Registers the plane. <see cref="IDevicePresence"/> is the broker's; a feature that enriches presence
+    /// decorates that registration explicitly.
+    /// </summary>
+    public static IServiceCollection AddRelayMqtt(this IServiceCollection services, IConfiguration configuration)
     {
-        services.AddSingleton(options);
+        services.AddRelayHosting(configuration);
+        services.AddRelayOptions<MqttOptions>(configuration, MqttOptions.SectionName);
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<MqttOptions>, MqttOptionsValidator>());
+        services.AddBoundOptions<MqttOptions>();
         services.AddSingleton<MqttMetrics>();
-        MqttPersistence.AddSqlite(services, dataDirectory, options);
-
-        // Devices named in configuration are in the registry before the broker starts, and hosted
-        // services all start before Kestrel accepts the first CONNECT.
-        services.AddHostedService(static s => new MqttDeviceProvisioning(s.GetRequiredService<IDeviceRegistry>(), s.GetRequiredService<MqttOptions>()));
+        MqttPersistence.AddSqlite(services);
         services.AddSingleton<MqttBroker>();
         services.AddSingleton<IDevicePresence>(static s => s.GetRequiredService<MqttBroker>());
         services.AddSingleton<IDeviceConnections>(static s => s.GetRequiredService<MqttBroker>());
         services.AddSingleton<IMqttDeviceChannel>(static s => s.GetRequiredService<MqttBroker>());
-        services.AddHostedService(static s => s.GetRequiredService<MqttBroker>());
         services.AddSingleton<MqttConnectionHandler>();
-        if (options is { Enabled: true, TcpTransport: "Sockets" })
+        services.AddSingleton<MqttSocketListener>();
+        services.AddHostedService<MqttStartup>();
+        return services;
+    }
+
+    /// <summary>
+    /// Kestrel's MQTT listeners: plain TCP when <c>TcpTransport=Kestrel</c> (otherwise <see cref="MqttSocketListener"/>
+    /// serves it), and TLS (MQTT 5.0 §4.2) when a certificate is configured.
+    /// </summary>
+    public static KestrelServerOptions ListenMqtt(this KestrelServerOptions kestrel, MqttOptions mqtt, X509Certificate2? certificate)
+    {
+        ArgumentNullException.ThrowIfNull(kestrel);
+        ArgumentNullException.ThrowIfNull(mqtt);
+        if (!mqtt.Enabled)
         {
-            services.AddSingleton<MqttSocketListener>();
-            services.AddHostedService(static s => s.GetRequiredService<MqttSocketListener>());
+            return kestrel;
         }
+
+        var addresses = ListenAddresses.Parse(mqtt.ListenAddresses);
+        void Listen(int port, Action<ListenOptions> configure)
+        {
+            if (addresses is null)
+            {
+                kestrel.ListenAnyIP(port, configure);
+                return;
+            }
+
+            foreach (var address in addresses)
+            {
+                kestrel.Listen(address, port, configure);
+            }
+        }
+
+        if (mqtt.TcpTransport == MqttTcpTransport.Kestrel)
+        {
+            Listen(mqtt.Port, static listen => listen.UseConnectionHandler<MqttConnectionHandler>());
+        }
+
+        if (certificate is not null)
+        {
+            var mode = mqtt.ClientCertificateMode switch
+            {
+                MqttClientCertificateMode.Required => ClientCertificateMode.RequireCertificate,
+                MqttClientCertificateMode.Optional => ClientCertificateMode.AllowCertificate,
+                _ => ClientCertificateMode.NoCertificate,
+            };
+            var authorities = LoadAuthorities(mqtt.ClientCertificateAuthorityPath);
+            Listen(mqtt.TlsPort, listen =>
+            {
+                listen.UseHttps(https =>
+                {
+                    https.ServerCertificate = certificate;
+                    https.ClientCertificateMode = mode;
+                    if (mode != ClientCertificateMode.NoCertificate)
+                    {
+                        https.ClientCertificateValidation = (client, chain, errors) => ValidateClientCertificate(client, authorities, errors);
+                    }
+                });
+                listen.UseConnectionHandler<MqttConnectionHandler>();
+            });
+        }
+
+        return kestrel;
+    }
+
+    /// <summary>MQTT over WebSocket at <c>/mqtt</c> on the HTTP port, when MQTT and <c>WebSocket</c> are on.</summary>
+    public static WebApplication MapRelayMqtt(this WebApplication app)
+    {
+        ArgumentNullException.ThrowIfNull(app);
+        if (app.Services.GetRequiredService<IOptions<MqttOptions>>().Value is { Enabled: true, WebSocket: true })
+        {
+            app.UseWebSockets();
+            app.Map(MqttWebSocketTransport.Path, MqttWebSocketTransport.HandleAsync);
+        }
+
+        return app;
+    }
+
+    private static X509Certificate2Collection? LoadAuthorities(string? path)
+    {
+        if (string.IsNullOrWhiteSpace(path))
+        {
+            return null;
+        }
+
+        var collection = new X509Certificate2Collection();
+        collection.ImportFromPemFile(path);
+        return collection;
+    }
+
+    // With a configured CA bundle the chain is built against it alone; otherwise the system store decides.
+    private static bool ValidateClientCertificate(X509Certificate2 client, X509Certificate2Collection? authorities, SslPolicyErrors errors)
+    {
+        if (authorities is null)
+        {
+            return errors == SslPolicyErrors.None;
+        }
+
+        using var chain = new X509Chain();
+        chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
+        chain.ChainPolicy.CustomTrustStore.AddRange(authorities);
+        chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+        return chain.Build(client);
+    }
+}
+
+/// <summary>
+/// Starts the MQTT plane in the order it needs: configured devices into the registry, then the broker (which
+/// restores sessions), then our TCP listener, so a reconnecting device finds its session; stops in reverse.
+/// Kestrel's MQTT listeners start after every hosted service.
+/// </summary>
+internal sealed class MqttStartup(MqttOptions options, IDeviceRegistry registry, MqttBroker broker, MqttSocketListener listener) : IHostedService
+{
+    private bool ServesTcp => options is { Enabled: true, TcpTransport: MqttTcpTransport.Sockets };
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        if (options.Enabled)
+        {
+            await MqttDeviceProvisioning.ProvisionConfiguredDevicesAsync(registry, options, cancellationToken).ConfigureAwait(false);
+        }
+
+        await broker.StartAsync(cancellationToken).ConfigureAwait(false);
+        if (ServesTcp)
+        {
+            await listener.StartAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        if (ServesTcp)
+        {
+            await listener.StopAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        await broker.StopAsync(cancellationToken).ConfigureAwait(false);
     }
 }

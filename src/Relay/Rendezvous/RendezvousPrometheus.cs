@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using Relay.Rendezvous.Introductions;
+using Relay.Server.Primitives;
 
 namespace Relay.Server.Rendezvous;
 

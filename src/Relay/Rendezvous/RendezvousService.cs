@@ -2,8 +2,7 @@ using System.Net;
 using System.Security.Cryptography;
 using System.Text.Json;
 using System.Threading.Channels;
-using Relay.Server.Api;
-using Relay.Server.Hosting;
+using Microsoft.Extensions.Options;
 using Relay.Server.Mqtt;
 using Relay.Server.Mqtt.Identity;
 using Relay.Protocol.Rendezvous;
@@ -43,7 +42,8 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
     private readonly IMqttDeviceChannel _broker;
     private readonly IDeviceRegistry _registry;
     private readonly TurnCredentialStore _credentials;
-    private readonly RelayConfiguration _configuration;
+    private readonly TurnOptions _turn;
+    private readonly TurnUris _turnUris;
     private readonly NatReports _nats;
     private readonly RendezvousMetrics _metrics;
     private readonly TimeProvider _time;
@@ -58,14 +58,15 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
     private readonly Channel<Arrival> _arrivals = Channel.CreateBounded<Arrival>(new BoundedChannelOptions(QueueCapacity) { SingleReader = true, FullMode = BoundedChannelFullMode.DropWrite });
     private readonly long[] _limitLoggedAt = new long[RendezvousMetrics.LimitNames.Length];
 
-    public RendezvousService(RendezvousOptions options, IMqttDeviceChannel broker, IDeviceRegistry registry, TurnCredentialStore credentials, RelayConfiguration configuration, NatReports nats, RendezvousMetrics metrics, TimeProvider time, ILogger<RendezvousService> logger)
+    public RendezvousService(RendezvousOptions options, IMqttDeviceChannel broker, IDeviceRegistry registry, TurnCredentialStore credentials, IOptions<TurnOptions> turn, TurnUris turnUris, NatReports nats, RendezvousMetrics metrics, TimeProvider time, ILogger<RendezvousService> logger)
     {
         _options = options;
         _policy = RendezvousPolicy.Create(options);
         _broker = broker;
         _registry = registry;
         _credentials = credentials;
-        _configuration = configuration;
+        _turn = turn.Value;
+        _turnUris = turnUris;
         _nats = nats;
         _metrics = metrics;
         _time = time;
@@ -81,7 +82,7 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
 
     public override Task StartAsync(CancellationToken cancellationToken)
     {
-        if (_configuration.Turn.Enabled && !_credentials.HasSharedSecrets && _credentials.CanMintRestCredentials)
+        if (_turn.Enabled && !_credentials.HasSharedSecrets && _credentials.CanMintRestCredentials)
         {
             LogGeneratedSecret();
         }
@@ -232,10 +233,10 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
             return;
         }
 
-        var host = _configuration.Turn.ExternalAddress is { Length: > 0 } external ? external : LocalAddress.HostOf(_broker.LocalEndPointOf(device));
-        if (!_configuration.Turn.Enabled || !_credentials.CanMintRestCredentials || host is null)
+        var host = _turn.ExternalAddress is { Length: > 0 } external ? external : LocalAddress.HostOf(_broker.LocalEndPointOf(device));
+        if (!_turn.Enabled || !_credentials.CanMintRestCredentials || host is null)
         {
-            SendError(device, RendezvousErrorCodes.Unavailable, _configuration.Turn.Enabled ? "this server cannot name its TURN address for this connection" : "TURN is disabled on this server (Relay:Turn:Enabled=false)", null, requestId);
+            SendError(device, RendezvousErrorCodes.Unavailable, _turn.Enabled ? "this server cannot name its TURN address for this connection" : "TURN is disabled on this server (Relay:Turn:Enabled=false)", null, requestId);
             return;
         }
 
@@ -245,7 +246,7 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
         {
             Type = RendezvousMessageTypes.TurnCredentials,
             RequestId = requestId,
-            Turn = new RendezvousTurnCredentials(username, password, ttl, TurnCredentialsEndpoint.Uris(host, _configuration, stun: true)),
+            Turn = new RendezvousTurnCredentials(username, password, ttl, _turnUris.For(host, includeStun: true)),
         });
     }
 
@@ -431,7 +432,7 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
 
     private IReadOnlyList<RendezvousCandidate> RoutableCandidates(string device, IReadOnlyList<RendezvousCandidate>? candidates)
     {
-        var routable = CandidateFilter.Routable(candidates, _configuration.Turn.AllowLoopbackPeers, out var dropped);
+        var routable = CandidateFilter.Routable(candidates, _turn.AllowLoopbackPeers, out var dropped);
         if (dropped > 0)
         {
             LimitHit(RendezvousLimit.Candidates, device);

@@ -1,63 +1,52 @@
-using System.Security.Cryptography;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Options;
 using Relay.Rendezvous.Introductions;
 using Relay.Server.Devices;
 using Relay.Server.Hosting;
 using Relay.Server.Mqtt;
-using Relay.Server.Push;
+using Relay.Server.Turn;
 
 namespace Relay.Server.Rendezvous;
 
-/// <summary>Binds <c>Relay:Rendezvous</c> strictly and validates it (RelayConfiguration lists the problems with the others).</summary>
-internal static class RendezvousOptionsBinder
+/// <summary>Checks <c>Relay:Rendezvous</c> (also when it is off, so a mistake shows before it is switched on).</summary>
+internal sealed class RendezvousOptionsValidator : IValidateOptions<RendezvousOptions>
 {
-    public static RendezvousOptions Bind(IConfiguration configuration, List<string> errors)
+    public ValidateOptionsResult Validate(string? name, RendezvousOptions options)
     {
-        var options = new RendezvousOptions();
-        try
-        {
-            configuration.GetSection(RendezvousOptions.SectionName).Bind(options, binder => binder.ErrorOnUnknownConfiguration = true);
-        }
-        catch (InvalidOperationException e)
-        {
-            errors.Add($"{RendezvousOptions.SectionName}: {e.Message}");
-            return options;
-        }
-
+        var errors = new List<string>();
         options.Validate(errors);
-        return options;
+        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 }
-
-/// <summary>
-/// The TURN secret generated at startup when rendezvous is on and <c>Relay:Turn:SharedSecrets</c> is empty:
-/// devices then get working credentials over MQTT with no setup (TurnCredentialStore accepts it). It lives
-/// in memory only, so credentials minted from it stop working when the server restarts; devices ask again.
-/// </summary>
-internal sealed record RendezvousTurnSecret(byte[]? Secret);
 
 /// <summary>Registers rendezvous signalling (docs/rendezvous.md): options, metrics, the service (MQTT observer + loop) and NAT-aware presence.</summary>
 internal static class RendezvousServices
 {
-    /// <summary>Call after the MQTT plane's registration: presence is decorated with the devices' NAT reports.</summary>
-    public static void Add(IServiceCollection services, IConfiguration configuration, RelayConfiguration relay)
+    /// <summary>
+    /// Needs the MQTT plane (<c>AddRelayMqtt</c>) and TURN: with rendezvous and MQTT on, the broker's
+    /// <see cref="IDevicePresence"/> is decorated with the devices' NAT reports, and TURN gets a generated REST
+    /// secret when none is configured. Off, nothing listens to the devices' rendezvous topics: the switches are
+    /// read here because they decide which services exist.
+    /// </summary>
+    public static IServiceCollection AddRelayRendezvous(this IServiceCollection services, IConfiguration configuration)
     {
-        // Validated already by RelayConfiguration.Load (same binder); errors here would have stopped the start.
-        var options = RendezvousOptionsBinder.Bind(configuration, []);
-        var enabled = options.Enabled && relay.Mqtt.Enabled;
-        services.AddSingleton(options);
+        services.AddRelayHosting(configuration);
+        services.AddRelayOptions<RendezvousOptions>(configuration, RendezvousOptions.SectionName);
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<RendezvousOptions>, RendezvousOptionsValidator>());
+        services.AddBoundOptions<RendezvousOptions>();
         services.AddSingleton<RendezvousMetrics>();
-        services.AddSingleton(new RendezvousTurnSecret(enabled && relay.Turn.Enabled && relay.Turn.SharedSecrets.Count == 0 ? RandomNumberGenerator.GetBytes(32) : null));
+        var enabled = configuration.IsSwitchedOn(RendezvousOptions.SectionName + ":Enabled") && configuration.IsSwitchedOn(MqttOptions.SectionName + ":Enabled");
         if (!enabled)
         {
-            return;
+            return services;
         }
 
+        services.AddSingleton(static sp => EphemeralTurnSecret.For(sp.GetRequiredService<IOptions<TurnOptions>>().Value));
         services.AddSingleton<NatReports>();
         services.AddSingleton<RendezvousService>();
         services.AddSingleton<IMqttMessageObserver>(static s => s.GetRequiredService<RendezvousService>());
         services.AddHostedService(static s => s.GetRequiredService<RendezvousService>());
-
-        // Last registration wins: the API's presence now carries the NAT report.
-        services.AddSingleton<IDevicePresence>(static s => new RendezvousPresence(s.GetRequiredService<MqttBroker>(), s.GetRequiredService<NatReports>()));
+        services.Decorate<IDevicePresence>(static (s, broker) => new RendezvousPresence(broker, s.GetRequiredService<NatReports>()));
+        return services;
     }
 }

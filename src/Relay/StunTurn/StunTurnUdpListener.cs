@@ -135,7 +135,7 @@ internal sealed partial class StunTurnUdpListener : IHostedService, IAsyncDispos
             endpoints.AddRange(rfc5780.Endpoints.Select(static e => e.ToIPEndPoint()));
         }
 
-        var addresses = RelayConfiguration.ParseAddresses(_options.ListenAddresses) ?? [Socket.OSSupportsIPv6 ? IPAddress.IPv6Any : IPAddress.Any];
+        var addresses = ListenAddresses.Parse(_options.ListenAddresses) ?? [Socket.OSSupportsIPv6 ? IPAddress.IPv6Any : IPAddress.Any];
         foreach (var address in addresses)
         {
             var endpoint = new IPEndPoint(address, _options.Port);

@@ -170,8 +170,8 @@ internal sealed class RelayPortBinder
     /// </summary>
     private static (IPAddress? V4, IPAddress? V6) ResolveRelayAddresses(TurnOptions options, StunOptions stun)
     {
-        IReadOnlyList<IPAddress> configured = RelayConfiguration.ParseAddresses(options.RelayAddresses) ?? [];
-        var listen = (RelayConfiguration.ParseAddresses(stun.ListenAddresses) ?? []).Where(static a => !a.Equals(IPAddress.Any) && !a.Equals(IPAddress.IPv6Any)).ToArray();
+        IReadOnlyList<IPAddress> configured = ListenAddresses.Parse(options.RelayAddresses) ?? [];
+        var listen = (ListenAddresses.Parse(stun.ListenAddresses) ?? []).Where(static a => !a.Equals(IPAddress.Any) && !a.Equals(IPAddress.IPv6Any)).ToArray();
         IPAddress[] host = [];
         try
         {

@@ -1,7 +1,7 @@
 using System.Diagnostics.Metrics;
 using System.Globalization;
 using System.Text;
-using static Relay.Server.PrometheusText;
+using static Relay.Server.Primitives.PrometheusText;
 
 namespace Relay.Server.Turn;
 

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
+using Microsoft.Extensions.Options;
 using Relay.Protocol.Stun;
 
 namespace Relay.Server.Turn;
@@ -10,12 +11,20 @@ namespace Relay.Server.Turn;
 /// Checks <c>Relay:Turn</c> at startup. Every message starts with the full configuration key, index
 /// included ("Relay:Turn:AllowedPeers:2: ..."), so an operator can find the line to fix.
 /// </summary>
-internal static class TurnOptionsValidator
+internal sealed class TurnOptionsValidator : IValidateOptions<TurnOptions>
 {
     /// <summary>RFC 8656 §12: channel numbers are 0x4000 through 0x4FFF.</summary>
     public const int MaxChannelNumbers = 0x1000;
 
     private const string Section = TurnOptions.SectionName;
+
+    /// <inheritdoc/>
+    public ValidateOptionsResult Validate(string? name, TurnOptions options)
+    {
+        var errors = new List<string>();
+        Validate(options, errors);
+        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
 
     /// <summary>Appends one message per problem to <paramref name="errors"/>.</summary>
     public static void Validate(TurnOptions o, List<string> errors)

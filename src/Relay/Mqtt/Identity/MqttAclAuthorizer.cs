@@ -45,18 +45,18 @@ internal sealed class MqttAclAuthorizer : IMqttAuthorizer
         {
             var rule = options.Acl[i];
             var key = $"{MqttOptions.SectionName}:Acl:{i}";
-            var allow = rule.Permission.ToUpperInvariant() switch
+            var allow = rule.Permission switch
             {
-                "ALLOW" => true,
-                "DENY" => false,
-                _ => throw new RelayConfigurationException($"{key}:Permission: '{rule.Permission}' must be allow or deny"),
+                MqttAclPermission.Allow => true,
+                MqttAclPermission.Deny => false,
+                _ => throw new RelayConfigurationException($"{key}:Permission: must be {StrictBinder.Choices(typeof(MqttAclPermission))} (was '{rule.Permission}')"),
             };
-            var action = rule.Action.ToUpperInvariant() switch
+            var action = rule.Action switch
             {
-                "PUBLISH" => MqttAction.Publish,
-                "SUBSCRIBE" => MqttAction.Subscribe,
-                "ALL" => MqttAction.All,
-                _ => throw new RelayConfigurationException($"{key}:Action: '{rule.Action}' must be publish, subscribe or all"),
+                MqttAclAction.Publish => MqttAction.Publish,
+                MqttAclAction.Subscribe => MqttAction.Subscribe,
+                MqttAclAction.All => MqttAction.All,
+                _ => throw new RelayConfigurationException($"{key}:Action: must be {StrictBinder.Choices(typeof(MqttAclAction))} (was '{rule.Action}')"),
             };
             if (!MqttTopicMatcher.IsValidFilter(rule.Topic))
             {

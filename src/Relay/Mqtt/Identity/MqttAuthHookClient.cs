@@ -49,11 +49,11 @@ internal sealed class MqttAuthHookClient
             throw new Hosting.RelayConfigurationException($"{Key}:Url: '{options.Url}' must be an absolute http or https URL");
         }
 
-        _get = options.Method.ToUpperInvariant() switch
+        _get = options.Method switch
         {
-            "POST" => false,
-            "GET" => true,
-            _ => throw new Hosting.RelayConfigurationException($"{Key}:Method: '{options.Method}' must be POST or GET"),
+            MqttAuthHookMethod.Post => false,
+            MqttAuthHookMethod.Get => true,
+            _ => throw new Hosting.RelayConfigurationException($"{Key}:Method: must be {Hosting.StrictBinder.Choices(typeof(MqttAuthHookMethod))} (was '{options.Method}')"),
         };
         if (options.TimeoutMilliseconds < 1 || options.Retries < 0 || options.Retries > 10)
         {

@@ -3,13 +3,8 @@ using Relay.Server.Hosting;
 namespace Relay.Server.Mqtt.Identity;
 
 /// <summary>Upserts the devices named in <c>Relay:Mqtt:Devices</c> into the registry at start.</summary>
-internal sealed class MqttDeviceProvisioning(IDeviceRegistry registry, MqttOptions options) : IHostedService
+internal static class MqttDeviceProvisioning
 {
-    public Task StartAsync(CancellationToken cancellationToken) =>
-        options.Enabled ? ProvisionConfiguredDevicesAsync(registry, options, cancellationToken) : Task.CompletedTask;
-
-    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
-
     /// <summary>
     /// Upserts <c>Relay:Mqtt:Devices</c> into the registry at startup: new ids are added, and a known id
     /// whose configured secret no longer verifies gets it (so editing the configuration rotates a secret,

@@ -2,6 +2,8 @@ using System.Diagnostics.Metrics;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+using Relay.Server.Hosting;
 using Relay.Server.Mqtt.Identity;
 
 namespace Relay.Server.Mqtt.Storage;
@@ -11,36 +13,37 @@ internal static class MqttPersistence
 {
     /// <summary>
     /// Registers, as singletons by interface, <see cref="IMqttSessionStore"/>, <see cref="IMqttRetainedStore"/>,
-    /// <see cref="IDeviceRegistry"/> (all on one <c>mqtt.db</c> in <paramref name="dataDirectory"/>),
+    /// <see cref="IDeviceRegistry"/> (all on one <c>mqtt.db</c> in the <see cref="RelayDataDirectory"/>),
     /// <see cref="IMqttAuthenticator"/>, <see cref="IMqttAuthorizer"/>, plus <see cref="MqttIdentityMetrics"/>
-    /// and <see cref="MqttDatabase"/>. Call it after any in-memory registrations: the last registration
-    /// of an interface wins. ACL rules, service accounts and the hook are validated here, so a bad value
-    /// throws <see cref="Configuration.RelayConfigurationException"/> before anything listens. The
-    /// container disposes <see cref="MqttDatabase"/> at shutdown, which commits every queued write first.
+    /// and <see cref="MqttDatabase"/>, all built from <see cref="IOptions{MqttOptions}"/>. Call it after any
+    /// in-memory registrations: the last registration of an interface wins. ACL rules, service accounts and the
+    /// hook are checked by <see cref="MqttOptionsValidator"/> at start, before anything is opened. The container
+    /// disposes <see cref="MqttDatabase"/> at shutdown, which commits every queued write first.
     /// </summary>
-    public static IServiceCollection AddSqlite(IServiceCollection services, string dataDirectory, MqttOptions options)
+    public static IServiceCollection AddSqlite(IServiceCollection services)
     {
         ArgumentNullException.ThrowIfNull(services);
-        ArgumentException.ThrowIfNullOrEmpty(dataDirectory);
-        ArgumentNullException.ThrowIfNull(options);
-        var rules = MqttAclAuthorizer.Compile(options);
-        MqttAuthenticator.Validate(options);
-
-        services.AddSingleton(sp => MqttDatabase.Open(dataDirectory, Logger(sp, "Relay.Server.Mqtt.Storage")));
-        services.AddSingleton(sp => new SlowHashPool(
-            options.SlowHashConcurrency > 0 ? options.SlowHashConcurrency : SlowHashPool.DefaultConcurrency,
-            options.SlowHashMaxWaiting,
-            TimeSpan.FromSeconds(Math.Max(1, options.ConnectTimeoutSeconds / 2.0)),
-            Time(sp)));
+        services.AddSingleton(sp => MqttDatabase.Open(sp.GetRequiredService<RelayDataDirectory>().FullPath, Logger(sp, "Relay.Server.Mqtt.Storage")));
+        services.AddSingleton(sp =>
+        {
+            var options = Options(sp);
+            return new SlowHashPool(
+                options.SlowHashConcurrency > 0 ? options.SlowHashConcurrency : SlowHashPool.DefaultConcurrency,
+                options.SlowHashMaxWaiting,
+                TimeSpan.FromSeconds(Math.Max(1, options.ConnectTimeoutSeconds / 2.0)),
+                Time(sp));
+        });
         services.AddSingleton(sp => new MqttIdentityMetrics(sp.GetService<IMeterFactory>(), sp.GetRequiredService<SlowHashPool>()));
         services.AddSingleton<IMqttSessionStore>(sp => new SqliteMqttSessionStore(sp.GetRequiredService<MqttDatabase>()));
         services.AddSingleton<IMqttRetainedStore>(sp => new SqliteMqttRetainedStore(sp.GetRequiredService<MqttDatabase>(), Time(sp)));
         services.AddSingleton<IDeviceRegistry>(sp => new SqliteDeviceRegistry(sp.GetRequiredService<MqttDatabase>(), Time(sp), pool: sp.GetRequiredService<SlowHashPool>()));
         services.AddSingleton<IMqttAuthenticator>(sp => new MqttAuthenticator(
-            options, sp.GetRequiredService<IDeviceRegistry>(), sp.GetRequiredService<MqttIdentityMetrics>(), Logger(sp, "Relay.Server.Mqtt.Identity"), Time(sp)));
-        services.AddSingleton<IMqttAuthorizer>(sp => MqttAclAuthorizer.FromCompiled(rules, sp.GetRequiredService<MqttIdentityMetrics>()));
+            Options(sp), sp.GetRequiredService<IDeviceRegistry>(), sp.GetRequiredService<MqttIdentityMetrics>(), Logger(sp, "Relay.Server.Mqtt.Identity"), Time(sp)));
+        services.AddSingleton<IMqttAuthorizer>(sp => MqttAclAuthorizer.FromCompiled(MqttAclAuthorizer.Compile(Options(sp)), sp.GetRequiredService<MqttIdentityMetrics>()));
         return services;
     }
+
+    private static MqttOptions Options(IServiceProvider services) => services.GetRequiredService<IOptions<MqttOptions>>().Value;
 
     private static TimeProvider Time(IServiceProvider services) => services.GetService<TimeProvider>() ?? TimeProvider.System;
 

@@ -1,4 +1,5 @@
 using Relay.Server.Mqtt;
+using Relay.Server.Primitives;
 
 namespace Relay.Server.Push.Commands;
 

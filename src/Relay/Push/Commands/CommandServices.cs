@@ -1,3 +1,6 @@
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Options;
+using Relay.Server.Hosting;
 using Relay.Server.Mqtt;
 
 namespace Relay.Server.Push.Commands;
@@ -8,12 +11,12 @@ namespace Relay.Server.Push.Commands;
 /// </summary>
 internal static class CommandServices
 {
-    public static void Add(IServiceCollection services, IConfiguration configuration, string dataDirectory)
+    public static IServiceCollection AddPushCommands(this IServiceCollection services, IConfiguration configuration)
     {
-        // Validated already by RelayConfiguration.Load (same binder); errors here would have stopped the start.
-        var options = PushOptions.Bind(configuration, []);
-        services.AddSingleton(options);
-        services.AddSingleton(_ => CommandStore.Open(dataDirectory));
+        services.AddRelayOptions<PushOptions>(configuration, PushOptions.SectionName);
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<PushOptions>, PushOptionsValidator>());
+        services.AddBoundOptions<PushOptions>();
+        services.AddSingleton(static sp => CommandStore.Open(sp.GetRequiredService<RelayDataDirectory>().FullPath));
         services.AddSingleton<PushMetrics>();
         services.AddSingleton<PushLimitHits>();
         services.AddSingleton<CommandLoop>();
@@ -22,5 +25,6 @@ internal static class CommandServices
         services.AddSingleton<IMqttMessageObserver>(static s => s.GetRequiredService<CommandMqttObserver>());
         services.AddSingleton<IMqttClientObserver>(static s => s.GetRequiredService<CommandMqttObserver>());
         services.AddHostedService(static s => s.GetRequiredService<CommandLoop>());
+        return services;
     }
 }

@@ -1,4 +1,5 @@
 using System.Text;
+using Relay.Server.Primitives;
 
 namespace Relay.Server.Push.Commands;
 

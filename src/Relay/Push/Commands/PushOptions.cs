@@ -1,4 +1,4 @@
-using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Options;
 
 namespace Relay.Server.Push.Commands;
 
@@ -25,38 +25,28 @@ public sealed class PushOptions
 
     /// <summary>Devices one broadcast may address; a tag with more is refused with 409.</summary>
     public int MaxBroadcastDevices { get; set; } = 10_000;
+}
 
-    /// <summary>
-    /// Binds <c>Relay:Push</c> strictly and validates it, adding every problem to <paramref name="errors"/>
-    /// (RelayConfiguration calls this so a bad value is listed with the others before anything listens).
-    /// </summary>
-    internal static PushOptions Bind(IConfiguration configuration, List<string> errors)
+/// <summary>Checks <c>Relay:Push</c>, naming each bad key.</summary>
+internal sealed class PushOptionsValidator : IValidateOptions<PushOptions>
+{
+    public ValidateOptionsResult Validate(string? name, PushOptions options)
     {
-        var options = new PushOptions();
-        try
-        {
-            configuration.GetSection(SectionName).Bind(options, binder => binder.ErrorOnUnknownConfiguration = true);
-        }
-        catch (InvalidOperationException e)
-        {
-            errors.Add($"{SectionName}: {e.Message}");
-            return options;
-        }
-
+        var errors = new List<string>();
         void Check(bool ok, string key, string problem)
         {
             if (!ok)
             {
-                errors.Add($"{SectionName}:{key}: {problem}");
+                errors.Add($"{PushOptions.SectionName}:{key}: {problem}");
             }
         }
 
-        Check(options.MaxQueuedCommandsPerDevice is >= 1 and <= 1_000_000, nameof(MaxQueuedCommandsPerDevice), "must be 1..1000000");
-        Check(options.MaxPayloadBytes is >= 1 and <= 16 * 1024 * 1024, nameof(MaxPayloadBytes), "must be 1..16777216");
-        Check(options.MaxTtlSeconds is >= 1 and <= 365 * 86_400, nameof(MaxTtlSeconds), "must be 1..31536000");
-        Check(options.DefaultTtlSeconds >= 1 && options.DefaultTtlSeconds <= options.MaxTtlSeconds, nameof(DefaultTtlSeconds), "must be 1..MaxTtlSeconds");
-        Check(options.MaxWaiters is >= 0 and <= 1_000_000, nameof(MaxWaiters), "must be 0..1000000");
-        Check(options.MaxBroadcastDevices is >= 1 and <= 1_000_000, nameof(MaxBroadcastDevices), "must be 1..1000000");
-        return options;
+        Check(options.MaxQueuedCommandsPerDevice is >= 1 and <= 1_000_000, nameof(PushOptions.MaxQueuedCommandsPerDevice), "must be 1..1000000");
+        Check(options.MaxPayloadBytes is >= 1 and <= 16 * 1024 * 1024, nameof(PushOptions.MaxPayloadBytes), "must be 1..16777216");
+        Check(options.MaxTtlSeconds is >= 1 and <= 365 * 86_400, nameof(PushOptions.MaxTtlSeconds), "must be 1..31536000");
+        Check(options.DefaultTtlSeconds >= 1 && options.DefaultTtlSeconds <= options.MaxTtlSeconds, nameof(PushOptions.DefaultTtlSeconds), "must be 1..MaxTtlSeconds");
+        Check(options.MaxWaiters is >= 0 and <= 1_000_000, nameof(PushOptions.MaxWaiters), "must be 0..1000000");
+        Check(options.MaxBroadcastDevices is >= 1 and <= 1_000_000, nameof(PushOptions.MaxBroadcastDevices), "must be 1..1000000");
+        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 }

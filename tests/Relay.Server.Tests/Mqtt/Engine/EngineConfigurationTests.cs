@@ -1,5 +1,8 @@
-using Relay.Server.Hosting;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
 using Relay.Protocol.Mqtt;
+using Relay.Server.Hosting;
+using Relay.Server.Mqtt;
 
 namespace Relay.Server.Tests.Mqtt.Engine;
 
@@ -12,10 +15,47 @@ public sealed class EngineConfigurationTests
     [InlineData("--Relay:Mqtt:Port=8080", "Relay:Mqtt:Port")]
     [InlineData("--Relay:Mqtt:Prot=1884", "Relay:Mqtt: unknown key(s) 'Prot'")]
     [InlineData("--Relay:Mqtt:Acl:0:Permission=perhaps", "Relay:Mqtt:Acl:0:Permission")]
+    [InlineData("--Relay:Mqtt:TcpTransport=Carrier", "Relay:Mqtt:TcpTransport: must be Sockets or Kestrel (was 'Carrier')")]
+    [InlineData("--Relay:Mqtt:ClientCertificateMode=Maybe", "Relay:Mqtt:ClientCertificateMode: must be None, Optional or Required (was 'Maybe')")]
+    [InlineData("--Relay:Mqtt:QueueDropPolicy=Sometimes", "Relay:Mqtt:QueueDropPolicy: must be DropOldest or DropNewest (was 'Sometimes')")]
+    [InlineData("--Relay:Mqtt:QueueDropPolicy=7", "Relay:Mqtt:QueueDropPolicy: must be DropOldest or DropNewest (was '7')")]
+    [InlineData("--Relay:Mqtt:Acl:0:Permission=perhaps", "Relay:Mqtt:Acl:0:Permission: must be Allow or Deny (was 'perhaps')")]
+    [InlineData("--Relay:Mqtt:Acl:0:Action=read", "Relay:Mqtt:Acl:0:Action: must be Publish, Subscribe or All (was 'read')")]
+    [InlineData("--Relay:Mqtt:AuthHook:Method=PUT", "Relay:Mqtt:AuthHook:Method: must be Post or Get (was 'PUT')")]
     public void InvalidMqttSetting_StopsStartup_NamingTheKey(string setting, string expected)
     {
         var error = Assert.Throws<RelayConfigurationException>(() => RelayHost.Build([setting, "--Relay:Http:Port=8080"]));
         Assert.Contains(expected, error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task EnumSettings_BindFromTheDocumentedNames_InAnyCase()
+    {
+        var data = Directory.CreateTempSubdirectory("relay-enums-").FullName;
+        try
+        {
+            await using var app = RelayHost.Build(
+            [
+                $"--Relay:DataDirectory={data}",
+                "--Relay:Mqtt:TcpTransport=kestrel",
+                "--Relay:Mqtt:ClientCertificateMode=OPTIONAL",
+                "--Relay:Mqtt:QueueDropPolicy=dropnewest",
+                "--Relay:Mqtt:Acl:0:Permission=deny",
+                "--Relay:Mqtt:Acl:0:Action=subscribe",
+                "--Relay:Mqtt:Acl:0:Topic=secret/#",
+                "--Relay:Mqtt:AuthHook:Method=get",
+            ]);
+            var mqtt = app.Services.GetRequiredService<IOptions<MqttOptions>>().Value;
+            Assert.Equal(MqttTcpTransport.Kestrel, mqtt.TcpTransport);
+            Assert.Equal(MqttClientCertificateMode.Optional, mqtt.ClientCertificateMode);
+            Assert.Equal(MqttQueueDropPolicy.DropNewest, mqtt.QueueDropPolicy);
+            Assert.Equal((MqttAclPermission.Deny, MqttAclAction.Subscribe), (mqtt.Acl[0].Permission, mqtt.Acl[0].Action));
+            Assert.Equal(MqttAuthHookMethod.Get, mqtt.AuthHook.Method);
+        }
+        finally
+        {
+            Directory.Delete(data, recursive: true);
+        }
     }
 }
 

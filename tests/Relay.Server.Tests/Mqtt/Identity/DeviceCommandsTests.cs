@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using System.Text;
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
 using Relay.Server.Cli;
 using Relay.Server.Hosting;
 using Relay.Server.Mqtt.Identity;
@@ -128,7 +130,9 @@ public sealed class DeviceCommandsTests
         services.AddSingleton<IMqttSessionStore>(_ => throw new InvalidOperationException("the in-memory store should have been replaced"));
         var options = new MqttOptions();
         options.Acl.Add(new MqttAclRuleOptions { Topic = "lab/#" });
-        MqttPersistence.AddSqlite(services, dir.Path, options);
+        services.AddSingleton(Options.Create(options));
+        services.AddSingleton(new RelayDataDirectory(Options.Create(new RelayOptions { DataDirectory = dir.Path })));
+        MqttPersistence.AddSqlite(services);
         await using (var provider = services.BuildServiceProvider())
         {
             Assert.IsType<SqliteMqttSessionStore>(provider.GetRequiredService<IMqttSessionStore>());
@@ -154,15 +158,21 @@ public sealed class DeviceCommandsTests
     }
 
     [Fact]
-    public void AddSqlite_RejectsBadConfiguration_BeforeAnythingIsOpened()
+    public void AddRelayMqtt_RejectsBadConfiguration_BeforeAnythingIsOpened()
     {
         using var dir = new TempDataDirectory();
-        var options = new MqttOptions();
-        options.Acl.Add(new MqttAclRuleOptions { Topic = "a/#/b" });
-        Assert.Throws<RelayConfigurationException>(() => MqttPersistence.AddSqlite(new ServiceCollection(), dir.Path, options));
-        options.Acl.Clear();
-        options.AuthHook.Url = "not a url";
-        Assert.Throws<RelayConfigurationException>(() => MqttPersistence.AddSqlite(new ServiceCollection(), dir.Path, options));
+        foreach (var (key, value) in new[] { ("Relay:Mqtt:Acl:0:Topic", "a/#/b"), ("Relay:Mqtt:AuthHook:Url", "not a url") })
+        {
+            var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+            {
+                ["Relay:DataDirectory"] = dir.Path,
+                [key] = value,
+            }).Build();
+            using var provider = new ServiceCollection().AddLogging().AddRelayMqtt(configuration).BuildServiceProvider();
+            var error = Assert.Throws<RelayConfigurationException>(provider.ValidateRelayConfiguration);
+            Assert.Contains(key[..key.LastIndexOf(':')], error.Message, StringComparison.Ordinal);
+        }
+
         Assert.False(File.Exists(Path.Combine(dir.Path, MqttDatabase.FileName)));
     }
 

@@ -95,8 +95,8 @@ public sealed class MqttAclAuthorizerTests
     public void Rules_FirstMatchWins_DenyBeforeAllow()
     {
         var acl = Authorizer(
-            new MqttAclRuleOptions { Permission = "deny", Topic = "devices/+/secret", Action = "all" },
-            new MqttAclRuleOptions { Permission = "allow", Username = "ops", Topic = "devices/#" });
+            new MqttAclRuleOptions { Permission = MqttAclPermission.Deny, Topic = "devices/+/secret", Action = MqttAclAction.All },
+            new MqttAclRuleOptions { Permission = MqttAclPermission.Allow, Username = "ops", Topic = "devices/#" });
         var ops = new MqttIdentity(MqttPrincipalKind.Service, "ops", []);
         Assert.True(acl.CanPublish(ops, "ops", "devices/d1/cmd"));
         Assert.False(acl.CanPublish(ops, "ops", "devices/d1/secret"));
@@ -113,8 +113,8 @@ public sealed class MqttAclAuthorizerTests
     public void Rules_AllowBeforeDeny_AlsoFirstMatchWins()
     {
         var acl = Authorizer(
-            new MqttAclRuleOptions { Permission = "allow", Username = "ops", Topic = "devices/#" },
-            new MqttAclRuleOptions { Permission = "deny", Topic = "devices/#" });
+            new MqttAclRuleOptions { Permission = MqttAclPermission.Allow, Username = "ops", Topic = "devices/#" },
+            new MqttAclRuleOptions { Permission = MqttAclPermission.Deny, Topic = "devices/#" });
         var ops = new MqttIdentity(MqttPrincipalKind.Service, "ops", []);
         Assert.True(acl.CanPublish(ops, "ops", "devices/d1/secret"));
         Assert.False(acl.CanPublish(D1, "d1", "devices/d1/x")); // the deny matched first for d1
@@ -124,9 +124,9 @@ public sealed class MqttAclAuthorizerTests
     public void Rules_MatchActions_AndUsernameAndClientIdPatterns()
     {
         var acl = Authorizer(
-            new MqttAclRuleOptions { Username = "sensor-*", Topic = "sensors/#", Action = "publish" },
-            new MqttAclRuleOptions { ClientId = "dash", Topic = "sensors/#", Action = "subscribe" },
-            new MqttAclRuleOptions { Username = "*", ClientId = "*", Topic = "public/#", Action = "subscribe" });
+            new MqttAclRuleOptions { Username = "sensor-*", Topic = "sensors/#", Action = MqttAclAction.Publish },
+            new MqttAclRuleOptions { ClientId = "dash", Topic = "sensors/#", Action = MqttAclAction.Subscribe },
+            new MqttAclRuleOptions { Username = "*", ClientId = "*", Topic = "public/#", Action = MqttAclAction.Subscribe });
         var sensor = new MqttIdentity(MqttPrincipalKind.External, "sensor-7", []);
         var other = new MqttIdentity(MqttPrincipalKind.External, "sensor", []);
         Assert.True(acl.CanPublish(sensor, "s7", "sensors/temp"));
@@ -143,7 +143,7 @@ public sealed class MqttAclAuthorizerTests
     {
         var acl = Authorizer(
             new MqttAclRuleOptions { Topic = "users/%u/#" },
-            new MqttAclRuleOptions { Topic = "clients/%c/inbox", Action = "subscribe" });
+            new MqttAclRuleOptions { Topic = "clients/%c/inbox", Action = MqttAclAction.Subscribe });
         var alice = new MqttIdentity(MqttPrincipalKind.External, "alice", []);
         Assert.True(acl.CanPublish(alice, "phone", "users/alice/x"));
         Assert.False(acl.CanPublish(alice, "phone", "users/bob/x"));
@@ -171,16 +171,21 @@ public sealed class MqttAclAuthorizerTests
     public void InvalidRules_StopStartup_NamingTheKey(string permission, string action, string topic, string key)
     {
         var options = new MqttOptions();
-        options.Acl.Add(new MqttAclRuleOptions { Permission = permission, Action = action, Topic = topic });
+        options.Acl.Add(new MqttAclRuleOptions { Permission = NamedOrUndefined<MqttAclPermission>(permission), Action = NamedOrUndefined<MqttAclAction>(action), Topic = topic });
         var error = Assert.Throws<RelayConfigurationException>(() => MqttAclAuthorizer.Compile(options));
         Assert.Contains(key, error.Message, StringComparison.Ordinal);
     }
+
+    // Configuration binding refuses names that are not values; a bare number binds to a value no member names.
+    private static TEnum NamedOrUndefined<TEnum>(string name)
+        where TEnum : struct, Enum =>
+        Enum.TryParse<TEnum>(name, ignoreCase: true, out var value) ? value : (TEnum)Enum.ToObject(typeof(TEnum), 99);
 
     [Fact]
     public void Checks_DoNotAllocate()
     {
         var acl = Authorizer(
-            new MqttAclRuleOptions { Permission = "deny", Topic = "devices/+/secret" },
+            new MqttAclRuleOptions { Permission = MqttAclPermission.Deny, Topic = "devices/+/secret" },
             new MqttAclRuleOptions { Topic = "users/%u/#" });
         var device = new MqttIdentity(MqttPrincipalKind.Device, "d1", [new("broadcast/#", MqttAction.Subscribe)]);
         _ = acl.CanPublish(device, "d1", "devices/d1/telemetry");

@@ -73,7 +73,7 @@ public sealed class MqttAuthHookTests : IAsyncLifetime
     private MqttAuthenticator Authenticator(string url, string method = "POST", bool fallbackOnly = true, int retries = 1, int timeoutMs = 2000)
     {
         var options = new MqttOptions { AuthFailuresPerMinutePerIp = 0 };
-        options.AuthHook = new MqttAuthHookOptions { Url = url, Method = method, FallbackOnly = fallbackOnly, Retries = retries, TimeoutMilliseconds = timeoutMs };
+        options.AuthHook = new MqttAuthHookOptions { Url = url, Method = Enum.Parse<MqttAuthHookMethod>(method, ignoreCase: true), FallbackOnly = fallbackOnly, Retries = retries, TimeoutMilliseconds = timeoutMs };
         return new MqttAuthenticator(options, _registry, _metrics, new TestLogger(), TimeProvider.System);
     }
 

@@ -12,6 +12,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Logging;
 using Relay.Server.Devices;
 using Relay.Server.Push.Webhooks;
+using Relay.Server.Hosting;
 using Relay.Server.Push;
 
 namespace Relay.Server.Tests.Push.Api;
@@ -181,7 +182,8 @@ public sealed class WebhookTests
             ["Relay:Webhooks:0:Events:0"] = "everything",
             ["Relay:Webhooks:0:MaxAttempts"] = "0",
         }).Build();
-        var e = Assert.Throws<Relay.Server.Hosting.RelayConfigurationException>(() => WebhookServices.Load(configuration));
+        using var provider = new ServiceCollection().AddPushWebhooks(configuration).BuildServiceProvider();
+        var e = Assert.Throws<Relay.Server.Hosting.RelayConfigurationException>(provider.ValidateRelayConfiguration);
         Assert.Contains("Relay:Webhooks:0:Url", e.Message, StringComparison.Ordinal);
         Assert.Contains("Relay:Webhooks:0:Secret", e.Message, StringComparison.Ordinal);
         Assert.Contains("'everything'", e.Message, StringComparison.Ordinal);

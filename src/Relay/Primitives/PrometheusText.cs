@@ -2,7 +2,7 @@ using System.Diagnostics.Metrics;
 using System.Globalization;
 using System.Text;
 
-namespace Relay.Server;
+namespace Relay.Server.Primitives;
 
 /// <summary>
 /// The Prometheus text format (0.0.4) and meter observations for counters kept as fixed slot arrays, shared by

@@ -1,0 +1,37 @@
+using Microsoft.Extensions.Options;
+
+namespace Relay.Server.Hosting;
+
+/// <summary>Checks <c>Relay</c> (the keys not owned by one service).</summary>
+internal sealed class RelayOptionsValidator : IValidateOptions<RelayOptions>
+{
+    public ValidateOptionsResult Validate(string? name, RelayOptions options) =>
+        string.IsNullOrWhiteSpace(options.DataDirectory) ? ValidateOptionsResult.Fail("Relay:DataDirectory: must not be empty") : ValidateOptionsResult.Success;
+}
+
+/// <summary>Checks <c>Relay:Http</c>. Clashes with other listeners' ports are checked by those listeners' validators.</summary>
+internal sealed class HttpOptionsValidator : IValidateOptions<HttpOptions>
+{
+    public ValidateOptionsResult Validate(string? name, HttpOptions options)
+    {
+        var errors = new List<string>();
+        if (!ListenAddresses.IsPort(options.Port))
+        {
+            errors.Add($"Relay:Http:Port: must be a port between 1 and 65535 (was {options.Port})");
+        }
+
+        ListenAddresses.Validate(options.ListenAddresses, "Relay:Http:ListenAddresses", errors);
+        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+}
+
+/// <summary>Checks <c>Relay:Tls</c>: both paths or neither, and a certificate and key that load.</summary>
+internal sealed class TlsOptionsValidator : IValidateOptions<TlsOptions>
+{
+    public ValidateOptionsResult Validate(string? name, TlsOptions options)
+    {
+        var errors = new List<string>();
+        ServerCertificate.TryLoad(options, errors)?.Dispose();
+        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+}
