@@ -1,15 +1,32 @@
-using System.Globalization;
-using System.Text;
+using System.Diagnostics.Metrics;
+using static Relay.Server.Primitives.SlotMeasurements;
 
 namespace Relay.Server.Api;
 
-/// <summary>Counters of the operator API, appended to <c>/metrics</c>.</summary>
+/// <summary>Meter <c>Relay.Api</c>: operator API requests refused before their endpoint ran.</summary>
 internal sealed class ApiMetrics
 {
+    public const string MeterName = "Relay.Api";
+
     private long _unauthorized;
     private long _forbidden;
     private long _rateLimited;
     private long _bodyTooLarge;
+
+    public ApiMetrics(IMeterFactory meterFactory)
+    {
+        ArgumentNullException.ThrowIfNull(meterFactory);
+        meterFactory.Create(MeterName).CreateObservableCounter(
+            "relay.api.rejected",
+            () => Labelled(
+                "reason",
+                ("unauthorized", Interlocked.Read(ref _unauthorized)),
+                ("forbidden", Interlocked.Read(ref _forbidden)),
+                ("rate_limited", Interlocked.Read(ref _rateLimited)),
+                ("body_too_large", Interlocked.Read(ref _bodyTooLarge))),
+            "{request}",
+            "API requests refused before the endpoint ran, by reason.");
+    }
 
     public long RateLimited => Interlocked.Read(ref _rateLimited);
 
@@ -20,17 +37,4 @@ internal sealed class ApiMetrics
     public void CountRateLimited() => Interlocked.Increment(ref _rateLimited);
 
     public void CountBodyTooLarge() => Interlocked.Increment(ref _bodyTooLarge);
-
-    public void WritePrometheus(StringBuilder text)
-    {
-        text.Append("# HELP relay_api_rejected_total API requests refused before the endpoint ran, by reason.\n")
-            .Append("# TYPE relay_api_rejected_total counter\n");
-        Line(text, "unauthorized", Interlocked.Read(ref _unauthorized));
-        Line(text, "forbidden", Interlocked.Read(ref _forbidden));
-        Line(text, "rate_limited", Interlocked.Read(ref _rateLimited));
-        Line(text, "body_too_large", Interlocked.Read(ref _bodyTooLarge));
-
-        static void Line(StringBuilder text, string reason, long value) =>
-            text.Append(CultureInfo.InvariantCulture, $"relay_api_rejected_total{{reason=\"{reason}\"}} {value}\n");
-    }
 }
