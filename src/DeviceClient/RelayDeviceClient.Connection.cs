@@ -2,6 +2,7 @@ using System.Text;
 using Microsoft.Extensions.Logging;
 using Relay.DeviceClient.Internal;
 using Relay.Protocol.Mqtt;
+using Relay.Protocol.Primitives;
 
 namespace Relay.DeviceClient;
 
@@ -290,7 +291,8 @@ public sealed partial class RelayDeviceClient
     /// <summary>Sends the offline queue at DrainRatePerSecond while this connection lives.</summary>
     private async Task DrainAsync(MqttConnection connection)
     {
-        var bucket = new TokenBucket(_options.OfflineQueue.DrainRatePerSecond, _time);
+        var rate = _options.OfflineQueue.DrainRatePerSecond;
+        var bucket = rate > 0 ? new TokenBucket(1, rate, _time) : null;
         try
         {
             while (!connection.Closed.IsCancellationRequested)
@@ -301,7 +303,11 @@ public sealed partial class RelayDeviceClient
                     continue;
                 }
 
-                await bucket.TakeAsync(connection.Closed).ConfigureAwait(false);
+                if (bucket is not null)
+                {
+                    await bucket.TakeAsync(connection.Closed).ConfigureAwait(false);
+                }
+
                 var message = _queue.TryDequeue();
                 if (message is not null)
                 {
