@@ -1,8 +1,16 @@
 using System.Buffers.Binary;
+using Relay.Protocol.Stun;
 
 namespace Relay.LoadGen;
 
 /// <summary>RFC 8489 Binding request/response framing, just enough for load generation.</summary>
+/// <remarks>
+/// LoadGen writes and checks its STUN, TURN and MQTT bytes itself (this file, <see cref="TurnWire"/>,
+/// <see cref="MqttWire"/>) instead of using Relay.Protocol's codecs, on purpose: it measures our server
+/// side by side with coturn and Mosquitto, so it must speak the RFCs as any client would, and must not share
+/// a codec bug with the server it loads (a wrong length or attribute both sides agreed on would pass
+/// unnoticed). Only the CRC-32 is shared: a pure function, checked against the RFC 5769 vectors.
+/// </remarks>
 internal static class StunWire
 {
     public const int HeaderLength = 20;
