@@ -1,20 +1,29 @@
 using System.Diagnostics;
 using System.Globalization;
 
-namespace Relay.Server.Tests.Mqtt.Interop;
+namespace Relay.Server.Tests;
+
+/// <summary>One line a <see cref="ToolProcess"/> wrote to stdout, and when the test process read it.</summary>
+/// <param name="Text">The line.</param>
+/// <param name="At">Stopwatch timestamp at which the line was read.</param>
+public readonly record struct OutputLine(string Text, long At);
 
 /// <summary>
-/// An external process (broker or client) whose output lines a test waits on. Every process runs under
-/// coreutils <c>timeout -s KILL</c>, so it ends even if the test host dies; dispose kills the whole tree.
+/// The one runner of external processes whose output a test follows: brokers, MQTT clients, coturn's tools,
+/// the samples, processes inside the NAT lab. Stdout lines are kept with the time they arrived, and a test
+/// waits for a matching line (an event, not a sleep); stdin is closed at once, or kept open for
+/// <see cref="WriteLineAsync"/> when the process reads commands from it. Every process runs under coreutils
+/// <c>timeout -s KILL</c>, so it ends even if the test host dies; dispose kills the whole tree.
 /// </summary>
 public sealed class ToolProcess : IAsyncDisposable
 {
     private readonly Process _process;
-    private readonly List<string> _stdout = [];
+    private readonly List<OutputLine> _stdout = [];
     private readonly List<string> _transcript = [];
     private readonly Lock _gate = new();
     private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _streamsOpen = 2;
+    private bool _disposed;
 
     private ToolProcess(Process process, string commandLine)
     {
@@ -30,7 +39,22 @@ public sealed class ToolProcess : IAsyncDisposable
 
     public int ExitCode => _process.ExitCode;
 
+    /// <summary>More to say when a wait fails (a peer's transcript, the server's metrics).</summary>
+    public Func<Task<string>>? Describe { get; set; }
+
     public IReadOnlyList<string> StdoutLines
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return [.. _stdout.Select(static l => l.Text)];
+            }
+        }
+    }
+
+    /// <summary>The stdout lines so far, with the time each arrived.</summary>
+    public IReadOnlyList<OutputLine> Lines
     {
         get
         {
@@ -41,6 +65,19 @@ public sealed class ToolProcess : IAsyncDisposable
         }
     }
 
+    /// <summary>How many stdout lines so far: a mark for the <c>from</c> of a wait, to wait for a line that comes after an event.</summary>
+    public int LineCount
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _stdout.Count;
+            }
+        }
+    }
+
+    /// <summary>The command line, then every line so far (stderr marked), for failure messages.</summary>
     public string Transcript
     {
         get
@@ -52,11 +89,16 @@ public sealed class ToolProcess : IAsyncDisposable
         }
     }
 
-    public static ToolProcess Start(string program, IEnumerable<string> arguments, TimeSpan lifetime, string? workingDirectory = null, string? standardInput = null)
+    /// <summary>
+    /// Starts <paramref name="program"/> (a path, or a name looked up on PATH) for at most <paramref name="lifetime"/>.
+    /// <paramref name="standardInput"/> is written to its stdin, which is then closed unless <paramref name="keepInputOpen"/>.
+    /// </summary>
+    public static ToolProcess Start(string program, IEnumerable<string> arguments, TimeSpan lifetime, string? workingDirectory = null, string? standardInput = null, bool keepInputOpen = false)
     {
         var path = program.Contains('/', StringComparison.Ordinal) ? program : ExternalTool.Find(program);
         var seconds = ((int)Math.Ceiling(lifetime.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
-        var start = new ProcessStartInfo("timeout", ["-s", "KILL", seconds, path, .. arguments])
+        string[] argumentList = [.. arguments];
+        var start = new ProcessStartInfo("timeout", ["-s", "KILL", seconds, path, .. argumentList])
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -65,7 +107,7 @@ public sealed class ToolProcess : IAsyncDisposable
             WorkingDirectory = workingDirectory ?? Path.GetTempPath(),
         };
         var process = new Process { StartInfo = start, EnableRaisingEvents = true };
-        var tool = new ToolProcess(process, path + " " + string.Join(' ', arguments));
+        var tool = new ToolProcess(process, path + " " + string.Join(' ', argumentList));
         process.OutputDataReceived += (_, e) => tool.OnLine(e.Data, stdout: true);
         process.ErrorDataReceived += (_, e) => tool.OnLine(e.Data, stdout: false);
         process.Start();
@@ -74,17 +116,36 @@ public sealed class ToolProcess : IAsyncDisposable
             process.StandardInput.Write(standardInput);
         }
 
-        process.StandardInput.Close();
+        if (!keepInputOpen)
+        {
+            process.StandardInput.Close();
+        }
+
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
         return tool;
     }
 
+    /// <summary>Writes one line to the process's stdin (started with <c>keepInputOpen</c>).</summary>
+    public async Task WriteLineAsync(string line)
+    {
+        await _process.StandardInput.WriteLineAsync(line);
+        await _process.StandardInput.FlushAsync();
+    }
+
     /// <summary>Waits for a stdout line matching <paramref name="match"/>; fails with the transcript when the process ends first or the time runs out.</summary>
-    public async Task<string> WaitForLineAsync(Func<string, bool> match, string what, TimeSpan? timeout = null)
+    public async Task<string> WaitForLineAsync(Func<string, bool> match, string what, TimeSpan? timeout = null, int from = 0) =>
+        (await WaitForOutputLineAsync(match, what, timeout, from)).Text;
+
+    /// <summary>
+    /// Waits for a stdout line matching <paramref name="match"/>, looking only at lines from index <paramref name="from"/>
+    /// on (a <see cref="LineCount"/> taken earlier), and returns it with its arrival time; fails with the
+    /// transcript when the process ends first or the time runs out.
+    /// </summary>
+    public async Task<OutputLine> WaitForOutputLineAsync(Func<string, bool> match, string what, TimeSpan? timeout = null, int from = 0)
     {
         using var deadline = new CancellationTokenSource(timeout ?? TimeSpan.FromSeconds(30));
-        var index = 0;
+        var index = from;
         while (true)
         {
             Task changed;
@@ -93,7 +154,7 @@ public sealed class ToolProcess : IAsyncDisposable
             {
                 for (; index < _stdout.Count; index++)
                 {
-                    if (match(_stdout[index]))
+                    if (match(_stdout[index].Text))
                     {
                         return _stdout[index];
                     }
@@ -105,7 +166,7 @@ public sealed class ToolProcess : IAsyncDisposable
 
             if (ended)
             {
-                Assert.Fail($"{what}: the process ended without it.\n{Transcript}");
+                Assert.Fail($"{what}: the process ended without it.\n{Transcript}{await DescribeAsync()}");
             }
 
             try
@@ -114,7 +175,7 @@ public sealed class ToolProcess : IAsyncDisposable
             }
             catch (OperationCanceledException)
             {
-                Assert.Fail($"{what}: timed out.\n{Transcript}");
+                Assert.Fail($"{what}: timed out.\n{Transcript}{await DescribeAsync()}");
             }
         }
     }
@@ -136,6 +197,31 @@ public sealed class ToolProcess : IAsyncDisposable
         return _process.ExitCode;
     }
 
+    /// <summary>
+    /// Ends the process the polite way: closes its stdin (the end of input, which a process reading commands
+    /// takes as the signal to stop), waits up to <paramref name="grace"/> for it to exit, then kills it.
+    /// </summary>
+    public async Task CloseInputAsync(TimeSpan grace)
+    {
+        try
+        {
+            _process.StandardInput.Close();
+        }
+        catch (InvalidOperationException)
+        {
+        }
+
+        using var exit = new CancellationTokenSource(grace);
+        try
+        {
+            await _process.WaitForExitAsync(exit.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            Kill();
+        }
+    }
+
     /// <summary>SIGKILL to the process and its children (no chance to send DISCONNECT or save state).</summary>
     public void Kill()
     {
@@ -153,6 +239,12 @@ public sealed class ToolProcess : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
         Kill();
         using (var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(30)))
         {
@@ -168,8 +260,11 @@ public sealed class ToolProcess : IAsyncDisposable
         _process.Dispose();
     }
 
+    private async Task<string> DescribeAsync() => Describe is { } describe ? "\n" + await describe() : string.Empty;
+
     private void OnLine(string? line, bool stdout)
     {
+        var at = Stopwatch.GetTimestamp();
         TaskCompletionSource changed;
         lock (_gate)
         {
@@ -182,7 +277,7 @@ public sealed class ToolProcess : IAsyncDisposable
                 _transcript.Add(stdout ? line : "stderr: " + line);
                 if (stdout)
                 {
-                    _stdout.Add(line);
+                    _stdout.Add(new OutputLine(line, at));
                 }
             }
 
