@@ -45,7 +45,7 @@ public sealed class DeviceClientSessionTests
     public async Task NoPingResp_WithinOperationTimeout_ClosesAndReconnects()
     {
         await using var server = new FakeMqttServer();
-        var clock = new FakeClock(DateTimeOffset.UnixEpoch);
+        var clock = new TimerWatchingFakeTimeProvider(DateTimeOffset.UnixEpoch);
         var options = DeviceClientFakeServerTests.Options(server.Uri);
         options.TimeProvider = clock;
         options.KeepAlive = TimeSpan.FromSeconds(30);
@@ -58,12 +58,12 @@ public sealed class DeviceClientSessionTests
         {
             await peer.AcceptSessionAsync();
             await client.WaitConnectedAsync().WaitAsync(TimeSpan.FromSeconds(30));
-            clock.Advance((await clock.WaitForTimerAsync(t => t.Requested == options.KeepAlive)).Requested);
+            clock.Advance(await clock.WaitForTimerAsync(due => due == options.KeepAlive));
             var ping = await peer.ReadAsync();
             Assert.Equal(MqttPacketType.PingReq, ping?.Type);
 
             // The server stays silent; OperationTimeout later the connection is declared dead.
-            clock.Advance((await clock.WaitForTimerAsync(t => t.Requested == options.OperationTimeout)).Requested);
+            clock.Advance(await clock.WaitForTimerAsync(due => due == options.OperationTimeout));
             Assert.Contains("PINGRESP", await error.Task.WaitAsync(TimeSpan.FromSeconds(30)), StringComparison.Ordinal);
             Assert.Null(await peer.ReadAsync());
         }
@@ -77,7 +77,7 @@ public sealed class DeviceClientSessionTests
     public async Task NoConnAck_WithinConnectTimeout_GivesUpAndRetries()
     {
         await using var server = new FakeMqttServer();
-        var clock = new FakeClock(DateTimeOffset.UnixEpoch);
+        var clock = new TimerWatchingFakeTimeProvider(DateTimeOffset.UnixEpoch);
         var options = DeviceClientFakeServerTests.Options(server.Uri);
         options.TimeProvider = clock;
         options.ConnectTimeout = TimeSpan.FromSeconds(9);
@@ -88,7 +88,7 @@ public sealed class DeviceClientSessionTests
         await using (var silent = await server.AcceptAsync())
         {
             await silent.ExpectAsync(MqttPacketType.Connect);
-            clock.Advance((await clock.WaitForTimerAsync(t => t.Requested == options.ConnectTimeout)).Requested);
+            clock.Advance(await clock.WaitForTimerAsync(due => due == options.ConnectTimeout));
             Assert.Contains("CONNACK", await error.Task.WaitAsync(TimeSpan.FromSeconds(30)), StringComparison.Ordinal);
             Assert.Null(await silent.ReadAsync());
         }
