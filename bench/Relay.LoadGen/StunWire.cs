@@ -1,5 +1,5 @@
 using System.Buffers.Binary;
-using Relay.Protocol.Stun;
+using System.IO.Hashing;
 
 namespace Relay.LoadGen;
 
@@ -9,7 +9,7 @@ namespace Relay.LoadGen;
 /// <see cref="MqttWire"/>) instead of using Relay.Protocol's codecs, on purpose: it measures our server
 /// side by side with coturn and Mosquitto, so it must speak the RFCs as any client would, and must not share
 /// a codec bug with the server it loads (a wrong length or attribute both sides agreed on would pass
-/// unnoticed). Only the CRC-32 is shared: a pure function, checked against the RFC 5769 vectors.
+/// unnoticed). The CRC-32 is System.IO.Hashing's, as in Relay.Protocol: a library function, not our code.
 /// </remarks>
 internal static class StunWire
 {
@@ -44,7 +44,7 @@ internal static class StunWire
             // already including the FINGERPRINT attribute itself.
             BinaryPrimitives.WriteUInt16BigEndian(message[HeaderLength..], FingerprintType);
             BinaryPrimitives.WriteUInt16BigEndian(message[(HeaderLength + 2)..], 4);
-            var crc = Crc32.Compute(message[..HeaderLength]) ^ FingerprintXor;
+            var crc = Crc32.HashToUInt32(message[..HeaderLength]) ^ FingerprintXor;
             BinaryPrimitives.WriteUInt32BigEndian(message[(HeaderLength + 4)..], crc);
         }
 

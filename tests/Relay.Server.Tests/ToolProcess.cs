@@ -1,5 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
 
 namespace Relay.Server.Tests;
 
@@ -179,6 +181,37 @@ public sealed class ToolProcess : IAsyncDisposable
             }
         }
     }
+
+    /// <summary>
+    /// Waits until <paramref name="endpoint"/> accepts a TCP connection, the one readiness signal a server
+    /// process gives from outside (polled, each try bounded); fails with the transcript when the process exits
+    /// first or the time runs out.
+    /// </summary>
+    public Task WaitForListenerAsync(IPEndPoint endpoint, string what, TimeSpan? timeout = null) =>
+        Poll.UntilAsync(
+            async () =>
+            {
+                if (HasExited)
+                {
+                    Assert.Fail($"{what} exited before it listened on {endpoint}.\n{Transcript}{await DescribeAsync()}");
+                }
+
+                using var attempt = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+                using var client = new Socket(endpoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+                try
+                {
+                    await client.ConnectAsync(endpoint, attempt.Token);
+                    return true;
+                }
+                catch (Exception e) when (e is SocketException or OperationCanceledException)
+                {
+                    return false;
+                }
+            },
+            $"{what} to listen on {endpoint}",
+            timeout ?? TimeSpan.FromSeconds(60),
+            TimeSpan.FromMilliseconds(20),
+            async () => Transcript + await DescribeAsync());
 
     /// <summary>Waits for the process to exit and returns its exit code; kills it and fails on timeout.</summary>
     public async Task<int> WaitForExitAsync(string what, TimeSpan? timeout = null)
