@@ -86,10 +86,13 @@ internal sealed partial class MqttClientCore
 
             if (fault is null)
             {
+                // What to resend is settled before publishers can see the connection: a message published from
+                // then on goes out once, fresh, and is not also resent as a duplicate on the same connection.
+                var resends = _inflight.TakeResends();
                 _connection = connection;
                 SetState(DeviceConnectionState.Connected, null);
                 _logger.LogInformation("Connected to {Server} with MQTT {Version} (session present: {SessionPresent})", _options.Server, connection.Version, connection.SessionPresent);
-                await ResendInflightAsync(connection).ConfigureAwait(false);
+                await ResendAsync(connection, resends).ConfigureAwait(false);
                 _owner.OnConnected();
                 drain = DrainAsync(connection);
                 keepAlive = KeepAliveAsync(connection);
@@ -137,9 +140,9 @@ internal sealed partial class MqttClientCore
     }
 
     /// <summary>QoS 1 messages unacknowledged when the last connection dropped go again, with DUP, in order (§4.4, §4.6).</summary>
-    private async Task ResendInflightAsync(MqttConnection connection)
+    private async Task ResendAsync(MqttConnection connection, InflightMessage[] resends)
     {
-        foreach (var inflight in _inflight.TakeResends())
+        foreach (var inflight in resends)
         {
             var m = inflight.Message;
             await connection.SendPublishAsync(m.Topic, m.Payload, 1, m.Retain, dup: true, inflight.PacketId, m.CorrelationData, m.ContentType, connection.Closed).ConfigureAwait(false);
