@@ -1,5 +1,3 @@
-using Relay.Protocol.Mqtt;
-
 namespace Relay.Server.Mqtt;
 
 // The delivery pump (MQTT 5.0 §4.3, §4.4, §4.9): messages go to the connection while the client's Receive
@@ -7,41 +5,30 @@ namespace Relay.Server.Mqtt;
 // acknowledgement; plus the inbound QoS 2 packet ids between PUBREC and PUBREL. Everything under the lock.
 internal sealed partial class MqttSession
 {
-    private Queue<MqttOutgoing>? _queue;
-    private List<MqttOutgoing>? _inflight;
+    private MqttOutbox? _outbox;
     private HashSet<ushort>? _inboundQoS2;
 
     // The attached connection has had its CONNACK and what the session kept (Resume): new messages may go
     // to it. Until then they queue, so the CONNACK is always the first packet it sends [MQTT-3.2.0-1].
     private bool _resumed;
 
-    // The current queue overflow has been logged; cleared when the queue moves again.
-    private bool _queueFullLogged;
-    private ushort _nextPacketId;
-
-    /// <summary>QoS 1/2 messages sent and not yet acknowledged.</summary>
-    public int InflightCount
+    /// <summary>QoS 1/2 messages in flight (sent, not yet acknowledged) and queued behind the send window.</summary>
+    public (int Inflight, int Queued) Pending
     {
         get
         {
             lock (_sync)
             {
-                return _inflight?.Count ?? 0;
+                return (InflightCountLocked, QueuedCountLocked);
             }
         }
     }
 
-    /// <summary>QoS 1/2 messages waiting for the send window.</summary>
-    public int QueuedCount
-    {
-        get
-        {
-            lock (_sync)
-            {
-                return _queue?.Count ?? 0;
-            }
-        }
-    }
+    private MqttOutbox Outbox => _outbox ??= new();
+
+    private int InflightCountLocked => _outbox?.InflightCount ?? 0;
+
+    private int QueuedCountLocked => _outbox?.QueuedCount ?? 0;
 
     /// <summary>A routed message for this session: sent now when the window allows, otherwise queued (bounded by MaxQueuedMessages).</summary>
     public void Offer(MqttOutgoing outgoing)
@@ -74,16 +61,16 @@ internal sealed partial class MqttSession
                 return;
             }
 
-            var queue = _queue ??= new();
-            if (queue.Count >= _context.MaxQueuedMessages)
+            var outbox = Outbox;
+            if (outbox.QueuedCount >= _context.MaxQueuedMessages)
             {
                 _context.Metrics.LimitHit(MqttLimit.QueuedMessages);
                 _context.Metrics.Drop(MqttDropReason.QueueFull);
-                var victim = _context.DropOldest ? queue.Dequeue() : outgoing;
-                if (!_queueFullLogged)
+                var victim = _context.DropOldest ? outbox.Dequeue() : outgoing;
+                if (!outbox.OverflowLogged)
                 {
                     // One line per overflow episode (every drop is counted): a stuck subscriber must not flood the log.
-                    _queueFullLogged = true;
+                    outbox.OverflowLogged = true;
                     LogQueueFull(_context.Logger, ClientId, _context.MaxQueuedMessages, _context.DropOldest ? "oldest" : "newest");
                 }
 
@@ -94,7 +81,7 @@ internal sealed partial class MqttSession
                 }
             }
 
-            queue.Enqueue(outgoing);
+            outbox.Enqueue(outgoing);
         }
     }
 
@@ -118,16 +105,7 @@ internal sealed partial class MqttSession
                 return false;
             }
 
-            MqttSubscription? best = null;
-            foreach (var subscription in _subscriptions.Values)
-            {
-                if (subscription.ShareGroup is null && MqttTopic.Matches(subscription.InnerFilter, message.Topic) && (best is null || subscription.MaximumQoS > best.MaximumQoS))
-                {
-                    best = subscription;
-                }
-            }
-
-            if (best is null)
+            if (_subscriptions.BestOwnMatch(message.Topic) is not { } best)
             {
                 return false;
             }
@@ -150,7 +128,7 @@ internal sealed partial class MqttSession
                 return false;
             }
 
-            (_queue ??= new()).Enqueue(outgoing);
+            Outbox.Enqueue(outgoing);
             return true;
         }
     }
@@ -170,9 +148,9 @@ internal sealed partial class MqttSession
             }
 
             _resumed = true;
-            if (_inflight is { } inflight)
+            if (_outbox is { InflightCount: > 0 } outbox)
             {
-                foreach (var outgoing in inflight.ToArray())
+                foreach (var outgoing in outbox.SnapshotInflight())
                 {
                     if (outgoing.Released)
                     {
@@ -187,7 +165,7 @@ internal sealed partial class MqttSession
                             break;
                         case MqttSendResult.Dropped:
                             // Too large for this client's Maximum Packet Size: it can never be delivered here.
-                            inflight.Remove(outgoing);
+                            outbox.RemoveInflight(outgoing);
                             ForgetLocked(outgoing);
                             break;
                     }
@@ -203,7 +181,7 @@ internal sealed partial class MqttSession
     {
         lock (_sync)
         {
-            var outgoing = FindInflightLocked(packetId);
+            var outgoing = _outbox?.FindInflight(packetId);
             if (outgoing is not { QoS: 1 })
             {
                 return null;
@@ -222,7 +200,7 @@ internal sealed partial class MqttSession
     {
         lock (_sync)
         {
-            var outgoing = FindInflightLocked(packetId);
+            var outgoing = _outbox?.FindInflight(packetId);
             if (outgoing is not { QoS: 2 })
             {
                 return MqttPubRecOutcome.UnknownPacketId;
@@ -252,7 +230,7 @@ internal sealed partial class MqttSession
     {
         lock (_sync)
         {
-            var outgoing = FindInflightLocked(packetId);
+            var outgoing = _outbox?.FindInflight(packetId);
             if (outgoing is not { QoS: 2, Released: true })
             {
                 return null;
@@ -298,13 +276,9 @@ internal sealed partial class MqttSession
         }
     }
 
-    private int InflightCountLocked => _inflight?.Count ?? 0;
-
-    private int QueuedCountLocked => _queue?.Count ?? 0;
-
     private void CompleteLocked(MqttOutgoing outgoing)
     {
-        _inflight!.Remove(outgoing);
+        _outbox!.RemoveInflight(outgoing);
         ForgetLocked(outgoing);
         PumpLocked();
     }
@@ -313,10 +287,10 @@ internal sealed partial class MqttSession
     private void PumpLocked()
     {
         var connection = _resumed ? _connection : null;
-        while (connection is not null && !connection.IsClosing && _queue is { Count: > 0 } queue && InflightCountLocked < connection.SendWindow)
+        while (connection is not null && !connection.IsClosing && _outbox is { QueuedCount: > 0 } outbox && outbox.InflightCount < connection.SendWindow)
         {
-            SendNewLocked(connection, queue.Dequeue());
-            _queueFullLogged = false;
+            SendNewLocked(connection, outbox.Dequeue());
+            outbox.OverflowLogged = false;
         }
     }
 
@@ -330,7 +304,8 @@ internal sealed partial class MqttSession
             return;
         }
 
-        outgoing.PacketId = NextPacketIdLocked();
+        var outbox = Outbox;
+        outgoing.PacketId = outbox.NextPacketId();
         var result = connection.SendPublish(outgoing, dup: false);
         if (result == MqttSendResult.Dropped)
         {
@@ -340,7 +315,7 @@ internal sealed partial class MqttSession
 
         // Closed: the connection went away under us; kept in flight unsent, it goes out first on the next connection.
         outgoing.Sent = result == MqttSendResult.Sent;
-        (_inflight ??= []).Add(outgoing);
+        outbox.AddInflight(outgoing);
         if (outgoing.Sequence != 0)
         {
             _context.StoreWriter.Enqueue(new StoreOp(ClientId, outgoing.Sequence, outgoing.PacketId, false, Remove: false));
@@ -356,88 +331,6 @@ internal sealed partial class MqttSession
         }
     }
 
-    /// <summary>Tagged (server-published) messages leave with the connection: their publisher redelivers them.</summary>
-    private void DropTaggedLocked()
-    {
-        _inflight?.RemoveAll(static o => o.Tag is not null);
-        if (_queue is { Count: > 0 } queue && queue.Any(static o => o.Tag is not null))
-        {
-            _queue = new(queue.Where(static o => o.Tag is null));
-        }
-    }
-
-    /// <summary>Puts a message the store kept back where it was: in flight when it had been sent, else queued.</summary>
-    public void RestoreMessage(MqttOutgoing outgoing)
-    {
-        lock (_sync)
-        {
-            if (outgoing.Sent)
-            {
-                (_inflight ??= []).Add(outgoing);
-            }
-            else
-            {
-                (_queue ??= new()).Enqueue(outgoing);
-            }
-        }
-    }
-
-    /// <summary>A packet id not used by any message in flight (§2.2.1: non-zero, unique while in use).</summary>
-    private ushort NextPacketIdLocked()
-    {
-        while (true)
-        {
-            _nextPacketId = (ushort)(_nextPacketId == ushort.MaxValue ? 1 : _nextPacketId + 1);
-            if (FindInflightLocked(_nextPacketId) is null)
-            {
-                return _nextPacketId;
-            }
-        }
-    }
-
-    private MqttOutgoing? FindInflightLocked(ushort packetId)
-    {
-        if (_inflight is null)
-        {
-            return null;
-        }
-
-        foreach (var message in _inflight)
-        {
-            if (message.PacketId == packetId)
-            {
-                return message;
-            }
-        }
-
-        return null;
-    }
-
     [LoggerMessage(EventId = 5020, Level = LogLevel.Information, Message = "MQTT: queue of {ClientId} is full ({Limit}, Relay:Mqtt:MaxQueuedMessages); dropping the {Which} messages (counted in relay_mqtt_drops_total{{reason=\"queue_full\"}})")]
     private static partial void LogQueueFull(ILogger logger, string clientId, int limit, string which);
-}
-
-/// <summary>What a PUBREC did to the message in flight (<see cref="MqttSession.AcknowledgePubRec"/>).</summary>
-internal enum MqttPubRecOutcome : byte
-{
-    /// <summary>No QoS 2 message in flight has that packet id.</summary>
-    UnknownPacketId,
-
-    /// <summary>The PUBREC carried a failure: the exchange ended there (§4.3.3).</summary>
-    Ended,
-
-    /// <summary>Released: PUBREL is what goes (and what a resend repeats).</summary>
-    Release,
-}
-
-/// <summary>What an inbound QoS 2 PUBLISH is to the session (<see cref="MqttSession.CheckInboundQoS2"/>).</summary>
-internal enum MqttInboundQoS2 : byte
-{
-    New,
-
-    /// <summary>A resend of one not yet released: acknowledged again, not delivered again [MQTT-4.3.3-10].</summary>
-    Duplicate,
-
-    /// <summary>More unacknowledged QoS 2 PUBLISHes than our Receive Maximum [MQTT-3.3.4-9].</summary>
-    OverLimit,
 }

@@ -3,16 +3,11 @@ namespace Relay.Server.Mqtt;
 /// <summary>
 /// The server side of an MQTT session (§4.1): its owner, expiry and pending will, its subscriptions, the
 /// messages queued and in flight to its client, and the QoS 2 packet ids received but not yet released. It
-/// outlives its connections when it is persistent.
-/// <para>
-/// Every field is guarded by a lock only this class takes. Under it the session calls only things that take
-/// no lock but their own (its connection's send side, the subscription index, the store writer), so the order
-/// is always session, then those; callers never hold it. The registry calls in while holding its own lock,
-/// which puts the registry first. Collections are created on first use, so an idle session holds little
-/// beyond this object.
-/// </para>
-/// This file: who the session belongs to and its life (attach, detach, expiry) and its subscriptions. The
-/// delivery pump is in <c>MqttSession.Delivery.cs</c>.
+/// outlives its connections when it is persistent. Every field is guarded by a lock only this class takes;
+/// under it the session calls only what takes no lock but its own (its connection's send side, the
+/// subscription index, the store writer). The registry calls in holding its own lock, which comes first.
+/// Collections are created on first use, so an idle session holds little beyond this object. This file: its
+/// owner and life (attach, detach, expiry) and its subscriptions; the delivery pump is in <c>.Delivery.cs</c>.
 /// </summary>
 internal sealed partial class MqttSession
 {
@@ -33,7 +28,7 @@ internal sealed partial class MqttSession
     // Set once the session ended (expired, or not persistent and its connection gone): late deliveries must
     // not resurrect it.
     private bool _ended;
-    private Dictionary<string, MqttSubscription>? _subscriptions;
+    private MqttSessionSubscriptions? _subscriptions;
     private MqttPendingWill? _pendingWill;
 
     public MqttSession(string clientId, MqttSessionContext context)
@@ -151,7 +146,7 @@ internal sealed partial class MqttSession
             }
 
             _disconnectedAt = now;
-            DropTaggedLocked();
+            _outbox?.DropTagged();
             if (will is not null)
             {
                 var delay = Math.Min(willDelaySeconds, _expirySeconds);
@@ -217,14 +212,28 @@ internal sealed partial class MqttSession
         }
     }
 
-    /// <summary>Sets what the store kept of a persistent session; called at start, before the session is shared.</summary>
-    public void Restore(string? owner, uint expirySeconds, DateTimeOffset disconnectedAt)
+    /// <summary>
+    /// Sets what the store kept of a persistent session, at start, before the session is shared: messages go
+    /// back in flight when they had been sent, else to the queue (subscriptions come through <see cref="TrySubscribe"/>).
+    /// </summary>
+    public void Restore(string? owner, uint expirySeconds, DateTimeOffset disconnectedAt, IEnumerable<MqttOutgoing> messages)
     {
         lock (_sync)
         {
             _owner = owner;
             Volatile.Write(ref _expirySeconds, expirySeconds);
             _disconnectedAt = disconnectedAt;
+            foreach (var outgoing in messages)
+            {
+                if (outgoing.Sent)
+                {
+                    Outbox.AddInflight(outgoing);
+                }
+                else
+                {
+                    Outbox.Enqueue(outgoing);
+                }
+            }
         }
     }
 
@@ -237,23 +246,7 @@ internal sealed partial class MqttSession
     {
         lock (_sync)
         {
-            var subscriptions = _subscriptions ??= new(StringComparer.Ordinal);
-            existed = subscriptions.TryGetValue(subscription.Filter, out var previous);
-            if (!existed && subscriptions.Count >= maxSubscriptions)
-            {
-                return false;
-            }
-
-            if (previous is not null)
-            {
-                _context.Subscriptions.Remove(previous);
-                _context.Metrics.Subscriptions(-1);
-            }
-
-            subscriptions[subscription.Filter] = subscription;
-            _context.Subscriptions.Add(subscription);
-            _context.Metrics.Subscriptions(+1);
-            return true;
+            return (_subscriptions ??= []).TryPut(subscription, maxSubscriptions, _context.Subscriptions, _context.Metrics, out existed);
         }
     }
 
@@ -262,14 +255,7 @@ internal sealed partial class MqttSession
     {
         lock (_sync)
         {
-            if (_subscriptions is null || !_subscriptions.Remove(filter, out var subscription))
-            {
-                return false;
-            }
-
-            _context.Subscriptions.Remove(subscription);
-            _context.Metrics.Subscriptions(-1);
-            return true;
+            return _subscriptions is not null && _subscriptions.TryDrop(filter, _context.Subscriptions, _context.Metrics);
         }
     }
 
@@ -285,32 +271,10 @@ internal sealed partial class MqttSession
     /// <summary>Drops everything the session holds; the caller holds the lock.</summary>
     private void ClearLocked()
     {
-        if (_subscriptions is { } subscriptions)
-        {
-            foreach (var subscription in subscriptions.Values)
-            {
-                _context.Subscriptions.Remove(subscription);
-            }
+        _subscriptions?.DropAll(_context.Subscriptions, _context.Metrics);
+        _subscriptions = null;
 
-            _context.Metrics.Subscriptions(-subscriptions.Count);
-            _subscriptions = null;
-        }
-
-        _queue = null;
-        _inflight = null;
+        _outbox = null;
         _inboundQoS2 = null;
     }
-}
-
-/// <summary>What <see cref="MqttSession.Detach"/> did.</summary>
-internal enum MqttDetach : byte
-{
-    /// <summary>The session had moved to another connection (takeover): nothing changed.</summary>
-    NotAttached,
-
-    /// <summary>The session was not persistent and ended with its connection.</summary>
-    Ended,
-
-    /// <summary>The session is persistent and now offline.</summary>
-    Offline,
 }

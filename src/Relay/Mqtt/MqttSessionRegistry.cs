@@ -244,9 +244,16 @@ internal sealed partial class MqttSessionRegistry
         foreach (var persisted in sessions)
         {
             var session = new MqttSession(persisted.ClientId, _context);
+            var messages = persisted.Messages.Select(static message => new MqttOutgoing(message.Message, message.Message.QoS, message.Message.Retain, null)
+            {
+                Sequence = message.Sequence,
+                PacketId = message.PacketId,
+                Released = message.Released,
+                Sent = message.PacketId != 0,
+            });
 
             // A session that was online when the process died starts its expiry now.
-            session.Restore(persisted.Owner, persisted.ExpiryIntervalSeconds, persisted.DisconnectedAt ?? now);
+            session.Restore(persisted.Owner, persisted.ExpiryIntervalSeconds, persisted.DisconnectedAt ?? now, messages);
             foreach (var subscription in persisted.Subscriptions)
             {
                 if (_topicLimits.Check(subscription.TopicFilter) is { } limit)
@@ -258,17 +265,6 @@ internal sealed partial class MqttSessionRegistry
                 }
 
                 session.TrySubscribe(MqttSubscription.Create(session, subscription), int.MaxValue, out _);
-            }
-
-            foreach (var message in persisted.Messages)
-            {
-                session.RestoreMessage(new MqttOutgoing(message.Message, message.Message.QoS, message.Message.Retain, null)
-                {
-                    Sequence = message.Sequence,
-                    PacketId = message.PacketId,
-                    Released = message.Released,
-                    Sent = message.PacketId != 0,
-                });
             }
 
             lock (_sync)

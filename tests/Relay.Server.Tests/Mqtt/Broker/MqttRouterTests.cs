@@ -75,7 +75,7 @@ public sealed class MqttRouterTests
         }
 
         Assert.Equal(4, one.Published.Count);
-        Assert.Equal(0, second.QueuedCount);
+        Assert.Equal(0, second.Pending.Queued);
     }
 
     [Fact]

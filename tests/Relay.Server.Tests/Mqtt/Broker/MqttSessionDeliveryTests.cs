@@ -18,12 +18,12 @@ public sealed class MqttSessionDeliveryTests
         session!.Offer(Outgoing("qos1"));
         session.Offer(Outgoing("qos0", qos: 0));
         Assert.Empty(connection.Published);
-        Assert.Equal(1, session.QueuedCount);
+        Assert.Equal(1, session.Pending.Queued);
         Assert.Equal(1, kit.Metrics.Drops(MqttDropReason.OfflineQoS0));
 
         session.Resume(connection);
         Assert.Equal(["qos1"], connection.Topics);
-        Assert.Equal(0, session.QueuedCount);
+        Assert.Equal(0, session.Pending.Queued);
     }
 
     [Fact]
@@ -38,8 +38,8 @@ public sealed class MqttSessionDeliveryTests
         }
 
         Assert.Equal(["m0", "m1"], connection.Topics);
-        Assert.Equal(2, session.InflightCount);
-        Assert.Equal(3, session.QueuedCount);
+        Assert.Equal(2, session.Pending.Inflight);
+        Assert.Equal(3, session.Pending.Queued);
         var ids = connection.Published.Select(static p => p.Outgoing.PacketId).ToArray();
         Assert.DoesNotContain((ushort)0, ids);
         Assert.Equal(ids.Length, ids.Distinct().Count());
@@ -47,8 +47,8 @@ public sealed class MqttSessionDeliveryTests
         Assert.NotNull(session.AcknowledgePubAck(ids[0]));
         Assert.Equal(["m0", "m1", "m2"], connection.Topics);
         Assert.Null(session.AcknowledgePubAck(ids[0]));
-        Assert.Equal(2, session.InflightCount);
-        Assert.Equal(2, session.QueuedCount);
+        Assert.Equal(2, session.Pending.Inflight);
+        Assert.Equal(2, session.Pending.Queued);
     }
 
     [Theory]
@@ -63,7 +63,7 @@ public sealed class MqttSessionDeliveryTests
         session.Offer(Outgoing("m1"));
         session.Offer(Outgoing("m2"));
 
-        Assert.Equal(2, session.QueuedCount);
+        Assert.Equal(2, session.Pending.Queued);
         Assert.Equal(1, kit.Metrics.Drops(MqttDropReason.QueueFull));
         Assert.Equal(1, kit.Metrics.LimitHits(MqttLimit.QueuedMessages));
 
@@ -83,7 +83,7 @@ public sealed class MqttSessionDeliveryTests
         session.Offer(Outgoing("q0", qos: 0));
         session.Offer(Outgoing("q1"));
         Assert.Equal(1, kit.Metrics.Drops(MqttDropReason.OfflineQoS0));
-        Assert.Equal(1, session.QueuedCount);
+        Assert.Equal(1, session.Pending.Queued);
 
         var back = new FakeSessionConnection();
         await kit.ConnectAsync(back, "d1", expirySeconds: 60);
@@ -125,7 +125,7 @@ public sealed class MqttSessionDeliveryTests
         Assert.Equal([one], second.PubRels);
         Assert.Equal([("two", true)], second.Published.Select(static p => (p.Outgoing.Message.Topic, p.Dup)));
         Assert.NotNull(session.AcknowledgePubComp(one));
-        Assert.Equal(1, session.InflightCount);
+        Assert.Equal(1, session.Pending.Inflight);
     }
 
     [Fact]
@@ -140,7 +140,7 @@ public sealed class MqttSessionDeliveryTests
         Assert.Equal(MqttPubRecOutcome.UnknownPacketId, session.AcknowledgePubRec((ushort)(id + 1), failed: false));
         Assert.Null(session.AcknowledgePubComp(id));
         Assert.Equal(MqttPubRecOutcome.Ended, session.AcknowledgePubRec(id, failed: true));
-        Assert.Equal(0, session.InflightCount);
+        Assert.Equal(0, session.Pending.Inflight);
     }
 
     [Fact]
@@ -169,11 +169,11 @@ public sealed class MqttSessionDeliveryTests
         var connection = new FakeSessionConnection { Result = MqttSendResult.Closed };
         var session = await kit.ConnectAsync(connection, "d1", expirySeconds: 60);
         session.Offer(Outgoing("big"));
-        Assert.Equal(1, session.InflightCount);
+        Assert.Equal(1, session.Pending.Inflight);
 
         var small = new FakeSessionConnection { Result = MqttSendResult.Dropped };
         await kit.ConnectAsync(small, "d1", expirySeconds: 60);
-        Assert.Equal(0, session.InflightCount);
+        Assert.Equal(0, session.Pending.Inflight);
     }
 
     [Fact]
@@ -199,7 +199,7 @@ public sealed class MqttSessionDeliveryTests
 
         // The publisher redelivers tagged messages itself: they do not wait in an offline session.
         await kit.Sessions.DetachAsync(connection, session, null, 0, CancellationToken.None);
-        Assert.Equal(0, session.InflightCount);
+        Assert.Equal(0, session.Pending.Inflight);
         Assert.False(session.TryDeliverTagged(command, "tag"));
     }
 

@@ -70,14 +70,14 @@ public sealed class MqttSessionRegistryTests
         var session = await kit.ConnectAsync(first, "d1", expirySeconds: 60);
         await kit.Router.SubscribeAsync(session, BrokerKit.Subscription("a"), CancellationToken.None);
         await kit.Router.PublishAsync(BrokerKit.Message("a"), null, persistRetained: false, CancellationToken.None);
-        Assert.Equal(1, session.QueuedCount);
+        Assert.Equal(1, session.Pending.Queued);
 
         var (again, present) = await kit.Sessions.AttachAsync(new FakeSessionConnection(), "d1", BrokerKit.Device("d1"), cleanStart: true, expirySeconds: 60, CancellationToken.None);
 
         Assert.Same(session, again);
         Assert.False(present);
         Assert.Empty(session.SnapshotSubscriptions());
-        Assert.Equal(0, session.QueuedCount);
+        Assert.Equal(0, session.Pending.Queued);
         Assert.Equal(0, kit.Metrics.SubscriptionCount);
         Assert.Equal(0, await kit.Router.PublishAsync(BrokerKit.Message("a"), null, persistRetained: false, CancellationToken.None));
         Assert.Empty((await kit.StoredAsync("d1"))!.Subscriptions);
@@ -208,8 +208,8 @@ public sealed class MqttSessionRegistryTests
         Assert.Equal("Device:d1", session.Owner);
         Assert.Equal(BrokerKit.Start, session.DisconnectedAt);
         Assert.Equal(["devices/d1/#"], session.SnapshotSubscriptions().Select(static s => s.Filter));
-        Assert.Equal(1, session.InflightCount);
-        Assert.Equal(1, session.QueuedCount);
+        Assert.Equal(1, session.Pending.Inflight);
+        Assert.Equal(1, session.Pending.Queued);
         Assert.Equal(["devices/d1/#"], (await kit.StoredAsync("d1"))!.Subscriptions.Select(static s => s.TopicFilter));
         Assert.Equal(1, kit.Metrics.LimitHits(MqttLimit.TopicLevels));
 
