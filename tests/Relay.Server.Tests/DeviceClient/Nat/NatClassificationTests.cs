@@ -82,7 +82,7 @@ public sealed class NatClassificationTests
         private readonly CancellationTokenSource _stop = new();
         private readonly NatMappingBehavior _mapping;
         private readonly NatFilteringBehavior _filtering;
-        private int _port;
+        private readonly int _port;
 
         public SimulatedNatServer(NatMappingBehavior mapping, NatFilteringBehavior filtering)
         {
