@@ -16,7 +16,7 @@ namespace Relay.Server.Rendezvous;
 /// <c>devices/{id}/rendezvous/out</c>, answers on <c>devices/{id}/rendezvous/in</c>. The broker's hook only
 /// queues (it runs on the device's read loop); one loop owns the introduction table and the rate limiter,
 /// so neither needs a lock, and a sweep about once a second times out unanswered offers. Offers, answers
-/// and errors go out with <see cref="MqttBroker.PublishToClient"/>: only to that device, only while it is
+/// and errors go out with <see cref="IMqttDeviceChannel.PublishToClient"/>: only to that device, only while it is
 /// online and subscribed, never stored for later (a late offer is worthless; the requester retries).
 /// </summary>
 internal sealed partial class RendezvousService : BackgroundService, IMqttMessageObserver
