@@ -10,12 +10,13 @@ namespace Relay.Server.Tests;
 internal sealed class TimerWatchingFakeTimeProvider(DateTimeOffset start) : FakeTimeProvider(start)
 {
     private readonly Lock _gate = new();
-    private readonly List<(Func<TimeSpan, bool> Match, TaskCompletionSource<TimeSpan> Armed)> _waiters = [];
+    private readonly List<(Func<ArmedTimer, bool> Match, TaskCompletionSource<ArmedTimer> Armed)> _waiters = [];
     private readonly List<WatchedTimer> _armed = [];
+    private int _created;
 
     public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
     {
-        var timer = new WatchedTimer(this, callback, state);
+        var timer = new WatchedTimer(this, callback, state, Interlocked.Increment(ref _created));
         timer.Inner = base.CreateTimer(static s => ((WatchedTimer)s!).Fire(), timer, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
         timer.Change(dueTime, period);
         return timer;
@@ -25,19 +26,26 @@ internal sealed class TimerWatchingFakeTimeProvider(DateTimeOffset start) : Fake
     /// The due time of the first armed timer <paramref name="match"/> accepts, armed now or later (bounded
     /// by 30 s): advance the clock by it to fire that timer.
     /// </summary>
-    public Task<TimeSpan> WaitForTimerAsync(Func<TimeSpan, bool> match)
+    public async Task<TimeSpan> WaitForTimerAsync(Func<TimeSpan, bool> match) =>
+        (await WaitForArmedTimerAsync(t => match(t.Requested))).Requested;
+
+    /// <summary>
+    /// Like <see cref="WaitForTimerAsync"/>, with the timer's identity, for a test that must tell a timer
+    /// armed again from a new one.
+    /// </summary>
+    public Task<ArmedTimer> WaitForArmedTimerAsync(Func<ArmedTimer, bool> match)
     {
         lock (_gate)
         {
             foreach (var timer in _armed)
             {
-                if (match(timer.Requested))
+                if (match(timer.Snapshot))
                 {
-                    return Task.FromResult(timer.Requested);
+                    return Task.FromResult(timer.Snapshot);
                 }
             }
 
-            var armed = new TaskCompletionSource<TimeSpan>(TaskCreationOptions.RunContinuationsAsynchronously);
+            var armed = new TaskCompletionSource<ArmedTimer>(TaskCreationOptions.RunContinuationsAsynchronously);
             _waiters.Add((match, armed));
             return armed.Task.WaitAsync(TimeSpan.FromSeconds(30));
         }
@@ -46,7 +54,7 @@ internal sealed class TimerWatchingFakeTimeProvider(DateTimeOffset start) : Fake
     // Recorded only after the inner timer is scheduled, so a test that advances on the news fires it.
     private void OnArmed(WatchedTimer timer)
     {
-        List<TaskCompletionSource<TimeSpan>> woken = [];
+        List<TaskCompletionSource<ArmedTimer>> woken = [];
         lock (_gate)
         {
             _armed.Remove(timer);
@@ -56,7 +64,7 @@ internal sealed class TimerWatchingFakeTimeProvider(DateTimeOffset start) : Fake
             }
 
             _armed.Add(timer);
-            foreach (var waiter in _waiters.Where(w => w.Match(timer.Requested)).ToList())
+            foreach (var waiter in _waiters.Where(w => w.Match(timer.Snapshot)).ToList())
             {
                 _waiters.Remove(waiter);
                 woken.Add(waiter.Armed);
@@ -65,7 +73,7 @@ internal sealed class TimerWatchingFakeTimeProvider(DateTimeOffset start) : Fake
 
         foreach (var armed in woken)
         {
-            armed.TrySetResult(timer.Requested);
+            armed.TrySetResult(timer.Snapshot);
         }
     }
 
@@ -77,7 +85,10 @@ internal sealed class TimerWatchingFakeTimeProvider(DateTimeOffset start) : Fake
         }
     }
 
-    private sealed class WatchedTimer(TimerWatchingFakeTimeProvider provider, TimerCallback callback, object? state) : ITimer
+    /// <summary>A timer as armed: its due time and which timer it is (numbered in creation order).</summary>
+    public readonly record struct ArmedTimer(TimeSpan Requested, int Id);
+
+    private sealed class WatchedTimer(TimerWatchingFakeTimeProvider provider, TimerCallback callback, object? state, int id) : ITimer
     {
         private volatile bool _armed;
 
@@ -86,6 +97,8 @@ internal sealed class TimerWatchingFakeTimeProvider(DateTimeOffset start) : Fake
         public TimeSpan Requested { get; private set; }
 
         public bool IsArmed => _armed;
+
+        public ArmedTimer Snapshot => new(Requested, id);
 
         private TimeSpan Period { get; set; }
 
