@@ -1,6 +1,7 @@
 using System.Text;
 using Microsoft.Extensions.Logging;
 using Relay.Protocol.Mqtt;
+using Relay.Protocol.Primitives;
 
 namespace Relay.DeviceClient.Internal;
 
@@ -154,7 +155,8 @@ internal sealed partial class MqttClientCore
     /// <summary>Sends the offline queue at DrainRatePerSecond while this connection lives.</summary>
     private async Task DrainAsync(MqttConnection connection)
     {
-        var bucket = new TokenBucket(_options.OfflineQueue.DrainRatePerSecond, _time);
+        var rate = _options.OfflineQueue.DrainRatePerSecond;
+        var bucket = rate > 0 ? new TokenBucket(1, rate, _time) : null;
         try
         {
             while (!connection.Closed.IsCancellationRequested)
@@ -165,7 +167,11 @@ internal sealed partial class MqttClientCore
                     continue;
                 }
 
-                await bucket.TakeAsync(connection.Closed).ConfigureAwait(false);
+                if (bucket is not null)
+                {
+                    await bucket.TakeAsync(connection.Closed).ConfigureAwait(false);
+                }
+
                 var message = _queue.TryDequeue();
                 if (message is not null)
                 {

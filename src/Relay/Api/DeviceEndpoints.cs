@@ -36,7 +36,7 @@ internal static class DeviceEndpoints
             return refused;
         }
 
-        var (request, error) = await ApiBody.ReadAsync(http, ApiModelJson.Default.DeviceCreateRequest, CreateExample);
+        var (request, error) = await ApiBody.ReadAsync(http, ApiJsonContext.Default.DeviceCreateRequest, CreateExample);
         if (error is not null)
         {
             return error;
@@ -59,7 +59,7 @@ internal static class DeviceEndpoints
             return ApiProblems.Problem(409, "Device exists", $"A device '{request.Id}' is already registered. Choose another id, or rotate its secret with POST /v1/devices/{request.Id}/secret.");
         }
 
-        return Results.Json(new DeviceCredentialsResponse(request.Id, secret), ApiModelJson.Default.DeviceCredentialsResponse, statusCode: 201);
+        return Results.Json(new DeviceCredentialsResponse(request.Id, secret), ApiJsonContext.Default.DeviceCredentialsResponse, statusCode: 201);
     }
 
     private static async Task<IResult> ListAsync(HttpContext http, IDeviceRegistry registry)
@@ -129,7 +129,7 @@ internal static class DeviceEndpoints
             }
         }
 
-        return Results.Json(new DeviceListResponse(items, next), ApiModelJson.Default.DeviceListResponse);
+        return Results.Json(new DeviceListResponse(items, next), ApiJsonContext.Default.DeviceListResponse);
     }
 
     private static async Task<IResult> GetAsync(HttpContext http, IDeviceRegistry registry, string id)
@@ -151,7 +151,7 @@ internal static class DeviceEndpoints
         }
 
         var presence = OfflineDevicePresence.Resolve(http.RequestServices);
-        return Results.Json(Describe(device, presence.Get(id), TimeProvider(http).GetUtcNow()), ApiModelJson.Default.DeviceResponse);
+        return Results.Json(Describe(device, presence.Get(id), TimeProvider(http).GetUtcNow()), ApiJsonContext.Default.DeviceResponse);
     }
 
     private static async Task<IResult> DeleteAsync(HttpContext http, IDeviceRegistry registry, string id)
@@ -191,7 +191,7 @@ internal static class DeviceEndpoints
 
         // Rotation usually means the old secret leaked: the connection made with it ends now.
         http.RequestServices.GetService<IDeviceConnections>()?.Disconnect(id);
-        return Results.Json(new DeviceCredentialsResponse(id, secret), ApiModelJson.Default.DeviceCredentialsResponse);
+        return Results.Json(new DeviceCredentialsResponse(id, secret), ApiJsonContext.Default.DeviceCredentialsResponse);
     }
 
     private static async Task<IResult> SetTagsAsync(HttpContext http, IDeviceRegistry registry, string id)
@@ -201,7 +201,7 @@ internal static class DeviceEndpoints
             return refused;
         }
 
-        var (request, error) = await ApiBody.ReadAsync(http, ApiModelJson.Default.DeviceTagsRequest, TagsExample);
+        var (request, error) = await ApiBody.ReadAsync(http, ApiJsonContext.Default.DeviceTagsRequest, TagsExample);
         if (error is not null)
         {
             return error;

@@ -1,34 +1,14 @@
 using System.Globalization;
-using System.Text.Json.Serialization;
 using Microsoft.Extensions.Options;
 using Relay.Server.Turn;
 
 namespace Relay.Server.Api;
 
 /// <summary>The draft's response shape (draft-uberti-behave-turn-rest-00 §2.2).</summary>
-internal sealed record TurnCredentialsResponse(
-    [property: JsonPropertyName("username")] string Username,
-    [property: JsonPropertyName("password")] string Password,
-    [property: JsonPropertyName("ttl")] int Ttl,
-    [property: JsonPropertyName("uris")] IReadOnlyList<string> Uris);
+internal sealed record TurnCredentialsResponse(string Username, string Password, int Ttl, IReadOnlyList<string> Uris);
 
 /// <summary>An RFC 7807 problem body.</summary>
-internal sealed record ProblemResponse(
-    [property: JsonPropertyName("type")] string Type,
-    [property: JsonPropertyName("title")] string Title,
-    [property: JsonPropertyName("status")] int Status,
-    [property: JsonPropertyName("detail")] string Detail);
-
-[JsonSerializable(typeof(TurnCredentialsResponse))]
-[JsonSerializable(typeof(ProblemResponse))]
-internal sealed partial class ApiJsonContext : JsonSerializerContext
-{
-    /// <summary>
-    /// Passwords are base64, and the default encoder writes their '+' as \u002B: valid, but not what an
-    /// operator pasting into a client config expects. The body is JSON, never HTML, so relaxed is safe.
-    /// </summary>
-    public static ApiJsonContext Relaxed { get; } = new(new System.Text.Json.JsonSerializerOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
-}
+internal sealed record ProblemResponse(string Type, string Title, int Status, string Detail);
 
 /// <summary>
 /// <c>GET /v1/turn/credentials?user=NAME&amp;ttl=SECONDS</c>: mints time-limited TURN credentials from

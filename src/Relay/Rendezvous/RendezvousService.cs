@@ -56,7 +56,7 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
     // fast as its connection allows cannot fill the queue and starve every other device's introductions.
     private readonly Primitives.KeyedCounter<string> _queuedPerDevice = new(StringComparer.Ordinal);
     private readonly Channel<Arrival> _arrivals = Channel.CreateBounded<Arrival>(new BoundedChannelOptions(QueueCapacity) { SingleReader = true, FullMode = BoundedChannelFullMode.DropWrite });
-    private readonly long[] _limitLoggedAt = new long[RendezvousMetrics.LimitNames.Length];
+    private readonly Primitives.LogThrottle _limitLog;
 
     public RendezvousService(RendezvousOptions options, IMqttDeviceChannel broker, IDeviceRegistry registry, TurnCredentialStore credentials, IOptions<TurnOptions> turn, TurnUris turnUris, NatReports nats, RendezvousMetrics metrics, TimeProvider time, ILogger<RendezvousService> logger)
     {
@@ -74,6 +74,7 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
         _table = new IntroductionTable(options.MaxPendingSessions);
         _limiter = new IntroductionRateLimiter(options.MaxIntroductionsPerMinute, time);
         _mintLimiter = new IntroductionRateLimiter(options.MaxCredentialsPerMinute, time);
+        _limitLog = new Primitives.LogThrottle(RendezvousMetrics.LimitNames.Length, TimeSpan.FromSeconds(10), time);
     }
 
     public static string InTopic(string device) => TopicPrefix + device + InSuffix;
@@ -445,9 +446,7 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
     private void LimitHit(RendezvousLimit limit, string device)
     {
         _metrics.LimitHit(limit);
-        var now = Environment.TickCount64;
-        var last = Volatile.Read(ref _limitLoggedAt[(int)limit]);
-        if (now - last >= 10_000 && Interlocked.CompareExchange(ref _limitLoggedAt[(int)limit], now, last) == last)
+        if (_limitLog.TryEnter((int)limit, out _))
         {
             LogLimitHit(LimitKeys[(int)limit], device);
         }

@@ -11,7 +11,7 @@ public sealed class MqttKeepAliveTests
     [Fact]
     public async Task Mqtt_3_1_2_10_PingsEveryInterval_AndAMissingPingResp_MeansTheConnectionIsDead()
     {
-        var clock = new FakeClock(DateTimeOffset.UnixEpoch);
+        var clock = new TimerWatchingFakeTimeProvider(DateTimeOffset.UnixEpoch);
         var keepAlive = new MqttKeepAlive(Interval, Timeout, clock);
         var pings = 0;
         using var closed = new CancellationTokenSource();
@@ -24,14 +24,14 @@ public sealed class MqttKeepAliveTests
             closed.Token);
 
         // First round: the PINGRESP comes in time, and the next interval starts.
-        clock.Advance((await clock.WaitForTimerAsync(static t => t.Requested == Interval)).Requested);
-        await clock.WaitForTimerAsync(static t => t.Requested == Timeout);
+        clock.Advance(await clock.WaitForTimerAsync(static due => due == Interval));
+        await clock.WaitForTimerAsync(static due => due == Timeout);
         Assert.Equal(1, Volatile.Read(ref pings));
         keepAlive.OnPingResponse();
-        clock.Advance((await clock.WaitForTimerAsync(static t => t.Requested == Interval)).Requested);
+        clock.Advance(await clock.WaitForTimerAsync(static due => due == Interval));
 
         // Second round: none comes.
-        clock.Advance((await clock.WaitForTimerAsync(static t => t.Requested == Timeout)).Requested);
+        clock.Advance(await clock.WaitForTimerAsync(static due => due == Timeout));
 
         Assert.Equal("No PINGRESP within OperationTimeout (00:00:07): the connection is dead.", await run.WaitAsync(TimeSpan.FromSeconds(10)));
         Assert.Equal(2, Volatile.Read(ref pings));
@@ -41,12 +41,12 @@ public sealed class MqttKeepAliveTests
     [Fact]
     public async Task AClosedConnection_EndsIt_WithoutAVerdict()
     {
-        var clock = new FakeClock(DateTimeOffset.UnixEpoch);
+        var clock = new TimerWatchingFakeTimeProvider(DateTimeOffset.UnixEpoch);
         var keepAlive = new MqttKeepAlive(Interval, Timeout, clock);
         using var closed = new CancellationTokenSource();
         var run = keepAlive.RunAsync(_ => ValueTask.CompletedTask, closed.Token);
-        clock.Advance((await clock.WaitForTimerAsync(static t => t.Requested == Interval)).Requested);
-        await clock.WaitForTimerAsync(static t => t.Requested == Timeout);
+        clock.Advance(await clock.WaitForTimerAsync(static due => due == Interval));
+        await clock.WaitForTimerAsync(static due => due == Timeout);
 
         await closed.CancelAsync();
 
@@ -56,9 +56,9 @@ public sealed class MqttKeepAliveTests
     [Fact]
     public async Task AFailedPing_EndsIt_WithoutAVerdict_AndAZeroIntervalNeverPings()
     {
-        var clock = new FakeClock(DateTimeOffset.UnixEpoch);
+        var clock = new TimerWatchingFakeTimeProvider(DateTimeOffset.UnixEpoch);
         var run = new MqttKeepAlive(Interval, Timeout, clock).RunAsync(_ => ValueTask.FromException(new IOException("reset")), CancellationToken.None);
-        clock.Advance((await clock.WaitForTimerAsync(static t => t.Requested == Interval)).Requested);
+        clock.Advance(await clock.WaitForTimerAsync(static due => due == Interval));
         Assert.Null(await run.WaitAsync(TimeSpan.FromSeconds(10)));
 
         var pinged = false;

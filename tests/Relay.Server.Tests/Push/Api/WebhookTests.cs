@@ -69,7 +69,7 @@ public sealed class WebhookTests
             var forged = "sha256=" + Convert.ToHexStringLower(HMACSHA256.HashData(Encoding.UTF8.GetBytes(Secret), Encoding.UTF8.GetBytes(request.Timestamp + "." + request.Body.Replace("succeeded", "failed", StringComparison.Ordinal))));
             Assert.NotEqual(forged, request.Signature);
 
-            await RelayTestServer.WaitUntilAsync(() => metrics.Delivered(0) == 1, "the delivery to be counted");
+            await Poll.UntilAsync(() => metrics.Delivered(0) == 1, "the delivery to be counted");
             await dispatcher.StopAsync(CancellationToken.None);
         }
     }
@@ -92,7 +92,7 @@ public sealed class WebhookTests
             Assert.Equal("127.0.0.1:4000", data.GetProperty("remoteAddress").GetString());
             Assert.Equal(5, data.GetProperty("protocolVersion").GetInt32());
 
-            await RelayTestServer.WaitUntilAsync(() => metrics.Delivered(0) == 1, "the retried delivery to be counted");
+            await Poll.UntilAsync(() => metrics.Delivered(0) == 1, "the retried delivery to be counted");
             Assert.Equal(1, metrics.FailedAttempts(0));
             Assert.Equal(0, metrics.GivenUp(0));
             await dispatcher.StopAsync(CancellationToken.None);
@@ -107,14 +107,14 @@ public sealed class WebhookTests
         using (dispatcher)
         {
             dispatcher.OnCommandTransition(Succeeded);
-            await RelayTestServer.WaitUntilAsync(() => metrics.GivenUp(0) == 1, "the event to be given up");
+            await Poll.UntilAsync(() => metrics.GivenUp(0) == 1, "the event to be given up");
             Assert.Equal(4, metrics.FailedAttempts(0));
             Assert.Equal(0, metrics.Delivered(0));
             Assert.Equal(4, receiver.Received);
 
             // The next event is still delivered to (and failed by) the receiver: giving up does not stop the loop.
             dispatcher.OnCommandTransition(Succeeded with { CommandId = "cmd-2" });
-            await RelayTestServer.WaitUntilAsync(() => metrics.GivenUp(0) == 2, "the second event to be given up");
+            await Poll.UntilAsync(() => metrics.GivenUp(0) == 2, "the second event to be given up");
             Assert.Equal(8, receiver.Received);
             await dispatcher.StopAsync(CancellationToken.None);
         }
@@ -140,7 +140,7 @@ public sealed class WebhookTests
             release.SetResult();
             var second = await receiver.NextAsync();
             Assert.Contains("cmd-2", second.Body, StringComparison.Ordinal);
-            await RelayTestServer.WaitUntilAsync(() => metrics.Delivered(0) == 2, "both queued events to be delivered");
+            await Poll.UntilAsync(() => metrics.Delivered(0) == 2, "both queued events to be delivered");
             await dispatcher.StopAsync(CancellationToken.None);
         }
     }
@@ -164,7 +164,7 @@ public sealed class WebhookTests
         Assert.Equal("presence", JsonDocument.Parse((await presence.NextAsync()).Body).RootElement.GetProperty("type").GetString());
 
         var metrics = server.Services.GetRequiredService<WebhookMetrics>();
-        await RelayTestServer.WaitUntilAsync(() => metrics.Delivered(0) == 1 && metrics.Delivered(1) == 1, "both deliveries to be counted");
+        await Poll.UntilAsync(() => metrics.Delivered(0) == 1 && metrics.Delivered(1) == 1, "both deliveries to be counted");
         Assert.Equal(1, commands.Received);
         Assert.Equal(1, presence.Received);
         using var http = DeviceApiTests.Client(server, token: null);
