@@ -151,7 +151,7 @@ public sealed class MqttAuthHookOptions
     /// <summary>URL to call; empty turns the hook off.</summary>
     public string? Url { get; set; }
 
-    /// <summary><c>POST</c> (JSON body) or <c>GET</c> (query string).</summary>
+    /// <summary><c>POST</c> (JSON body), the only method accepted: <c>GET</c> would put the password in the URL (review L2).</summary>
     public string Method { get; set; } = "POST";
 
     /// <summary>Per-attempt timeout in milliseconds.</summary>
