@@ -28,6 +28,11 @@ internal static class ApiServices
             errors.Add($"Relay:Api:RateLimit:Burst: must be at least 1 (was {options.RateLimit.Burst})");
         }
 
+        if (options.AuthFailuresPerMinutePerIp is < 0 or > 100_000)
+        {
+            errors.Add($"Relay:Api:AuthFailuresPerMinutePerIp: must be between 0 (off) and 100000 (was {options.AuthFailuresPerMinutePerIp})");
+        }
+
         if (errors.Count > 0)
         {
             throw new RelayConfigurationException("Invalid configuration:" + Environment.NewLine + "  " + string.Join(Environment.NewLine + "  ", errors));
@@ -37,6 +42,7 @@ internal static class ApiServices
         services.AddSingleton<ApiMetrics>();
         services.AddSingleton(sp => new ApiRateLimiter(options.RateLimit, sp.GetService<TimeProvider>() ?? TimeProvider.System));
         services.AddSingleton(sp => ApiTokenStore.Load(dataDirectory, sp.GetService<TimeProvider>() ?? TimeProvider.System));
+        services.AddSingleton(sp => new ApiAuthFailureLimiter(options.AuthFailuresPerMinutePerIp, sp.GetRequiredService<ApiMetrics>(), sp.GetService<TimeProvider>() ?? TimeProvider.System, sp.GetRequiredService<ILogger<ApiAuthFailureLimiter>>()));
     }
 
     public static void Map(WebApplication app)

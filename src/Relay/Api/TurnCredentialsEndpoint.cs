@@ -33,7 +33,8 @@ internal sealed partial class ApiJsonContext : JsonSerializerContext
 /// <summary>
 /// <c>GET /v1/turn/credentials?user=NAME&amp;ttl=SECONDS</c>: mints time-limited TURN credentials from
 /// the first <c>Relay:Turn:SharedSecrets</c> entry for an admin bearer token, in the TURN REST API's
-/// JSON shape, so a back end can hand them to a browser or device without knowing the secret.
+/// JSON shape, so a back end can hand them to a browser or device without knowing the secret. Authorized
+/// like every <c>/v1</c> endpoint (<see cref="ApiAuth"/>: per-token rate limit, failed-token limit per source).
 /// </summary>
 internal static class TurnCredentialsEndpoint
 {
@@ -41,15 +42,14 @@ internal static class TurnCredentialsEndpoint
     public const int MaxTtlSeconds = 7 * 86_400;
 
     public static void Map(WebApplication app) =>
-        app.MapGet("/v1/turn/credentials", static (HttpContext http, AdminTokens tokens, TurnCredentialStore credentials, RelayConfiguration configuration) =>
-            Handle(http, tokens, credentials, configuration));
+        app.MapGet("/v1/turn/credentials", static (HttpContext http, TurnCredentialStore credentials, RelayConfiguration configuration) =>
+            Handle(http, credentials, configuration));
 
-    private static IResult Handle(HttpContext http, AdminTokens tokens, TurnCredentialStore credentials, RelayConfiguration configuration)
+    private static IResult Handle(HttpContext http, TurnCredentialStore credentials, RelayConfiguration configuration)
     {
-        if (!tokens.IsAdmin(http.Request.Headers.Authorization))
+        if (ApiAuth.Authorize(http, ApiScope.Admin) is { } refused)
         {
-            http.Response.Headers.WWWAuthenticate = "Bearer";
-            return Problem(401, "Unauthorized", "Send an admin token as 'Authorization: Bearer <token>' (printed at first start, or Relay:Api:BootstrapToken).");
+            return refused;
         }
 
         if (!configuration.Turn.Enabled || !credentials.HasSharedSecrets)
@@ -71,11 +71,23 @@ internal static class TurnCredentialsEndpoint
         }
 
         var (username, password, ttlSeconds) = credentials.MintRestCredential(user, TimeSpan.FromSeconds(ttl));
-        return Results.Json(new TurnCredentialsResponse(username, password, ttlSeconds, [.. Uris(http.Request.Host.Host, configuration)]), ApiJsonContext.Relaxed.TurnCredentialsResponse);
+        return Results.Json(new TurnCredentialsResponse(username, password, ttlSeconds, [.. Uris(ReachedAddress(http), configuration)]), ApiJsonContext.Relaxed.TurnCredentialsResponse);
     }
 
     /// <summary>
-    /// TURN URIs (RFC 7065) on <paramref name="reachedHost"/>, the address the caller reached us by, unless
+    /// The address of ours the request arrived at. Not the Host header (review L3): the client writes that,
+    /// and the URIs built from it are handed on to browsers and devices, which would then relay through
+    /// whatever host the caller named.
+    /// </summary>
+    private static string ReachedAddress(HttpContext http) => http.Connection.LocalIpAddress switch
+    {
+        { IsIPv4MappedToIPv6: true } mapped => mapped.MapToIPv4().ToString(),
+        { } local => local.ToString(),
+        null => "127.0.0.1",
+    };
+
+    /// <summary>
+    /// TURN URIs (RFC 7065) on <paramref name="reachedHost"/>, the address of ours the caller reached, unless
     /// the operator configured the public one. Rendezvous uses it with the MQTT connection's local address.
     /// </summary>
     internal static List<string> Uris(string reachedHost, RelayConfiguration configuration, bool stun = false)

@@ -65,7 +65,7 @@ internal sealed class RecordingSink : IPushEventSink
 /// <summary>An in-process server with three devices (d1..d3), an admin token and an HTTP client for the push API.</summary>
 internal sealed class PushTestKit : IAsyncDisposable
 {
-    public const string Token = "push-test-token";
+    public const string Token = "push-test-token-0123456789";
     public const string Secret = "device-secret-1";
 
     private PushTestKit(RelayTestServer server, RecordingSink sink)
