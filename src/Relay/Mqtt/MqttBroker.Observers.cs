@@ -170,19 +170,23 @@ internal sealed partial class MqttBroker : IDevicePresence, IDeviceConnections, 
         }
     }
 
-    public async ValueTask NotifyReceivedAsync(string clientId, StoredMessage message)
+    /// <summary>False when an observer could not keep the message: the caller must not acknowledge it as received.</summary>
+    public async ValueTask<bool> NotifyReceivedAsync(string clientId, StoredMessage message)
     {
+        var kept = true;
         foreach (var observer in _observers)
         {
             try
             {
-                await observer.OnMessageReceived(clientId, message).ConfigureAwait(false);
+                kept &= await observer.OnMessageReceived(clientId, message).ConfigureAwait(false);
             }
             catch (Exception e) when (e is not OutOfMemoryException)
             {
                 LogObserverFailed(e, observer.GetType().Name);
             }
         }
+
+        return kept;
     }
 
     public void NotifyDelivered(string clientId, MqttOutgoing outgoing)

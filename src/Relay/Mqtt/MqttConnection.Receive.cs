@@ -183,10 +183,11 @@ internal sealed partial class MqttConnection
         // For persistent subscribers the copies are stored before this returns, so the ack below never
         // precedes durability.
         await _broker.PublishAsync(message, _clientId, persistRetained: true, CancellationToken.None).ConfigureAwait(false);
-        if (_broker.HasObservers)
+        // Before the ack, like the store above: what an observer keeps (a command result) is durable first,
+        // and what it could not keep is not acknowledged (review M3).
+        if (_broker.HasObservers && !await _broker.NotifyReceivedAsync(_clientId!, message).ConfigureAwait(false))
         {
-            // Before the ack, like the store above: what an observer keeps (a command result) is durable first.
-            await _broker.NotifyReceivedAsync(_clientId!, message).ConfigureAwait(false);
+            return NotKept(state, qos, packetId);
         }
 
         if (qos == 1)
@@ -198,6 +199,37 @@ internal sealed partial class MqttConnection
             WriteAck(MqttPacketType.PubRec, packetId, MqttReasonCode.Success);
         }
 
+        return null;
+    }
+
+    /// <summary>
+    /// An observer could not keep a PUBLISH (a command result whose commit failed): it must not be
+    /// acknowledged as received, so the client sends it again. MQTT 5 answers 0x80 Unspecified error, which
+    /// ends the exchange (§4.3.2, §4.3.3). 3.1.1 has no negative acknowledgement: the connection closes without
+    /// one, and the client resends the PUBLISH when it reconnects [MQTT-4.4.0-1]. A QoS 2 packet id is
+    /// forgotten either way, so the resent PUBLISH is processed instead of being taken for a duplicate.
+    /// </summary>
+    private MqttEndReason? NotKept(MqttSession state, byte qos, ushort packetId)
+    {
+        if (qos == 0)
+        {
+            return null;
+        }
+
+        if (qos == 2)
+        {
+            lock (state.Sync)
+            {
+                state.InboundQoS2?.Remove(packetId);
+            }
+        }
+
+        if (_version != MqttProtocolVersion.V500)
+        {
+            return MqttEndReason.NotStored;
+        }
+
+        WriteAck(qos == 1 ? MqttPacketType.PubAck : MqttPacketType.PubRec, packetId, MqttReasonCode.UnspecifiedError, "the server could not store the message; send it again");
         return null;
     }
 

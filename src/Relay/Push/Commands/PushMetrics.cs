@@ -2,6 +2,19 @@ using System.Text;
 
 namespace Relay.Server.Push.Commands;
 
+/// <summary>Why a device's result was not acknowledged (review M3): the device sends it again.</summary>
+internal enum ResultRefusal
+{
+    /// <summary>Its commit failed, or the loop stopped before handling it.</summary>
+    NotStored,
+
+    /// <summary>The command loop's queue was full.</summary>
+    Busy,
+
+    /// <summary>Not committed within the observer's bound.</summary>
+    Timeout,
+}
+
 /// <summary>The Relay:Push limits that refuse a request.</summary>
 internal enum PushLimit
 {
@@ -20,9 +33,11 @@ internal sealed class PushMetrics
 {
     private static readonly string[] StateNames = ["queued", "delivered", "succeeded", "failed", "expired", "canceled"];
     private static readonly string[] LimitNames = ["queued_per_device", "waiters", "broadcast_devices", "payload_size"];
+    private static readonly string[] RefusalNames = ["not_stored", "busy", "timeout"];
 
     private readonly long[] _transitions = new long[StateNames.Length];
     private readonly long[] _limits = new long[LimitNames.Length];
+    private readonly long[] _refusals = new long[RefusalNames.Length];
     private long _eventsDropped;
     private long _unknownResults;
     private long _duplicateResults;
@@ -46,6 +61,11 @@ internal sealed class PushMetrics
 
     public void CountLimitHit(PushLimit limit) => Interlocked.Increment(ref _limits[(int)limit]);
 
+    /// <summary>Results not acknowledged to their device, by why.</summary>
+    public long ResultsNotAcknowledged(ResultRefusal reason) => Volatile.Read(ref _refusals[(int)reason]);
+
+    public void CountResultNotAcknowledged(ResultRefusal reason) => Interlocked.Increment(ref _refusals[(int)reason]);
+
     public void CountEventDropped() => Interlocked.Increment(ref _eventsDropped);
 
     public void CountUnknownResult() => Interlocked.Increment(ref _unknownResults);
@@ -58,6 +78,7 @@ internal sealed class PushMetrics
         PrometheusText.WriteFamily(output, "relay_push_limit_hits_total", "Requests refused by a Relay:Push limit.", "counter", PrometheusText.Labelled(_limits, LimitNames, "limit"));
         PrometheusText.WriteFamily(output, "relay_push_command_transitions_total", "Command state transitions committed, by new state.", "counter", PrometheusText.Labelled(_transitions, StateNames, "state"));
         PrometheusText.WriteFamily(output, "relay_push_results_ignored_total", "Device results not recorded: unknown command, or a duplicate for a final one.", "counter", [new("reason=\"unknown\"", UnknownResults), new("reason=\"duplicate\"", DuplicateResults)]);
+        PrometheusText.WriteFamily(output, "relay_push_results_unacknowledged_total", "Device results not acknowledged because they were not stored (the device sends them again), by reason.", "counter", PrometheusText.Labelled(_refusals, RefusalNames, "reason"));
         PrometheusText.WriteFamily(output, "relay_push_events_dropped_total", "Broker events the command loop was too far behind to queue (the sweep recovers them).", "counter", [new(string.Empty, EventsDropped)]);
     }
 }

@@ -59,7 +59,7 @@ internal sealed class PublishRecorder : IMqttMessageObserver
     {
     }
 
-    public ValueTask OnMessageReceived(string clientId, StoredMessage message)
+    public ValueTask<bool> OnMessageReceived(string clientId, StoredMessage message)
     {
         if (message.Topic.Contains("/telemetry/", StringComparison.Ordinal))
         {
@@ -74,7 +74,7 @@ internal sealed class PublishRecorder : IMqttMessageObserver
             }
         }
 
-        return ValueTask.CompletedTask;
+        return ValueTask.FromResult(true);
     }
 
     public void OnMessageDelivered(string clientId, string topic, object? tag)

@@ -343,10 +343,102 @@ public sealed class CommandLoopTests
         h.Acknowledge(entry);
         Assert.Equal(2, h.Metrics.EventsDropped);
 
-        // A result is not held: its PUBACK goes at once.
-        await h.ResultAsync(entry, "succeeded");
+        // A result nobody can store is not acknowledged (review M3): the device sends it again later.
+        Assert.False(await h.ResultAsync(entry, "succeeded"));
         Assert.Equal(3, h.Metrics.EventsDropped);
+        Assert.Equal(1, h.Metrics.ResultsNotAcknowledged(ResultRefusal.Busy));
         Assert.Equal(CommandError.Busy, await h.Commands.CancelAsync(entry.Id, CancellationToken.None));
         Assert.Equal(CommandState.Queued, h.StoredState(entry.Id));
+    }
+
+    [Fact]
+    public async Task A_result_whose_commit_fails_is_not_acknowledged_and_the_one_sent_again_is_recorded_once()
+    {
+        await using var h = await CommandLoopHarness.StartAsync();
+        h.Connect("d1");
+        var entry = await h.EnqueueAsync("d1");
+        await h.Channel.WaitForPublishedAsync(1);
+        h.Acknowledge(entry);
+        await h.Sink.WaitAsync(entry.Id, CommandState.Delivered);
+
+        await using (await StoreFailure.FinalTransitionsAsync(h.DataDirectory))
+        {
+            Assert.False(await h.ResultAsync(entry, "succeeded"));
+            Assert.Equal(CommandState.Delivered, h.StoredState(entry.Id));
+        }
+
+        Assert.True(await h.ResultAsync(entry, "succeeded"));
+        Assert.Equal(QueuedDeliveredSucceeded, h.StoredHistory(entry.Id));
+        Assert.Equal(1, h.Metrics.ResultsNotAcknowledged(ResultRefusal.NotStored));
+        Assert.Equal(1, h.Metrics.Transitions(CommandState.Succeeded));
+        Assert.Empty(h.AnnouncedBeforeStored);
+    }
+
+    [Fact]
+    public async Task A_result_the_loop_does_not_commit_within_10_s_on_the_clock_is_not_acknowledged_and_counts_once_when_sent_again()
+    {
+        await using var h = await CommandLoopHarness.StartAsync();
+        h.Connect("d1");
+        var entry = await h.EnqueueAsync("d1");
+        var other = await h.EnqueueAsync("d2");
+        await h.Channel.WaitForPublishedAsync(1);
+        await h.Sink.WaitAsync(other.Id, CommandState.Queued);
+
+        // The loop stalls in a sink while announcing the cancel of another command.
+        using var hold = new SemaphoreSlim(0);
+        h.Sink.Hold = hold;
+        var cancel = h.Commands.CancelAsync(other.Id, CancellationToken.None);
+        try
+        {
+            var result = h.ResultAsync(entry, "succeeded");
+            h.Time.Advance(TimeSpan.FromSeconds(10));
+            Assert.False(await result);
+            Assert.Equal(1, h.Metrics.ResultsNotAcknowledged(ResultRefusal.Timeout));
+        }
+        finally
+        {
+            h.Sink.Hold = null;
+            hold.Release(100);
+        }
+
+        Assert.Equal(CommandError.None, await cancel.WaitAsync(TimeSpan.FromSeconds(30)));
+
+        // The late commit went through; the device's second send is a duplicate, recorded once.
+        Assert.True(await h.ResultAsync(entry, "succeeded"));
+        Assert.Equal(QueuedDeliveredSucceeded, h.StoredHistory(entry.Id));
+        Assert.Equal(1, h.Metrics.DuplicateResults);
+    }
+}
+
+/// <summary>
+/// Makes a commands.db refuse every step to a final state, with a real SQLite error inside the store's
+/// own transaction, as a full disk would (the statement fails, the savepoint rolls back, the caller gets the
+/// exception). Undone when disposed.
+/// </summary>
+internal static class StoreFailure
+{
+    public static async Task<IAsyncDisposable> FinalTransitionsAsync(string dataDirectory)
+    {
+        var connection = new Microsoft.Data.Sqlite.SqliteConnection(new Microsoft.Data.Sqlite.SqliteConnectionStringBuilder { DataSource = Path.Combine(dataDirectory, CommandStore.FileName), Pooling = false }.ToString());
+        await connection.OpenAsync();
+        await ExecuteAsync(connection, "PRAGMA busy_timeout=5000");
+        await ExecuteAsync(connection, "CREATE TRIGGER test_disk_full BEFORE UPDATE OF state ON commands WHEN NEW.state >= 2 BEGIN SELECT RAISE(ABORT, 'database or disk is full (test)'); END");
+        return new Undo(connection);
+    }
+
+    private static async Task ExecuteAsync(Microsoft.Data.Sqlite.SqliteConnection connection, string sql)
+    {
+        await using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        await command.ExecuteNonQueryAsync();
+    }
+
+    private sealed class Undo(Microsoft.Data.Sqlite.SqliteConnection connection) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync()
+        {
+            await ExecuteAsync(connection, "DROP TRIGGER test_disk_full");
+            await connection.DisposeAsync();
+        }
     }
 }

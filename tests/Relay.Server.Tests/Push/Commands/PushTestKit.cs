@@ -28,8 +28,15 @@ internal sealed class RecordingSink : IPushEventSink
         }
     }
 
+    /// <summary>
+    /// When set, each transition waits for it (at most 30 s) before it is recorded: the command loop calls
+    /// sinks on its own thread, so this stalls the loop as an overloaded one would.
+    /// </summary>
+    public SemaphoreSlim? Hold { get; set; }
+
     public void OnCommandTransition(CommandTransition transition)
     {
+        Hold?.Wait(TimeSpan.FromSeconds(30));
         lock (_gate)
         {
             _transitions.Add(transition);
