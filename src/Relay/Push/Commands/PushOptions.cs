@@ -27,6 +27,15 @@ public sealed class PushOptions
     public int MaxBroadcastDevices { get; set; } = 10_000;
 
     /// <summary>
+    /// Bytes one API token's commands that are not final yet may hold, each command counting its payload plus
+    /// <see cref="CommandCost.PerCommandBytes"/>; a request that would pass it is refused with 429 (review H4).
+    /// </summary>
+    public long MaxQueuedBytesPerToken { get; set; } = 256L * 1024 * 1024;
+
+    /// <summary>Days a command is kept once final (succeeded, failed, expired, canceled); then it and its transitions are deleted (review M4).</summary>
+    public int RetainFinishedDays { get; set; } = 30;
+
+    /// <summary>
     /// Binds <c>Relay:Push</c> strictly and validates it, adding every problem to <paramref name="errors"/>
     /// (RelayConfiguration calls this so a bad value is listed with the others before anything listens).
     /// </summary>
@@ -57,6 +66,8 @@ public sealed class PushOptions
         Check(options.DefaultTtlSeconds >= 1 && options.DefaultTtlSeconds <= options.MaxTtlSeconds, nameof(DefaultTtlSeconds), "must be 1..MaxTtlSeconds");
         Check(options.MaxWaiters is >= 0 and <= 1_000_000, nameof(MaxWaiters), "must be 0..1000000");
         Check(options.MaxBroadcastDevices is >= 1 and <= 1_000_000, nameof(MaxBroadcastDevices), "must be 1..1000000");
+        Check(options.MaxQueuedBytesPerToken is >= 1024 and <= 1L << 40, nameof(MaxQueuedBytesPerToken), "must be 1024..1099511627776");
+        Check(options.RetainFinishedDays is >= 1 and <= 36_500, nameof(RetainFinishedDays), "must be 1..36500");
         return options;
     }
 }

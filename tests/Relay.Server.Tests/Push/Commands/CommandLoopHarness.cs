@@ -68,7 +68,7 @@ internal sealed class CommandLoopHarness : IAsyncDisposable
         StartAsync(options ?? new PushOptions(), Directory.CreateTempSubdirectory("relay-commands-").FullName, ownsDirectory: true);
 
     /// <summary>A harness over <paramref name="directory"/>, which outlives it (a restart).</summary>
-    public static Task<CommandLoopHarness> StartOnAsync(string directory) => StartAsync(new PushOptions(), directory, ownsDirectory: false);
+    public static Task<CommandLoopHarness> StartOnAsync(string directory, PushOptions? options = null) => StartAsync(options ?? new PushOptions(), directory, ownsDirectory: false);
 
     private static async Task<CommandLoopHarness> StartAsync(PushOptions options, string directory, bool ownsDirectory)
     {

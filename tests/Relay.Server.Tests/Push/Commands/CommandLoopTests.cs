@@ -222,15 +222,15 @@ public sealed class CommandLoopTests
         await using var h = await CommandLoopHarness.StartAsync(new PushOptions { MaxQueuedCommandsPerDevice = 1 });
         await h.EnqueueAsync("d3");
 
-        var (commands, skipped, tooMany) = await h.Commands.BroadcastAsync("lobby", CommandLoopHarness.Request("lights-off"), CancellationToken.None);
-        Assert.False(tooMany);
+        var (commands, skipped, error) = await h.Commands.BroadcastAsync("lobby", CommandLoopHarness.Request("lights-off"), CancellationToken.None);
+        Assert.Equal(CommandError.None, error);
         Assert.Equal(["d1"], commands.Select(static c => c.Device));
         Assert.Equal(["d3"], skipped);
         Assert.Equal(CommandState.Queued, h.StoredState(commands[0].Id));
 
         h.Options.MaxBroadcastDevices = 1;
         var (none, _, refused) = await h.Commands.BroadcastAsync("lobby", CommandLoopHarness.Request("lights-off"), CancellationToken.None);
-        Assert.True(refused);
+        Assert.Equal(CommandError.TooManyDevices, refused);
         Assert.Empty(none);
         Assert.Equal(1, h.Metrics.LimitHits(PushLimit.BroadcastDevices));
     }
@@ -352,6 +352,63 @@ public sealed class CommandLoopTests
     }
 
     [Fact]
+    public async Task A_tokens_queued_bytes_are_counted_until_final_and_recounted_from_the_store_at_start()
+    {
+        var directory = Directory.CreateTempSubdirectory("relay-commands-quota-").FullName;
+        try
+        {
+            // Each command: 1,000 payload bytes + 512 = 1,512; room for two (3,024), not three.
+            var options = new PushOptions { MaxQueuedBytesPerToken = 4000 };
+            var request = new CommandRequest("fill", System.Text.Encoding.UTF8.GetBytes("\"" + new string('a', 998) + "\""), false, 3600, 1, Token: "t1");
+            CommandEntry first;
+            await using (var h = await CommandLoopHarness.StartOnAsync(directory, options))
+            {
+                first = (await h.Commands.EnqueueAsync("d1", request, CancellationToken.None)).Entry!;
+                Assert.Equal(CommandError.None, (await h.Commands.EnqueueAsync("d2", request, CancellationToken.None)).Error);
+                Assert.Equal(CommandError.QuotaExceeded, (await h.Commands.EnqueueAsync("d3", request, CancellationToken.None)).Error);
+                Assert.Equal(CommandError.None, (await h.Commands.EnqueueAsync("d3", request with { Token = "t2" }, CancellationToken.None)).Error);
+                Assert.Equal(1, h.Metrics.LimitHits(PushLimit.QueuedBytesPerToken));
+
+                // Delivered is not final: still counted.
+                h.Connect("d1");
+                await h.Channel.WaitForPublishedAsync(1);
+                h.Acknowledge(first);
+                await h.Sink.WaitAsync(first.Id, CommandState.Delivered);
+                Assert.Equal(CommandError.QuotaExceeded, (await h.Commands.EnqueueAsync("d3", request, CancellationToken.None)).Error);
+            }
+
+            // A restart counts what the store holds: still full for t1 ...
+            await using (var h = await CommandLoopHarness.StartOnAsync(directory, options))
+            {
+                Assert.Equal(CommandError.QuotaExceeded, (await h.Commands.EnqueueAsync("d3", request, CancellationToken.None)).Error);
+
+                // ... until a command becomes final.
+                h.Connect("d1");
+                Assert.True(await h.ResultAsync(first, "succeeded"));
+                Assert.Equal(CommandError.None, (await h.Commands.EnqueueAsync("d3", request, CancellationToken.None)).Error);
+            }
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task Commands_the_store_refuses_give_their_places_and_bytes_back()
+    {
+        await using var h = await CommandLoopHarness.StartAsync(new PushOptions { MaxQueuedBytesPerToken = 1000, MaxQueuedCommandsPerDevice = 1 });
+        var request = CommandLoopHarness.Request() with { Token = "t1" };
+        await using (await StoreFailure.InsertsAsync(h.DataDirectory))
+        {
+            await Assert.ThrowsAnyAsync<Exception>(() => h.Commands.EnqueueAsync("d1", request, CancellationToken.None));
+        }
+
+        // The place and the bytes held for the refused command are free again.
+        Assert.Equal(CommandError.None, (await h.Commands.EnqueueAsync("d1", request, CancellationToken.None)).Error);
+    }
+
+    [Fact]
     public async Task A_result_whose_commit_fails_is_not_acknowledged_and_the_one_sent_again_is_recorded_once()
     {
         await using var h = await CommandLoopHarness.StartAsync();
@@ -431,6 +488,16 @@ internal static class StoreFailure
         await using var command = connection.CreateCommand();
         command.CommandText = sql;
         await command.ExecuteNonQueryAsync();
+    }
+
+    /// <summary>Every insert of a command fails.</summary>
+    public static async Task<IAsyncDisposable> InsertsAsync(string dataDirectory)
+    {
+        var connection = new Microsoft.Data.Sqlite.SqliteConnection(new Microsoft.Data.Sqlite.SqliteConnectionStringBuilder { DataSource = Path.Combine(dataDirectory, CommandStore.FileName), Pooling = false }.ToString());
+        await connection.OpenAsync();
+        await ExecuteAsync(connection, "PRAGMA busy_timeout=5000");
+        await ExecuteAsync(connection, "CREATE TRIGGER test_disk_full BEFORE INSERT ON commands BEGIN SELECT RAISE(ABORT, 'database or disk is full (test)'); END");
+        return new Undo(connection);
     }
 
     private sealed class Undo(Microsoft.Data.Sqlite.SqliteConnection connection) : IAsyncDisposable
