@@ -38,6 +38,7 @@ internal sealed partial class MqttConnection
     private Dictionary<ushort, string>? _inboundAliases;
     private Dictionary<string, ushort>? _outboundAliases;
     private StoredMessage? _will;
+    private readonly TaskCompletionSource _ended = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private uint _willDelaySeconds;
     private bool _sessionExpiryWasZero;
     private bool _noProblemInformation;
@@ -162,6 +163,9 @@ internal sealed partial class MqttConnection
         return end;
     }
 
+    /// <summary>Completes once the connection has ended and let go of its session (its will, if any, published).</summary>
+    public Task Ended => _ended.Task;
+
     /// <summary>Set by <see cref="MqttBroker.TryServe"/>: the connection was counted, per transport and per IP.</summary>
     public bool Accounted { get; init; }
 
@@ -265,6 +269,7 @@ internal sealed partial class MqttConnection
         }
 
         LogEnded(_clientId, _remote, _transport, end);
+        _ended.TrySetResult();
     }
 
     [LoggerMessage(EventId = 5100, Level = LogLevel.Debug, Message = "MQTT connection {ClientId} from {Remote} over {Transport} ended: {End}")]

@@ -49,6 +49,15 @@ internal sealed record CancelRequested(string Id) : CommandEvent
 }
 
 /// <summary>
+/// An operator deleted device <paramref name="Device"/> (review L9): its commands end, so none reaches a device
+/// registered again under the id. The answer is how many ended, once that is stored.
+/// </summary>
+internal sealed record DeviceRemoved(string Device) : CommandEvent
+{
+    public TaskCompletionSource<int> Answer { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+}
+
+/// <summary>
 /// A request waits for command <paramref name="Id"/> to become final. <see cref="Waiter"/> completes with
 /// None when it is (or is not active at all), with TooManyWaiters when Relay:Push:MaxWaiters wait already.
 /// </summary>

@@ -51,6 +51,9 @@ internal sealed partial class CommandLoop
                 var outcome = Cancel(cancel.Id, now);
                 _batch.Cancels.Add((cancel, outcome, outcome == CommandError.None ? _batch.Changes.Count - 1 : -1));
                 break;
+            case DeviceRemoved removed:
+                _batch.Removals.Add((removed, EndCommandsOf(removed.Device, now)));
+                break;
             case WaitRequested wait:
                 Wait(wait);
                 break;
@@ -217,6 +220,23 @@ internal sealed partial class CommandLoop
         }
 
         return _store.Find(id) is null ? CommandError.UnknownCommand : CommandError.NotCancelable;
+    }
+
+    /// <summary>
+    /// The device was deleted: a queued command is canceled (handed to its connection or not: that connection
+    /// is being ended), a delivered one expires at once (no result can come from a device that no longer
+    /// exists). A scan of the commands in memory: deleting a device is rare and takes the admin scope.
+    /// </summary>
+    private int EndCommandsOf(string device, DateTimeOffset now)
+    {
+        var ended = 0;
+        foreach (var entry in _active.OfDevice(device))
+        {
+            Step(entry, entry.State == CommandState.Queued ? CommandState.Canceled : CommandState.Expired, now, null);
+            ended++;
+        }
+
+        return ended;
     }
 
     private void Wait(WaitRequested request)

@@ -77,6 +77,21 @@ internal sealed partial class CommandLoop
     }
 
     /// <summary>
+    /// Ends the commands of a deleted device (queued: canceled; delivered: expired); returns how many, once
+    /// stored. Waits for room in the loop's queue: an operator's delete must not be dropped.
+    /// </summary>
+    public async Task<int> EndCommandsOfAsync(string device, CancellationToken cancellationToken)
+    {
+        var removed = new DeviceRemoved(device);
+        if (!await PostAsync(removed, cancellationToken).ConfigureAwait(false))
+        {
+            throw new InvalidOperationException("The command loop has stopped.");
+        }
+
+        return await removed.Answer.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
     /// Waits until the command is final or <paramref name="timeout"/> passes (no polling: the loop completes
     /// the waiter when the final transition is stored). TooManyWaiters when Relay:Push:MaxWaiters are
     /// waiting already; None otherwise, and the caller reads the state.

@@ -98,6 +98,9 @@ internal sealed class CommandService(CommandLoop loop, CommandStore store, IDevi
     /// <summary>Cancels a command that has not gone out to its device yet.</summary>
     public Task<CommandError> CancelAsync(string id, CancellationToken cancellationToken) => loop.CancelAsync(id, cancellationToken);
 
+    /// <summary>A deleted device's commands end (queued: canceled, delivered: expired); returns how many, once stored.</summary>
+    public Task<int> EndCommandsOfAsync(string device, CancellationToken cancellationToken) => loop.EndCommandsOfAsync(device, cancellationToken);
+
     /// <summary>Waits until the command is final or <paramref name="timeout"/> passes; TooManyWaiters when Relay:Push:MaxWaiters wait already.</summary>
     public Task<CommandError> WaitForFinalAsync(string id, TimeSpan timeout, CancellationToken cancellationToken) => loop.WaitForFinalAsync(id, timeout, cancellationToken);
 }

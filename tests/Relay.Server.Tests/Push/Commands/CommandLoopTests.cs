@@ -409,6 +409,34 @@ public sealed class CommandLoopTests
     }
 
     [Fact]
+    public async Task A_deleted_devices_commands_end_queued_canceled_delivered_expired_and_their_bytes_go_back()
+    {
+        await using var h = await CommandLoopHarness.StartAsync(new PushOptions { MaxQueuedBytesPerToken = 2000 });
+        var request = CommandLoopHarness.Request() with { Token = "t1" };
+        h.Connect("d1");
+        var delivered = (await h.Commands.EnqueueAsync("d1", request, CancellationToken.None)).Entry!;
+        await h.Channel.WaitForPublishedAsync(1);
+        h.Acknowledge(delivered);
+        await h.Sink.WaitAsync(delivered.Id, CommandState.Delivered);
+        h.Disconnect("d1");
+        var queued = (await h.Commands.EnqueueAsync("d1", request, CancellationToken.None)).Entry!;
+        var others = (await h.Commands.EnqueueAsync("d2", request, CancellationToken.None)).Entry!;
+        Assert.Equal(CommandError.QuotaExceeded, (await h.Commands.EnqueueAsync("d3", request, CancellationToken.None)).Error);
+
+        Assert.Equal(2, await h.Commands.EndCommandsOfAsync("d1", CancellationToken.None));
+        Assert.Equal([CommandState.Queued, CommandState.Canceled], h.StoredHistory(queued.Id));
+        Assert.Equal([CommandState.Queued, CommandState.Delivered, CommandState.Expired], h.StoredHistory(delivered.Id));
+        Assert.Equal(CommandState.Queued, h.StoredState(others.Id));
+        Assert.Empty(h.AnnouncedBeforeStored);
+
+        // Their bytes are free; the device's id has nothing left (a result for the old command is unknown now).
+        Assert.Equal(CommandError.None, (await h.Commands.EnqueueAsync("d3", request, CancellationToken.None)).Error);
+        Assert.Equal(0, await h.Commands.EndCommandsOfAsync("d1", CancellationToken.None));
+        Assert.True(await h.ResultAsync(delivered, "succeeded"));
+        Assert.Equal(CommandState.Expired, h.StoredState(delivered.Id));
+    }
+
+    [Fact]
     public async Task A_result_whose_commit_fails_is_not_acknowledged_and_the_one_sent_again_is_recorded_once()
     {
         await using var h = await CommandLoopHarness.StartAsync();
