@@ -10,6 +10,7 @@ internal sealed class ApiMetrics
     private long _forbidden;
     private long _rateLimited;
     private long _bodyTooLarge;
+    private long _authFailures;
 
     public long RateLimited => Interlocked.Read(ref _rateLimited);
 
@@ -21,6 +22,9 @@ internal sealed class ApiMetrics
 
     public void CountBodyTooLarge() => Interlocked.Increment(ref _bodyTooLarge);
 
+    /// <summary>A request refused unchecked: its source is over Relay:Api:AuthFailuresPerMinutePerIp.</summary>
+    public void CountAuthFailuresLimited() => Interlocked.Increment(ref _authFailures);
+
     public void WritePrometheus(StringBuilder text)
     {
         text.Append("# HELP relay_api_rejected_total API requests refused before the endpoint ran, by reason.\n")
@@ -29,6 +33,7 @@ internal sealed class ApiMetrics
         Line(text, "forbidden", Interlocked.Read(ref _forbidden));
         Line(text, "rate_limited", Interlocked.Read(ref _rateLimited));
         Line(text, "body_too_large", Interlocked.Read(ref _bodyTooLarge));
+        Line(text, "auth_failures", Interlocked.Read(ref _authFailures));
 
         static void Line(StringBuilder text, string reason, long value) =>
             text.Append(CultureInfo.InvariantCulture, $"relay_api_rejected_total{{reason=\"{reason}\"}} {value}\n");

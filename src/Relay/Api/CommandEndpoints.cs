@@ -81,11 +81,12 @@ internal static class CommandEndpoints
             return error;
         }
 
-        var (entry, failure) = await commands.EnqueueAsync(device, request!, http.RequestAborted).ConfigureAwait(false);
+        var (entry, failure) = await commands.EnqueueAsync(device, request! with { Token = ApiAuth.TokenId(http) }, http.RequestAborted).ConfigureAwait(false);
         return failure switch
         {
             CommandError.UnknownDevice => Problem(404, "Unknown device", $"No device '{device}' is registered; create it with POST /v1/devices first."),
             CommandError.TooManyQueued => Problem(429, "Too many queued commands", $"Device '{device}' already has {commands.Options.MaxQueuedCommandsPerDevice} commands waiting (Relay:Push:MaxQueuedCommandsPerDevice); wait until it takes them or cancel some."),
+            CommandError.QuotaExceeded => OverQuota(commands.Options),
             _ => Accepted(http, entry!),
         };
     }
@@ -103,10 +104,13 @@ internal static class CommandEndpoints
             return error;
         }
 
-        var (entries, skipped, tooMany) = await commands.BroadcastAsync(tag!, request!, http.RequestAborted).ConfigureAwait(false);
-        if (tooMany)
+        var (entries, skipped, failure) = await commands.BroadcastAsync(tag!, request! with { Token = ApiAuth.TokenId(http) }, http.RequestAborted).ConfigureAwait(false);
+        switch (failure)
         {
-            return Problem(409, "Too many devices", $"More than {commands.Options.MaxBroadcastDevices} devices carry tag '{tag}' (Relay:Push:MaxBroadcastDevices); use a narrower tag.");
+            case CommandError.TooManyDevices:
+                return Problem(409, "Too many devices", $"More than {commands.Options.MaxBroadcastDevices} devices carry tag '{tag}' (Relay:Push:MaxBroadcastDevices); use a narrower tag.");
+            case CommandError.QuotaExceeded:
+                return OverQuota(commands.Options);
         }
 
         return Results.Json(new BroadcastResponse([.. entries.Select(static e => new BroadcastItem(e.Device, e.Id))], skipped), ApiJsonContext.Relaxed.BroadcastResponse, statusCode: 202);
@@ -313,8 +317,8 @@ internal static class CommandEndpoints
         entry.CreatedAt,
         entry.ExpiresAt,
         entry.UpdatedAt,
-        entry.Binary ? null : Json(entry.Payload),
-        entry.Binary ? Convert.ToBase64String(entry.Payload) : null,
+        entry.Binary ? null : Json(entry.Payload ?? "null"u8.ToArray()),
+        entry.Binary ? Convert.ToBase64String(entry.Payload ?? []) : null,
         entry.ResultJson is { } result ? Json(System.Text.Encoding.UTF8.GetBytes(result)) : null,
         transitions?.Select(static t => new CommandTransitionResponse(StateName(t.State), t.At, t.ResultJson is { } r ? Json(System.Text.Encoding.UTF8.GetBytes(r)) : null)).ToList());
 
@@ -334,6 +338,9 @@ internal static class CommandEndpoints
         CommandState.Expired => "expired",
         _ => "canceled",
     };
+
+    private static IResult OverQuota(PushOptions options) =>
+        Problem(429, "Too many queued bytes", $"This token's commands that are not final yet would hold more than {options.MaxQueuedBytesPerToken} bytes (Relay:Push:MaxQueuedBytesPerToken; each command counts its payload plus {CommandCost.PerCommandBytes} bytes). Wait until devices take them, cancel some, or use shorter TTLs. A broadcast is refused whole.");
 
     private static IResult UnknownCommand(string id) => Problem(404, "Unknown command", $"No command '{id}'; command ids are returned by POST /v1/devices/{{id}}/commands.");
 

@@ -3,6 +3,7 @@ using Relay.Server.Devices;
 using Relay.Server.Mqtt.Identity;
 using Relay.Server.Mqtt;
 using Relay.Server.Push;
+using Relay.Server.Push.Commands;
 
 namespace Relay.Server.Api;
 
@@ -166,8 +167,19 @@ internal static class DeviceEndpoints
             return UnknownDevice(id);
         }
 
-        // A deleted device must not keep the connection it opened while it existed.
-        http.RequestServices.GetService<IDeviceConnections>()?.Disconnect(id);
+        // Nothing the deleted device left may pass to a device registered again under its id (review L9):
+        // its commands end, then its connection, its MQTT session and its retained messages go. Not
+        // cancelable by the caller going away: the device is gone from the registry already.
+        if (http.RequestServices.GetService<CommandService>() is { } commands)
+        {
+            await commands.EndCommandsOfAsync(id, CancellationToken.None);
+        }
+
+        if (http.RequestServices.GetService<IDeviceConnections>() is { } connections)
+        {
+            await connections.ForgetAsync(id, CancellationToken.None);
+        }
+
         return Results.NoContent();
     }
 

@@ -38,6 +38,9 @@ internal interface IMqttSessionConnection
     /// <summary>Another connection took the session over [MQTT-3.1.4-3]: v5 gets DISCONNECT 0x8E, then the connection closes.</summary>
     void TakeOver();
 
+    /// <summary>Completes once the connection has ended and let go of its session (its will, if any, published).</summary>
+    Task Ended { get; }
+
     /// <summary>Asks the connection to end; v5 clients get a DISCONNECT with <paramref name="code"/> first. False when it was already ending.</summary>
     bool RequestEnd(MqttEndReason reason, MqttReasonCode code);
 }

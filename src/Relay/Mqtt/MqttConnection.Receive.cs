@@ -174,10 +174,12 @@ internal sealed partial class MqttConnection
         // For persistent subscribers the copies are stored before this returns, so the ack below never
         // precedes durability.
         await _services.Router.PublishAsync(message, _clientId, persistRetained: true, CancellationToken.None).ConfigureAwait(false);
-        if (_services.Observers.Any)
+
+        // Before the ack, like the store above: what an observer keeps (a command result) is durable first,
+        // and what it could not keep is not acknowledged (review M3).
+        if (_services.Observers.Any && !await _services.Observers.ReceivedAsync(_clientId!, message).ConfigureAwait(false))
         {
-            // Before the ack, like the store above: what an observer keeps (a command result) is durable first.
-            await _services.Observers.ReceivedAsync(_clientId!, message).ConfigureAwait(false);
+            return NotKept(session, qos, packetId);
         }
 
         if (qos == 1)
@@ -189,6 +191,34 @@ internal sealed partial class MqttConnection
             WriteAck(MqttPacketType.PubRec, packetId, MqttReasonCode.Success);
         }
 
+        return null;
+    }
+
+    /// <summary>
+    /// An observer could not keep a PUBLISH (a command result whose commit failed): it must not be
+    /// acknowledged as received, so the client sends it again. MQTT 5 answers 0x80 Unspecified error, which
+    /// ends the exchange (§4.3.2, §4.3.3). 3.1.1 has no negative acknowledgement: the connection closes without
+    /// one, and the client resends the PUBLISH when it reconnects [MQTT-4.4.0-1]. A QoS 2 packet id is
+    /// forgotten either way, so the resent PUBLISH is processed instead of being taken for a duplicate.
+    /// </summary>
+    private MqttEndReason? NotKept(MqttSession session, byte qos, ushort packetId)
+    {
+        if (qos == 0)
+        {
+            return null;
+        }
+
+        if (qos == 2)
+        {
+            session.ReleaseInboundQoS2(packetId);
+        }
+
+        if (_version != MqttProtocolVersion.V500)
+        {
+            return MqttEndReason.NotStored;
+        }
+
+        WriteAck(qos == 1 ? MqttPacketType.PubAck : MqttPacketType.PubRec, packetId, MqttReasonCode.UnspecifiedError, "the server could not store the message; send it again");
         return null;
     }
 

@@ -38,6 +38,7 @@ internal sealed partial class MqttConnection : IMqttSessionConnection
     private Dictionary<ushort, string>? _inboundAliases;
     private Dictionary<string, ushort>? _outboundAliases;
     private StoredMessage? _will;
+    private readonly TaskCompletionSource _ended = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private uint _willDelaySeconds;
     private bool _sessionExpiryWasZero;
     private bool _noProblemInformation;
@@ -180,6 +181,9 @@ internal sealed partial class MqttConnection : IMqttSessionConnection
         return end;
     }
 
+    /// <summary>Completes once the connection has ended and let go of its session (its will, if any, published).</summary>
+    public Task Ended => _ended.Task;
+
     /// <summary>Set by <see cref="TryServe"/>: the connection was counted, per transport and per IP.</summary>
     public bool Accounted { get; init; }
 
@@ -291,6 +295,7 @@ internal sealed partial class MqttConnection : IMqttSessionConnection
         }
 
         LogEnded(_clientId, _remote, _transport, end);
+        _ended.TrySetResult();
     }
 
     [LoggerMessage(EventId = 5100, Level = LogLevel.Debug, Message = "MQTT connection {ClientId} from {Remote} over {Transport} ended: {End}")]

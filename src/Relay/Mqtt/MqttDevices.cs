@@ -17,12 +17,22 @@ internal sealed class MqttDevices : IDevicePresence, IDeviceConnections, IMqttDe
     private const int MaxLastSeen = 200_000;
 
     private readonly ConcurrentDictionary<string, DateTimeOffset> _lastSeen = new(StringComparer.Ordinal);
+    // A connection stuck in a write must not hold the operator's DELETE for long; its session is then
+    // forgotten when it does end (its expiry is 0 by then).
+    private static readonly TimeSpan ForgetConnectionTimeout = TimeSpan.FromSeconds(10);
+
     private readonly MqttSessionRegistry _sessions;
+    private readonly MqttRouter _router;
+    private readonly MqttRetainedMessages _retained;
+    private readonly IMqttSessionStore _store;
     private readonly TimeProvider _time;
 
-    public MqttDevices(MqttSessionRegistry sessions, TimeProvider time)
+    public MqttDevices(MqttSessionRegistry sessions, MqttRouter router, MqttRetainedMessages retained, IMqttSessionStore store, TimeProvider time)
     {
         _sessions = sessions;
+        _router = router;
+        _retained = retained;
+        _store = store;
         _time = time;
     }
 
@@ -59,6 +69,37 @@ internal sealed class MqttDevices : IDevicePresence, IDeviceConnections, IMqttDe
     /// <inheritdoc/>
     public bool Disconnect(string deviceId) =>
         _sessions.Find(deviceId)?.Connection is { } connection && connection.RequestEnd(MqttEndReason.Administrative, MqttReasonCode.AdministrativeAction);
+
+    /// <inheritdoc/>
+    /// <remarks>
+    /// Built from the session's own end paths, so wills, metrics and storage stay as they always are: the live
+    /// connection ends (v5: DISCONNECT 0x98) and detaches (publishing its will); the session, offline now, gets
+    /// an expiry of 0 and the expiry pass ends it (publishing a delayed will, deleting it from mqtt.db). Only
+    /// then are the retained messages under <c>devices/{id}/#</c> cleared, so a retained will cannot outlive
+    /// the clear. A session another principal holds under the id is left alone (the device never owned it).
+    /// </remarks>
+    public async ValueTask ForgetAsync(string deviceId, CancellationToken cancellationToken)
+    {
+        if (_sessions.Find(deviceId) is { } session && MqttIdentity.IsDeviceOwner(session.Owner, deviceId))
+        {
+            if (session.Connection is { } connection)
+            {
+                connection.RequestEnd(MqttEndReason.Administrative, MqttReasonCode.AdministrativeAction);
+                await connection.Ended.WaitAsync(ForgetConnectionTimeout, _time, cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            }
+
+            // A session still attached (the wait ran out) ends with its connection now.
+            await _sessions.SetExpiryAsync(session, 0, cancellationToken).ConfigureAwait(false);
+            await _sessions.ExpireAsync(cancellationToken).ConfigureAwait(false);
+            await _store.DeleteSessionAsync(deviceId, cancellationToken).ConfigureAwait(false);
+        }
+
+        foreach (var retained in _retained.Match("devices/" + deviceId + "/#"))
+        {
+            // An empty retained PUBLISH is MQTT's way to delete one [MQTT-3.3.1-10]; subscribers see the clear.
+            await _router.PublishAsync(new StoredMessage(retained.Topic, ReadOnlyMemory<byte>.Empty, 0, true, null, null), publisherClientId: null, persistRetained: true, cancellationToken).ConfigureAwait(false);
+        }
+    }
 
     /// <inheritdoc/>
     public bool PublishToClient(string clientId, StoredMessage message, object? tag) =>

@@ -74,20 +74,27 @@ internal sealed partial class MqttObservers
         }
     }
 
-    /// <summary>A client's PUBLISH was routed; the client's acknowledgement waits for this (see <see cref="IMqttMessageObserver.OnMessageReceived"/>).</summary>
-    public async ValueTask ReceivedAsync(string clientId, StoredMessage message)
+    /// <summary>
+    /// A client's PUBLISH was routed; the client's acknowledgement waits for this (see
+    /// <see cref="IMqttMessageObserver.OnMessageReceived"/>). False when an observer could not keep the message:
+    /// the caller must not acknowledge it as received.
+    /// </summary>
+    public async ValueTask<bool> ReceivedAsync(string clientId, StoredMessage message)
     {
+        var kept = true;
         foreach (var observer in _messages)
         {
             try
             {
-                await observer.OnMessageReceived(clientId, message).ConfigureAwait(false);
+                kept &= await observer.OnMessageReceived(clientId, message).ConfigureAwait(false);
             }
             catch (Exception e) when (e is not OutOfMemoryException)
             {
                 LogObserverFailed(e, observer.GetType().Name);
             }
         }
+
+        return kept;
     }
 
     public void Delivered(string clientId, MqttOutgoing outgoing)

@@ -92,7 +92,9 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
     }
 
     // --- IMqttMessageObserver: on the connections' read loops, so only a topic check and a queue write. ---
-    public ValueTask OnMessageReceived(string clientId, StoredMessage message)
+    // Signalling is not durable and a dropped message is answered by the device's own retry, so every
+    // message may be acknowledged at once (true).
+    public ValueTask<bool> OnMessageReceived(string clientId, StoredMessage message)
     {
         // Only a device's own out topic, from the device's own session (its ACL lets nobody else publish there,
         // and no other principal may hold its client id); the payload is the message's own copy.
@@ -103,13 +105,13 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
             || !topic.AsSpan(TopicPrefix.Length, clientId.Length).SequenceEqual(clientId)
             || !_broker.IsDeviceSession(clientId))
         {
-            return ValueTask.CompletedTask;
+            return ValueTask.FromResult(true);
         }
 
         if (!_queuedPerDevice.TryEnter(clientId, _options.MaxQueuedMessagesPerDevice))
         {
             LimitHit(RendezvousLimit.DeviceQueue, clientId);
-            return ValueTask.CompletedTask;
+            return ValueTask.FromResult(true);
         }
 
         // Checked before queueing: an oversized payload never sits in the queue; the device still hears why.
@@ -126,7 +128,7 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
             LimitHit(RendezvousLimit.EventQueue, clientId);
         }
 
-        return ValueTask.CompletedTask;
+        return ValueTask.FromResult(true);
     }
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)

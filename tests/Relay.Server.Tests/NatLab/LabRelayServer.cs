@@ -15,7 +15,7 @@ namespace Relay.Server.Tests.Nat;
 /// </summary>
 internal sealed class LabRelayServer : IAsyncDisposable
 {
-    public const string Token = "natlab-admin-token";
+    public const string Token = "natlab-admin-token-0123456789";
     public const string Secret = "natlab-device-secret";
     public const int MqttPort = 1883;
     public const int HttpPort = 8080;

@@ -3,6 +3,19 @@ using Relay.Server.Primitives;
 
 namespace Relay.Server.Push.Commands;
 
+/// <summary>Why a device's result was not acknowledged (review M3): the device sends it again.</summary>
+internal enum ResultRefusal
+{
+    /// <summary>Its commit failed, or the loop stopped before handling it.</summary>
+    NotStored,
+
+    /// <summary>The command loop's queue was full.</summary>
+    Busy,
+
+    /// <summary>Not committed within the observer's bound.</summary>
+    Timeout,
+}
+
 /// <summary>The Relay:Push limits that refuse a request.</summary>
 internal enum PushLimit
 {
@@ -10,6 +23,7 @@ internal enum PushLimit
     Waiters,
     BroadcastDevices,
     PayloadSize,
+    QueuedBytesPerToken,
 }
 
 /// <summary>
@@ -20,13 +34,16 @@ internal enum PushLimit
 internal sealed class PushMetrics
 {
     private static readonly string[] StateNames = ["queued", "delivered", "succeeded", "failed", "expired", "canceled"];
-    private static readonly string[] LimitNames = ["queued_per_device", "waiters", "broadcast_devices", "payload_size"];
+    private static readonly string[] LimitNames = ["queued_per_device", "waiters", "broadcast_devices", "payload_size", "queued_bytes_per_token"];
+    private static readonly string[] RefusalNames = ["not_stored", "busy", "timeout"];
 
     private readonly long[] _transitions = new long[StateNames.Length];
     private readonly long[] _limits = new long[LimitNames.Length];
+    private readonly long[] _refusals = new long[RefusalNames.Length];
     private long _eventsDropped;
     private long _unknownResults;
     private long _duplicateResults;
+    private long _pruned;
 
     /// <summary>Broker events lost because the loop was too far behind (the sweep redelivers; nothing is lost for good).</summary>
     public long EventsDropped => Volatile.Read(ref _eventsDropped);
@@ -47,6 +64,16 @@ internal sealed class PushMetrics
 
     public void CountLimitHit(PushLimit limit) => Interlocked.Increment(ref _limits[(int)limit]);
 
+    /// <summary>Results not acknowledged to their device, by why.</summary>
+    public long ResultsNotAcknowledged(ResultRefusal reason) => Volatile.Read(ref _refusals[(int)reason]);
+
+    public void CountResultNotAcknowledged(ResultRefusal reason) => Interlocked.Increment(ref _refusals[(int)reason]);
+
+    /// <summary>Final commands deleted after Relay:Push:RetainFinishedDays.</summary>
+    public long Pruned => Volatile.Read(ref _pruned);
+
+    public void CountPruned(long commands) => Interlocked.Add(ref _pruned, commands);
+
     public void CountEventDropped() => Interlocked.Increment(ref _eventsDropped);
 
     public void CountUnknownResult() => Interlocked.Increment(ref _unknownResults);
@@ -59,6 +86,8 @@ internal sealed class PushMetrics
         PrometheusText.WriteFamily(output, "relay_push_limit_hits_total", "Requests refused by a Relay:Push limit.", "counter", PrometheusText.Labelled(_limits, LimitNames, "limit"));
         PrometheusText.WriteFamily(output, "relay_push_command_transitions_total", "Command state transitions committed, by new state.", "counter", PrometheusText.Labelled(_transitions, StateNames, "state"));
         PrometheusText.WriteFamily(output, "relay_push_results_ignored_total", "Device results not recorded: unknown command, or a duplicate for a final one.", "counter", [new("reason=\"unknown\"", UnknownResults), new("reason=\"duplicate\"", DuplicateResults)]);
+        PrometheusText.WriteFamily(output, "relay_push_results_unacknowledged_total", "Device results not acknowledged because they were not stored (the device sends them again), by reason.", "counter", PrometheusText.Labelled(_refusals, RefusalNames, "reason"));
+        PrometheusText.WriteFamily(output, "relay_push_commands_pruned_total", "Final commands deleted, with their transitions, after Relay:Push:RetainFinishedDays.", "counter", [new(string.Empty, Pruned)]);
         PrometheusText.WriteFamily(output, "relay_push_events_dropped_total", "Broker events the command loop was too far behind to queue (the sweep recovers them).", "counter", [new(string.Empty, EventsDropped)]);
     }
 }

@@ -60,7 +60,7 @@ internal sealed class PublishRecorder : IMqttMessageObserver
     {
     }
 
-    public ValueTask OnMessageReceived(string clientId, StoredMessage message)
+    public ValueTask<bool> OnMessageReceived(string clientId, StoredMessage message)
     {
         if (message.Topic.Contains("/telemetry/", StringComparison.Ordinal))
         {
@@ -75,7 +75,7 @@ internal sealed class PublishRecorder : IMqttMessageObserver
             }
         }
 
-        return ValueTask.CompletedTask;
+        return ValueTask.FromResult(true);
     }
 
     public void OnMessageDelivered(string clientId, string topic, object? tag)

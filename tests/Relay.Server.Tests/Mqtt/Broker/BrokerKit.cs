@@ -115,6 +115,9 @@ internal sealed class FakeSessionConnection : IMqttSessionConnection
 
     public DateTimeOffset ConnectedAt => BrokerKit.Start;
 
+    /// <summary>Never completes on its own: the test detaches the connection itself.</summary>
+    public Task Ended { get; } = new TaskCompletionSource().Task;
+
     public IEnumerable<string> Topics => Published.Select(static p => p.Outgoing.Message.Topic);
 
     public MqttSendResult SendPublish(MqttOutgoing outgoing, bool dup)
