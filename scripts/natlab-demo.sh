@@ -114,7 +114,7 @@ up() {
   local data=$STATE/data
   mkdir -p $data
   (cd "$(dirname "$RELAY_DLL")" && exec ip netns exec ${P}srv dotnet "$RELAY_DLL" \
-    --Relay:DataDirectory=$data --Relay:Api:BootstrapToken=natlab-demo-token \
+    --Relay:DataDirectory=$data --Relay:Api:BootstrapToken=natlab-demo-token-0123456789 \
     --Relay:Mqtt:ListenAddresses:0=$SERVER --Relay:Http:ListenAddresses:0=$SERVER \
     --Relay:Stun:ListenAddresses:0=$SERVER --Relay:Stun:AlternateAddress=198.18.0.2 \
     --Relay:Turn:SharedSecrets:0=natlab-demo-turn-secret --Relay:Turn:AllowedPeers:0=198.18.0.0/24 \

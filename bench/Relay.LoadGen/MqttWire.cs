@@ -3,7 +3,10 @@ using System.Text;
 
 namespace Relay.LoadGen;
 
-/// <summary>The few MQTT 3.1.1 packets the load generator sends and reads (OASIS MQTT 3.1.1 §2, §3).</summary>
+/// <summary>
+/// The few MQTT 3.1.1 packets the load generator sends and reads (OASIS MQTT 3.1.1 §2, §3); independent of
+/// the server's codec on purpose (<see cref="StunWire"/> says why).
+/// </summary>
 internal static class MqttWire
 {
     /// <summary>§3.1 CONNECT, protocol level 4, clean session; user name and password when given.</summary>

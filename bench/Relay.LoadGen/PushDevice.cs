@@ -56,6 +56,9 @@ internal sealed class PushDevice : IDisposable
 
     public bool Closed { get; private set; }
 
+    /// <summary>Completes when the server ends the connection (or it is disposed).</summary>
+    public Task Ended => _readLoop;
+
     public static async Task<PushDevice> ConnectAsync(IPEndPoint server, IPAddress source, string id, string secret, IPushSink sink)
     {
         var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };

@@ -113,6 +113,11 @@ internal sealed class PushLoad : IPushSink, IDisposable
             return 1;
         }
 
+        if (_o.RestartStormSpreadSeconds > 0)
+        {
+            return await new RestartStorm(_o).RunAsync(credentials, _devices, label);
+        }
+
         if (_o.BackendUser is not null)
         {
             _backend = await PushBackend.ConnectAsync(_o.Mqtt, _o.BackendUser, _o.BackendPassword ?? "", this);

@@ -19,6 +19,10 @@ internal sealed class PushLoadOptions
             commands in flight for --duration s (commands per second whose result the server PUBACKed, a
             sample of --sample checked by GET /v1/commands/{id}). With --backend-user, the same two phases
             as plain MQTT QoS 1 PUBLISHes from one back-end connection (the reference).
+            With --restart-storm S instead: once connected it prints "STORM READY" and waits for the server
+            to go away (the caller kills and restarts it), then every device reconnects as a real fleet
+            would (a random first delay of 0..S seconds, then 1 s +-50% between attempts) while /healthz is
+            polled every 100 ms: the time until every device is back, and the health answers meanwhile.
         """;
 
     public required IPEndPoint Mqtt { get; init; }
@@ -60,6 +64,9 @@ internal sealed class PushLoadOptions
     public int ServerPid { get; init; }
 
     public string IdPrefix { get; init; } = "pd-";
+
+    /// <summary>0: the latency and throughput phases. Above 0: the restart storm, devices spreading their first reconnect over this many seconds.</summary>
+    public double RestartStormSpreadSeconds { get; init; }
 
     public static bool TryParse(string[] args, int start, out PushLoadOptions? options, out string? error)
     {
@@ -128,6 +135,7 @@ internal sealed class PushLoadOptions
                 Sample = Math.Max(0, I("--sample", 500)),
                 ServerPid = I("--server-pid", 0),
                 IdPrefix = values.GetValueOrDefault("--id-prefix", "pd-"),
+                RestartStormSpreadSeconds = D("--restart-storm", 0),
             };
             return true;
         }

@@ -1,8 +1,16 @@
 using System.Buffers.Binary;
+using System.IO.Hashing;
 
 namespace Relay.LoadGen;
 
 /// <summary>RFC 8489 Binding request/response framing, just enough for load generation.</summary>
+/// <remarks>
+/// LoadGen writes and checks its STUN, TURN and MQTT bytes itself (this file, <see cref="TurnWire"/>,
+/// <see cref="MqttWire"/>) instead of using Relay.Protocol's codecs, on purpose: it measures our server
+/// side by side with coturn and Mosquitto, so it must speak the RFCs as any client would, and must not share
+/// a codec bug with the server it loads (a wrong length or attribute both sides agreed on would pass
+/// unnoticed). The CRC-32 is System.IO.Hashing's, as in Relay.Protocol: a library function, not our code.
+/// </remarks>
 internal static class StunWire
 {
     public const int HeaderLength = 20;
@@ -36,7 +44,7 @@ internal static class StunWire
             // already including the FINGERPRINT attribute itself.
             BinaryPrimitives.WriteUInt16BigEndian(message[HeaderLength..], FingerprintType);
             BinaryPrimitives.WriteUInt16BigEndian(message[(HeaderLength + 2)..], 4);
-            var crc = Crc32.Compute(message[..HeaderLength]) ^ FingerprintXor;
+            var crc = Crc32.HashToUInt32(message[..HeaderLength]) ^ FingerprintXor;
             BinaryPrimitives.WriteUInt32BigEndian(message[(HeaderLength + 4)..], crc);
         }
 

@@ -10,7 +10,7 @@ namespace Relay.LoadGen;
 /// TURN (RFC 8656) client messages from raw bytes, just enough to drive any server through
 /// Allocate, CreatePermission, ChannelBind and Refresh with the long-term credential mechanism
 /// (RFC 8489 §9.2: key = MD5("user:realm:pass"), MESSAGE-INTEGRITY = HMAC-SHA1), and ChannelData
-/// (RFC 8656 §12.4). Deliberately independent of the server's code.
+/// (RFC 8656 §12.4). Deliberately independent of the server's code (<see cref="StunWire"/> says why).
 /// </summary>
 internal static class TurnWire
 {

@@ -1,7 +1,9 @@
+using System.Buffers;
 using System.Text;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Relay.DeviceClient.Internal;
+using Relay.DeviceClient.Peers;
 using Relay.Protocol.Mqtt;
 
 namespace Relay.DeviceClient;
@@ -12,43 +14,17 @@ namespace Relay.DeviceClient;
 /// <c>devices/{id}/results</c>, and an offline queue for publishes. Faults are reported through
 /// <see cref="Error"/> and never thrown into the host.
 /// </summary>
-public sealed partial class RelayDeviceClient : IAsyncDisposable, IMqttPacketHandler
+public sealed class RelayDeviceClient : IAsyncDisposable, IMqttClientOwner
 {
-    private const int MaxInflight = 32;
-
-    private readonly DeviceClientOptions _options;
+    // A facade: the MQTT session lives in MqttClientCore, the commands in CommandDispatcher, peer rendezvous in
+    // RendezvousSignalling. This class routes what the server publishes to them and raises the public events.
     private readonly ILogger _logger;
-    private readonly TimeProvider _time;
-    private readonly ReconnectBackoff _backoff;
-    private readonly OfflineQueue _queue;
-    private readonly object _gate = new();
-    private readonly Dictionary<ushort, Inflight> _inflight = [];
-    private readonly SemaphoreSlim _inflightSlots = new(MaxInflight, MaxInflight);
-    private readonly CancellationTokenSource _stop = new();
+    private readonly MqttClientCore _mqtt;
+    private readonly CommandDispatcher _commands;
+    private readonly RendezvousSignalling? _peers;
+    private readonly BackgroundTasks _work = new();
     private readonly byte[] _commandsTopic;
-    private readonly string _resultsTopic;
     private readonly string _telemetryPrefix;
-
-    private DeviceConnectionState _state = DeviceConnectionState.Disconnected;
-    private TaskCompletionSource _connected = NewSignal();
-    private MqttConnection? _connection;
-    private MqttProtocolVersion? _workingVersion;
-    private TaskCompletionSource? _pingResponse;
-    private TaskCompletionSource<byte>? _subAck;
-    private ushort _subAckId;
-    private ushort _nextPacketId;
-    private long _sendOrder;
-    private Task? _run;
-    private int _started;
-
-    private long _connectAttempts;
-    private long _connections;
-    private long _dropped;
-    private long _published;
-    private long _resent;
-    private long _commandsExecuted;
-    private long _duplicates;
-    private long _protocolErrors;
 
     /// <summary>Creates a client; nothing happens until <see cref="StartAsync"/>.</summary>
     public RelayDeviceClient(DeviceClientOptions options)
@@ -56,41 +32,28 @@ public sealed partial class RelayDeviceClient : IAsyncDisposable, IMqttPacketHan
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(options.Server);
         ArgumentException.ThrowIfNullOrEmpty(options.DeviceId);
-        _options = options;
-        _time = options.TimeProvider ?? TimeProvider.System;
+        var time = options.TimeProvider ?? TimeProvider.System;
         _logger = (options.LoggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Relay.DeviceClient");
-        _backoff = new ReconnectBackoff(options.Reconnect, _time, options.Random ?? Random.Shared.NextDouble);
-        _queue = new OfflineQueue(options.OfflineQueue);
-        _commandsTopic = Encoding.UTF8.GetBytes($"devices/{options.DeviceId}/commands");
-        _resultsTopic = $"devices/{options.DeviceId}/results";
+        var commandsTopic = $"devices/{options.DeviceId}/commands";
+        _commandsTopic = Encoding.UTF8.GetBytes(commandsTopic);
         _telemetryPrefix = $"devices/{options.DeviceId}/telemetry/";
-        _commandMemory = new CommandMemory(options.Commands.RememberedResults, options.Commands.StateFilePath);
-        _commandSlots = new SemaphoreSlim(Math.Max(1, options.Commands.MaxConcurrentCommands));
 
-        // Persisted state is loaded here, not at start, so publishes made before StartAsync are journaled too.
-        var loaded = _queue.Load();
-        if (loaded > 0)
+        // docs/rendezvous.md: the signalling is subscribed in the same SUBSCRIBE as the commands; the first
+        // SUBACK code (the commands') decides, as a refused rendezvous filter only disables peers.
+        string[] subscriptions = options.Peers.Enabled ? [commandsTopic, RendezvousSignalling.InTopic(options.DeviceId)] : [commandsTopic];
+        _mqtt = new MqttClientCore(options, time, _logger, subscriptions, this);
+        _commands = new CommandDispatcher(options, _mqtt, time, _logger, _work, RaiseError);
+        if (options.Peers.Enabled)
         {
-            _logger.LogInformation("Loaded {Count} queued messages from {Path}", loaded, options.OfflineQueue.FilePath);
+            _peers = new RendezvousSignalling(options.Peers, options.DeviceId, _mqtt, time, _logger, _work, RaiseError, OnPeerConnected);
         }
-
-        _commandMemory.Load();
     }
 
     /// <summary>The connection state.</summary>
-    public DeviceConnectionState State
-    {
-        get
-        {
-            lock (_gate)
-            {
-                return _state;
-            }
-        }
-    }
+    public DeviceConnectionState State => _mqtt.State;
 
     /// <summary>The MQTT version of the live connection; null when not connected.</summary>
-    public MqttProtocolVersion? ProtocolVersion => _connection?.Version;
+    public MqttProtocolVersion? ProtocolVersion => _mqtt.ProtocolVersion;
 
     /// <summary>Raised on every state change, on the thread that made it. Handler exceptions are reported through <see cref="Error"/>.</summary>
     public event EventHandler<DeviceConnectionStateChangedEventArgs>? StateChanged;
@@ -98,48 +61,32 @@ public sealed partial class RelayDeviceClient : IAsyncDisposable, IMqttPacketHan
     /// <summary>Connection and protocol faults, malformed commands, handler exceptions. Never thrown into the host.</summary>
     public event EventHandler<DeviceClientErrorEventArgs>? Error;
 
+    /// <summary>An incoming offer was accepted (<see cref="PeerOptions.AcceptFrom"/>) and its channel is usable; the handler owns the channel.</summary>
+    public event EventHandler<PeerChannelEventArgs>? PeerConnected;
+
     /// <summary>A snapshot of the counters.</summary>
     public DeviceClientStatistics Statistics => new()
     {
-        ConnectAttempts = Interlocked.Read(ref _connectAttempts),
-        Reconnects = Math.Max(0, Interlocked.Read(ref _connections) - 1),
-        QueuedMessages = _queue.Count,
-        DroppedMessages = Interlocked.Read(ref _dropped),
-        PublishedMessages = Interlocked.Read(ref _published),
-        ResentMessages = Interlocked.Read(ref _resent),
-        CommandsExecuted = Interlocked.Read(ref _commandsExecuted),
-        DuplicateCommands = Interlocked.Read(ref _duplicates),
-        ProtocolErrors = Interlocked.Read(ref _protocolErrors),
+        ConnectAttempts = _mqtt.ConnectAttempts,
+        Reconnects = Math.Max(0, _mqtt.Connections - 1),
+        QueuedMessages = _mqtt.QueuedMessages,
+        DroppedMessages = _mqtt.DroppedMessages,
+        PublishedMessages = _mqtt.PublishedMessages,
+        ResentMessages = _mqtt.ResentMessages,
+        CommandsExecuted = _commands.Executed,
+        DuplicateCommands = _commands.Duplicates,
+        ProtocolErrors = _mqtt.ProtocolErrors,
     };
 
     /// <summary>Starts the background connect/reconnect loop; returns at once.</summary>
     public Task StartAsync(CancellationToken cancellationToken = default)
     {
-        if (Interlocked.Exchange(ref _started, 1) != 0)
-        {
-            throw new InvalidOperationException("The client was started already.");
-        }
-
-        _run = Task.Run(() => RunAsync(_stop.Token), CancellationToken.None);
+        _mqtt.Start();
         return Task.CompletedTask;
     }
 
     /// <summary>Completes when the client is connected (at once if it is).</summary>
-    public Task WaitConnectedAsync(CancellationToken cancellationToken = default)
-    {
-        Task signal;
-        lock (_gate)
-        {
-            if (_state == DeviceConnectionState.Stopped)
-            {
-                return Task.FromException(new InvalidOperationException("The client is stopped."));
-            }
-
-            signal = _connected.Task;
-        }
-
-        return signal.WaitAsync(cancellationToken);
-    }
+    public Task WaitConnectedAsync(CancellationToken cancellationToken = default) => _mqtt.WaitConnectedAsync(cancellationToken);
 
     /// <summary>
     /// Sends DISCONNECT (0x00 normal), stops reconnecting, cancels running handlers (their commands are not
@@ -147,58 +94,23 @@ public sealed partial class RelayDeviceClient : IAsyncDisposable, IMqttPacketHan
     /// </summary>
     public async Task StopAsync(CancellationToken cancellationToken = default)
     {
-        if (_stop.IsCancellationRequested)
+        if (_mqtt.Stopping.IsCancellationRequested)
         {
             return;
         }
 
-        var connection = _connection;
-        if (connection is not null)
-        {
-            try
-            {
-                using var timeout = new CancellationTokenSource(_options.OperationTimeout, _time);
-                using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, cancellationToken);
-                await connection.SendDisconnectAsync(linked.Token).ConfigureAwait(false);
-            }
-            catch (Exception ex) when (ex is IOException or OperationCanceledException or ObjectDisposedException or System.Net.WebSockets.WebSocketException)
-            {
-                // Closing anyway.
-            }
-        }
+        await _mqtt.StopConnectingAsync(cancellationToken).ConfigureAwait(false);
 
-        await _stop.CancelAsync().ConfigureAwait(false);
-        if (_run is not null)
-        {
-            await _run.ConfigureAwait(false);
-        }
-
-        Task[] commands;
-        lock (_commandTasks)
-        {
-            commands = [.. _commandTasks];
-        }
-
-        await Task.WhenAll(commands).ConfigureAwait(false);
-
-        lock (_gate)
-        {
-            foreach (var inflight in _inflight.Values)
-            {
-                _queue.Persist(inflight.Message);
-                inflight.Done?.TrySetException(new OperationCanceledException("The client stopped before the PUBACK."));
-            }
-        }
-
-        _queue.Dispose();
-        SetState(DeviceConnectionState.Stopped, null);
+        // Handlers see the stop on their token; what they publish on the way out is queued and journaled.
+        await _work.WhenAll().ConfigureAwait(false);
+        await _mqtt.CloseAsync().ConfigureAwait(false);
     }
 
     /// <inheritdoc />
     public async ValueTask DisposeAsync()
     {
         await StopAsync().ConfigureAwait(false);
-        _stop.Dispose();
+        _mqtt.Dispose();
     }
 
     /// <summary>
@@ -215,18 +127,7 @@ public sealed partial class RelayDeviceClient : IAsyncDisposable, IMqttPacketHan
         }
 
         var message = new OutgoingMessage(Encoding.UTF8.GetBytes(topic), payload.ToArray(), (byte)qos, retain, null, null);
-        var connection = _connection;
-        if (connection is null || _queue.Count > 0)
-        {
-            Enqueue(message);
-            return;
-        }
-
-        var done = await SendAsync(connection, message, waitForAck: true, cancellationToken).ConfigureAwait(false);
-        if (done is not null)
-        {
-            await done.WaitAsync(_options.OperationTimeout, _time, cancellationToken).ConfigureAwait(false);
-        }
+        await _mqtt.PublishAsync(message, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Publishes UTF-8 JSON to <c>devices/{id}/telemetry/{name}</c> at QoS 1, through the offline queue when offline.</summary>
@@ -236,119 +137,105 @@ public sealed partial class RelayDeviceClient : IAsyncDisposable, IMqttPacketHan
         return PublishAsync(_telemetryPrefix + name, utf8Json, 1, false, cancellationToken);
     }
 
-    private void Enqueue(OutgoingMessage message)
+    /// <summary>
+    /// Registers the handler for commands named <paramref name="name"/> (replacing an earlier one). It runs at
+    /// most once per command id; its token is canceled when the command's expiresAt passes or at StopAsync.
+    /// </summary>
+    public void OnCommand(string name, Func<DeviceCommand, CancellationToken, Task<CommandResult>> handler)
     {
-        var dropped = _queue.Enqueue(message);
-        if (dropped is not null)
-        {
-            Interlocked.Increment(ref _dropped);
-            _logger.LogWarning(
-                "Offline queue full ({Capacity}, {Policy}): dropped a message to {Topic}",
-                _options.OfflineQueue.Capacity,
-                _options.OfflineQueue.DropPolicy,
-                Encoding.UTF8.GetString(dropped.Topic));
-        }
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        ArgumentNullException.ThrowIfNull(handler);
+        _commands.Register(name, handler);
     }
 
-    /// <summary>Sends one message; QoS 1 takes an in-flight slot and returns the PUBACK task.</summary>
-    private async ValueTask<Task?> SendAsync(MqttConnection connection, OutgoingMessage message, bool waitForAck, CancellationToken cancellationToken)
+    /// <summary>
+    /// Asks the server to introduce this device to <paramref name="peerId"/> (docs/rendezvous.md) and returns
+    /// the channel as soon as the relayed path works (relay first); it upgrades itself to a direct path in
+    /// the background when a connectivity check succeeds.
+    /// </summary>
+    /// <exception cref="PeerConnectException">The server refused (<c>forbidden</c>, <c>offline</c>, <c>rejected</c>, ...).</exception>
+    /// <exception cref="OperationCanceledException">Not done within <see cref="PeerOptions.ConnectTimeout"/>, or canceled.</exception>
+    public async Task<PeerChannel> ConnectPeerAsync(string peerId, CancellationToken ct = default)
     {
-        if (message.QoS == 0)
-        {
-            await connection.SendPublishAsync(message.Topic, message.Payload, 0, message.Retain, false, 0, message.CorrelationData, message.ContentType, cancellationToken).ConfigureAwait(false);
-            Interlocked.Increment(ref _published);
-            _queue.Complete(message);
-            return null;
-        }
+        ArgumentException.ThrowIfNullOrEmpty(peerId);
+        var peers = _peers ?? throw new InvalidOperationException("Peer sessions are disabled (DeviceClientOptions.Peers.Enabled).");
+        await WaitConnectedAsync(ct).ConfigureAwait(false);
+        return await peers.ConnectAsync(peerId, ct).ConfigureAwait(false);
+    }
 
-        await _inflightSlots.WaitAsync(cancellationToken).ConfigureAwait(false);
-        Inflight inflight;
-        lock (_gate)
-        {
-            var id = AllocatePacketIdLocked();
-            inflight = new Inflight(id, message, ++_sendOrder, waitForAck ? new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously) : null);
-            _inflight[id] = inflight;
-        }
-
+    void IMqttClientOwner.OnStateChanged(DeviceConnectionState previous, DeviceConnectionState current, Exception? error, MqttProtocolVersion? version)
+    {
         try
         {
-            await connection.SendPublishAsync(message.Topic, message.Payload, 1, message.Retain, false, inflight.PacketId, message.CorrelationData, message.ContentType, cancellationToken).ConfigureAwait(false);
-            Interlocked.Increment(ref _published);
-        }
-        catch (Exception ex) when (ex is IOException or ObjectDisposedException or OperationCanceledException or System.Net.WebSockets.WebSocketException)
-        {
-            // Stays in flight: resent with DUP after the reconnect (at least once).
-            if (cancellationToken.IsCancellationRequested)
-            {
-                throw;
-            }
-        }
-
-        return inflight.Done?.Task;
-    }
-
-    private ushort AllocatePacketIdLocked()
-    {
-        while (true)
-        {
-            _nextPacketId = (ushort)(_nextPacketId == ushort.MaxValue ? 1 : _nextPacketId + 1);
-            if (!_inflight.ContainsKey(_nextPacketId) && _nextPacketId != _subAckId)
-            {
-                return _nextPacketId;
-            }
-        }
-    }
-
-    private sealed class Inflight(ushort packetId, OutgoingMessage message, long order, TaskCompletionSource? done)
-    {
-        public ushort PacketId { get; } = packetId;
-
-        public OutgoingMessage Message { get; } = message;
-
-        public long Order { get; } = order;
-
-        public TaskCompletionSource? Done { get; } = done;
-    }
-
-    private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-    private void SetState(DeviceConnectionState state, Exception? error)
-    {
-        DeviceConnectionState previous;
-        lock (_gate)
-        {
-            previous = _state;
-            if (previous == state || previous == DeviceConnectionState.Stopped)
-            {
-                return;
-            }
-
-            _state = state;
-            if (state == DeviceConnectionState.Connected)
-            {
-                _connected.TrySetResult();
-            }
-            else if (previous == DeviceConnectionState.Connected)
-            {
-                _connected = NewSignal();
-            }
-
-            if (state == DeviceConnectionState.Stopped)
-            {
-                _connected.TrySetException(new InvalidOperationException("The client is stopped."));
-                _ = _connected.Task.Exception; // observed: waiters get it, nobody else must
-            }
-        }
-
-        try
-        {
-            StateChanged?.Invoke(this, new DeviceConnectionStateChangedEventArgs(previous, state, error, state == DeviceConnectionState.Connected ? _connection?.Version : null));
+            StateChanged?.Invoke(this, new DeviceConnectionStateChangedEventArgs(previous, current, error, version));
         }
 #pragma warning disable CA1031 // A host's handler must not break the connection loop.
         catch (Exception ex)
 #pragma warning restore CA1031
         {
             RaiseError("A StateChanged handler threw.", ex);
+        }
+    }
+
+    void IMqttClientOwner.OnError(string message, Exception? exception) => RaiseError(message, exception);
+
+    void IMqttClientOwner.OnConnected() => _peers?.OnConnected();
+
+    /// <summary>Routes a PUBLISH by topic: commands, rendezvous signalling, or neither.</summary>
+    async ValueTask<string?> IMqttClientOwner.OnPublishAsync(MqttConnection connection, MqttPublish publish)
+    {
+        if (TopicIs(publish.Topic, _commandsTopic))
+        {
+            return await _commands.OnDeliveryAsync(connection, publish).ConfigureAwait(false);
+        }
+
+        // Anything else is acknowledged: signalling once handed over, and what is not ours to handle
+        // (a wider subscription of a persistent session) dropped.
+        if (_peers is not null && TopicIs(publish.Topic, _peers.InTopicUtf8))
+        {
+            _peers.OnMessage(publish.Payload);
+        }
+
+        await connection.AcknowledgeAsync(publish.QoS, publish.PacketId).ConfigureAwait(false);
+        return null;
+    }
+
+    private static bool TopicIs(in ReadOnlySequence<byte> topic, ReadOnlySpan<byte> expected)
+    {
+        if (topic.Length != expected.Length)
+        {
+            return false;
+        }
+
+        if (topic.IsSingleSegment)
+        {
+            return topic.FirstSpan.SequenceEqual(expected);
+        }
+
+        Span<byte> copy = stackalloc byte[expected.Length];
+        topic.CopyTo(copy);
+        return copy.SequenceEqual(expected);
+    }
+
+    private void OnPeerConnected(PeerChannel channel)
+    {
+        var handler = PeerConnected;
+        if (handler is null)
+        {
+            // Nobody takes it: close it rather than leak a socket and an allocation.
+            _ = channel.DisposeAsync().AsTask();
+            return;
+        }
+
+        try
+        {
+            handler(this, new PeerChannelEventArgs(channel));
+        }
+#pragma warning disable CA1031 // A host's handler must not break the signalling.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            RaiseError("A PeerConnected handler threw.", ex);
         }
     }
 

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using Relay.DeviceClient.Nat;
@@ -33,28 +32,16 @@ public sealed class DeviceStunClientTests
         var port = FreePorts.UdpAndTcpPair();
         var turnserver = Environment.GetEnvironmentVariable("PATH")!.Split(':').Select(static d => Path.Combine(d, "turnserver")).FirstOrDefault(File.Exists);
         Assert.True(turnserver is not null, "turnserver is not installed; ./test.sh installs it (apt-get install coturn)");
-        using var coturn = Process.Start(new ProcessStartInfo(turnserver,
-            ["-n", "--stun-only", "-L", "127.0.0.1", "-p", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--no-tls", "--no-dtls", "--no-cli", "--log-file", "stdout", "--simple-log"])
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        })!;
-        try
-        {
-            _ = coturn.StandardOutput.ReadToEndAsync();
-            _ = coturn.StandardError.ReadToEndAsync();
-            using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
-            socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        await using var coturn = ToolProcess.Start(
+            turnserver,
+            ["-n", "--stun-only", "-L", "127.0.0.1", "-p", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--no-tls", "--no-dtls", "--no-cli", "--log-file", "stdout", "--simple-log"],
+            TimeSpan.FromMinutes(2));
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
 
-            // Retransmission rides out coturn's start-up: the first requests may find no listener yet.
-            var result = await StunClient.BindingAsync(socket, new IPEndPoint(IPAddress.Loopback, port), false, false, Fast);
-            Assert.Equal(socket.LocalEndPoint, result.MappedAddress);
-        }
-        finally
-        {
-            coturn.Kill(entireProcessTree: true);
-            await coturn.WaitForExitAsync();
-        }
+        // Retransmission rides out coturn's start-up: the first requests may find no listener yet.
+        var result = await StunClient.BindingAsync(socket, new IPEndPoint(IPAddress.Loopback, port), false, false, Fast);
+        Assert.Equal(socket.LocalEndPoint, result.MappedAddress);
     }
 
     [Fact]

@@ -153,21 +153,6 @@ internal sealed class RelayTestServer : IAsyncDisposable
             Assert.True(errors.Length == 0, "The server logged errors:\n" + string.Join("\n", errors));
         }
     }
-
-    /// <summary>Waits until <paramref name="condition"/> holds, polling a counter; fails after a generous bound.</summary>
-    public static async Task WaitUntilAsync(Func<bool> condition, string what)
-    {
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(20));
-        while (!condition())
-        {
-            if (timeout.IsCancellationRequested)
-            {
-                Assert.Fail($"Timed out waiting for {what}");
-            }
-
-            await Task.Delay(10, CancellationToken.None);
-        }
-    }
 }
 
 /// <summary>Applies a test's service replacements to the finished service collection, then builds it as usual.</summary>

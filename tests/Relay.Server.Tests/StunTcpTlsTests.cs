@@ -53,7 +53,7 @@ public sealed class StunTcpTlsTests
 
         using var timeout = new CancellationTokenSource(ReplyTimeout);
         Assert.Equal(0, await stream.ReadAsync(new byte[16], timeout.Token));
-        await RelayTestServer.WaitUntilAsync(() => server.Metrics.Drops(StunTransport.Tcp, StunDropReason.NotStun) == 1, "the drop to be counted");
+        await Poll.UntilAsync(() => server.Metrics.Drops(StunTransport.Tcp, StunDropReason.NotStun) == 1, "the drop to be counted");
     }
 
     [Fact]
@@ -68,7 +68,7 @@ public sealed class StunTcpTlsTests
         await stream.WriteAsync(new byte[] { 0x00, 0x01, 0xFF, 0xFC });
         using var timeout = new CancellationTokenSource(ReplyTimeout);
         Assert.Equal(0, await stream.ReadAsync(new byte[16], timeout.Token));
-        await RelayTestServer.WaitUntilAsync(() => server.Metrics.Drops(StunTransport.Tcp, StunDropReason.TooLarge) == 1, "the drop to be counted");
+        await Poll.UntilAsync(() => server.Metrics.Drops(StunTransport.Tcp, StunDropReason.TooLarge) == 1, "the drop to be counted");
     }
 
     [Fact]

@@ -212,7 +212,7 @@ public sealed class StunUdpTests
         }
 
         // Counters move as the loop handles each packet; wait on them rather than on time.
-        await RelayTestServer.WaitUntilAsync(
+        await Poll.UntilAsync(
             () => server.Metrics.Responses(StunTransport.Udp, 200) + server.Metrics.Drops(StunTransport.Udp, StunDropReason.RateLimited) == 10,
             "all ten requests to be answered or dropped");
 

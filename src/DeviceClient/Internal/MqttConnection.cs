@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.IO.Pipelines;
-using System.Text;
 using Relay.Protocol.Mqtt;
 
 namespace Relay.DeviceClient.Internal;
@@ -244,6 +243,15 @@ internal sealed class MqttConnection : IAsyncDisposable
     public ValueTask SendAckAsync(MqttPacketType type, ushort packetId, CancellationToken cancellationToken) =>
         SendAsync(new AckPacket(type, packetId), Version, cancellationToken);
 
+    /// <summary>Acknowledges an incoming PUBLISH: a PUBACK at QoS 1 (§4.3.2); QoS 0 has none.</summary>
+    public async ValueTask AcknowledgeAsync(byte qos, ushort packetId)
+    {
+        if (qos == 1)
+        {
+            await SendAckAsync(MqttPacketType.PubAck, packetId, Closed).ConfigureAwait(false);
+        }
+    }
+
     public ValueTask SendPingAsync(CancellationToken cancellationToken) => SendAsync(new PingPacket(), Version, cancellationToken);
 
     public ValueTask SendSubscribeAsync(ushort packetId, string filter, CancellationToken cancellationToken) =>
@@ -357,8 +365,3 @@ internal sealed class MqttConnection : IAsyncDisposable
 
 /// <summary>The server broke the protocol; the connection is closed and the client reconnects.</summary>
 internal sealed class MqttProtocolException(string message) : Exception(message);
-
-internal static class Utf8
-{
-    public static byte[] Bytes(string s) => Encoding.UTF8.GetBytes(s);
-}

@@ -52,39 +52,3 @@ internal sealed class ReconnectBackoff(ReconnectOptions options, TimeProvider ti
         _connectedAt = -1;
     }
 }
-
-/// <summary>A token bucket holding one token, refilled at <c>rate</c> per second on the TimeProvider.</summary>
-internal sealed class TokenBucket(double ratePerSecond, TimeProvider time)
-{
-    private double _tokens = 1;
-    private long _last = time.GetTimestamp();
-
-    public void Reset()
-    {
-        _tokens = 1;
-        _last = time.GetTimestamp();
-    }
-
-    public async ValueTask TakeAsync(CancellationToken cancellationToken)
-    {
-        if (ratePerSecond <= 0)
-        {
-            return;
-        }
-
-        while (true)
-        {
-            var now = time.GetTimestamp();
-            _tokens = Math.Min(1, _tokens + (time.GetElapsedTime(_last, now).TotalSeconds * ratePerSecond));
-            _last = now;
-            if (_tokens >= 1 - 1e-9)
-            {
-                _tokens -= 1;
-                return;
-            }
-
-            var wait = TimeSpan.FromSeconds((1 - _tokens) / ratePerSecond);
-            await Task.Delay(wait, time, cancellationToken).ConfigureAwait(false);
-        }
-    }
-}

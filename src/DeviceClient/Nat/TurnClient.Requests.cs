@@ -13,9 +13,6 @@ public sealed partial class TurnClient
     private const int MaxPeersPerRequest = 32;
     private const int RequestBufferSize = 2048;
 
-    // RFC 8489 §9.2: "obMatJos2" starts a nonce that carries security feature bits (base64 of 24 bits).
-    private static readonly byte[] NonceCookie = "obMatJos2"u8.ToArray();
-
     // A STUN length field can declare at most 65,532 bytes of attributes (a 16-bit multiple of four).
     private static readonly StunReaderLimits ResponseLimits = new() { MaxMessageSize = StunConstants.HeaderLength + 65532, MaxAttributes = 128 };
 
@@ -23,22 +20,16 @@ public sealed partial class TurnClient
     private readonly object _pendingLock = new();
     private readonly Dictionary<StunTransactionId, PendingTransaction> _pending = [];
 
-    // Long-term credential state, changed only while _requestLock is held.
-    private byte[]? _realm;
-    private byte[]? _nonce;
-    private byte[]? _key;
-    private byte[]? _passwordAlgorithms;
-    private StunPasswordAlgorithm _algorithm = StunPasswordAlgorithm.Md5;
-
     /// <summary>
     /// The long-term key's algorithm (RFC 8489 §9.2.5): SHA-256, signed with MESSAGE-INTEGRITY-SHA256, when
     /// the server offers it ahead of MD5 in PASSWORD-ALGORITHMS; otherwise MD5, signed with MESSAGE-INTEGRITY.
     /// </summary>
-    public StunPasswordAlgorithm PasswordAlgorithm => _algorithm;
+    public StunPasswordAlgorithm PasswordAlgorithm => _credentials.Algorithm;
 
     /// <summary>
     /// Runs one request to success, answering a 401 challenge (RFC 8489 §9.2.4) and a 438 stale nonce
     /// (§9.2.5) with a retry, each a bounded number of times. Returns the validated success response.
+    /// The credential state (<see cref="StunLongTermCredentials"/>) changes only while <c>_requestLock</c> is held.
     /// </summary>
     private async Task<byte[]> ExecuteAsync(StunMethod method, StunAttributeWriter attributes, CancellationToken cancellationToken)
     {
@@ -48,7 +39,7 @@ public sealed partial class TurnClient
             var retries = 0;
             while (true)
             {
-                var authenticated = _key is not null;
+                var authenticated = _credentials.Key is not null;
                 var response = await TransactAsync(method, attributes, cancellationToken).ConfigureAwait(false);
                 var (code, reason) = ReadError(response);
                 if (code == 0)
@@ -58,13 +49,13 @@ public sealed partial class TurnClient
 
                 if (code == 401 && !authenticated && retries++ < 2)
                 {
-                    LearnChallenge(response);
+                    _credentials.LearnChallenge(Parse(response));
                     continue;
                 }
 
                 if (code == 438 && authenticated && retries++ < 3)
                 {
-                    LearnStaleNonce(response);
+                    _credentials.LearnStaleNonce(Parse(response));
                     continue;
                 }
 
@@ -83,7 +74,7 @@ public sealed partial class TurnClient
     {
         var id = StunTransactionId.NewRandom();
         var request = BuildRequest(method, id, attributes);
-        var pending = new PendingTransaction(method, _key, _algorithm == StunPasswordAlgorithm.Sha256);
+        var pending = new PendingTransaction(method, _credentials.Key, _credentials.Algorithm == StunPasswordAlgorithm.Sha256);
         lock (_pendingLock)
         {
             if (_connectionError is { } error)
@@ -165,29 +156,7 @@ public sealed partial class TurnClient
                 writer.WriteAttribute(StunAttributeType.Software, Encoding.UTF8.GetBytes(software));
             }
 
-            if (_key is not null)
-            {
-                // RFC 8489 §9.2.3: USERNAME, REALM, NONCE and the integrity attribute computed with the long-term key;
-                // §9.2.5: PASSWORD-ALGORITHMS echoed verbatim and PASSWORD-ALGORITHM when the server offered a choice.
-                writer.WriteAttribute(StunAttributeType.Username, Encoding.UTF8.GetBytes(_credentials.Username));
-                writer.WriteAttribute(StunAttributeType.Realm, _realm);
-                writer.WriteAttribute(StunAttributeType.Nonce, _nonce);
-                if (_passwordAlgorithms is not null)
-                {
-                    writer.WriteAttribute(StunAttributeType.PasswordAlgorithms, _passwordAlgorithms);
-                    writer.WritePasswordAlgorithm(_algorithm);
-                }
-
-                if (_algorithm == StunPasswordAlgorithm.Sha256)
-                {
-                    writer.WriteMessageIntegritySha256(_key);
-                }
-                else
-                {
-                    writer.WriteMessageIntegrity(_key);
-                }
-            }
-
+            _credentials.Sign(ref writer);
             writer.WriteFingerprint();
             return writer.Written.ToArray();
         }
@@ -195,81 +164,6 @@ public sealed partial class TurnClient
         {
             ArrayPool<byte>.Shared.Return(buffer);
         }
-    }
-
-    /// <summary>RFC 8489 §9.2.4: the 401 names the REALM and a NONCE, and may offer PASSWORD-ALGORITHMS.</summary>
-    private void LearnChallenge(byte[] response)
-    {
-        var message = Parse(response);
-        if (!message.TryGetAttribute(StunAttributeType.Realm, out var realm) || !message.TryGetAttribute(StunAttributeType.Nonce, out var nonce))
-        {
-            throw new TurnErrorException(401, "Unauthorized, without REALM and NONCE to answer");
-        }
-
-        var realmText = Encoding.UTF8.GetString(realm);
-        if (_credentials.Realm is { } expected && !string.Equals(expected, realmText, StringComparison.Ordinal))
-        {
-            throw new TurnProtocolException($"The server's realm '{realmText}' is not the expected '{expected}'.");
-        }
-
-        // RFC 8489 §9.2.5: with the "Password algorithms" feature bit in the nonce cookie, pick the first
-        // listed algorithm we support; without it the attribute is ignored (a bid-down attempt) and MD5 is used.
-        var algorithm = StunPasswordAlgorithm.Md5;
-        byte[]? offered = null;
-        if (HasPasswordAlgorithmsFeature(nonce) && message.TryGetAttribute(StunAttributeType.PasswordAlgorithms, out var list))
-        {
-            var offset = 0;
-            var found = false;
-            while (!found && StunAttributeReader.TryReadPasswordAlgorithmEntry(list, ref offset, out var candidate, out _))
-            {
-                found = candidate is StunPasswordAlgorithm.Md5 or StunPasswordAlgorithm.Sha256;
-                algorithm = candidate;
-                if (offset >= list.Length)
-                {
-                    break;
-                }
-            }
-
-            if (!found)
-            {
-                throw new TurnProtocolException("The server offers no password algorithm this client supports (MD5, SHA-256).");
-            }
-
-            offered = list.ToArray();
-        }
-
-        var key = new byte[StunCredentials.KeyLength(algorithm)];
-        StunCredentials.ComputeLongTermKey(algorithm, _credentials.Username, realmText, _credentials.Password, key);
-        _realm = realm.ToArray();
-        _nonce = nonce.ToArray();
-        _key = key;
-        _algorithm = algorithm;
-        _passwordAlgorithms = offered;
-    }
-
-    /// <summary>RFC 8489 §9.2.5: a 438 carries a fresh NONCE (and REALM) to retry with.</summary>
-    private void LearnStaleNonce(byte[] response)
-    {
-        var message = Parse(response);
-        if (!message.TryGetAttribute(StunAttributeType.Nonce, out var nonce))
-        {
-            throw new TurnErrorException(438, "Stale Nonce, without a NONCE to retry with");
-        }
-
-        _nonce = nonce.ToArray();
-    }
-
-    private static bool HasPasswordAlgorithmsFeature(ReadOnlySpan<byte> nonce)
-    {
-        // "obMatJos2" then four base64 characters for 24 feature bits; bit 0 (the most significant) is
-        // "Password algorithms", i.e. the first character's 6-bit value is 32 or more ('g'-'z', '0'-'9', '+', '/').
-        if (nonce.Length < NonceCookie.Length + 4 || !nonce.StartsWith(NonceCookie))
-        {
-            return false;
-        }
-
-        var c = nonce[NonceCookie.Length];
-        return c is (>= (byte)'g' and <= (byte)'z') or (>= (byte)'0' and <= (byte)'9') or (byte)'+' or (byte)'/';
     }
 
     private static (int Code, string Reason) ReadError(byte[] response)

@@ -34,14 +34,7 @@ public sealed partial class TurnClient
         ArgumentNullException.ThrowIfNull(peer);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(data.Length, MaxPayloadLength, nameof(data));
         peer = Normalize(peer);
-        ChannelBinding? binding;
-        bool permitted;
-        lock (_tables)
-        {
-            _channelsByPeer.TryGetValue(peer, out binding);
-            permitted = _permissions.ContainsKey(peer.Address);
-        }
-
+        var binding = _peers.Route(peer, out var permitted);
         if (binding is null && !permitted)
         {
             throw new InvalidOperationException($"No permission for {peer.Address}: call CreatePermissionAsync or BindChannelAsync first (RFC 8656 §9).");
@@ -287,12 +280,7 @@ public sealed partial class TurnClient
     // RFC 8656 §12.6: ChannelData on a channel this client never bound is discarded.
     private void HandleChannelData(ushort channel, ReadOnlySpan<byte> data)
     {
-        ChannelBinding? binding;
-        lock (_tables)
-        {
-            _channelsByNumber.TryGetValue(channel, out binding);
-        }
-
+        var binding = _peers.Channel(channel);
         if (binding is null)
         {
             Interlocked.Increment(ref _dropped);

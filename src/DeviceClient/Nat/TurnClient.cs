@@ -18,22 +18,13 @@ namespace Relay.DeviceClient.Nat;
 /// </remarks>
 public sealed partial class TurnClient : IAsyncDisposable
 {
-    // RFC 8656 §9: a permission lives 300 s and "the client SHOULD refresh" it before; §12: a channel binding 600 s.
-    private static readonly TimeSpan PermissionLifetime = TimeSpan.FromSeconds(300);
-    private static readonly TimeSpan ChannelLifetime = TimeSpan.FromSeconds(600);
-
     private readonly TurnClientOptions _options;
-    private readonly TurnCredentials _credentials;
+    private readonly StunLongTermCredentials _credentials;
     private readonly TimeProvider _time;
     private readonly Channel<TurnPeerData> _received;
     private readonly CancellationTokenSource _stop = new();
 
-    // Guards the permission and channel tables; never held across an await.
-    private readonly object _tables = new();
-    private readonly Dictionary<IPAddress, PermissionEntry> _permissions = [];
-    private readonly Dictionary<IPEndPoint, ChannelBinding> _channelsByPeer = [];
-    private readonly Dictionary<ushort, ChannelBinding> _channelsByNumber = [];
-    private ushort _nextChannel = Relay.Protocol.Turn.TurnChannel.MinNumber;
+    private readonly TurnPeerTable _peers = new();
 
     private ITimer? _maintenanceTimer;
     private int _maintaining;
@@ -51,7 +42,7 @@ public sealed partial class TurnClient : IAsyncDisposable
     {
         Server = server;
         Transport = transport;
-        _credentials = credentials;
+        _credentials = new StunLongTermCredentials(credentials);
         _options = options;
         _time = options.TimeProvider;
         _received = Channel.CreateBounded<TurnPeerData>(new BoundedChannelOptions(Math.Max(1, options.ReceiveQueueCapacity))
@@ -186,23 +177,7 @@ public sealed partial class TurnClient : IAsyncDisposable
     {
         ArgumentNullException.ThrowIfNull(peer);
         peer = Normalize(peer);
-        ushort number;
-        lock (_tables)
-        {
-            if (_channelsByPeer.TryGetValue(peer, out var existing))
-            {
-                number = existing.Number;
-            }
-            else if (_nextChannel > Relay.Protocol.Turn.TurnChannel.MaxNumber)
-            {
-                throw new InvalidOperationException("All 4096 channel numbers are in use.");
-            }
-            else
-            {
-                number = _nextChannel++;
-            }
-        }
-
+        var number = _peers.ChannelNumberFor(peer);
         await ChannelBindCoreAsync(peer, number, cancellationToken).ConfigureAwait(false);
         return number;
     }
@@ -303,14 +278,7 @@ public sealed partial class TurnClient : IAsyncDisposable
             }
         }, cancellationToken).ConfigureAwait(false);
 
-        var expires = _time.GetUtcNow() + PermissionLifetime;
-        lock (_tables)
-        {
-            foreach (var peer in peers)
-            {
-                _permissions[peer.Address] = new PermissionEntry(peer, expires);
-            }
-        }
+        _peers.Permitted(peers, _time.GetUtcNow());
     }
 
     private async Task ChannelBindCoreAsync(IPEndPoint peer, ushort number, CancellationToken cancellationToken)
@@ -322,15 +290,7 @@ public sealed partial class TurnClient : IAsyncDisposable
             w.WriteXorAddress(StunAttributeType.XorPeerAddress, StunAddress.FromEndPoint(peer));
         }, cancellationToken).ConfigureAwait(false);
 
-        // RFC 8656 §11.2: a successful ChannelBind also installs or refreshes the permission for the peer's address.
-        var now = _time.GetUtcNow();
-        lock (_tables)
-        {
-            var binding = new ChannelBinding(number, peer, now + ChannelLifetime);
-            _channelsByPeer[peer] = binding;
-            _channelsByNumber[number] = binding;
-            _permissions[peer.Address] = new PermissionEntry(peer, now + PermissionLifetime);
-        }
+        _peers.Bound(number, peer, _time.GetUtcNow());
     }
 
     private void SetLifetime(TimeSpan lifetime)
@@ -380,14 +340,7 @@ public sealed partial class TurnClient : IAsyncDisposable
                 Interlocked.Increment(ref _allocationRefreshes);
             }
 
-            IPEndPoint[] permissions;
-            ChannelBinding[] channels;
-            lock (_tables)
-            {
-                channels = [.. _channelsByPeer.Values.Where(c => c.ExpiresAt <= soon)];
-                permissions = [.. _permissions.Values.Where(p => p.ExpiresAt <= soon && !channels.Any(c => c.Peer.Address.Equals(p.Peer.Address))).Select(static p => p.Peer)];
-            }
-
+            var (permissions, channels) = _peers.ExpiringBy(soon);
             foreach (var chunk in permissions.Chunk(MaxPeersPerRequest))
             {
                 await CreatePermissionCoreAsync(chunk, _stop.Token).ConfigureAwait(false);
@@ -410,8 +363,4 @@ public sealed partial class TurnClient : IAsyncDisposable
 
     private static IPEndPoint Normalize(IPEndPoint endPoint) =>
         endPoint.Address.IsIPv4MappedToIPv6 ? new IPEndPoint(endPoint.Address.MapToIPv4(), endPoint.Port) : endPoint;
-
-    private sealed record PermissionEntry(IPEndPoint Peer, DateTimeOffset ExpiresAt);
-
-    private sealed record ChannelBinding(ushort Number, IPEndPoint Peer, DateTimeOffset ExpiresAt);
 }

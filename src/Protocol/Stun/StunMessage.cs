@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Buffers.Binary;
+using System.IO.Hashing;
 using System.Security.Cryptography;
 
 namespace Relay.Protocol.Stun;
@@ -101,7 +102,7 @@ public readonly ref struct StunMessage
             return false;
         }
 
-        var expected = Crc32.Compute(Raw[..offset]) ^ StunConstants.FingerprintXor;
+        var expected = Crc32.HashToUInt32(Raw[..offset]) ^ StunConstants.FingerprintXor;
         return BinaryPrimitives.ReadUInt32BigEndian(Raw[(offset + StunConstants.AttributeHeaderLength)..]) == expected;
     }
 

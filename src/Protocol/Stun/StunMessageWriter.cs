@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Diagnostics.CodeAnalysis;
+using System.IO.Hashing;
 
 namespace Relay.Protocol.Stun;
 
@@ -189,12 +190,15 @@ public ref struct StunMessageWriter
         mac[..length].CopyTo(value);
     }
 
-    /// <summary>FINGERPRINT (RFC 8489 §14.7), the last attribute: CRC-32 of everything before it, XOR 0x5354554E.</summary>
+    /// <summary>
+    /// FINGERPRINT (RFC 8489 §14.7), the last attribute: CRC-32 of everything before it, XOR 0x5354554E. The
+    /// CRC is ITU V.42's (the IEEE 802.3 polynomial, reflected), which is <see cref="Crc32"/>.
+    /// </summary>
     public void WriteFingerprint()
     {
         var start = _position;
         var value = BeginAttribute((ushort)StunAttributeType.Fingerprint, StunConstants.FingerprintLength);
-        BinaryPrimitives.WriteUInt32BigEndian(value, Crc32.Compute(_buffer[..start]) ^ StunConstants.FingerprintXor);
+        BinaryPrimitives.WriteUInt32BigEndian(value, Crc32.HashToUInt32(_buffer[..start]) ^ StunConstants.FingerprintXor);
     }
 
     [DoesNotReturn]

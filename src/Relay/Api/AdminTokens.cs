@@ -4,13 +4,18 @@ using System.Text;
 namespace Relay.Server.Api;
 
 /// <summary>
-/// Admin bearer tokens: <c>Relay:Api:BootstrapToken</c> and the one generated on first start. Only
-/// SHA-256 hashes are kept, on disk and in memory, and compared in constant time, so neither a leaked
-/// data directory nor response timing gives the token away.
+/// Admin bearer tokens: <c>Relay:Api:BootstrapToken</c> or, when it is not set, the one generated on first
+/// start. Only SHA-256 hashes are kept, on disk and in memory, and compared in constant time, so neither a
+/// leaked data directory nor response timing gives the token away. Setting a bootstrap token revokes the
+/// generated one for good (its hash file is deleted), so an operator who set one to replace a token that
+/// leaked is not left with the leaked one still working (review L3).
 /// </summary>
 internal sealed class AdminTokens
 {
     public const string FileName = "admin-token.sha256";
+
+    /// <summary>Shortest bootstrap token accepted: it is a password for everything the API can do.</summary>
+    public const int MinBootstrapLength = 24;
 
     private readonly byte[][] _hashes;
 
@@ -27,7 +32,11 @@ internal sealed class AdminTokens
     /// <summary>Where the generated token's hash lives.</summary>
     public string File { get; }
 
-    /// <summary>Loads the stored hash, or mints a token when there is none and no bootstrap token is set.</summary>
+    /// <summary>
+    /// With <c>Relay:Api:BootstrapToken</c> set: that token, and the generated one's hash file is deleted.
+    /// Otherwise the stored hash, or a token minted now when there is none. Throws
+    /// <see cref="Hosting.RelayConfigurationException"/> for a weak bootstrap token.
+    /// </summary>
     public static AdminTokens Load(ApiOptions options, string dataDirectory)
     {
         var file = Path.Combine(dataDirectory, FileName);
@@ -35,10 +44,23 @@ internal sealed class AdminTokens
         string? generated = null;
         if (!string.IsNullOrEmpty(options.BootstrapToken))
         {
-            hashes.Add(Hash(options.BootstrapToken));
-        }
+            if (!IsStrongEnough(options.BootstrapToken))
+            {
+                // The value is not repeated: an error message ends up in logs.
+                throw new Hosting.RelayConfigurationException($"Relay:Api:BootstrapToken: must be at least {MinBootstrapLength} characters, without spaces or control characters (it grants everything the API can do); generate one, e.g. with 'openssl rand -base64 32'");
+            }
 
-        if (System.IO.File.Exists(file))
+            hashes.Add(Hash(options.BootstrapToken));
+            try
+            {
+                System.IO.File.Delete(file);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new Hosting.RelayConfigurationException($"Relay:DataDirectory: cannot delete '{file}' to revoke the generated admin token now that Relay:Api:BootstrapToken is set ({e.Message})");
+            }
+        }
+        else if (System.IO.File.Exists(file))
         {
             var text = System.IO.File.ReadAllText(file).Trim();
             try
@@ -50,7 +72,7 @@ internal sealed class AdminTokens
                 throw new Hosting.RelayConfigurationException($"Relay:DataDirectory: '{file}' should hold a hex SHA-256 hash; delete it to mint a new admin token");
             }
         }
-        else if (hashes.Count == 0)
+        else
         {
             generated = "rly_" + Base64Url(RandomNumberGenerator.GetBytes(32));
             hashes.Add(Hash(generated));
@@ -77,25 +99,6 @@ internal sealed class AdminTokens
         }
     }
 
-    /// <summary>True for an <c>Authorization: Bearer</c> value that is one of the admin tokens.</summary>
-    public bool IsAdmin(string? authorization)
-    {
-        const string scheme = "Bearer ";
-        if (authorization is null || !authorization.StartsWith(scheme, StringComparison.OrdinalIgnoreCase))
-        {
-            return false;
-        }
-
-        var presented = Hash(authorization[scheme.Length..].Trim());
-        var match = false;
-        foreach (var hash in _hashes)
-        {
-            match |= CryptographicOperations.FixedTimeEquals(presented, hash);
-        }
-
-        return match;
-    }
-
     /// <summary>True when <paramref name="sha256"/> is the hash of one of the admin tokens (constant time).</summary>
     public bool IsAdminHash(ReadOnlySpan<byte> sha256)
     {
@@ -107,6 +110,9 @@ internal sealed class AdminTokens
 
         return match;
     }
+
+    private static bool IsStrongEnough(string token) =>
+        token.Length >= MinBootstrapLength && !token.Any(static c => char.IsWhiteSpace(c) || char.IsControl(c));
 
     private static byte[] Hash(string token) => SHA256.HashData(Encoding.UTF8.GetBytes(token));
 

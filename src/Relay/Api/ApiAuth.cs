@@ -19,7 +19,8 @@ internal static class ApiAuth
     /// <summary>
     /// Null when the request's bearer token holds <paramref name="scope"/> (read, push or admin) and is
     /// within its rate limit. Otherwise the problem to return: 401 (no or unknown token, with
-    /// <c>WWW-Authenticate: Bearer</c>), 403 (the token lacks the scope) or 429 (with <c>Retry-After</c>).
+    /// <c>WWW-Authenticate: Bearer</c>), 403 (the token lacks the scope) or 429 (with <c>Retry-After</c>:
+    /// the token is over its rate limit, or its source over Relay:Api:AuthFailuresPerMinutePerIp).
     /// </summary>
     public static IResult? Authorize(HttpContext http, string scope)
     {
@@ -31,6 +32,17 @@ internal static class ApiAuth
 
         var services = http.RequestServices;
         var metrics = services.GetRequiredService<ApiMetrics>();
+
+        // An attempt is taken before the token is looked at and given back when it is good (review L3): a
+        // source that keeps presenting wrong tokens is refused unchecked, so it cannot guess on.
+        var failures = services.GetRequiredService<ApiAuthFailureLimiter>();
+        var source = http.Connection.RemoteIpAddress;
+        if (!failures.TryAcquire(source))
+        {
+            http.Response.Headers.RetryAfter = failures.RetryAfterSeconds.ToString(CultureInfo.InvariantCulture);
+            return ApiProblems.Problem(429, "Too many failed authentications", $"More than {failures.FailuresPerMinute} requests a minute from this address had a missing or wrong token (Relay:Api:AuthFailuresPerMinutePerIp); retry after {failures.RetryAfterSeconds} s with a valid token.");
+        }
+
         var principal = Authenticate(http, services.GetRequiredService<AdminTokens>(), services.GetRequiredService<ApiTokenStore>());
         if (principal is null)
         {
@@ -38,6 +50,8 @@ internal static class ApiAuth
             http.Response.Headers.WWWAuthenticate = "Bearer";
             return ApiProblems.Problem(401, "Unauthorized", "Send an API token as 'Authorization: Bearer <token>'. The admin token is printed at first start (or set Relay:Api:BootstrapToken); create others with POST /v1/tokens or 'relay api token create'.");
         }
+
+        failures.Refund(source);
 
         if (!ApiScope.Effective(principal.Value.Scopes).HasFlag(required))
         {

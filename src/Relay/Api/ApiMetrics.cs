@@ -12,6 +12,7 @@ internal sealed class ApiMetrics
     private long _forbidden;
     private long _rateLimited;
     private long _bodyTooLarge;
+    private long _authFailures;
 
     public ApiMetrics(IMeterFactory meterFactory)
     {
@@ -23,7 +24,8 @@ internal sealed class ApiMetrics
                 ("unauthorized", Interlocked.Read(ref _unauthorized)),
                 ("forbidden", Interlocked.Read(ref _forbidden)),
                 ("rate_limited", Interlocked.Read(ref _rateLimited)),
-                ("body_too_large", Interlocked.Read(ref _bodyTooLarge))),
+                ("body_too_large", Interlocked.Read(ref _bodyTooLarge)),
+                ("auth_failures", Interlocked.Read(ref _authFailures))),
             "{request}",
             "API requests refused before the endpoint ran, by reason.");
     }
@@ -37,4 +39,7 @@ internal sealed class ApiMetrics
     public void CountRateLimited() => Interlocked.Increment(ref _rateLimited);
 
     public void CountBodyTooLarge() => Interlocked.Increment(ref _bodyTooLarge);
+
+    /// <summary>A request refused unchecked: its source is over Relay:Api:AuthFailuresPerMinutePerIp.</summary>
+    public void CountAuthFailuresLimited() => Interlocked.Increment(ref _authFailures);
 }

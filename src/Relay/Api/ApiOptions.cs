@@ -15,6 +15,12 @@ public sealed class ApiOptions
     /// <summary>Largest request body a <c>/v1</c> endpoint reads, in bytes; larger ones get 413.</summary>
     public int MaxRequestBodyBytes { get; set; } = 65_536;
 
+    /// <summary>
+    /// Requests with a missing or wrong bearer token a source (IPv4 address or IPv6 /64) may make per minute,
+    /// in a burst; beyond it the source gets 429 without its token being looked at. 0 turns the limit off.
+    /// </summary>
+    public int AuthFailuresPerMinutePerIp { get; set; } = 10;
+
     /// <summary>Per-token request rate limit (429 beyond it).</summary>
     public ApiRateLimitOptions RateLimit { get; set; } = new();
 }

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using Relay.Protocol.Primitives;
 
 namespace Relay.Server.Api;
 
@@ -6,11 +7,16 @@ namespace Relay.Server.Api;
 /// A token bucket per API token (<c>Relay:Api:RateLimit</c>). Keys are token ids, so the table is
 /// bounded by the tokens that exist: unauthenticated requests are refused before they reach it.
 /// </summary>
+/// <remarks>
+/// Not ASP.NET Core's <c>PartitionedRateLimiter</c>: its token bucket refills in whole periods on its own
+/// clock (not the <see cref="TimeProvider"/>, so tests could not move it), allocates a lease per request,
+/// and cannot forget a revoked token's partition.
+/// </remarks>
 internal sealed class ApiRateLimiter(ApiRateLimitOptions options, TimeProvider time)
 {
-    private readonly ConcurrentDictionary<string, Bucket> _buckets = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, TokenBucket> _buckets = new(StringComparer.Ordinal);
 
-    /// <summary>True when the request may go on; otherwise <paramref name="retryAfter"/> says when one will.</summary>
+    /// <summary>True when the request may go on; otherwise <paramref name="retryAfter"/> says when one will, in whole seconds.</summary>
     public bool TryAcquire(string tokenId, out TimeSpan retryAfter)
     {
         retryAfter = TimeSpan.Zero;
@@ -19,31 +25,21 @@ internal sealed class ApiRateLimiter(ApiRateLimitOptions options, TimeProvider t
             return true;
         }
 
-        var bucket = _buckets.GetOrAdd(tokenId, static (_, state) => new Bucket(state.options.Burst, state.time.GetTimestamp()), (options, time));
+        var bucket = _buckets.GetOrAdd(tokenId, static (_, state) => new TokenBucket(state.options.Burst, state.options.RequestsPerSecond, state.time), (options, time));
+
+        // One request's bucket at a time; requests of other tokens do not wait for it.
         lock (bucket)
         {
-            var now = time.GetTimestamp();
-            var elapsed = time.GetElapsedTime(bucket.Stamp, now).TotalSeconds;
-            bucket.Tokens = Math.Min(options.Burst, bucket.Tokens + (elapsed * options.RequestsPerSecond));
-            bucket.Stamp = now;
-            if (bucket.Tokens >= 1)
+            if (bucket.TryTake(out var wait))
             {
-                bucket.Tokens -= 1;
                 return true;
             }
 
-            retryAfter = TimeSpan.FromSeconds(Math.Ceiling((1 - bucket.Tokens) / options.RequestsPerSecond));
+            retryAfter = TimeSpan.FromSeconds(Math.Ceiling(wait.TotalSeconds));
             return false;
         }
     }
 
     /// <summary>Forgets a revoked token's bucket.</summary>
     public void Forget(string tokenId) => _buckets.TryRemove(tokenId, out _);
-
-    private sealed class Bucket(double tokens, long stamp)
-    {
-        public double Tokens { get; set; } = tokens;
-
-        public long Stamp { get; set; } = stamp;
-    }
 }

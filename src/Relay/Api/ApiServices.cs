@@ -26,6 +26,11 @@ internal sealed class ApiOptionsValidator : IValidateOptions<ApiOptions>
             errors.Add($"Relay:Api:RateLimit:Burst: must be at least 1 (was {options.RateLimit.Burst})");
         }
 
+        if (options.AuthFailuresPerMinutePerIp is < 0 or > 100_000)
+        {
+            errors.Add($"Relay:Api:AuthFailuresPerMinutePerIp: must be between 0 (off) and 100000 (was {options.AuthFailuresPerMinutePerIp})");
+        }
+
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 }
@@ -73,6 +78,7 @@ internal static class ApiServices
         services.AddRelayMetrics<ApiMetrics>();
         services.AddSingleton(static sp => new ApiRateLimiter(sp.GetRequiredService<ApiOptions>().RateLimit, sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton(static sp => ApiTokenStore.Load(sp.GetRequiredService<RelayDataDirectory>().FullPath, sp.GetRequiredService<TimeProvider>()));
+        services.AddSingleton(static sp => new ApiAuthFailureLimiter(sp.GetRequiredService<ApiOptions>().AuthFailuresPerMinutePerIp, sp.GetRequiredService<ApiMetrics>(), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<ApiAuthFailureLimiter>>()));
         return services;
     }
 

@@ -2,7 +2,6 @@ using System.Collections.Concurrent;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
-using System.Text.Json.Serialization;
 
 namespace Relay.Server.Api;
 
@@ -48,23 +47,10 @@ internal static class ApiScope
 }
 
 /// <summary>A token as listed: never its secret, never its hash.</summary>
-internal sealed record ApiTokenInfo(
-    [property: JsonPropertyName("id")] string Id,
-    [property: JsonPropertyName("name")] string Name,
-    [property: JsonPropertyName("scopes")] IReadOnlyList<string> Scopes,
-    [property: JsonPropertyName("createdAt")] DateTimeOffset CreatedAt);
+internal sealed record ApiTokenInfo(string Id, string Name, IReadOnlyList<string> Scopes, DateTimeOffset CreatedAt);
 
 /// <summary>One line of <c>api-tokens.json</c>: the SHA-256 of the token, hex.</summary>
-internal sealed record StoredApiToken(
-    [property: JsonPropertyName("id")] string Id,
-    [property: JsonPropertyName("name")] string Name,
-    [property: JsonPropertyName("scopes")] string[] Scopes,
-    [property: JsonPropertyName("createdAt")] DateTimeOffset CreatedAt,
-    [property: JsonPropertyName("sha256")] string Sha256);
-
-[JsonSerializable(typeof(StoredApiToken[]))]
-[JsonSourceGenerationOptions(WriteIndented = true)]
-internal sealed partial class ApiTokenFileJson : JsonSerializerContext;
+internal sealed record StoredApiToken(string Id, string Name, string[] Scopes, DateTimeOffset CreatedAt, string Sha256);
 
 /// <summary>
 /// API tokens with scopes, kept in <c>api-tokens.json</c> in the data directory as SHA-256 hashes only:
@@ -99,7 +85,7 @@ internal sealed class ApiTokenStore
             StoredApiToken[]? tokens;
             try
             {
-                tokens = JsonSerializer.Deserialize(File.ReadAllText(file), ApiTokenFileJson.Default.StoredApiTokenArray);
+                tokens = JsonSerializer.Deserialize(File.ReadAllText(file), ApiJsonContext.TokenFile.StoredApiTokenArray);
             }
             catch (JsonException e)
             {
@@ -183,7 +169,7 @@ internal sealed class ApiTokenStore
     private void Save(Dictionary<string, StoredApiToken> tokens)
     {
         var temporary = _file + ".tmp";
-        File.WriteAllText(temporary, JsonSerializer.Serialize(tokens.Values.ToArray(), ApiTokenFileJson.Default.StoredApiTokenArray));
+        File.WriteAllText(temporary, JsonSerializer.Serialize(tokens.Values.ToArray(), ApiJsonContext.TokenFile.StoredApiTokenArray));
         if (!OperatingSystem.IsWindows())
         {
             File.SetUnixFileMode(temporary, UnixFileMode.UserRead | UnixFileMode.UserWrite);

@@ -8,53 +8,35 @@ using Relay.Server.Push.Commands;
 namespace Relay.Server.Api;
 
 /// <summary>202 answer to a command request.</summary>
-internal sealed record CommandAccepted(
-    [property: JsonPropertyName("id")] string Id,
-    [property: JsonPropertyName("state")] string State);
+internal sealed record CommandAccepted(string Id, string State);
 
 /// <summary>One stored transition.</summary>
 internal sealed record CommandTransitionResponse(
-    [property: JsonPropertyName("state")] string State,
-    [property: JsonPropertyName("at")] DateTimeOffset At,
-    [property: JsonPropertyName("result"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] JsonElement? Result);
+    string State,
+    DateTimeOffset At,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] JsonElement? Result);
 
 /// <summary>A command as GET and history return it.</summary>
 internal sealed record CommandResponse(
-    [property: JsonPropertyName("id")] string Id,
-    [property: JsonPropertyName("device")] string Device,
-    [property: JsonPropertyName("name")] string Name,
-    [property: JsonPropertyName("state")] string State,
+    string Id,
+    string Device,
+    string Name,
+    string State,
     [property: JsonPropertyName("qos")] int QoS,
-    [property: JsonPropertyName("createdAt")] DateTimeOffset CreatedAt,
-    [property: JsonPropertyName("expiresAt")] DateTimeOffset ExpiresAt,
-    [property: JsonPropertyName("updatedAt")] DateTimeOffset UpdatedAt,
-    [property: JsonPropertyName("payload"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] JsonElement? Payload,
-    [property: JsonPropertyName("payloadBase64"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? PayloadBase64,
-    [property: JsonPropertyName("result"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] JsonElement? Result,
-    [property: JsonPropertyName("transitions"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<CommandTransitionResponse>? Transitions);
+    DateTimeOffset CreatedAt,
+    DateTimeOffset ExpiresAt,
+    DateTimeOffset UpdatedAt,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] JsonElement? Payload,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? PayloadBase64,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] JsonElement? Result,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<CommandTransitionResponse>? Transitions);
 
 /// <summary>A page of a device's history, newest first; <c>next</c> is the <c>after</c> of the next page.</summary>
-internal sealed record CommandHistoryResponse(
-    [property: JsonPropertyName("commands")] IReadOnlyList<CommandResponse> Commands,
-    [property: JsonPropertyName("next")] string? Next);
+internal sealed record CommandHistoryResponse(IReadOnlyList<CommandResponse> Commands, string? Next);
 
-internal sealed record BroadcastItem(
-    [property: JsonPropertyName("device")] string Device,
-    [property: JsonPropertyName("id")] string Id);
+internal sealed record BroadcastItem(string Device, string Id);
 
-internal sealed record BroadcastResponse(
-    [property: JsonPropertyName("commands")] IReadOnlyList<BroadcastItem> Commands,
-    [property: JsonPropertyName("skipped")] IReadOnlyList<string> Skipped);
-
-[JsonSerializable(typeof(CommandAccepted))]
-[JsonSerializable(typeof(CommandResponse))]
-[JsonSerializable(typeof(CommandHistoryResponse))]
-[JsonSerializable(typeof(BroadcastResponse))]
-[JsonSerializable(typeof(ProblemResponse))]
-internal sealed partial class CommandJsonContext : JsonSerializerContext
-{
-    public static CommandJsonContext Relaxed { get; } = new(new JsonSerializerOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
-}
+internal sealed record BroadcastResponse(IReadOnlyList<BroadcastItem> Commands, IReadOnlyList<string> Skipped);
 
 /// <summary>
 /// The command endpoints of the push API (issue 5 §1): enqueue, status with long-poll, history, cancel,
@@ -99,11 +81,12 @@ internal static class CommandEndpoints
             return error;
         }
 
-        var (entry, failure) = await commands.EnqueueAsync(device, request!, http.RequestAborted).ConfigureAwait(false);
+        var (entry, failure) = await commands.EnqueueAsync(device, request! with { Token = ApiAuth.TokenId(http) }, http.RequestAborted).ConfigureAwait(false);
         return failure switch
         {
             CommandError.UnknownDevice => Problem(404, "Unknown device", $"No device '{device}' is registered; create it with POST /v1/devices first."),
             CommandError.TooManyQueued => Problem(429, "Too many queued commands", $"Device '{device}' already has {commands.Options.MaxQueuedCommandsPerDevice} commands waiting (Relay:Push:MaxQueuedCommandsPerDevice); wait until it takes them or cancel some."),
+            CommandError.QuotaExceeded => OverQuota(commands.Options),
             _ => Accepted(http, entry!),
         };
     }
@@ -121,13 +104,16 @@ internal static class CommandEndpoints
             return error;
         }
 
-        var (entries, skipped, tooMany) = await commands.BroadcastAsync(tag!, request!, http.RequestAborted).ConfigureAwait(false);
-        if (tooMany)
+        var (entries, skipped, failure) = await commands.BroadcastAsync(tag!, request! with { Token = ApiAuth.TokenId(http) }, http.RequestAborted).ConfigureAwait(false);
+        switch (failure)
         {
-            return Problem(409, "Too many devices", $"More than {commands.Options.MaxBroadcastDevices} devices carry tag '{tag}' (Relay:Push:MaxBroadcastDevices); use a narrower tag.");
+            case CommandError.TooManyDevices:
+                return Problem(409, "Too many devices", $"More than {commands.Options.MaxBroadcastDevices} devices carry tag '{tag}' (Relay:Push:MaxBroadcastDevices); use a narrower tag.");
+            case CommandError.QuotaExceeded:
+                return OverQuota(commands.Options);
         }
 
-        return Results.Json(new BroadcastResponse([.. entries.Select(static e => new BroadcastItem(e.Device, e.Id))], skipped), CommandJsonContext.Relaxed.BroadcastResponse, statusCode: 202);
+        return Results.Json(new BroadcastResponse([.. entries.Select(static e => new BroadcastItem(e.Device, e.Id))], skipped), ApiJsonContext.Relaxed.BroadcastResponse, statusCode: 202);
     }
 
     private static async Task<IResult> GetAsync(HttpContext http, string id, CommandService commands)
@@ -159,7 +145,7 @@ internal static class CommandEndpoints
             found = commands.Get(id) ?? found;
         }
 
-        return Results.Json(ToResponse(found.Entry, found.Transitions), CommandJsonContext.Relaxed.CommandResponse);
+        return Results.Json(ToResponse(found.Entry, found.Transitions), ApiJsonContext.Relaxed.CommandResponse);
     }
 
     private static async Task<IResult> HistoryAsync(HttpContext http, string device, CommandService commands, IDeviceRegistry registry)
@@ -183,7 +169,7 @@ internal static class CommandEndpoints
 
         var after = http.Request.Query["after"].ToString();
         var page = commands.History(device, after.Length == 0 ? null : after, limit);
-        return Results.Json(new CommandHistoryResponse([.. page.Select(e => ToResponse(e, null))], page.Count == limit ? page[^1].Id : null), CommandJsonContext.Relaxed.CommandHistoryResponse);
+        return Results.Json(new CommandHistoryResponse([.. page.Select(e => ToResponse(e, null))], page.Count == limit ? page[^1].Id : null), ApiJsonContext.Relaxed.CommandHistoryResponse);
     }
 
     private static async Task<IResult> CancelAsync(HttpContext http, string id, CommandService commands)
@@ -197,7 +183,7 @@ internal static class CommandEndpoints
         switch (outcome)
         {
             case CommandError.None:
-                return Results.Json(new CommandAccepted(id, StateName(CommandState.Canceled)), CommandJsonContext.Relaxed.CommandAccepted);
+                return Results.Json(new CommandAccepted(id, StateName(CommandState.Canceled)), ApiJsonContext.Relaxed.CommandAccepted);
             case CommandError.UnknownCommand:
                 return UnknownCommand(id);
             case CommandError.Busy:
@@ -214,7 +200,7 @@ internal static class CommandEndpoints
 
         // The state it was accepted in: a device online and quick may have acknowledged, even answered, the
         // command before this response is written, and a 202 that sometimes says "succeeded" would surprise.
-        return Results.Json(new CommandAccepted(entry.Id, StateName(CommandState.Queued)), CommandJsonContext.Relaxed.CommandAccepted, statusCode: 202);
+        return Results.Json(new CommandAccepted(entry.Id, StateName(CommandState.Queued)), ApiJsonContext.Relaxed.CommandAccepted, statusCode: 202);
     }
 
     /// <summary>Reads {name, payload, ttlSeconds, qos[, tag]} with a bound on the body; the error is the answer to send.</summary>
@@ -331,8 +317,8 @@ internal static class CommandEndpoints
         entry.CreatedAt,
         entry.ExpiresAt,
         entry.UpdatedAt,
-        entry.Binary ? null : Json(entry.Payload),
-        entry.Binary ? Convert.ToBase64String(entry.Payload) : null,
+        entry.Binary ? null : Json(entry.Payload ?? "null"u8.ToArray()),
+        entry.Binary ? Convert.ToBase64String(entry.Payload ?? []) : null,
         entry.ResultJson is { } result ? Json(System.Text.Encoding.UTF8.GetBytes(result)) : null,
         transitions?.Select(static t => new CommandTransitionResponse(StateName(t.State), t.At, t.ResultJson is { } r ? Json(System.Text.Encoding.UTF8.GetBytes(r)) : null)).ToList());
 
@@ -353,6 +339,9 @@ internal static class CommandEndpoints
         _ => "canceled",
     };
 
+    private static IResult OverQuota(PushOptions options) =>
+        Problem(429, "Too many queued bytes", $"This token's commands that are not final yet would hold more than {options.MaxQueuedBytesPerToken} bytes (Relay:Push:MaxQueuedBytesPerToken; each command counts its payload plus {CommandCost.PerCommandBytes} bytes). Wait until devices take them, cancel some, or use shorter TTLs. A broadcast is refused whole.");
+
     private static IResult UnknownCommand(string id) => Problem(404, "Unknown command", $"No command '{id}'; command ids are returned by POST /v1/devices/{{id}}/commands.");
 
     private static IResult TooLarge(HttpContext http, PushOptions options)
@@ -362,5 +351,5 @@ internal static class CommandEndpoints
     }
 
     private static IResult Problem(int status, string title, string detail) =>
-        Results.Json(new ProblemResponse("about:blank", title, status, detail), CommandJsonContext.Relaxed.ProblemResponse, "application/problem+json", status);
+        Results.Json(new ProblemResponse("about:blank", title, status, detail), ApiJsonContext.Relaxed.ProblemResponse, "application/problem+json", status);
 }

@@ -3,6 +3,7 @@ using Relay.Server.Devices;
 using Relay.Server.Mqtt.Identity;
 using Relay.Server.Mqtt;
 using Relay.Server.Push;
+using Relay.Server.Push.Commands;
 
 namespace Relay.Server.Api;
 
@@ -36,7 +37,7 @@ internal static class DeviceEndpoints
             return refused;
         }
 
-        var (request, error) = await ApiBody.ReadAsync(http, ApiModelJson.Default.DeviceCreateRequest, CreateExample);
+        var (request, error) = await ApiBody.ReadAsync(http, ApiJsonContext.Default.DeviceCreateRequest, CreateExample);
         if (error is not null)
         {
             return error;
@@ -59,7 +60,7 @@ internal static class DeviceEndpoints
             return ApiProblems.Problem(409, "Device exists", $"A device '{request.Id}' is already registered. Choose another id, or rotate its secret with POST /v1/devices/{request.Id}/secret.");
         }
 
-        return Results.Json(new DeviceCredentialsResponse(request.Id, secret), ApiModelJson.Default.DeviceCredentialsResponse, statusCode: 201);
+        return Results.Json(new DeviceCredentialsResponse(request.Id, secret), ApiJsonContext.Default.DeviceCredentialsResponse, statusCode: 201);
     }
 
     private static async Task<IResult> ListAsync(HttpContext http, IDeviceRegistry registry)
@@ -129,7 +130,7 @@ internal static class DeviceEndpoints
             }
         }
 
-        return Results.Json(new DeviceListResponse(items, next), ApiModelJson.Default.DeviceListResponse);
+        return Results.Json(new DeviceListResponse(items, next), ApiJsonContext.Default.DeviceListResponse);
     }
 
     private static async Task<IResult> GetAsync(HttpContext http, IDeviceRegistry registry, string id)
@@ -151,7 +152,7 @@ internal static class DeviceEndpoints
         }
 
         var presence = OfflineDevicePresence.Resolve(http.RequestServices);
-        return Results.Json(Describe(device, presence.Get(id), TimeProvider(http).GetUtcNow()), ApiModelJson.Default.DeviceResponse);
+        return Results.Json(Describe(device, presence.Get(id), TimeProvider(http).GetUtcNow()), ApiJsonContext.Default.DeviceResponse);
     }
 
     private static async Task<IResult> DeleteAsync(HttpContext http, IDeviceRegistry registry, string id)
@@ -166,8 +167,19 @@ internal static class DeviceEndpoints
             return UnknownDevice(id);
         }
 
-        // A deleted device must not keep the connection it opened while it existed.
-        http.RequestServices.GetService<IDeviceConnections>()?.Disconnect(id);
+        // Nothing the deleted device left may pass to a device registered again under its id (review L9):
+        // its commands end, then its connection, its MQTT session and its retained messages go. Not
+        // cancelable by the caller going away: the device is gone from the registry already.
+        if (http.RequestServices.GetService<CommandService>() is { } commands)
+        {
+            await commands.EndCommandsOfAsync(id, CancellationToken.None);
+        }
+
+        if (http.RequestServices.GetService<IDeviceConnections>() is { } connections)
+        {
+            await connections.ForgetAsync(id, CancellationToken.None);
+        }
+
         return Results.NoContent();
     }
 
@@ -191,7 +203,7 @@ internal static class DeviceEndpoints
 
         // Rotation usually means the old secret leaked: the connection made with it ends now.
         http.RequestServices.GetService<IDeviceConnections>()?.Disconnect(id);
-        return Results.Json(new DeviceCredentialsResponse(id, secret), ApiModelJson.Default.DeviceCredentialsResponse);
+        return Results.Json(new DeviceCredentialsResponse(id, secret), ApiJsonContext.Default.DeviceCredentialsResponse);
     }
 
     private static async Task<IResult> SetTagsAsync(HttpContext http, IDeviceRegistry registry, string id)
@@ -201,7 +213,7 @@ internal static class DeviceEndpoints
             return refused;
         }
 
-        var (request, error) = await ApiBody.ReadAsync(http, ApiModelJson.Default.DeviceTagsRequest, TagsExample);
+        var (request, error) = await ApiBody.ReadAsync(http, ApiJsonContext.Default.DeviceTagsRequest, TagsExample);
         if (error is not null)
         {
             return error;

@@ -20,7 +20,7 @@ internal static class TokenEndpoints
             return refused;
         }
 
-        var (request, error) = await ApiBody.ReadAsync(http, ApiModelJson.Default.TokenCreateRequest, CreateExample);
+        var (request, error) = await ApiBody.ReadAsync(http, ApiJsonContext.Default.TokenCreateRequest, CreateExample);
         if (error is not null)
         {
             return error;
@@ -49,11 +49,11 @@ internal static class TokenEndpoints
         }
 
         var (info, token) = tokens.Create(name, scopes);
-        return Results.Json(new TokenCreatedResponse(info.Id, info.Name, info.Scopes, info.CreatedAt, token), ApiModelJson.Default.TokenCreatedResponse, statusCode: 201);
+        return Results.Json(new TokenCreatedResponse(info.Id, info.Name, info.Scopes, info.CreatedAt, token), ApiJsonContext.Default.TokenCreatedResponse, statusCode: 201);
     }
 
     private static IResult List(HttpContext http, ApiTokenStore tokens) =>
-        ApiAuth.Authorize(http, ApiScope.Admin) ?? Results.Json(new TokenListResponse(tokens.List()), ApiModelJson.Default.TokenListResponse);
+        ApiAuth.Authorize(http, ApiScope.Admin) ?? Results.Json(new TokenListResponse(tokens.List()), ApiJsonContext.Default.TokenListResponse);
 
     private static IResult Revoke(HttpContext http, ApiTokenStore tokens, ApiRateLimiter limiter, string id)
     {

@@ -1,39 +1,20 @@
 using System.Globalization;
-using System.Text.Json.Serialization;
 using Microsoft.Extensions.Options;
 using Relay.Server.Turn;
 
 namespace Relay.Server.Api;
 
 /// <summary>The draft's response shape (draft-uberti-behave-turn-rest-00 §2.2).</summary>
-internal sealed record TurnCredentialsResponse(
-    [property: JsonPropertyName("username")] string Username,
-    [property: JsonPropertyName("password")] string Password,
-    [property: JsonPropertyName("ttl")] int Ttl,
-    [property: JsonPropertyName("uris")] IReadOnlyList<string> Uris);
+internal sealed record TurnCredentialsResponse(string Username, string Password, int Ttl, IReadOnlyList<string> Uris);
 
 /// <summary>An RFC 7807 problem body.</summary>
-internal sealed record ProblemResponse(
-    [property: JsonPropertyName("type")] string Type,
-    [property: JsonPropertyName("title")] string Title,
-    [property: JsonPropertyName("status")] int Status,
-    [property: JsonPropertyName("detail")] string Detail);
-
-[JsonSerializable(typeof(TurnCredentialsResponse))]
-[JsonSerializable(typeof(ProblemResponse))]
-internal sealed partial class ApiJsonContext : JsonSerializerContext
-{
-    /// <summary>
-    /// Passwords are base64, and the default encoder writes their '+' as \u002B: valid, but not what an
-    /// operator pasting into a client config expects. The body is JSON, never HTML, so relaxed is safe.
-    /// </summary>
-    public static ApiJsonContext Relaxed { get; } = new(new System.Text.Json.JsonSerializerOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
-}
+internal sealed record ProblemResponse(string Type, string Title, int Status, string Detail);
 
 /// <summary>
 /// <c>GET /v1/turn/credentials?user=NAME&amp;ttl=SECONDS</c>: mints time-limited TURN credentials from
 /// the first <c>Relay:Turn:SharedSecrets</c> entry for an admin bearer token, in the TURN REST API's
-/// JSON shape, so a back end can hand them to a browser or device without knowing the secret.
+/// JSON shape, so a back end can hand them to a browser or device without knowing the secret. Authorized
+/// like every <c>/v1</c> endpoint (<see cref="ApiAuth"/>: per-token rate limit, failed-token limit per source).
 /// </summary>
 internal static class TurnCredentialsEndpoint
 {
@@ -41,15 +22,14 @@ internal static class TurnCredentialsEndpoint
     public const int MaxTtlSeconds = 7 * 86_400;
 
     public static void Map(WebApplication app) =>
-        app.MapGet("/v1/turn/credentials", static (HttpContext http, AdminTokens tokens, TurnCredentialStore credentials, IOptions<TurnOptions> turn, TurnUris uris) =>
-            Handle(http, tokens, credentials, turn.Value, uris));
+        app.MapGet("/v1/turn/credentials", static (HttpContext http, TurnCredentialStore credentials, IOptions<TurnOptions> turn, TurnUris uris) =>
+            Handle(http, credentials, turn.Value, uris));
 
-    private static IResult Handle(HttpContext http, AdminTokens tokens, TurnCredentialStore credentials, TurnOptions turn, TurnUris uris)
+    private static IResult Handle(HttpContext http, TurnCredentialStore credentials, TurnOptions turn, TurnUris uris)
     {
-        if (!tokens.IsAdmin(http.Request.Headers.Authorization))
+        if (ApiAuth.Authorize(http, ApiScope.Admin) is { } refused)
         {
-            http.Response.Headers.WWWAuthenticate = "Bearer";
-            return Problem(401, "Unauthorized", "Send an admin token as 'Authorization: Bearer <token>' (printed at first start, or Relay:Api:BootstrapToken).");
+            return refused;
         }
 
         if (!turn.Enabled || !credentials.HasSharedSecrets)
@@ -71,8 +51,20 @@ internal static class TurnCredentialsEndpoint
         }
 
         var (username, password, ttlSeconds) = credentials.MintRestCredential(user, TimeSpan.FromSeconds(ttl));
-        return Results.Json(new TurnCredentialsResponse(username, password, ttlSeconds, [.. uris.For(http.Request.Host.Host)]), ApiJsonContext.Relaxed.TurnCredentialsResponse);
+        return Results.Json(new TurnCredentialsResponse(username, password, ttlSeconds, [.. uris.For(ReachedAddress(http))]), ApiJsonContext.Relaxed.TurnCredentialsResponse);
     }
+
+    /// <summary>
+    /// The address of ours the request arrived at. Not the Host header (review L3): the client writes that,
+    /// and the URIs built from it are handed on to browsers and devices, which would then relay through
+    /// whatever host the caller named.
+    /// </summary>
+    private static string ReachedAddress(HttpContext http) => http.Connection.LocalIpAddress switch
+    {
+        { IsIPv4MappedToIPv6: true } mapped => mapped.MapToIPv4().ToString(),
+        { } local => local.ToString(),
+        null => "127.0.0.1",
+    };
 
     private static IResult Problem(int status, string title, string detail) =>
         Results.Json(new ProblemResponse("about:blank", title, status, detail), ApiJsonContext.Relaxed.ProblemResponse, "application/problem+json", status);

@@ -34,4 +34,12 @@ internal interface IDeviceConnections
 {
     /// <summary>Disconnects the device now (MQTT 5: DISCONNECT 0x98 Administrative action); false when it is not connected.</summary>
     bool Disconnect(string deviceId);
+
+    /// <summary>
+    /// The device was deleted: ends its live connection (as <see cref="Disconnect"/>), then its session
+    /// (subscriptions, queued and in-flight messages, in memory and in storage) instead of keeping it for a
+    /// reconnect, and clears its retained messages under <c>devices/{id}/#</c>, so a device registered again
+    /// under the id inherits none of it (review L9).
+    /// </summary>
+    ValueTask ForgetAsync(string deviceId, CancellationToken cancellationToken);
 }

@@ -76,7 +76,7 @@ internal sealed partial class MqttConnection
         // The cast keeps "no password" null: a null byte[] would convert to an empty, non-null memory.
         ReadOnlyMemory<byte>? password = connect.HasPassword ? connect.Password.ToArray() : (ReadOnlyMemory<byte>?)null;
         var request = new MqttAuthRequest(clientId, username, password, _remote, _clientCertificate, (byte)_version);
-        var auth = await _broker.Authenticator.AuthenticateAsync(request, CancellationToken.None).ConfigureAwait(false);
+        var auth = await _services.Authenticator.AuthenticateAsync(request, CancellationToken.None).ConfigureAwait(false);
         _metrics.Auth(auth.Outcome);
         if (auth.Outcome != MqttAuthOutcome.Allow || auth.Identity is null)
         {
@@ -95,14 +95,14 @@ internal sealed partial class MqttConnection
         _identity = auth.Identity;
         if (connect.HasWill)
         {
-            if (_broker.TopicLimits.Check(connect.WillTopic) is { } willLimit)
+            if (_services.TopicLimits.Check(connect.WillTopic) is { } willLimit)
             {
-                _broker.TopicLimits.Refused(willLimit, "will", clientId, connect.WillTopic);
+                _services.TopicLimits.Refused(willLimit, "will", clientId, connect.WillTopic);
                 return Refuse(MqttReasonCode.TopicNameInvalid, MqttConnectReturnCode.NotAuthorized, "will topic over the server's level or length limit", MqttEndReason.LimitExceeded);
             }
 
             var willTopic = Encoding.UTF8.GetString(connect.WillTopic);
-            if (willTopic.StartsWith('$') || !_broker.Authorizer.CanPublish(_identity, clientId, willTopic))
+            if (willTopic.StartsWith('$') || !_services.Authorizer.CanPublish(_identity, clientId, willTopic))
             {
                 // [MQTT-3.1.2-? / §3.1.3.3]: a will the client may not publish is refused up front.
                 LogPublishDenied(clientId, willTopic);
@@ -110,12 +110,12 @@ internal sealed partial class MqttConnection
             }
 
             var willProperties = connect.WillProperties;
-            _will = new StoredMessage(willTopic, connect.WillPayload.ToArray(), connect.WillQoS, connect.WillRetain, ExpiresAt(willProperties), ReadMessageProperties(willProperties));
+            _will = new StoredMessage(willTopic, connect.WillPayload.ToArray(), connect.WillQoS, connect.WillRetain, MqttMessageMapper.ExpiresAt(_version, willProperties, _services.Time), MqttMessageMapper.ReadMessageProperties(_version, willProperties));
             _willDelaySeconds = v5 ? willProperties.WillDelayInterval ?? 0 : 0;
         }
 
-        var (attached, present) = await _broker.AttachAsync(this, clientId, _identity, connect.CleanStart, expiry, CancellationToken.None).ConfigureAwait(false);
-        if (attached is not { } state)
+        var (attached, present) = await _services.Sessions.AttachAsync(this, clientId, _identity, connect.CleanStart, expiry, CancellationToken.None).ConfigureAwait(false);
+        if (attached is not { } session)
         {
             // Another principal's session: refused before anything of it is touched (review H1).
             _will = null;
@@ -137,22 +137,17 @@ internal sealed partial class MqttConnection
             ack.SharedSubscriptionAvailable = true;
         }
 
-        lock (state.Sync)
-        {
-            // CONNACK first, then what the session kept: in-flight messages again, then queued ones.
-            WriteConnAck(_version, present, 0, ack);
-            _state = state;
-            if (state.Connection == this)
-            {
-                _broker.ResumeLocked(state, this);
-            }
-        }
+        // CONNACK first, then what the session kept: in-flight messages again, then queued ones. The session
+        // sends nothing to this connection before Resume, so nothing can overtake the CONNACK [MQTT-3.2.0-1].
+        WriteConnAck(_version, present, 0, ack);
+        _session = session;
+        session.Resume(this);
 
         _metrics.ClientConnected(+1);
-        ConnectedAt = _broker.Time.GetUtcNow();
-        if (_broker.HasObservers)
+        ConnectedAt = _services.Time.GetUtcNow();
+        if (_services.Observers.Any)
         {
-            _broker.NotifyConnected(clientId, (byte)_version, _remote, ConnectedAt);
+            _services.Observers.Connected(clientId, (byte)_version, _remote, ConnectedAt);
         }
 
         LogConnected(clientId, _remote, _transport, (int)_version, present, expiry);

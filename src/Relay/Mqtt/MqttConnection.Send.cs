@@ -21,7 +21,7 @@ internal sealed partial class MqttConnection
     /// <summary>
     /// Writes a PUBLISH (§3.3) for <paramref name="outgoing"/>. Dropped when it cannot go to this client: larger
     /// than the client's Maximum Packet Size [MQTT-3.1.2-25] or, for QoS 0, the connection is congested.
-    /// Caller holds the session lock.
+    /// Called by the session, under its lock.
     /// </summary>
     public MqttSendResult SendPublish(MqttOutgoing outgoing, bool dup)
     {
@@ -35,32 +35,7 @@ internal sealed partial class MqttConnection
         var properties = default(MqttPublishProperties);
         if (_version == MqttProtocolVersion.V500)
         {
-            if (message.ExpiresAt is { } expires)
-            {
-                // [MQTT-3.3.2-6]: the interval forwarded is what is left of it.
-                var left = Math.Max(1, (long)Math.Ceiling((expires - _broker.Time.GetUtcNow()).TotalSeconds));
-                properties.MessageExpiryInterval = (uint)Math.Min(left, uint.MaxValue);
-            }
-
-            if (message.Properties is { } p)
-            {
-                // [MQTT-3.3.2-16..20]: forwarded unchanged.
-                properties.PayloadFormatIndicator = p.PayloadFormatIndicator;
-                properties.ContentType = p.ContentType;
-                properties.ResponseTopic = p.ResponseTopic;
-                if (p.CorrelationData is { } correlation)
-                {
-                    properties.CorrelationData = correlation;
-                    properties.HasCorrelationData = true;
-                }
-
-                properties.UserProperties = p.UserProperties;
-            }
-
-            if (outgoing.SubscriptionIdentifiers is { } ids)
-            {
-                properties.SubscriptionIdentifiers = ids;
-            }
+            MqttMessageMapper.WritePublishProperties(ref properties, outgoing, _services.Time);
         }
 
         var topicLength = Encoding.UTF8.GetByteCount(message.Topic);
@@ -328,16 +303,4 @@ internal sealed partial class MqttConnection
 
     [LoggerMessage(EventId = 5110, Level = LogLevel.Debug, Message = "MQTT client {ClientId}: dropped a {Size} B PUBLISH above its Maximum Packet Size {Maximum} [MQTT-3.1.2-25]")]
     private partial void LogTooLargeForClient(string? clientId, long size, uint maximum);
-}
-
-/// <summary>What became of one PUBLISH handed to a connection.</summary>
-internal enum MqttSendResult : byte
-{
-    Sent,
-
-    /// <summary>Not for this client (too large for it, or QoS 0 while it is congested); counted as a drop.</summary>
-    Dropped,
-
-    /// <summary>The connection is closing; the message stays with the session.</summary>
-    Closed,
 }

@@ -12,9 +12,9 @@ namespace Relay.Server.Mqtt;
 /// send side. Session state that outlives the connection is in <see cref="MqttSession"/>.
 /// Per-connection state is kept to fields; buffers belong to the transport's pipes, which hold none while idle.
 /// </summary>
-internal sealed partial class MqttConnection
+internal sealed partial class MqttConnection : IMqttSessionConnection
 {
-    private readonly MqttBroker _broker;
+    private readonly MqttConnectionServices _services;
     private readonly MqttOptions _options;
     private readonly MqttMetrics _metrics;
     private readonly PipeReader _input;
@@ -26,7 +26,7 @@ internal sealed partial class MqttConnection
     private readonly Lock _writeLock = new();
 
     private MqttProtocolVersion _version;
-    private MqttSession? _state;
+    private MqttSession? _session;
     private MqttIdentity? _identity;
     private string? _clientId;
     private long _lastReceived;
@@ -38,6 +38,7 @@ internal sealed partial class MqttConnection
     private Dictionary<ushort, string>? _inboundAliases;
     private Dictionary<string, ushort>? _outboundAliases;
     private StoredMessage? _will;
+    private readonly TaskCompletionSource _ended = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private uint _willDelaySeconds;
     private bool _sessionExpiryWasZero;
     private bool _noProblemInformation;
@@ -46,11 +47,11 @@ internal sealed partial class MqttConnection
     // the read loop sees it after CancelPendingRead.
     private int _endRequested;
 
-    public MqttConnection(MqttBroker broker, IDuplexPipe transport, MqttTransport kind, IPEndPoint? remote, X509Certificate2? clientCertificate, ILogger logger)
+    public MqttConnection(MqttConnectionServices services, IDuplexPipe transport, MqttTransport kind, IPEndPoint? remote, X509Certificate2? clientCertificate, ILogger logger)
     {
-        _broker = broker;
-        _options = broker.Options;
-        _metrics = broker.Metrics;
+        _services = services;
+        _options = services.Options;
+        _metrics = services.Metrics;
         _input = transport.Input;
         _output = transport.Output;
         _transport = kind;
@@ -73,12 +74,30 @@ internal sealed partial class MqttConnection
     /// <summary>How many QoS 1/2 PUBLISHes may be unacknowledged: the client's Receive Maximum, capped by ours (§4.9).</summary>
     public int SendWindow => Math.Min(_clientReceiveMaximum, _options.MaxInflight);
 
+    /// <summary>
+    /// Starts serving one accepted connection, whatever carries it (our socket transport, Kestrel TCP/TLS), and
+    /// returns the task that runs it; null when Relay:Mqtt:MaxConnectionsPerIp refused it before anything was
+    /// read (the caller closes it without a word). Not async itself: an idle device's connection then carries
+    /// one state machine fewer for its whole life; the connection settles the accounting when it ends.
+    /// </summary>
+    public static Task<MqttEndReason>? TryServe(MqttConnectionServices services, IDuplexPipe transport, MqttTransport kind, IPEndPoint? remote, X509Certificate2? clientCertificate, ILogger<MqttConnection> logger, IPEndPoint? local = null)
+    {
+        remote = MqttConnections.Unmapped(remote);
+        var ip = remote?.Address;
+        if (!services.Connections.TryAdmit(kind, ip))
+        {
+            return null;
+        }
+
+        return new MqttConnection(services, transport, kind, remote, clientCertificate, logger) { AccountedIp = ip, Accounted = true, LocalEndPoint = MqttConnections.Unmapped(local) }.RunAsync();
+    }
+
     /// <summary>Runs the connection until it ends; returns why.</summary>
     public async Task<MqttEndReason> RunAsync()
     {
         _lastReceived = Environment.TickCount64;
         _connectDeadline = _lastReceived + (_options.ConnectTimeoutSeconds * 1000L);
-        _broker.Register(this);
+        _services.Connections.Add(this);
         var end = MqttEndReason.PeerClosed;
         try
         {
@@ -151,18 +170,21 @@ internal sealed partial class MqttConnection
         }
         finally
         {
-            _broker.Unregister(this);
+            _services.Connections.Remove(this);
             await CloseAsync(end).ConfigureAwait(false);
             if (Accounted)
             {
-                _broker.EndConnection(_transport, AccountedIp);
+                _services.Connections.Release(_transport, AccountedIp);
             }
         }
 
         return end;
     }
 
-    /// <summary>Set by <see cref="MqttBroker.TryServe"/>: the connection was counted, per transport and per IP.</summary>
+    /// <summary>Completes once the connection has ended and let go of its session (its will, if any, published).</summary>
+    public Task Ended => _ended.Task;
+
+    /// <summary>Set by <see cref="TryServe"/>: the connection was counted, per transport and per IP.</summary>
     public bool Accounted { get; init; }
 
     /// <summary>Our address the client reached (rendezvous names it in TURN URIs); null when the transport does not say.</summary>
@@ -173,7 +195,6 @@ internal sealed partial class MqttConnection
 
     private MqttEndReason RequestedEnd => (MqttEndReason)(Volatile.Read(ref _endRequested) - 1);
 
-
     /// <summary>Asks the read loop to end (keep-alive, takeover, shutdown); v5 clients get a DISCONNECT with <paramref name="code"/> first.</summary>
     public bool RequestEnd(MqttEndReason reason, MqttReasonCode code)
     {
@@ -182,7 +203,7 @@ internal sealed partial class MqttConnection
             return false;
         }
 
-        if (_state is not null && _version == MqttProtocolVersion.V500)
+        if (_session is not null && _version == MqttProtocolVersion.V500)
         {
             WriteDisconnect(code, null);
         }
@@ -194,10 +215,10 @@ internal sealed partial class MqttConnection
     /// <summary>Another connection took the session over [MQTT-3.1.4-3]: v5 0x8E, then close.</summary>
     public void TakeOver() => _ = RequestEnd(MqttEndReason.TakenOver, MqttReasonCode.SessionTakenOver);
 
-    /// <summary>Called by the broker's sweep: the CONNECT deadline and 1.5x keep-alive [MQTT-3.1.2-24].</summary>
+    /// <summary>Called by the housekeeping sweep: the CONNECT deadline and 1.5x keep-alive [MQTT-3.1.2-24].</summary>
     public void CheckDeadlines(long now)
     {
-        if (_state is null)
+        if (_session is null)
         {
             // Counted once: the sweep may see the deadline again before the read loop has ended.
             if (now > _connectDeadline && RequestEnd(MqttEndReason.ConnectTimeout, MqttReasonCode.MaximumConnectTime))
@@ -227,7 +248,7 @@ internal sealed partial class MqttConnection
 
     private MqttEndReason Fail(MqttReasonCode code, string reason, MqttEndReason end = MqttEndReason.ProtocolError)
     {
-        if (_state is not null && _version == MqttProtocolVersion.V500)
+        if (_session is not null && _version == MqttProtocolVersion.V500)
         {
             WriteDisconnect(code, reason);
         }
@@ -242,7 +263,7 @@ internal sealed partial class MqttConnection
         // unsent) instead of going into a pipe nobody will read; what was written before is flushed.
         await DrainAsync().ConfigureAwait(false);
         _metrics.Ended(end);
-        if (_state is { } state)
+        if (_session is { } session)
         {
             _metrics.ClientConnected(-1);
 
@@ -251,11 +272,20 @@ internal sealed partial class MqttConnection
             var will = _will;
             try
             {
-                var owner = await _broker.DetachAsync(this, state, will, _willDelaySeconds, CancellationToken.None).ConfigureAwait(false);
-                if (!owner && will is not null && _willDelaySeconds == 0)
+                var (detached, publishWillNow, at) = await _services.Sessions.DetachAsync(this, session, will, _willDelaySeconds, CancellationToken.None).ConfigureAwait(false);
+                if (detached)
+                {
+                    _services.Devices.Disconnected(session.ClientId, at);
+                    _services.Observers.Disconnected(session.ClientId, at);
+                    if (publishWillNow)
+                    {
+                        await _services.Router.PublishWillAsync(will!, session.ClientId, CancellationToken.None).ConfigureAwait(false);
+                    }
+                }
+                else if (will is not null && _willDelaySeconds == 0)
                 {
                     // Taken over: the old connection's will is published unless a delay lets the new one cancel it.
-                    await _broker.PublishAsync(will, _clientId, persistRetained: true, CancellationToken.None).ConfigureAwait(false);
+                    await _services.Router.PublishAsync(will, _clientId, persistRetained: true, CancellationToken.None).ConfigureAwait(false);
                 }
             }
             catch (Exception e) when (e is not OutOfMemoryException)
@@ -265,6 +295,7 @@ internal sealed partial class MqttConnection
         }
 
         LogEnded(_clientId, _remote, _transport, end);
+        _ended.TrySetResult();
     }
 
     [LoggerMessage(EventId = 5100, Level = LogLevel.Debug, Message = "MQTT connection {ClientId} from {Remote} over {Transport} ended: {End}")]

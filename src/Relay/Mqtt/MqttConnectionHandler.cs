@@ -6,7 +6,7 @@ using Microsoft.AspNetCore.Http.Features;
 namespace Relay.Server.Mqtt;
 
 /// <summary>MQTT over TLS (MQTT 5.0 §4.2), and over TCP when <c>Relay:Mqtt:TcpTransport=Kestrel</c>, on Kestrel's pooled socket pipes.</summary>
-internal sealed class MqttConnectionHandler(MqttBroker broker, ILogger<MqttConnection> logger) : ConnectionHandler
+internal sealed class MqttConnectionHandler(MqttConnectionServices services, ILogger<MqttConnection> logger) : ConnectionHandler
 {
     public override async Task OnConnectedAsync(ConnectionContext connection)
     {
@@ -14,7 +14,7 @@ internal sealed class MqttConnectionHandler(MqttBroker broker, ILogger<MqttConne
         try
         {
             var certificate = connection.Features.Get<ITlsConnectionFeature>()?.ClientCertificate;
-            if (broker.TryServe(connection.Transport, transport, connection.RemoteEndPoint as IPEndPoint, certificate, logger, connection.LocalEndPoint as IPEndPoint) is { } serving)
+            if (MqttConnection.TryServe(services, connection.Transport, transport, connection.RemoteEndPoint as IPEndPoint, certificate, logger, connection.LocalEndPoint as IPEndPoint) is { } serving)
             {
                 await serving.ConfigureAwait(false);
             }

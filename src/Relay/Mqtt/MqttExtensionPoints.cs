@@ -18,10 +18,12 @@ internal interface IMqttMessageObserver
     /// <summary>
     /// A client's PUBLISH was accepted (authorized, routed). <paramref name="message"/> owns its payload.
     /// The client's PUBACK/PUBREC waits for the returned task, so an observer that must keep the message
-    /// (a command result) completes it once that is durable; one with nothing to keep returns a completed
-    /// task. Waiting holds only this client's read loop.
+    /// (a command result) completes it once that is durable; one with nothing to keep returns true at once.
+    /// False means "kept nothing": the message is not acknowledged as received (MQTT 5: PUBACK/PUBREC 0x80;
+    /// 3.1.1, which has no negative acknowledgement: the connection closes without one), so the client sends
+    /// it again. Waiting holds only this client's read loop.
     /// </summary>
-    ValueTask OnMessageReceived(string clientId, StoredMessage message);
+    ValueTask<bool> OnMessageReceived(string clientId, StoredMessage message);
 
     /// <summary>
     /// A QoS 1/2 PUBLISH we sent was acknowledged with success (PUBACK, or PUBCOMP for QoS 2).

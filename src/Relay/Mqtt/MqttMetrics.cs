@@ -65,6 +65,9 @@ internal enum MqttEndReason : byte
 
     /// <summary>An operator deleted the device or replaced its secret.</summary>
     Administrative,
+
+    /// <summary>A 3.1.1 PUBLISH the server could not keep (a command result whose commit failed): closed unacknowledged so the client resends it.</summary>
+    NotStored,
 }
 
 /// <summary>
@@ -79,7 +82,7 @@ internal sealed class MqttMetrics
     private static readonly string[] TransportNames = ["tcp", "tls", "websocket"];
     private static readonly string[] DropNames = ["queue_full", "expired", "too_large_for_client", "not_authorized", "dollar_topic", "client_backpressure", "offline_qos0", "retained_limit"];
     private static readonly string[] LimitNames = ["connections_per_ip", "connect_timeout", "packet_size", "inflight", "queued_messages", "subscriptions_per_session", "retained_messages", "keep_alive", "accept", "topic_levels", "topic_length", "session_owner"];
-    private static readonly string[] EndNames = ["peer_closed", "client_disconnect", "protocol_error", "malformed_packet", "keep_alive_timeout", "connect_timeout", "auth_failed", "taken_over", "limit_exceeded", "shutdown", "administrative"];
+    private static readonly string[] EndNames = ["peer_closed", "client_disconnect", "protocol_error", "malformed_packet", "keep_alive_timeout", "connect_timeout", "auth_failed", "taken_over", "limit_exceeded", "shutdown", "administrative", "not_stored"];
     // Indexed by MqttAuthOutcome.
     private static readonly string[] AuthNames = ["allow", "bad_credentials", "not_authorized", "rate_limited", "unavailable", "busy"];
     private static readonly string[] QosNames = ["0", "1", "2"];

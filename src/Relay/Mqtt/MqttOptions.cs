@@ -148,7 +148,7 @@ public sealed class MqttAuthHookOptions
     /// <summary>URL to call; empty turns the hook off.</summary>
     public string? Url { get; set; }
 
-    /// <summary><c>POST</c> (JSON body) or <c>GET</c> (query string), in any case.</summary>
+    /// <summary><c>Post</c> (JSON body), the only method accepted: <c>Get</c> would put the password in the URL (review L2).</summary>
     public MqttAuthHookMethod Method { get; set; } = MqttAuthHookMethod.Post;
 
     /// <summary>Per-attempt timeout in milliseconds.</summary>
@@ -223,6 +223,6 @@ public enum MqttAuthHookMethod
     /// <summary>A JSON body.</summary>
     Post,
 
-    /// <summary>A query string.</summary>
+    /// <summary>Refused at start (review L2): it put the password in the query string, where access logs keep it.</summary>
     Get,
 }

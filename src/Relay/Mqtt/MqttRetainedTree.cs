@@ -2,13 +2,13 @@ namespace Relay.Server.Mqtt;
 
 /// <summary>
 /// Retained messages by topic level (MQTT 5.0 §3.3.1.3, §4.7), so a SUBSCRIBE walks only the branches its
-/// filter can match instead of every retained message. Not thread-safe: the broker guards it.
+/// filter can match instead of every retained message. Not thread-safe: <see cref="MqttRetainedMessages"/> guards it.
 /// </summary>
 internal sealed class MqttRetainedTree
 {
     private readonly Node _root = new();
 
-    // Reused by every walk; the broker's lock makes the tree single-threaded.
+    // Reused by every walk; the owner's lock makes the tree single-threaded.
     private readonly Stack<Step> _walk = new();
     private readonly Stack<Node> _collect = new();
 

@@ -15,10 +15,11 @@ using Relay.Server.Telemetry;
 namespace Relay.Server.Mqtt;
 
 /// <summary>
-/// The one place the MQTT plane is registered: <c>Relay:Mqtt</c>, the broker, its listeners and metrics, and
-/// behind their interfaces the embedded durable default (SQLite stores, device registry, authenticator, ACL).
-/// A test or another deployment replaces a store by registering its own implementation after this call (the
-/// last registration of an interface wins); the in-memory stores in the tests are such a replacement.
+/// The one place the MQTT plane is registered: <c>Relay:Mqtt</c>, the broker's parts, its listeners and
+/// metrics, and behind their interfaces the embedded durable default (SQLite stores, device registry,
+/// authenticator, ACL). A test or another deployment replaces a store by registering its own implementation
+/// after this call (the last registration of an interface wins); the in-memory stores in the tests are such a
+/// replacement.
 /// </summary>
 internal static class MqttServices
 {
@@ -34,10 +35,25 @@ internal static class MqttServices
         services.AddBoundOptions<MqttOptions>();
         services.AddRelayMetrics<MqttMetrics>();
         MqttPersistence.AddSqlite(services);
-        services.AddSingleton<MqttBroker>();
-        services.AddSingleton<IDevicePresence>(static s => s.GetRequiredService<MqttBroker>());
-        services.AddSingleton<IDeviceConnections>(static s => s.GetRequiredService<MqttBroker>());
-        services.AddSingleton<IMqttDeviceChannel>(static s => s.GetRequiredService<MqttBroker>());
+
+        // The broker: each owner of state its own singleton (see the types' summaries for who owns what).
+        services.AddSingleton(static s => new MqttTopicLimits(s.GetRequiredService<MqttOptions>(), s.GetRequiredService<MqttMetrics>(), s.GetRequiredService<ILogger<MqttTopicLimits>>(), s.GetRequiredService<TimeProvider>()));
+        services.AddSingleton<MqttStoreWriter>();
+        services.AddSingleton<MqttSubscriptionTree>();
+        services.AddSingleton<MqttSessionContext>();
+        services.AddSingleton<MqttRetainedMessages>();
+        services.AddSingleton<MqttRouter>();
+        services.AddSingleton<MqttSessionRegistry>();
+        services.AddSingleton<MqttObservers>();
+        services.AddSingleton<MqttConnectionsPerIp>();
+        services.AddSingleton<MqttConnections>();
+        services.AddSingleton<MqttHousekeeping>();
+        services.AddSingleton<MqttConnectionServices>();
+        services.AddSingleton<MqttBrokerService>();
+        services.AddSingleton<MqttDevices>();
+        services.AddSingleton<IDevicePresence>(static s => s.GetRequiredService<MqttDevices>());
+        services.AddSingleton<IDeviceConnections>(static s => s.GetRequiredService<MqttDevices>());
+        services.AddSingleton<IMqttDeviceChannel>(static s => s.GetRequiredService<MqttDevices>());
         services.AddSingleton<MqttConnectionHandler>();
         services.AddSingleton<MqttSocketListener>();
         services.AddHostedService<MqttStartup>();
@@ -150,7 +166,7 @@ internal static class MqttServices
 /// restores sessions), then our TCP listener, so a reconnecting device finds its session; stops in reverse.
 /// Kestrel's MQTT listeners start after every hosted service.
 /// </summary>
-internal sealed class MqttStartup(MqttOptions options, IDeviceRegistry registry, MqttBroker broker, MqttSocketListener listener) : IHostedService
+internal sealed class MqttStartup(MqttOptions options, IDeviceRegistry registry, MqttBrokerService broker, MqttSocketListener listener) : IHostedService
 {
     private bool ServesTcp => options is { Enabled: true, TcpTransport: MqttTcpTransport.Sockets };
 

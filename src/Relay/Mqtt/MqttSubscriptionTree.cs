@@ -1,31 +1,5 @@
 namespace Relay.Server.Mqtt;
 
-/// <summary>One subscription of one session (MQTT 5.0 §3.8.3.1 subscription options).</summary>
-internal sealed class MqttSubscription(MqttSession session, string filter, string innerFilter, string? shareGroup)
-{
-    public MqttSession Session { get; } = session;
-
-    /// <summary>The filter as the client sent it, <c>$share/</c> included: the key for UNSUBSCRIBE and the store.</summary>
-    public string Filter { get; } = filter;
-
-    /// <summary>The filter matched against topics (the shared prefix removed).</summary>
-    public string InnerFilter { get; } = innerFilter;
-
-    public string? ShareGroup { get; } = shareGroup;
-
-    public byte MaximumQoS { get; set; }
-
-    public bool NoLocal { get; set; }
-
-    public bool RetainAsPublished { get; set; }
-
-    public byte RetainHandling { get; set; }
-
-    public uint SubscriptionIdentifier { get; set; }
-
-    public PersistedSubscription ToPersisted() => new(Filter, MaximumQoS, NoLocal, RetainAsPublished, RetainHandling, SubscriptionIdentifier);
-}
-
 /// <summary>
 /// Topic-level trie of every subscription (MQTT 5.0 §4.7). A PUBLISH walks one path per level plus the
 /// '+' and '#' branches, so matching costs the topic's depth, not the number of subscriptions. Shared

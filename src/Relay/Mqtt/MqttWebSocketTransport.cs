@@ -24,10 +24,10 @@ internal static class MqttWebSocketTransport
             return;
         }
 
-        var broker = context.RequestServices.GetRequiredService<MqttBroker>();
+        var services = context.RequestServices.GetRequiredService<MqttConnectionServices>();
         var logger = context.RequestServices.GetRequiredService<ILogger<MqttConnection>>();
         var remote = context.Connection.RemoteIpAddress is { } address ? new IPEndPoint(address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address, context.Connection.RemotePort) : null;
-        if (remote is not null && !broker.TryEnterIp(remote.Address))
+        if (remote is not null && !services.Connections.PerIp.TryEnter(remote.Address))
         {
             context.Response.StatusCode = StatusCodes.Status503ServiceUnavailable;
             return;
@@ -40,7 +40,7 @@ internal static class MqttWebSocketTransport
             var offered = context.WebSockets.WebSocketRequestedProtocols;
             var chosen = offered.Contains(SubProtocol) ? SubProtocol : offered.Contains("mqttv3.1") ? "mqttv3.1" : null;
             using var socket = await context.WebSockets.AcceptWebSocketAsync(chosen).ConfigureAwait(false);
-            broker.Metrics.Connection(MqttTransport.WebSocket, +1);
+            services.Metrics.Connection(MqttTransport.WebSocket, +1);
             var input = new Pipe(Options);
             var output = new Pipe(Options);
             using var stop = new CancellationTokenSource();
@@ -48,11 +48,11 @@ internal static class MqttWebSocketTransport
             var send = SendAsync(socket, output.Reader, stop.Token);
             try
             {
-                var session = new MqttConnection(broker, new DuplexPipe(input.Reader, output.Writer), MqttTransport.WebSocket, remote, context.Connection.ClientCertificate, logger)
+                var connection = new MqttConnection(services, new DuplexPipe(input.Reader, output.Writer), MqttTransport.WebSocket, remote, context.Connection.ClientCertificate, logger)
                 {
-                    LocalEndPoint = context.Connection.LocalIpAddress is { } localIp ? MqttBroker.Unmapped(new IPEndPoint(localIp, context.Connection.LocalPort)) : null,
+                    LocalEndPoint = context.Connection.LocalIpAddress is { } localIp ? MqttConnections.Unmapped(new IPEndPoint(localIp, context.Connection.LocalPort)) : null,
                 };
-                await session.RunAsync().ConfigureAwait(false);
+                await connection.RunAsync().ConfigureAwait(false);
             }
             finally
             {
@@ -61,14 +61,14 @@ internal static class MqttWebSocketTransport
                 await send.ConfigureAwait(false);
                 await stop.CancelAsync().ConfigureAwait(false);
                 await receive.ConfigureAwait(false);
-                broker.Metrics.Connection(MqttTransport.WebSocket, -1);
+                services.Metrics.Connection(MqttTransport.WebSocket, -1);
             }
         }
         finally
         {
             if (remote is not null)
             {
-                broker.LeaveIp(remote.Address);
+                services.Connections.PerIp.Leave(remote.Address);
             }
         }
     }

@@ -60,6 +60,26 @@ internal static class LogText
         return builder.ToString();
     }
 
+    /// <summary>
+    /// A configured URL (webhook, auth hook) for a log line: scheme, host, port and path only. User info and
+    /// query string often carry credentials (a basic-auth password, an API key, a signed token), so they are
+    /// left out; "?…" marks that a query was there.
+    /// </summary>
+    public static string Url(Uri url)
+    {
+        ArgumentNullException.ThrowIfNull(url);
+        if (!url.IsAbsoluteUri)
+        {
+            return "(relative URL)";
+        }
+
+        var shown = url.GetComponents(UriComponents.SchemeAndServer | UriComponents.Path, UriFormat.UriEscaped);
+        return url.Query.Length > 1 ? shown + "?…" : shown;
+    }
+
+    /// <inheritdoc cref="Url(Uri)"/>
+    public static string Url(string? url) => Uri.TryCreate(url, UriKind.Absolute, out var parsed) ? Url(parsed) : "(not an absolute URL)";
+
     /// <summary>UTF-8 bytes from the wire, decoded leniently (invalid sequences become U+FFFD) then made safe.</summary>
     public static string Safe(ReadOnlySpan<byte> utf8)
     {

@@ -16,7 +16,7 @@ namespace Relay.Server.Rendezvous;
 /// <c>devices/{id}/rendezvous/out</c>, answers on <c>devices/{id}/rendezvous/in</c>. The broker's hook only
 /// queues (it runs on the device's read loop); one loop owns the introduction table and the rate limiter,
 /// so neither needs a lock, and a sweep about once a second times out unanswered offers. Offers, answers
-/// and errors go out with <see cref="MqttBroker.PublishToClient"/>: only to that device, only while it is
+/// and errors go out with <see cref="IMqttDeviceChannel.PublishToClient"/>: only to that device, only while it is
 /// online and subscribed, never stored for later (a late offer is worthless; the requester retries).
 /// </summary>
 internal sealed partial class RendezvousService : BackgroundService, IMqttMessageObserver
@@ -56,7 +56,7 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
     // fast as its connection allows cannot fill the queue and starve every other device's introductions.
     private readonly Primitives.KeyedCounter<string> _queuedPerDevice = new(StringComparer.Ordinal);
     private readonly Channel<Arrival> _arrivals = Channel.CreateBounded<Arrival>(new BoundedChannelOptions(QueueCapacity) { SingleReader = true, FullMode = BoundedChannelFullMode.DropWrite });
-    private readonly long[] _limitLoggedAt = new long[RendezvousMetrics.LimitNames.Length];
+    private readonly Primitives.LogThrottle _limitLog;
 
     public RendezvousService(RendezvousOptions options, IMqttDeviceChannel broker, IDeviceRegistry registry, TurnCredentialStore credentials, IOptions<TurnOptions> turn, TurnUris turnUris, NatReports nats, RendezvousMetrics metrics, TimeProvider time, ILogger<RendezvousService> logger)
     {
@@ -74,6 +74,7 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
         _table = new IntroductionTable(options.MaxPendingSessions);
         _limiter = new IntroductionRateLimiter(options.MaxIntroductionsPerMinute, time);
         _mintLimiter = new IntroductionRateLimiter(options.MaxCredentialsPerMinute, time);
+        _limitLog = new Primitives.LogThrottle(RendezvousMetrics.LimitNames.Length, TimeSpan.FromSeconds(10), time);
     }
 
     public static string InTopic(string device) => TopicPrefix + device + InSuffix;
@@ -91,7 +92,9 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
     }
 
     // --- IMqttMessageObserver: on the connections' read loops, so only a topic check and a queue write. ---
-    public ValueTask OnMessageReceived(string clientId, StoredMessage message)
+    // Signalling is not durable and a dropped message is answered by the device's own retry, so every
+    // message may be acknowledged at once (true).
+    public ValueTask<bool> OnMessageReceived(string clientId, StoredMessage message)
     {
         // Only a device's own out topic, from the device's own session (its ACL lets nobody else publish there,
         // and no other principal may hold its client id); the payload is the message's own copy.
@@ -102,13 +105,13 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
             || !topic.AsSpan(TopicPrefix.Length, clientId.Length).SequenceEqual(clientId)
             || !_broker.IsDeviceSession(clientId))
         {
-            return ValueTask.CompletedTask;
+            return ValueTask.FromResult(true);
         }
 
         if (!_queuedPerDevice.TryEnter(clientId, _options.MaxQueuedMessagesPerDevice))
         {
             LimitHit(RendezvousLimit.DeviceQueue, clientId);
-            return ValueTask.CompletedTask;
+            return ValueTask.FromResult(true);
         }
 
         // Checked before queueing: an oversized payload never sits in the queue; the device still hears why.
@@ -125,7 +128,7 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
             LimitHit(RendezvousLimit.EventQueue, clientId);
         }
 
-        return ValueTask.CompletedTask;
+        return ValueTask.FromResult(true);
     }
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
@@ -445,9 +448,7 @@ internal sealed partial class RendezvousService : BackgroundService, IMqttMessag
     private void LimitHit(RendezvousLimit limit, string device)
     {
         _metrics.LimitHit(limit);
-        var now = Environment.TickCount64;
-        var last = Volatile.Read(ref _limitLoggedAt[(int)limit]);
-        if (now - last >= 10_000 && Interlocked.CompareExchange(ref _limitLoggedAt[(int)limit], now, last) == last)
+        if (_limitLog.TryEnter((int)limit, out _))
         {
             LogLimitHit(LimitKeys[(int)limit], device);
         }

@@ -8,6 +8,7 @@ using Microsoft.Extensions.Options;
 using Relay.Protocol.Stun;
 using Relay.Protocol.Turn;
 using Relay.Rendezvous.Stun;
+using Relay.Server.Primitives;
 using Relay.Server.Turn;
 
 namespace Relay.Server.StunTurn;
@@ -26,16 +27,16 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
     private readonly StunTcpOptions _options;
     private readonly TimeSpan _idleTimeout;
     private readonly ILogger<StunTurnTcpConnectionHandler> _logger;
-    private readonly ConnectionsPerIpLimiter _connectionsPerIp;
+    private readonly PerIpConnectionLimiter _connectionsPerIp;
 
-    public StunTurnTcpConnectionHandler(StunBindingService service, TurnRelay turn, StunMetrics metrics, IOptions<StunOptions> options, ILogger<StunTurnTcpConnectionHandler> logger)
+    public StunTurnTcpConnectionHandler(StunBindingService service, TurnRelay turn, StunMetrics metrics, IOptions<StunOptions> options, TimeProvider time, ILogger<StunTurnTcpConnectionHandler> logger)
     {
         _service = service;
         _turn = turn.Enabled ? turn : null;
         _metrics = metrics;
         _options = options.Value.Tcp;
         _idleTimeout = TimeSpan.FromSeconds(_options.IdleTimeoutSeconds);
-        _connectionsPerIp = new ConnectionsPerIpLimiter(_options.MaxConnectionsPerIp);
+        _connectionsPerIp = new PerIpConnectionLimiter(_options.MaxConnectionsPerIp, time, LogConnectionLimit);
         _logger = logger;
     }
 
@@ -47,11 +48,10 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
             return;
         }
 
-        var ip = remote.Address.IsIPv4MappedToIPv6 ? remote.Address.MapToIPv4() : remote.Address;
+        var ip = remote.Address;
         if (!_connectionsPerIp.TryEnter(ip))
         {
             _metrics.Drop(transport, StunDropReason.ConnectionLimit);
-            LogConnectionLimit(ip, _connectionsPerIp.MaxPerIp);
             connection.Abort(new ConnectionAbortedException("Per-IP connection limit (Relay:Stun:Tcp:MaxConnectionsPerIp)"));
             return;
         }

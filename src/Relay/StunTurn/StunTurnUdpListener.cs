@@ -6,6 +6,7 @@ using Relay.Protocol.Stun;
 using Relay.Protocol.Turn;
 using Relay.Rendezvous.Stun;
 using Relay.Server.Hosting;
+using Relay.Server.Primitives;
 using Relay.Server.Transport.Linux;
 using Relay.Server.Turn;
 
@@ -32,17 +33,19 @@ internal sealed partial class StunTurnUdpListener : IHostedService, IAsyncDispos
     private readonly ILogger<StunTurnUdpListener> _logger;
     private readonly List<EndpointGroup> _groups = [];
     private readonly List<Task> _loops = [];
+    private readonly LogThrottle _rateLimitLog;
     private volatile bool _stopping;
-    private long _lastRateLimitLogTicks;
-    private long _rateLimitedSinceLog;
 
-    public StunTurnUdpListener(StunBindingService service, TurnRelay turn, StunMetrics metrics, IOptions<StunOptions> options, ILogger<StunTurnUdpListener> logger)
+    public StunTurnUdpListener(StunBindingService service, TurnRelay turn, StunMetrics metrics, IOptions<StunOptions> options, TimeProvider time, ILogger<StunTurnUdpListener> logger)
     {
         _service = service;
         _turn = turn.Enabled ? turn : null;
         _metrics = metrics;
         _options = options.Value;
         _logger = logger;
+
+        // One warning per 10 s at most: the log must not become the amplifier.
+        _rateLimitLog = new LogThrottle(1, TimeSpan.FromSeconds(10), time);
         var rate = _options.RateLimit;
         _rateLimiter = rate.Enabled ? new SourceRateLimiter(rate.RequestsPerSecond, rate.Burst, rate.MaxTrackedSources) : null;
     }
@@ -305,13 +308,10 @@ internal sealed partial class StunTurnUdpListener : IHostedService, IAsyncDispos
 
     private void ReportRateLimited(StunAddress client)
     {
-        // One warning per 10 s at most: the log must not become the amplifier.
-        Interlocked.Increment(ref _rateLimitedSinceLog);
-        var now = Environment.TickCount64;
-        var last = Volatile.Read(ref _lastRateLimitLogTicks);
-        if (now - last >= 10_000 && Interlocked.CompareExchange(ref _lastRateLimitLogTicks, now, last) == last)
+        if (_rateLimitLog.TryEnter(0, out var suppressed))
         {
-            LogRateLimited(client, Interlocked.Exchange(ref _rateLimitedSinceLog, 0), _options.RateLimit.RequestsPerSecond);
+            // This drop and those held back since the last line.
+            LogRateLimited(client, suppressed + 1, _options.RateLimit.RequestsPerSecond);
         }
     }
 

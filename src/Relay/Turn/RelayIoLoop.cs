@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Runtime.InteropServices;
 using Relay.Protocol.Stun;
+using Relay.Server.Primitives;
 using Relay.Server.Transport.Linux;
 
 namespace Relay.Server.Turn;
@@ -49,11 +50,13 @@ internal sealed unsafe class RelayIoLoop : IDisposable
     private System.Runtime.InteropServices.SafeHandle? _pendingSocket;
     private int _pending;
     private int _used;
+    private readonly TimeProvider _time;
     private volatile bool _stopping;
 
-    public RelayIoLoop(TurnDataPath dataPath, ILogger logger, int index, int batchSize, int maxDatagram)
+    public RelayIoLoop(TurnDataPath dataPath, TimeProvider time, ILogger logger, int index, int batchSize, int maxDatagram)
     {
         _dataPath = dataPath;
+        _time = time;
         _logger = logger;
         _batchSize = batchSize;
 
@@ -297,7 +300,7 @@ internal sealed unsafe class RelayIoLoop : IDisposable
                 return;
             }
 
-            var nowMs = Environment.TickCount64;
+            var nowMs = _time.GetMonotonicMilliseconds();
             for (var i = 0; i < received; i++)
             {
                 var slotStart = buffers + ((_used + i) * _slotSize);

@@ -15,10 +15,10 @@ internal sealed class RelayIoLoopGroup : IDisposable
     private int _next;
 
     /// <summary>Starts one loop per CPU; allocations are added only after this.</summary>
-    public void Start(TurnDataPath dataPath, ILogger logger)
+    public void Start(TurnDataPath dataPath, TimeProvider time, ILogger logger)
     {
         _loops = Enumerable.Range(0, Math.Max(1, Environment.ProcessorCount))
-            .Select(i => new RelayIoLoop(dataPath, logger, i, BatchSize, MaxDatagram))
+            .Select(i => new RelayIoLoop(dataPath, time, logger, i, BatchSize, MaxDatagram))
             .ToArray();
     }
 

@@ -4,6 +4,7 @@ using System.Net.Sockets;
 using System.Text;
 using Relay.Protocol.Stun;
 using Relay.Rendezvous.Stun;
+using Relay.Server.Primitives;
 
 namespace Relay.Server.Turn;
 
@@ -26,6 +27,7 @@ internal sealed class TurnAllocateHandler
     private readonly TurnTcpRelay _tcp;
     private readonly TurnResponseWriter _responses;
     private readonly TurnMetrics _metrics;
+    private readonly TimeProvider _time;
     private readonly ILogger _logger;
 
     public TurnAllocateHandler(
@@ -36,8 +38,10 @@ internal sealed class TurnAllocateHandler
         TurnTcpRelay tcp,
         TurnResponseWriter responses,
         TurnMetrics metrics,
+        TimeProvider time,
         ILogger<TurnAllocateHandler> logger)
     {
+        _time = time;
         _options = options;
         _allocations = allocations;
         _binder = binder;
@@ -195,7 +199,7 @@ internal sealed class TurnAllocateHandler
         TurnClientSink sink = context.Stream is { } stream ? stream : new UdpClientSink(context.UdpSocket!, context.Client);
         var allocation = new TurnAllocation(context.FiveTuple, username, auth.Key.ToArray(), auth.Algorithm, socket, StunAddress.FromEndPoint(advertised), sink, header.TransactionId,
             secondary, secondary is null ? default : StunAddress.FromEndPoint((IPEndPoint)secondary.LocalEndPoint!));
-        allocation.SetLifetime(Environment.TickCount64, lifetime);
+        allocation.SetLifetime(_time.GetMonotonicMilliseconds(), lifetime);
         if (!_allocations.TryAdd(allocation))
         {
             // Two copies of one Allocate raced on different threads; the other one won.
@@ -232,7 +236,7 @@ internal sealed class TurnAllocateHandler
         var token = 0UL;
         if (reserved is not null)
         {
-            token = _allocations.AddReservation(reserved, Environment.TickCount64);
+            token = _allocations.AddReservation(reserved, _time.GetMonotonicMilliseconds());
             _metrics.Reservation(redeemed: false);
         }
 
@@ -283,7 +287,7 @@ internal sealed class TurnAllocateHandler
             reason.CopyTo(value[4..]);
         }
 
-        writer.WriteUInt32(StunAttributeType.Lifetime, (uint)Math.Max(0, (allocation.ExpiresAtMs - Environment.TickCount64 + 500) / 1000));
+        writer.WriteUInt32(StunAttributeType.Lifetime, (uint)Math.Max(0, (allocation.ExpiresAtMs - _time.GetMonotonicMilliseconds() + 500) / 1000));
         writer.WriteXorAddress(StunAttributeType.XorMappedAddress, context.Client);
         return _responses.Finish(ref writer, auth, 200);
     }

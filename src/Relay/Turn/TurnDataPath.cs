@@ -1,6 +1,7 @@
 using System.Net.Sockets;
 using Relay.Protocol.Stun;
 using Relay.Protocol.Turn;
+using Relay.Server.Primitives;
 using Relay.Server.Transport.Linux;
 
 namespace Relay.Server.Turn;
@@ -15,11 +16,13 @@ internal sealed class TurnDataPath
     private readonly TurnAllocationTable<TurnAllocation, Socket> _allocations;
     private readonly TurnMetrics _metrics;
     private readonly long _bytesPerSecond;
+    private readonly TimeProvider _time;
 
-    public TurnDataPath(TurnOptions options, TurnAllocationTable<TurnAllocation, Socket> allocations, TurnMetrics metrics)
+    public TurnDataPath(TurnOptions options, TurnAllocationTable<TurnAllocation, Socket> allocations, TurnMetrics metrics, TimeProvider time)
     {
         _allocations = allocations;
         _metrics = metrics;
+        _time = time;
         _bytesPerSecond = options.MaxBytesPerSecondPerAllocation;
     }
 
@@ -35,7 +38,7 @@ internal sealed class TurnDataPath
             return;
         }
 
-        var nowMs = Environment.TickCount64;
+        var nowMs = _time.GetMonotonicMilliseconds();
         if (!allocation.TryGetChannelPeer(channel, nowMs, out var peer))
         {
             _metrics.Drop(TurnDropReason.NoChannel);
@@ -61,7 +64,7 @@ internal sealed class TurnDataPath
         }
 
         StunAttributeReader.TryReadXorAddress(peerValue, request.Header, out var peer);
-        var nowMs = Environment.TickCount64;
+        var nowMs = _time.GetMonotonicMilliseconds();
         if (!allocation.ServesFamily(peer.Family) || !allocation.HasPermission(peer, nowMs))
         {
             _metrics.Drop(TurnDropReason.NoPermission);

@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using Relay.Protocol.Stun;
 using Relay.Protocol.Turn;
+using Relay.Server.Primitives;
 
 namespace Relay.Server.Turn;
 
@@ -14,10 +15,12 @@ internal sealed class TurnPermissionHandler
     private readonly TurnPeerPolicy _peerPolicy;
     private readonly TurnResponseWriter _responses;
     private readonly TurnMetrics _metrics;
+    private readonly TimeProvider _time;
     private readonly ILogger _logger;
 
-    public TurnPermissionHandler(TurnOptions options, TurnPeerPolicy peerPolicy, TurnResponseWriter responses, TurnMetrics metrics, ILogger<TurnPermissionHandler> logger)
+    public TurnPermissionHandler(TurnOptions options, TurnPeerPolicy peerPolicy, TurnResponseWriter responses, TurnMetrics metrics, TimeProvider time, ILogger<TurnPermissionHandler> logger)
     {
+        _time = time;
         _options = options;
         _peerPolicy = peerPolicy;
         _responses = responses;
@@ -57,7 +60,7 @@ internal sealed class TurnPermissionHandler
             return _responses.Error(header, response, 400, "XOR-PEER-ADDRESS missing"u8, auth);
         }
 
-        var nowMs = Environment.TickCount64;
+        var nowMs = _time.GetMonotonicMilliseconds();
         var expires = nowMs + (TurnLifetimes.PermissionSeconds * 1000L);
         foreach (var attribute in request)
         {
@@ -111,7 +114,7 @@ internal sealed class TurnPermissionHandler
             return refused;
         }
 
-        var nowMs = Environment.TickCount64;
+        var nowMs = _time.GetMonotonicMilliseconds();
         switch (allocation.TryBindChannel(number, peer, nowMs + (TurnLifetimes.ChannelSeconds * 1000L), nowMs, _options.MaxChannelsPerAllocation))
         {
             case ChannelBindResult.Conflict:

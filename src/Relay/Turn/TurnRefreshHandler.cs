@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Net.Sockets;
 using Relay.Protocol.Stun;
+using Relay.Server.Primitives;
 
 namespace Relay.Server.Turn;
 
@@ -10,9 +11,11 @@ internal sealed class TurnRefreshHandler
     private readonly TurnOptions _options;
     private readonly TurnAllocationTable<TurnAllocation, Socket> _allocations;
     private readonly TurnResponseWriter _responses;
+    private readonly TimeProvider _time;
 
-    public TurnRefreshHandler(TurnOptions options, TurnAllocationTable<TurnAllocation, Socket> allocations, TurnResponseWriter responses)
+    public TurnRefreshHandler(TurnOptions options, TurnAllocationTable<TurnAllocation, Socket> allocations, TurnResponseWriter responses, TimeProvider time)
     {
+        _time = time;
         _options = options;
         _allocations = allocations;
         _responses = responses;
@@ -37,7 +40,7 @@ internal sealed class TurnRefreshHandler
         if (!request.TryGetAttribute(StunAttributeType.Lifetime, out var requested) || BinaryPrimitives.ReadUInt32BigEndian(requested) != 0)
         {
             lifetime = TurnLifetimes.Granted(request, _options);
-            allocation.SetLifetime(Environment.TickCount64, lifetime);
+            allocation.SetLifetime(_time.GetMonotonicMilliseconds(), lifetime);
         }
         else
         {

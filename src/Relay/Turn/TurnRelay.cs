@@ -6,6 +6,7 @@ using Microsoft.Extensions.Options;
 using Relay.Protocol.Stun;
 using Relay.Protocol.Turn;
 using Relay.Rendezvous.Stun;
+using Relay.Server.Primitives;
 using Relay.Server.Transport.Linux;
 
 namespace Relay.Server.Turn;
@@ -18,7 +19,7 @@ namespace Relay.Server.Turn;
 /// </summary>
 internal sealed class TurnRelay : IHostedService, IDisposable
 {
-    private const int SweepIntervalMs = 1000;
+    private static readonly TimeSpan SweepInterval = TimeSpan.FromSeconds(1);
 
     private readonly TurnOptions _options;
     private readonly TurnMetrics _metrics;
@@ -30,22 +31,24 @@ internal sealed class TurnRelay : IHostedService, IDisposable
     private readonly TurnDataPath _dataPath;
     private readonly TurnTcpRelay _tcp;
     private readonly TurnMessageDispatcher _dispatcher;
-    private Timer? _sweepTimer;
+    private readonly TimeProvider _time;
+    private ITimer? _sweepTimer;
 
-    public TurnRelay(IOptions<TurnOptions> options, IOptions<StunOptions> stun, TurnMetrics metrics, TurnCredentialStore credentials, TurnNonceService nonces, ILoggerFactory loggers)
+    public TurnRelay(IOptions<TurnOptions> options, IOptions<StunOptions> stun, TurnMetrics metrics, TurnCredentialStore credentials, TurnNonceService nonces, TimeProvider time, ILoggerFactory loggers)
     {
         _options = options.Value;
         var stunOptions = stun.Value;
         _metrics = metrics;
+        _time = time;
         _logger = loggers.CreateLogger<TurnRelay>();
         _loopLogger = loggers.CreateLogger<RelayIoLoop>();
         _binder = new RelayPortBinder(_options, stunOptions, loggers.CreateLogger<RelayPortBinder>());
         _allocations = new TurnAllocationTable<TurnAllocation, Socket>(_options.MaxAllocations, _options.MaxAllocationsPerUser, OnAllocationDeleted);
-        _dataPath = new TurnDataPath(_options, _allocations, metrics);
-        _tcp = new TurnTcpRelay(_options, metrics, loggers.CreateLogger<TurnTcpRelay>());
+        _dataPath = new TurnDataPath(_options, _allocations, metrics, time);
+        _tcp = new TurnTcpRelay(_options, metrics, time, loggers.CreateLogger<TurnTcpRelay>());
 
         var responses = new TurnResponseWriter(System.Text.Encoding.UTF8.GetBytes(stunOptions.Software ?? string.Empty), metrics);
-        var permissions = new TurnPermissionHandler(_options, new TurnPeerPolicy(_options, ServerAddresses(_binder)), responses, metrics, loggers.CreateLogger<TurnPermissionHandler>());
+        var permissions = new TurnPermissionHandler(_options, new TurnPeerPolicy(_options, ServerAddresses(_binder)), responses, metrics, time, loggers.CreateLogger<TurnPermissionHandler>());
         _dispatcher = new TurnMessageDispatcher(
             // One bound for every STUN message, Send indications included: Relay:Stun:MaxMessageSize (4 KiB
             // by default, room for any MTU-sized payload). Bulk data belongs in ChannelData anyway.
@@ -53,10 +56,10 @@ internal sealed class TurnRelay : IHostedService, IDisposable
             _allocations,
             new TurnAuthenticator(credentials, nonces, _options.Realm, responses),
             responses,
-            new TurnAllocateHandler(_options, _allocations, _binder, _loops, _tcp, responses, metrics, loggers.CreateLogger<TurnAllocateHandler>()),
-            new TurnRefreshHandler(_options, _allocations, responses),
+            new TurnAllocateHandler(_options, _allocations, _binder, _loops, _tcp, responses, metrics, time, loggers.CreateLogger<TurnAllocateHandler>()),
+            new TurnRefreshHandler(_options, _allocations, responses, time),
             permissions,
-            new TurnTcpRequestHandler(_options, _tcp, permissions, responses, metrics),
+            new TurnTcpRequestHandler(_options, _tcp, permissions, responses, metrics, time),
             _dataPath,
             metrics,
             loggers.CreateLogger<TurnMessageDispatcher>());
@@ -90,8 +93,8 @@ internal sealed class TurnRelay : IHostedService, IDisposable
             throw new PlatformNotSupportedException("The TURN relay needs Linux (epoll, recvmmsg); set Relay:Turn:Enabled=false elsewhere.");
         }
 
-        _loops.Start(_dataPath, _loopLogger);
-        _sweepTimer = new Timer(static state => ((TurnRelay)state!).Sweep(), this, SweepIntervalMs, SweepIntervalMs);
+        _loops.Start(_dataPath, _time, _loopLogger);
+        _sweepTimer = _time.CreateTimer(static state => ((TurnRelay)state!).Sweep(), this, SweepInterval, SweepInterval);
         return Task.CompletedTask;
     }
 
@@ -152,7 +155,7 @@ internal sealed class TurnRelay : IHostedService, IDisposable
         if (allocation.IsTcpRelay)
         {
             allocation.RelaySocket.Dispose();
-            _tcp.Sweep(Environment.TickCount64);
+            _tcp.Sweep(_time.GetMonotonicMilliseconds());
         }
         else if (allocation.Loop is { } loop)
         {
@@ -171,7 +174,7 @@ internal sealed class TurnRelay : IHostedService, IDisposable
     {
         try
         {
-            var nowMs = Environment.TickCount64;
+            var nowMs = _time.GetMonotonicMilliseconds();
             _allocations.Sweep(nowMs);
             _tcp.Sweep(nowMs);
         }

@@ -4,6 +4,7 @@ using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
 using Relay.Protocol.Stun;
+using Relay.Server.Primitives;
 
 namespace Relay.Server.Turn;
 
@@ -24,9 +25,11 @@ internal sealed class TurnTcpRelay
     private readonly ILogger _logger;
     private readonly int _maxConnectionsPerAllocation;
     private readonly long _bytesPerSecond;
+    private readonly TimeProvider _time;
 
-    public TurnTcpRelay(TurnOptions options, TurnMetrics metrics, ILogger<TurnTcpRelay> logger)
+    public TurnTcpRelay(TurnOptions options, TurnMetrics metrics, TimeProvider time, ILogger<TurnTcpRelay> logger)
     {
+        _time = time;
         _metrics = metrics;
         _logger = logger;
 
@@ -144,7 +147,7 @@ internal sealed class TurnTcpRelay
             }
 
             var peerAddress = StunAddress.FromEndPoint((IPEndPoint)peer.RemoteEndPoint!);
-            if (!allocation.HasPermission(peerAddress, Environment.TickCount64) || !TryRegister(allocation, peer, peerAddress, out var connection))
+            if (!allocation.HasPermission(peerAddress, _time.GetMonotonicMilliseconds()) || !TryRegister(allocation, peer, peerAddress, out var connection))
             {
                 _metrics.Drop(TurnDropReason.NoPermission);
                 peer.Dispose();
@@ -175,7 +178,7 @@ internal sealed class TurnTcpRelay
         while (true)
         {
             var id = (uint)Random.Shared.Next(1, int.MaxValue);
-            connection = new TcpPeerConnection(id, allocation, peer, peerAddress, Environment.TickCount64 + BindTimeoutMs);
+            connection = new TcpPeerConnection(id, allocation, peer, peerAddress, _time.GetMonotonicMilliseconds() + BindTimeoutMs);
             if (_connections.TryAdd(id, connection))
             {
                 return true;
@@ -192,7 +195,7 @@ internal sealed class TurnTcpRelay
     private ValueTask PaceAsync(TcpPeerConnection connection, int bytes)
     {
         var cap = _bytesPerSecond;
-        var nowMs = Environment.TickCount64;
+        var nowMs = _time.GetMonotonicMilliseconds();
         if (cap <= 0 || connection.Allocation.TryConsumeBandwidth(bytes, nowMs, cap))
         {
             return ValueTask.CompletedTask;
@@ -204,7 +207,7 @@ internal sealed class TurnTcpRelay
             TurnLog.LogTcpPaced(_logger, connection.PeerAddress.ToString(), cap);
         }
 
-        return new ValueTask(Task.Delay(TimeSpan.FromMilliseconds(connection.Allocation.MillisecondsLeftInWindow(nowMs))));
+        return new ValueTask(Task.Delay(TimeSpan.FromMilliseconds(connection.Allocation.MillisecondsLeftInWindow(nowMs)), _time));
     }
 
     private async Task CopyClientToPeerAsync(TcpPeerConnection connection, PipeReader fromClient)

@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using Relay.Protocol.Stun;
 using Relay.Rendezvous.Stun;
+using Relay.Server.Primitives;
 
 namespace Relay.Server.Turn;
 
@@ -15,9 +16,11 @@ internal sealed class TurnTcpRequestHandler
     private readonly TurnPermissionHandler _permissions;
     private readonly TurnResponseWriter _responses;
     private readonly TurnMetrics _metrics;
+    private readonly TimeProvider _time;
 
-    public TurnTcpRequestHandler(TurnOptions options, TurnTcpRelay tcp, TurnPermissionHandler permissions, TurnResponseWriter responses, TurnMetrics metrics)
+    public TurnTcpRequestHandler(TurnOptions options, TurnTcpRelay tcp, TurnPermissionHandler permissions, TurnResponseWriter responses, TurnMetrics metrics, TimeProvider time)
     {
+        _time = time;
         _options = options;
         _tcp = tcp;
         _permissions = permissions;
@@ -57,7 +60,7 @@ internal sealed class TurnTcpRequestHandler
         }
 
         // RFC 6062 §5.2: connecting installs the permission, as sending would.
-        var nowMs = Environment.TickCount64;
+        var nowMs = _time.GetMonotonicMilliseconds();
         if (!allocation.TryInstallPermission(peer, nowMs + (TurnLifetimes.PermissionSeconds * 1000L), nowMs, _options.MaxPermissionsPerAllocation))
         {
             _metrics.LimitHit(TurnLimit.Permissions);

@@ -1,3 +1,5 @@
+using Relay.Protocol.Primitives;
+
 namespace Relay.Rendezvous.Introductions;
 
 /// <summary>
@@ -13,46 +15,34 @@ namespace Relay.Rendezvous.Introductions;
 /// </remarks>
 internal sealed class IntroductionRateLimiter(int perMinute, TimeProvider time, int maxTracked = 1_000_000)
 {
-    private readonly Dictionary<string, Bucket> _buckets = new(StringComparer.Ordinal);
-    private readonly double _capacity = perMinute;
-    private readonly double _perSecond = perMinute / 60.0;
+    private readonly Dictionary<string, TokenBucket> _buckets = new(StringComparer.Ordinal);
 
     public int Tracked => _buckets.Count;
 
     /// <summary>Takes one token for <paramref name="device"/>; false when its bucket is empty.</summary>
     public bool TryAcquire(string device)
     {
-        var now = time.GetUtcNow();
-        if (_buckets.TryGetValue(device, out var bucket))
+        if (!_buckets.TryGetValue(device, out var bucket))
         {
-            var tokens = Refilled(bucket, now);
-            if (tokens < 1)
+            if (_buckets.Count >= maxTracked)
             {
-                _buckets[device] = new Bucket(tokens, now);
                 return false;
             }
 
-            _buckets[device] = new Bucket(tokens - 1, now);
-            return true;
+            bucket = new TokenBucket(perMinute, perMinute / 60.0, time);
+            _buckets.Add(device, bucket);
         }
 
-        if (_buckets.Count >= maxTracked)
-        {
-            return false;
-        }
-
-        _buckets[device] = new Bucket(_capacity - 1, now);
-        return true;
+        return bucket.TryTake();
     }
 
     /// <summary>Forgets devices whose bucket has refilled.</summary>
     public void Prune()
     {
-        var now = time.GetUtcNow();
         List<string>? full = null;
         foreach (var (device, bucket) in _buckets)
         {
-            if (Refilled(bucket, now) >= _capacity)
+            if (bucket.IsFull)
             {
                 (full ??= []).Add(device);
             }
@@ -63,10 +53,4 @@ internal sealed class IntroductionRateLimiter(int perMinute, TimeProvider time, 
             _buckets.Remove(device);
         }
     }
-
-    // A clock that steps backwards (wall time corrected) adds nothing rather than removing tokens.
-    private double Refilled(Bucket bucket, DateTimeOffset now) =>
-        Math.Min(_capacity, bucket.Tokens + (Math.Max(0, (now - bucket.At).TotalSeconds) * _perSecond));
-
-    private readonly record struct Bucket(double Tokens, DateTimeOffset At);
 }

@@ -80,7 +80,7 @@ public sealed class ClientIdTakeoverTests
         }
 
         Assert.Empty(await back.DrainUntilPingAsync());
-        Assert.True(kit.Server.Services.GetRequiredService<MqttBroker>().IsDeviceSession("d1"));
+        Assert.True(kit.Server.Services.GetRequiredService<IMqttDeviceChannel>().IsDeviceSession("d1"));
     }
 
     [Fact]
@@ -139,12 +139,9 @@ public sealed class ClientIdTakeoverTests
         var (client, connAck) = await MqttTestClient.ConnectAsync(server.MqttPort, "legacy", MqttProtocolVersion.V500, Persistent("telemetry", TelemetryPassword));
         await using var c = client;
         Assert.True(connAck.ConnAck().SessionPresent);
-        var state = server.Services.GetRequiredService<MqttBroker>().FindSession("legacy");
+        var state = server.Services.GetRequiredService<MqttSessionRegistry>().Find("legacy");
         Assert.NotNull(state);
-        lock (state.Sync)
-        {
-            Assert.Equal(["telemetry/#"], state.Subscriptions!.Keys.ToArray());
-        }
+        Assert.Equal(["telemetry/#"], state.SnapshotSubscriptions().Select(static s => s.Filter).ToArray());
 
         var stored = Assert.Single(await sessions.LoadAllAsync(CancellationToken.None), static p => p.ClientId == "legacy");
         Assert.Equal("telemetry/#", Assert.Single(stored.Subscriptions).TopicFilter);

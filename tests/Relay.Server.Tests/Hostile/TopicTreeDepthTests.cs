@@ -1,4 +1,5 @@
 using Relay.Server.Mqtt;
+using Relay.Server.Tests.Mqtt.Broker;
 
 namespace Relay.Server.Tests.Hostile;
 
@@ -47,7 +48,7 @@ public sealed class TopicTreeDepthTests
         RunOnSmallStack(() =>
         {
             var tree = new MqttSubscriptionTree();
-            var session = new MqttSession("c");
+            var session = BrokerKit.Session("c");
             var exact = new MqttSubscription(session, Deep, Deep, null);
             var plus = new MqttSubscription(session, "a/" + string.Concat(Enumerable.Repeat("+/", Levels - 1)) + "#", "a/" + string.Concat(Enumerable.Repeat("+/", Levels - 1)) + "#", null);
             tree.Add(exact);

@@ -78,7 +78,7 @@ public sealed class MetricNamesTests
     private static async Task<(string ContentType, string Text)> ScrapeAsync(RendezvousTestKit kit, Func<IReadOnlyList<ScrapedFamily>, bool> ready)
     {
         string? contentType = null, text = null;
-        await RelayTestServer.WaitUntilAsync(() =>
+        await Poll.UntilAsync(() =>
         {
             using var response = kit.Http.GetAsync("/metrics").GetAwaiter().GetResult();
             response.EnsureSuccessStatusCode();

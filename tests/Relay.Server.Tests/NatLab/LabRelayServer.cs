@@ -1,7 +1,6 @@
 using System.Globalization;
 using System.Net;
 using System.Net.Http.Headers;
-using System.Net.Sockets;
 using Relay.Server.Tests.Mqtt.Interop;
 
 namespace Relay.Server.Tests.Nat;
@@ -16,7 +15,7 @@ namespace Relay.Server.Tests.Nat;
 /// </summary>
 internal sealed class LabRelayServer : IAsyncDisposable
 {
-    public const string Token = "natlab-admin-token";
+    public const string Token = "natlab-admin-token-0123456789";
     public const string Secret = "natlab-device-secret";
     public const int MqttPort = 1883;
     public const int HttpPort = 8080;
@@ -158,32 +157,6 @@ internal sealed class LabRelayServer : IAsyncDisposable
         }
     }
 
-    // Polling a connect is the only readiness signal a process offers from outside; each try is bounded.
-    private static async Task WaitForListenerAsync(int port, ToolProcess process, string what)
-    {
-        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        while (true)
-        {
-            if (process.HasExited)
-            {
-                Assert.Fail($"our server exited before its {what} listener was up on {NatLab.ServerAddress}:{port}.\n{process.Transcript}");
-            }
-
-            using var client = new TcpClient(AddressFamily.InterNetwork);
-            try
-            {
-                await client.ConnectAsync(IPAddress.Parse(NatLab.ServerAddress), port, deadline.Token);
-                return;
-            }
-            catch (SocketException)
-            {
-            }
-            catch (OperationCanceledException)
-            {
-                Assert.Fail($"our server's {what} listener was not up on {NatLab.ServerAddress}:{port} in time.\n{process.Transcript}");
-            }
-
-            await Task.Delay(50, CancellationToken.None);
-        }
-    }
+    private static Task WaitForListenerAsync(int port, ToolProcess process, string what) =>
+        process.WaitForListenerAsync(new IPEndPoint(IPAddress.Parse(NatLab.ServerAddress), port), $"our server's {what} listener");
 }

@@ -48,7 +48,6 @@ public sealed partial class NatLab : IAsyncDisposable
     private static readonly Lazy<string?> s_skipReason = new(ComputeSkipReason);
 
     private readonly List<ToolProcess> _processes = [];
-    private readonly List<IAsyncDisposable> _owned = [];
     private readonly Lock _gate = new();
     private readonly List<string> _namespaces = [];
     private readonly Dictionary<int, int> _peerSetTimeouts = [];
@@ -135,34 +134,19 @@ public sealed partial class NatLab : IAsyncDisposable
 
     /// <summary>
     /// Starts a long-running process in <paramref name="ns"/>; the lab kills it at dispose at the latest
-    /// (a process left inside a namespace would keep it alive after <c>ip netns del</c>).
+    /// (a process left inside a namespace would keep it alive after <c>ip netns del</c>). With
+    /// <paramref name="keepInputOpen"/> its stdin stays open for <see cref="ToolProcess.WriteLineAsync"/>.
     /// </summary>
-    public ToolProcess Start(string ns, string exe, IEnumerable<string> args, TimeSpan? lifetime = null, string? workingDirectory = null)
+    public ToolProcess Start(string ns, string exe, IEnumerable<string> args, TimeSpan? lifetime = null, string? workingDirectory = null, bool keepInputOpen = false)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        var process = ToolProcess.Start(IpPath, ["netns", "exec", ns, ResolveProgram(exe), .. args], lifetime ?? TimeSpan.FromMinutes(5), workingDirectory);
+        var process = ToolProcess.Start(IpPath, ["netns", "exec", ns, ResolveProgram(exe), .. args], lifetime ?? TimeSpan.FromMinutes(5), workingDirectory, keepInputOpen: keepInputOpen);
         lock (_gate)
         {
             _processes.Add(process);
         }
 
         return process;
-    }
-
-    /// <summary>
-    /// Hands a process the lab did not start through <see cref="Start"/> (e.g. a <see cref="LabPeer"/>, which
-    /// keeps its stdin open) to the lab, which disposes it, first, at dispose at the latest.
-    /// </summary>
-    public T Own<T>(T resource)
-        where T : IAsyncDisposable
-    {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        lock (_gate)
-        {
-            _owned.Add(resource);
-        }
-
-        return resource;
     }
 
     /// <summary>Sets a sysctl inside one namespace (e.g. <c>net.netfilter.nf_conntrack_udp_timeout</c>).</summary>
@@ -233,29 +217,16 @@ public sealed partial class NatLab : IAsyncDisposable
 
         _disposed = true;
         List<ToolProcess> processes;
-        List<IAsyncDisposable> owned;
         lock (_gate)
         {
             processes = [.. _processes];
-            owned = [.. _owned];
         }
 
         var failures = new List<string>();
-        foreach (var resource in owned)
-        {
-            await resource.DisposeAsync();
-        }
-
         foreach (var process in processes)
         {
-            try
-            {
-                await process.DisposeAsync();
-            }
-            catch (InvalidOperationException)
-            {
-                // The test disposed it already (ToolProcess has no idempotent dispose).
-            }
+            // Idempotent: a test may have disposed it already.
+            await process.DisposeAsync();
         }
 
         // Deleting the root link is synchronous; the namespaces' own teardown is not, and the root

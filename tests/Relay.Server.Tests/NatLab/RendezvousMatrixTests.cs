@@ -151,15 +151,8 @@ public sealed class RendezvousMatrixTests
         }
     }
 
-    private static async Task WaitForMetricAsync(LabRelayServer server, string family, string label, string context)
-    {
-        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        while (await server.MetricAsync(family, label) < 1)
-        {
-            Assert.False(deadline.IsCancellationRequested, $"{family}{{{label}}} never counted\n{context}");
-            await Task.Delay(200, CancellationToken.None);
-        }
-    }
+    private static Task WaitForMetricAsync(LabRelayServer server, string family, string label, string context) =>
+        Poll.UntilAsync(async () => await server.MetricAsync(family, label) >= 1, $"{family}{{{label}}} to count", TimeSpan.FromSeconds(60), TimeSpan.FromMilliseconds(200), () => Task.FromResult(context));
 
     private static void Record(NatType a, NatType b, bool birthday, string path, double firstMessageMs, double? directMs)
     {

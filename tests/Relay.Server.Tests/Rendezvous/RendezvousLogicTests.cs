@@ -1,4 +1,5 @@
 using System.Text;
+using Microsoft.Extensions.Time.Testing;
 using Relay.Rendezvous.Introductions;
 
 namespace Relay.Server.Tests.RendezvousServer;
@@ -82,7 +83,7 @@ public sealed class RendezvousLogicTests
     [Fact]
     public void RateLimiter_IsATokenBucket_OnTheGivenClock()
     {
-        var clock = new ManualClock(DateTimeOffset.UnixEpoch);
+        var clock = new FakeTimeProvider(DateTimeOffset.UnixEpoch);
         var limiter = new IntroductionRateLimiter(3, clock);
         Assert.True(limiter.TryAcquire("a"));
         Assert.True(limiter.TryAcquire("a"));
@@ -105,7 +106,7 @@ public sealed class RendezvousLogicTests
     [Fact]
     public void RateLimiter_FailsClosed_PastItsBound()
     {
-        var limiter = new IntroductionRateLimiter(3, new ManualClock(DateTimeOffset.UnixEpoch), maxTracked: 1);
+        var limiter = new IntroductionRateLimiter(3, new FakeTimeProvider(DateTimeOffset.UnixEpoch), maxTracked: 1);
         Assert.True(limiter.TryAcquire("a"));
         Assert.False(limiter.TryAcquire("b"));
     }

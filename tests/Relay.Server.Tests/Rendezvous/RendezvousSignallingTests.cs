@@ -304,11 +304,11 @@ public sealed class RendezvousSignallingTests
 
         Assert.Equal(JsonValueKind.Null, (await DeviceAsync(kit, "d1")).GetProperty("nat").ValueKind);
         await d1.SendAsync(new RendezvousMessage { Type = RendezvousMessageTypes.NatReport, Nat = "Symmetric" });
-        await RelayTestServer.WaitUntilAsync(() => DeviceAsync(kit, "d1").GetAwaiter().GetResult().GetProperty("nat").GetString() == "Symmetric", "the NAT report in GET /v1/devices/d1");
+        await Poll.UntilAsync(async () => (await DeviceAsync(kit, "d1")).GetProperty("nat").GetString() == "Symmetric", "the NAT report in GET /v1/devices/d1");
 
         // Kept after the device leaves, like the rest of its last-known presence.
         await d1.DisposeAsync();
-        await RelayTestServer.WaitUntilAsync(() => !DeviceAsync(kit, "d1").GetAwaiter().GetResult().GetProperty("online").GetBoolean(), "d1 offline");
+        await Poll.UntilAsync(async () => !(await DeviceAsync(kit, "d1")).GetProperty("online").GetBoolean(), "d1 offline");
         Assert.Equal("Symmetric", (await DeviceAsync(kit, "d1")).GetProperty("nat").GetString());
         Assert.Equal(1, await kit.MetricAsync("relay_rendezvous_messages_total{type=\"nat\"}"));
 
@@ -332,7 +332,7 @@ public sealed class RendezvousSignallingTests
 
         var direct = await IntroduceAsync(d1, "Symmetric", d2, "PortRestricted");
         await d1.SendAsync(new RendezvousMessage { Type = RendezvousMessageTypes.Result, SessionId = direct, Path = "direct", MillisecondsToDirect = 180 });
-        await RelayTestServer.WaitUntilAsync(() => kit.MetricAsync("relay_rendezvous_time_to_direct_seconds_count").GetAwaiter().GetResult() == 1, "d1's result");
+        await Poll.UntilAsync(async () => (await kit.MetricAsync("relay_rendezvous_time_to_direct_seconds_count")) == 1, "d1's result");
 
         // The other side's report of the same session is not a second attempt.
         await d2.SendAsync(new RendezvousMessage { Type = RendezvousMessageTypes.Result, SessionId = direct, Path = "direct", MillisecondsToDirect = 200 });
@@ -342,8 +342,8 @@ public sealed class RendezvousSignallingTests
         // Not a participant: not counted for that session.
         await d3.SendAsync(new RendezvousMessage { Type = RendezvousMessageTypes.Result, SessionId = direct, Path = "failed" });
 
-        await RelayTestServer.WaitUntilAsync(() => kit.MetricAsync("relay_rendezvous_results_ignored_total{reason=\"unknown\"}").GetAwaiter().GetResult() == 1, "the outsider's result");
-        await RelayTestServer.WaitUntilAsync(() => kit.MetricAsync("relay_rendezvous_results_ignored_total{reason=\"duplicate\"}").GetAwaiter().GetResult() == 1, "d2's duplicate result");
+        await Poll.UntilAsync(async () => (await kit.MetricAsync("relay_rendezvous_results_ignored_total{reason=\"unknown\"}")) == 1, "the outsider's result");
+        await Poll.UntilAsync(async () => (await kit.MetricAsync("relay_rendezvous_results_ignored_total{reason=\"duplicate\"}")) == 1, "d2's duplicate result");
         Assert.Equal(1, await kit.MetricAsync("relay_rendezvous_results_total{pair=\"PortRestricted/Symmetric\",path=\"direct\"}"));
         Assert.Equal(1, await kit.MetricAsync("relay_rendezvous_results_total{pair=\"Symmetric/Symmetric\",path=\"relayed\"}"));
         Assert.Equal(0, await kit.MetricAsync("relay_rendezvous_results_total{pair=\"PortRestricted/Symmetric\",path=\"failed\"}"));

@@ -2,6 +2,7 @@ using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Time.Testing;
 using Relay.Protocol.Mqtt;
 using Relay.Protocol.Rendezvous;
 using Relay.Server.Tests.Mqtt.Engine;
@@ -9,33 +10,10 @@ using Relay.Server.Tests.Push.Commands;
 
 namespace Relay.Server.Tests.RendezvousServer;
 
-/// <summary>A wall clock the test moves by hand; timers stay real (the service's sweep ticks on real time and reads this clock).</summary>
-internal sealed class ManualClock(DateTimeOffset start) : TimeProvider
-{
-    private readonly Lock _gate = new();
-    private DateTimeOffset _now = start;
-
-    public override DateTimeOffset GetUtcNow()
-    {
-        lock (_gate)
-        {
-            return _now;
-        }
-    }
-
-    public void Advance(TimeSpan by)
-    {
-        lock (_gate)
-        {
-            _now += by;
-        }
-    }
-}
-
-/// <summary>The real server in-process with devices d1..d3 (secret <see cref="PushTestKit.Secret"/>), a hand-moved clock and an admin HTTP client.</summary>
+/// <summary>The real server in-process with devices d1..d3 (secret <see cref="PushTestKit.Secret"/>), a fake clock (its timers, the sweeps included, fire only when the test advances it) and an admin HTTP client.</summary>
 internal sealed class RendezvousTestKit : IAsyncDisposable
 {
-    private RendezvousTestKit(RelayTestServer server, ManualClock clock)
+    private RendezvousTestKit(RelayTestServer server, FakeTimeProvider clock)
     {
         Server = server;
         Clock = clock;
@@ -44,13 +22,13 @@ internal sealed class RendezvousTestKit : IAsyncDisposable
 
     public RelayTestServer Server { get; }
 
-    public ManualClock Clock { get; }
+    public FakeTimeProvider Clock { get; }
 
     public HttpClient Http { get; }
 
     public static async Task<RendezvousTestKit> StartAsync(params string[] settings)
     {
-        var clock = new ManualClock(DateTimeOffset.UtcNow);
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
         var server = await RelayTestServer.StartAsync(
             services => services.AddSingleton<TimeProvider>(clock),
             [

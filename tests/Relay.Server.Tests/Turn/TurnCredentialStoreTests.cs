@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using System.Text;
+using Microsoft.Extensions.Time.Testing;
 using Relay.Protocol.Stun;
 using Relay.Server.Turn;
 
@@ -88,7 +89,7 @@ public sealed class TurnCredentialStoreTests
     [Fact]
     public void RestUsername_Expires()
     {
-        var time = new ManualTimeProvider(Start);
+        var time = new FakeTimeProvider(Start);
         var store = new TurnCredentialStore(Options("relay", secrets: ["s1"]), time);
         var (username, password, ttl) = store.MintRestCredential("alice", TimeSpan.FromSeconds(60));
         Assert.Equal(60, ttl);
@@ -125,7 +126,7 @@ public sealed class TurnCredentialStoreTests
     [Fact]
     public void SecretRotation_EitherSecretWorks_AndTheFirstMints()
     {
-        var time = new ManualTimeProvider(Start);
+        var time = new FakeTimeProvider(Start);
         var old = new TurnCredentialStore(Options("relay", secrets: ["old"]), time);
         var rotated = new TurnCredentialStore(Options("relay", secrets: ["new", "old"]), time);
 
@@ -157,7 +158,7 @@ public sealed class TurnCredentialStoreTests
         Assert.True(candidates.Count <= TurnCredentialStore.MaxCandidates);
 
         // Expired as REST, still a static user.
-        var later = new ManualTimeProvider(DateTimeOffset.FromUnixTimeSeconds(4102444801));
+        var later = new FakeTimeProvider(DateTimeOffset.FromUnixTimeSeconds(4102444801));
         var expired = new TurnCredentialStore(Options("relay", users: ["4102444800:staticpw"], secrets: ["s1", "s2"]), later);
         Assert.Single(Candidates(expired, "4102444800", StunPasswordAlgorithm.Sha256));
     }
@@ -246,7 +247,7 @@ public sealed class TurnCredentialStoreTests
     }
 
     private static TurnCredentialStore Store(string realm, string[]? users = null, string[]? secrets = null) =>
-        new(Options(realm, users, secrets), new ManualTimeProvider(Start));
+        new(Options(realm, users, secrets), new FakeTimeProvider(Start));
 
     internal static TurnOptions Options(string realm, string[]? users = null, string[]? secrets = null)
     {

@@ -11,7 +11,7 @@ namespace Relay.Server.Tests.Turn;
 public sealed class TurnCredentialsEndpointTests
 {
     private const string Secret = "endpoint-secret";
-    private const string Token = "test-admin-token";
+    private const string Token = "test-admin-token-0123456789";
 
     [Fact]
     public async Task MintedCredentials_AreTheDraftsShape_AndWorkWithCoturnsClient()

@@ -113,7 +113,7 @@ public sealed partial class TurnFuzzTests
             await Task.WhenAll(streams.Select(s => SendStreamAsync(legit.Server, s.Stream, new Random(s.Seed))));
         }
 
-        await RelayTestServer.WaitUntilAsync(() => OpenTcpConnections(server) == tcpBefore, "the fuzzed TCP connections to close on the server");
+        await Poll.UntilAsync(() => OpenTcpConnections(server) == tcpBefore, "the fuzzed TCP connections to close on the server");
 
         // The server still answers a Binding request from anyone.
         using (var probe = UdpClient(IPAddress.Loopback))
@@ -135,7 +135,7 @@ public sealed partial class TurnFuzzTests
         // Bounded memory and no descriptor leak (relay sockets close on their loop thread, so wait for it).
         var memoryAfter = GC.GetTotalMemory(forceFullCollection: true);
         Assert.True(memoryAfter - memoryBefore < 64L * 1024 * 1024, $"managed memory grew from {memoryBefore:N0} to {memoryAfter:N0} bytes");
-        await RelayTestServer.WaitUntilAsync(() => OpenDescriptors() <= descriptorsBefore + 8, $"open descriptors to return near {descriptorsBefore} (now {OpenDescriptors()})");
+        await Poll.UntilAsync(() => OpenDescriptors() <= descriptorsBefore + 8, $"open descriptors to return near {descriptorsBefore} (now {OpenDescriptors()})");
 
         // And a new client can still allocate and delete.
         await using var newcomer = Udp(server, "alice", "alice-secret");

@@ -1,4 +1,5 @@
 using System.Text;
+using Microsoft.Extensions.Time.Testing;
 using Relay.Protocol.Stun;
 using Relay.Server.Turn;
 
@@ -13,7 +14,7 @@ public sealed class TurnNonceServiceTests
     [Fact]
     public void RoundTrip_IsValid()
     {
-        var service = new TurnNonceService(new ManualTimeProvider(Start), TimeSpan.FromMinutes(10));
+        var service = new TurnNonceService(new FakeTimeProvider(Start), TimeSpan.FromMinutes(10));
         Assert.Equal(NonceCheck.Valid, service.Validate(Write(service, Client), Client));
         Assert.Equal(NonceCheck.Valid, service.Validate(Write(service, Client6), Client6));
     }
@@ -51,7 +52,7 @@ public sealed class TurnNonceServiceTests
     [Fact]
     public void OtherIP_IsInvalid_SameIPOtherPort_IsValid()
     {
-        var service = new TurnNonceService(new ManualTimeProvider(Start), TimeSpan.FromMinutes(10));
+        var service = new TurnNonceService(new FakeTimeProvider(Start), TimeSpan.FromMinutes(10));
         var nonce = Write(service, Client);
         Assert.Equal(NonceCheck.Invalid, service.Validate(nonce, TurnPeerPolicyTests.Peer("192.0.2.11", 40000)));
         Assert.Equal(NonceCheck.Invalid, service.Validate(nonce, TurnPeerPolicyTests.Peer("::ffff:192.0.2.10", 40000)));
@@ -63,7 +64,7 @@ public sealed class TurnNonceServiceTests
     [Fact]
     public void AnotherProcess_IsInvalid()
     {
-        var time = new ManualTimeProvider(Start);
+        var time = new FakeTimeProvider(Start);
         var nonce = Write(new TurnNonceService(time, TimeSpan.FromMinutes(10)), Client);
         Assert.Equal(NonceCheck.Invalid, new TurnNonceService(time, TimeSpan.FromMinutes(10)).Validate(nonce, Client));
     }
@@ -71,7 +72,7 @@ public sealed class TurnNonceServiceTests
     [Fact]
     public void Expiry_IsStale_OnlyForTheRightClient()
     {
-        var time = new ManualTimeProvider(Start);
+        var time = new FakeTimeProvider(Start);
         var service = new TurnNonceService(time, TimeSpan.FromSeconds(600));
         var nonce = Write(service, Client);
 
@@ -92,7 +93,7 @@ public sealed class TurnNonceServiceTests
     {
         Assert.Throws<ArgumentOutOfRangeException>(() => new TurnNonceService(TimeProvider.System, TimeSpan.FromMilliseconds(999)));
 
-        var time = new ManualTimeProvider(Start);
+        var time = new FakeTimeProvider(Start);
         var service = new TurnNonceService(time, TimeSpan.FromSeconds(1.5));
         var nonce = Write(service, Client);
         time.Advance(TimeSpan.FromSeconds(1));
@@ -104,7 +105,7 @@ public sealed class TurnNonceServiceTests
     [Fact]
     public void EveryBitFlip_EveryTruncation_AndEveryExtension_IsNeverValid()
     {
-        var service = new TurnNonceService(new ManualTimeProvider(Start), TimeSpan.FromMinutes(10));
+        var service = new TurnNonceService(new FakeTimeProvider(Start), TimeSpan.FromMinutes(10));
         var nonce = Write(service, Client);
         for (var i = 0; i < nonce.Length; i++)
         {
@@ -134,7 +135,7 @@ public sealed class TurnNonceServiceTests
     public void StandardBase64Spellings_OfTheSamePayload_AreInvalid()
     {
         // One nonce, one spelling: '+' and '/' (standard base64) must not stand in for '-' and '_'.
-        var service = new TurnNonceService(new ManualTimeProvider(Start), TimeSpan.FromMinutes(10));
+        var service = new TurnNonceService(new FakeTimeProvider(Start), TimeSpan.FromMinutes(10));
         var client = Client;
         var substitutions = 0;
         for (var port = 1; substitutions < 20 && port < 10_000; port++)
@@ -160,7 +161,7 @@ public sealed class TurnNonceServiceTests
     [Fact]
     public void RandomInput_IsNeverValid_AndNeverThrows()
     {
-        var service = new TurnNonceService(new ManualTimeProvider(Start), TimeSpan.FromMinutes(10));
+        var service = new TurnNonceService(new FakeTimeProvider(Start), TimeSpan.FromMinutes(10));
         var random = new Random(8489);
         var cookie = TurnNonceService.Cookie.ToArray();
         const string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/= \t\r\n";
@@ -197,7 +198,7 @@ public sealed class TurnNonceServiceTests
     [Fact]
     public void WriteAndValidate_DoNotAllocate()
     {
-        var service = new TurnNonceService(new ManualTimeProvider(Start), TimeSpan.FromMinutes(10));
+        var service = new TurnNonceService(new FakeTimeProvider(Start), TimeSpan.FromMinutes(10));
         var buffer = new byte[TurnNonceService.MaxLength];
         var garbage = new byte[TurnNonceService.MaxLength];
         TurnNonceService.Cookie.CopyTo(garbage);

@@ -3,6 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Time.Testing;
 using Relay.Protocol.Stun;
 using Relay.Server.Turn;
 using static Relay.Server.Tests.StunTestClient;
@@ -122,7 +123,7 @@ public sealed class TurnProtocolTests
     public async Task Rfc8489_9_2_4_ExpiredNonce_Gets438_AndTheFreshNonceWorks()
     {
         // The nonce service reads the TimeProvider from DI; the test moves it by hand, never sleeping.
-        var clock = new ManualTimeProvider(new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var clock = new FakeTimeProvider(new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero));
         await using var server = await RelayTestServer.StartAsync(services => services.AddSingleton<TimeProvider>(clock), Settings("Relay:Turn:NonceLifetimeSeconds=600"));
         await using var client = Udp(server, Alice, AlicePassword);
         await client.AllocateAsync();
@@ -146,7 +147,7 @@ public sealed class TurnProtocolTests
     [Fact]
     public async Task Rfc8489_9_2_4_ChecksRunInTheOrderSpecified_AlgorithmsThenIntegrityThenNonce()
     {
-        var clock = new ManualTimeProvider(new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var clock = new FakeTimeProvider(new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero));
         await using var server = await RelayTestServer.StartAsync(services => services.AddSingleton<TimeProvider>(clock), Settings("Relay:Turn:NonceLifetimeSeconds=60"));
         await using var client = Udp(server, Alice, AlicePassword);
         await client.ChallengeAsync();
@@ -438,7 +439,7 @@ public sealed class TurnProtocolTests
         Assert.Equal(0, Metrics(server).Allocations);
 
         // The socket is closed on its relay loop's thread, so wait for that event, not for a time.
-        await RelayTestServer.WaitUntilAsync(() => CanBind(relayed), $"relay port {relayed.Port} to be released");
+        await Poll.UntilAsync(() => CanBind(relayed), $"relay port {relayed.Port} to be released");
 
         // §8.3: a 437 to a repeated delete means the allocation is gone.
         AssertError(await client.SendAuthenticatedAsync(StunMethod.Refresh, Lifetime(0)), 437);
@@ -705,11 +706,11 @@ public sealed class TurnProtocolTests
 
         // §9: a datagram from an address without a permission is silently discarded.
         await intruder.SendToAsync("let me in"u8.ToArray(), relayed);
-        await RelayTestServer.WaitUntilAsync(() => metrics.Drops(TurnDropReason.NoPermission) == 1, "the intruder's datagram to be dropped");
+        await Poll.UntilAsync(() => metrics.Drops(TurnDropReason.NoPermission) == 1, "the intruder's datagram to be dropped");
 
         // §11.2: a Send indication to an address without a permission is discarded too.
         await client.SendIndicationAsync(Endpoint(intruder), "not for you"u8.ToArray());
-        await RelayTestServer.WaitUntilAsync(() => metrics.Drops(TurnDropReason.NoPermission) == 2, "the Send indication to be dropped");
+        await Poll.UntilAsync(() => metrics.Drops(TurnDropReason.NoPermission) == 2, "the Send indication to be dropped");
 
         // §9: "only addresses are compared and port numbers are not considered": another port of the
         // permitted address gets through, and it is the first thing the client receives.
@@ -730,7 +731,7 @@ public sealed class TurnProtocolTests
 
         await client.DisposeAsync();
 
-        await RelayTestServer.WaitUntilAsync(() => Relay(server).AllocationCount == 0, "the TCP allocation to go with its connection");
+        await Poll.UntilAsync(() => Relay(server).AllocationCount == 0, "the TCP allocation to go with its connection");
         Assert.Equal(0, Metrics(server).Allocations);
     }
 

@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Net;
 using System.Net.Http.Json;
 using System.Text;
@@ -9,8 +8,9 @@ namespace Relay.Server.Mqtt.Identity;
 
 /// <summary>
 /// The HTTP authentication hook (<c>Relay:Mqtt:AuthHook</c>): asks an external service whether a
-/// CONNECT's credentials are good. <c>POST</c> sends a JSON body, <c>GET</c> the same fields as a query
-/// string: <c>clientid</c>, <c>username</c>, <c>password</c>, <c>ipaddress</c>, <c>protocol</c> (4 = 3.1.1, 5 = 5.0).
+/// CONNECT's credentials are good. It POSTs a JSON body: <c>clientid</c>, <c>username</c>, <c>password</c>,
+/// <c>ipaddress</c>, <c>protocol</c> (4 = 3.1.1, 5 = 5.0). <c>GET</c> is refused at startup (review L2): it put
+/// the password in the URL, which the hook's access log and every proxy keep, over https too.
 /// A 200 with <c>{"result":"allow"}</c> allows, <c>{"result":"deny"}</c> or any 4xx denies; a timeout,
 /// a connection error, a 5xx or an unreadable 200 is retried <c>Retries</c> times and then reported
 /// as unavailable, so the client is told "server unavailable" rather than "bad password".
@@ -32,11 +32,15 @@ internal sealed class MqttAuthHookClient
     };
 
     private readonly Uri _url;
-    private readonly bool _get;
+    private readonly string _logUrl;
     private readonly TimeSpan _timeout;
     private readonly int _retries;
     private readonly MqttIdentityMetrics _metrics;
     private readonly ILogger _logger;
+
+    // Every CONNECT of an unknown user reaches the hook, so a client can repeat its failures at will: one
+    // line per 10 s, every failure counted in relay_mqtt_auth_hook_errors_total.
+    private readonly Primitives.LogThrottle _logThrottle = new(1);
 
     public MqttAuthHookClient(MqttAuthHookOptions options, MqttIdentityMetrics metrics, ILogger logger)
     {
@@ -49,18 +53,22 @@ internal sealed class MqttAuthHookClient
             throw new Hosting.RelayConfigurationException($"{Key}:Url: '{options.Url}' must be an absolute http or https URL");
         }
 
-        _get = options.Method switch
+        if (options.Method != MqttAuthHookMethod.Post)
         {
-            MqttAuthHookMethod.Post => false,
-            MqttAuthHookMethod.Get => true,
-            _ => throw new Hosting.RelayConfigurationException($"{Key}:Method: must be {Hosting.StrictBinder.Choices(typeof(MqttAuthHookMethod))} (was '{options.Method}')"),
-        };
+            throw new Hosting.RelayConfigurationException(options.Method == MqttAuthHookMethod.Get
+                ? $"{Key}:Method: GET is not supported: it sent the password in the query string, where access logs and proxies keep it. Use POST (the same fields as a JSON body)."
+                : $"{Key}:Method: '{options.Method}' must be Post");
+        }
+
         if (options.TimeoutMilliseconds < 1 || options.Retries < 0 || options.Retries > 10)
         {
             throw new Hosting.RelayConfigurationException($"{Key}: TimeoutMilliseconds must be positive and Retries within 0..10");
         }
 
         _url = url;
+
+        // Logged without user info and query (review L2): either may hold the hook's own credentials.
+        _logUrl = Primitives.LogText.Url(url);
         _timeout = TimeSpan.FromMilliseconds(options.TimeoutMilliseconds);
         _retries = options.Retries;
         _metrics = metrics;
@@ -102,9 +110,7 @@ internal sealed class MqttAuthHookClient
         timeout.CancelAfter(_timeout);
         try
         {
-            using var message = _get
-                ? new HttpRequestMessage(HttpMethod.Get, Query(body))
-                : new HttpRequestMessage(HttpMethod.Post, _url) { Content = JsonContent.Create(body, MqttAuthHookJson.Default.MqttAuthHookRequest) };
+            using var message = new HttpRequestMessage(HttpMethod.Post, _url) { Content = JsonContent.Create(body, MqttAuthHookJson.Default.MqttAuthHookRequest) };
             using var response = await Http.SendAsync(message, timeout.Token).ConfigureAwait(false);
             var status = (int)response.StatusCode;
             if (status is >= 400 and < 500)
@@ -114,7 +120,11 @@ internal sealed class MqttAuthHookClient
 
             if (response.StatusCode != HttpStatusCode.OK)
             {
-                _logger.LogWarning("MQTT auth hook {Url} answered {Status}", _url, status);
+                if (_logThrottle.TryEnter(0, out var held))
+                {
+                    _logger.LogWarning("MQTT auth hook {Url} answered {Status} ({Suppressed} more hook failures since the last such line)", _logUrl, status, held);
+                }
+
                 return null;
             }
 
@@ -126,36 +136,32 @@ internal sealed class MqttAuthHookClient
                 case "DENY":
                     return MqttAuthOutcome.BadCredentials;
                 default:
-                    _logger.LogWarning("MQTT auth hook {Url} answered 200 without a result of allow or deny", _url);
+                    if (_logThrottle.TryEnter(0, out var held))
+                    {
+                        _logger.LogWarning("MQTT auth hook {Url} answered 200 without a result of allow or deny ({Suppressed} more hook failures since the last such line)", _logUrl, held);
+                    }
+
                     return null;
             }
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
-            _logger.LogWarning("MQTT auth hook {Url} did not answer within {Timeout} ms", _url, _timeout.TotalMilliseconds);
+            if (_logThrottle.TryEnter(0, out var held))
+            {
+                _logger.LogWarning("MQTT auth hook {Url} did not answer within {Timeout} ms ({Suppressed} more hook failures since the last such line)", _logUrl, _timeout.TotalMilliseconds, held);
+            }
+
             return null;
         }
         catch (Exception e) when (e is HttpRequestException or System.Text.Json.JsonException or NotSupportedException)
         {
-            _logger.LogWarning("MQTT auth hook {Url} failed: {Error}", _url, e.Message);
+            if (_logThrottle.TryEnter(0, out var held))
+            {
+                _logger.LogWarning("MQTT auth hook {Url} failed: {Error} ({Suppressed} more hook failures since the last such line)", _logUrl, e.Message, held);
+            }
+
             return null;
         }
-    }
-
-    private Uri Query(MqttAuthHookRequest body)
-    {
-        var query = new StringBuilder(_url.Query.Length > 1 ? _url.Query : "?");
-        if (query.Length > 1)
-        {
-            query.Append('&');
-        }
-
-        query.Append("clientid=").Append(Uri.EscapeDataString(body.ClientId))
-            .Append("&username=").Append(Uri.EscapeDataString(body.Username))
-            .Append("&password=").Append(Uri.EscapeDataString(body.Password))
-            .Append("&ipaddress=").Append(Uri.EscapeDataString(body.IpAddress))
-            .Append("&protocol=").Append(body.Protocol.ToString(CultureInfo.InvariantCulture));
-        return new UriBuilder(_url) { Query = query.ToString(1, query.Length - 1) }.Uri;
     }
 }
 

@@ -1,4 +1,5 @@
 using System.Net;
+using Relay.Protocol.Primitives;
 
 namespace Relay.Server.Mqtt.Identity;
 
@@ -17,11 +18,10 @@ internal sealed class MqttAuthRateLimiter
 {
     public const int DefaultMaxTrackedAddresses = 10_000;
 
-    private readonly Dictionary<IPAddress, LinkedListNode<Bucket>> _buckets = [];
-    private readonly LinkedList<Bucket> _byAge = new();
+    private readonly Dictionary<IPAddress, LinkedListNode<Source>> _sources = [];
+    private readonly LinkedList<Source> _byAge = new();
     private readonly Lock _lock = new();
-    private readonly double _capacity;
-    private readonly double _tokensPerTick;
+    private readonly int _capacity;
     private readonly TimeProvider _time;
 
     /// <param name="failuresPerMinute">0 or less turns limiting off.</param>
@@ -31,7 +31,6 @@ internal sealed class MqttAuthRateLimiter
         ArgumentOutOfRangeException.ThrowIfLessThan(maxTrackedAddresses, 1);
         _time = time;
         _capacity = Math.Max(0, failuresPerMinute);
-        _tokensPerTick = _capacity / TimeSpan.TicksPerMinute;
         MaxTrackedAddresses = maxTrackedAddresses;
     }
 
@@ -44,7 +43,7 @@ internal sealed class MqttAuthRateLimiter
         {
             lock (_lock)
             {
-                return _buckets.Count;
+                return _sources.Count;
             }
         }
     }
@@ -60,7 +59,7 @@ internal sealed class MqttAuthRateLimiter
         address = SourceOf(address);
         lock (_lock)
         {
-            return _buckets.TryGetValue(address, out var node) && Refill(node.Value) < 1;
+            return _sources.TryGetValue(address, out var node) && !node.Value.Bucket.HasToken;
         }
     }
 
@@ -75,14 +74,7 @@ internal sealed class MqttAuthRateLimiter
         address = SourceOf(address);
         lock (_lock)
         {
-            var bucket = Touch(address);
-            if (Refill(bucket) < 1)
-            {
-                return false;
-            }
-
-            bucket.Tokens -= 1;
-            return true;
+            return Touch(address).TryTake();
         }
     }
 
@@ -97,9 +89,9 @@ internal sealed class MqttAuthRateLimiter
         address = SourceOf(address);
         lock (_lock)
         {
-            if (_buckets.TryGetValue(address, out var node))
+            if (_sources.TryGetValue(address, out var node))
             {
-                node.Value.Tokens = Math.Min(_capacity, Refill(node.Value) + 1);
+                node.Value.Bucket.Give();
             }
         }
     }
@@ -115,8 +107,7 @@ internal sealed class MqttAuthRateLimiter
         address = SourceOf(address);
         lock (_lock)
         {
-            var bucket = Touch(address);
-            bucket.Tokens = Math.Max(0, Refill(bucket) - 1);
+            Touch(address).Spend();
         }
     }
 
@@ -140,47 +131,29 @@ internal sealed class MqttAuthRateLimiter
     }
 
     // The bucket of a source, created full when new, moved to the young end of the age list. Caller holds the lock.
-    private Bucket Touch(IPAddress source)
+    private TokenBucket Touch(IPAddress source)
     {
-        if (_buckets.TryGetValue(source, out var node))
+        if (_sources.TryGetValue(source, out var node))
         {
             _byAge.Remove(node);
         }
         else
         {
-            if (_buckets.Count >= MaxTrackedAddresses)
+            if (_sources.Count >= MaxTrackedAddresses)
             {
                 var oldest = _byAge.First!;
                 _byAge.RemoveFirst();
-                _buckets.Remove(oldest.Value.Address);
+                _sources.Remove(oldest.Value.Address);
             }
 
-            node = new LinkedListNode<Bucket>(new Bucket(source, _capacity, _time.GetUtcNow().UtcTicks));
-            _buckets.Add(source, node);
+            // N failures a minute: N in a burst, one more every 60/N seconds.
+            node = new LinkedListNode<Source>(new Source(source, new TokenBucket(_capacity, _capacity / 60.0, _time)));
+            _sources.Add(source, node);
         }
 
         _byAge.AddLast(node);
-        return node.Value;
+        return node.Value.Bucket;
     }
 
-    private double Refill(Bucket bucket)
-    {
-        var now = _time.GetUtcNow().UtcTicks;
-        if (now > bucket.UpdatedTicks)
-        {
-            bucket.Tokens = Math.Min(_capacity, bucket.Tokens + ((now - bucket.UpdatedTicks) * _tokensPerTick));
-            bucket.UpdatedTicks = now;
-        }
-
-        return bucket.Tokens;
-    }
-
-    private sealed class Bucket(IPAddress address, double tokens, long updatedTicks)
-    {
-        public IPAddress Address { get; } = address;
-
-        public double Tokens { get; set; } = tokens;
-
-        public long UpdatedTicks { get; set; } = updatedTicks;
-    }
+    private sealed record Source(IPAddress Address, TokenBucket Bucket);
 }

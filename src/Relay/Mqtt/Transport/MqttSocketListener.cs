@@ -9,7 +9,7 @@ namespace Relay.Server.Mqtt.Transport;
 /// server a fraction of a Kestrel connection. TLS stays on Kestrel. Binds in <see cref="StartAsync"/>, so a
 /// port in use stops the host with a message naming the key.
 /// </summary>
-internal sealed partial class MqttSocketListener(MqttBroker broker, MqttOptions options, ILogger<MqttConnection> sessionLogger, ILogger<MqttSocketListener> logger) : IHostedService, IDisposable
+internal sealed partial class MqttSocketListener(MqttConnectionServices services, MqttOptions options, ILogger<MqttConnection> sessionLogger, ILogger<MqttSocketListener> logger) : IHostedService, IDisposable
 {
     private const int Backlog = 1024;
 
@@ -108,7 +108,7 @@ internal sealed partial class MqttSocketListener(MqttBroker broker, MqttOptions 
             catch (SocketException e)
             {
                 // Out of descriptors or buffers: say so, give the system a moment, keep serving the others.
-                broker.Metrics.LimitHit(MqttLimit.Accept);
+                services.Metrics.LimitHit(MqttLimit.Accept);
                 LogAcceptFailed(logger, e.SocketErrorCode, e.Message);
                 try
                 {
@@ -133,7 +133,7 @@ internal sealed partial class MqttSocketListener(MqttBroker broker, MqttOptions 
         var pipe = new SocketDuplexPipe(client);
         try
         {
-            if (broker.TryServe(pipe, MqttTransport.Tcp, client.RemoteEndPoint as IPEndPoint, null, sessionLogger, client.LocalEndPoint as IPEndPoint) is { } serving)
+            if (MqttConnection.TryServe(services, pipe, MqttTransport.Tcp, client.RemoteEndPoint as IPEndPoint, null, sessionLogger, client.LocalEndPoint as IPEndPoint) is { } serving)
             {
                 await serving.ConfigureAwait(false);
             }

@@ -16,6 +16,9 @@ internal sealed class CommandBatch
 
     public List<DevicePresence> Presence { get; } = [];
 
+    /// <summary>Each device removal with the number of commands it ended, answered after the commit.</summary>
+    public List<(DeviceRemoved Request, int Ended)> Removals { get; } = [];
+
     public List<ResultArrival> Results { get; } = [];
 
     /// <summary>Waiters of commands made final by this batch, woken after the commit.</summary>
@@ -29,6 +32,7 @@ internal sealed class CommandBatch
         Changes.Clear();
         Cancels.Clear();
         Presence.Clear();
+        Removals.Clear();
         Results.Clear();
         Wake.Clear();
         Retry.Clear();

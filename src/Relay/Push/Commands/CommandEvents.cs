@@ -24,22 +24,37 @@ internal sealed record DeliveryAcknowledged(CommandEntry Entry) : CommandEvent;
 /// <summary>The device published to its results topic; its PUBACK waits for <paramref name="Arrival"/> to be settled.</summary>
 internal sealed record ResultReceived(string Device, ResultArrival Arrival) : CommandEvent;
 
-/// <summary>An enqueue asks for a place in each device's queue; the answer lists the devices that got one.</summary>
-internal sealed record PlacesRequested(IReadOnlyList<string> Devices) : CommandEvent
+/// <summary>
+/// An enqueue asks for a place in each device's queue, and for <paramref name="CostPerCommand"/> bytes per
+/// place from <paramref name="Token"/>'s quota (none when null); the answer lists the devices that got one.
+/// </summary>
+internal sealed record PlacesRequested(IReadOnlyList<string> Devices, string? Token, long CostPerCommand) : CommandEvent
 {
-    public TaskCompletionSource<IReadOnlyList<string>> Answer { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    public TaskCompletionSource<PlacesGranted> Answer { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 }
+
+/// <summary>The devices that got a place; none, and <paramref name="OverQuota"/>, when the token's bytes would pass its quota.</summary>
+internal sealed record PlacesGranted(IReadOnlyList<string> Devices, bool OverQuota);
 
 /// <summary>The commands given places are stored (their queued transition too): they take their places.</summary>
 internal sealed record CommandsStored(IReadOnlyList<CommandEntry> Entries) : CommandEvent;
 
-/// <summary>Storing failed: the places held for these devices are free again.</summary>
-internal sealed record PlacesReleased(IReadOnlyList<string> Devices) : CommandEvent;
+/// <summary>Storing failed: the places held for these devices, and the bytes counted against the token, are free again.</summary>
+internal sealed record PlacesReleased(IReadOnlyList<string> Devices, string? Token, long Bytes) : CommandEvent;
 
 /// <summary>An operator cancels command <paramref name="Id"/>.</summary>
 internal sealed record CancelRequested(string Id) : CommandEvent
 {
     public TaskCompletionSource<CommandError> Answer { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+}
+
+/// <summary>
+/// An operator deleted device <paramref name="Device"/> (review L9): its commands end, so none reaches a device
+/// registered again under the id. The answer is how many ended, once that is stored.
+/// </summary>
+internal sealed record DeviceRemoved(string Device) : CommandEvent
+{
+    public TaskCompletionSource<int> Answer { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 }
 
 /// <summary>

@@ -41,10 +41,18 @@ internal sealed partial class CommandLoop
                     _active.Unreserve(device);
                 }
 
+                if (released.Token is { } token)
+                {
+                    _active.Release(token, released.Bytes);
+                }
+
                 break;
             case CancelRequested cancel:
                 var outcome = Cancel(cancel.Id, now);
                 _batch.Cancels.Add((cancel, outcome, outcome == CommandError.None ? _batch.Changes.Count - 1 : -1));
+                break;
+            case DeviceRemoved removed:
+                _batch.Removals.Add((removed, EndCommandsOf(removed.Device, now)));
                 break;
             case WaitRequested wait:
                 Wait(wait);
@@ -60,7 +68,11 @@ internal sealed partial class CommandLoop
         }
     }
 
-    /// <summary>Hands the device's queued commands, oldest first, to its connection while it takes them.</summary>
+    /// <summary>
+    /// Hands the device's queued commands, oldest first, to its connection while it takes them. A command
+    /// reloaded at start has its payload read from the store here, one row at a time, and not kept: the
+    /// PUBLISH holds its own copy, and a redelivery reads it again.
+    /// </summary>
     private void Deliver(string device, DateTimeOffset now)
     {
         if (_active.QueueOf(device) is not { } queue)
@@ -76,7 +88,13 @@ internal sealed partial class CommandLoop
                 continue;
             }
 
-            if (!_channel.PublishToClient(device, CommandWire.BuildMessage(entry), entry))
+            if ((entry.Payload ?? _store.LoadPayload(entry.Seq)) is not { } payload)
+            {
+                // Cannot happen while the command is not final (only final ones are pruned); skipped, not sent empty.
+                continue;
+            }
+
+            if (!_channel.PublishToClient(device, CommandWire.BuildMessage(entry, payload), entry))
             {
                 // Offline, not subscribed, or its queue is full: the rest waits (order is kept).
                 break;
@@ -137,12 +155,17 @@ internal sealed partial class CommandLoop
         LogUnknownResult(device, result.CommandId);
     }
 
+    /// <summary>
+    /// Places for an enqueue: each device below Relay:Push:MaxQueuedCommandsPerDevice gets one (the others are
+    /// left out), unless the commands together would pass the token's Relay:Push:MaxQueuedBytesPerToken: then
+    /// none does, so a broadcast is not sent to an arbitrary part of its tag.
+    /// </summary>
     private void Reserve(PlacesRequested request)
     {
         var granted = new List<string>(request.Devices.Count);
         foreach (var device in request.Devices)
         {
-            if (_active.TryReserve(device, _options.MaxQueuedCommandsPerDevice))
+            if (_active.HasRoom(device, _options.MaxQueuedCommandsPerDevice))
             {
                 granted.Add(device);
             }
@@ -152,7 +175,19 @@ internal sealed partial class CommandLoop
             }
         }
 
-        request.Answer.TrySetResult(granted);
+        if (granted.Count > 0 && request.Token is { } token && !_active.TryCharge(token, granted.Count * request.CostPerCommand, _options.MaxQueuedBytesPerToken))
+        {
+            _limitHits.Record(PushLimit.QueuedBytesPerToken, token);
+            request.Answer.TrySetResult(new PlacesGranted([], OverQuota: true));
+            return;
+        }
+
+        foreach (var device in granted)
+        {
+            _active.Reserve(device);
+        }
+
+        request.Answer.TrySetResult(new PlacesGranted(granted, OverQuota: false));
     }
 
     private void Admit(IReadOnlyList<CommandEntry> entries, DateTimeOffset now)
@@ -187,6 +222,23 @@ internal sealed partial class CommandLoop
         return _store.Find(id) is null ? CommandError.UnknownCommand : CommandError.NotCancelable;
     }
 
+    /// <summary>
+    /// The device was deleted: a queued command is canceled (handed to its connection or not: that connection
+    /// is being ended), a delivered one expires at once (no result can come from a device that no longer
+    /// exists). A scan of the commands in memory: deleting a device is rare and takes the admin scope.
+    /// </summary>
+    private int EndCommandsOf(string device, DateTimeOffset now)
+    {
+        var ended = 0;
+        foreach (var entry in _active.OfDevice(device))
+        {
+            Step(entry, entry.State == CommandState.Queued ? CommandState.Canceled : CommandState.Expired, now, null);
+            ended++;
+        }
+
+        return ended;
+    }
+
     private void Wait(WaitRequested request)
     {
         if (!_active.Contains(request.Id))
@@ -201,9 +253,14 @@ internal sealed partial class CommandLoop
         }
     }
 
-    /// <summary>The expiry and redelivery sweep: an in-memory scan of the commands not yet final.</summary>
+    /// <summary>
+    /// The expiry and redelivery sweep: an in-memory scan of the commands not yet final. At most once an hour
+    /// it also starts a prune of commands.db (CommandLoop.Retention.cs), which runs off the loop.
+    /// </summary>
     private void Sweep(DateTimeOffset now)
     {
+        StartPruneIfDue(now);
+
         foreach (var entry in _active.All)
         {
             if (CommandLifecycle.HasExpired(entry.State, entry.ExpiresAt, now))

@@ -7,19 +7,21 @@ internal sealed partial class CommandLoop
     /// <summary>
     /// Stores one command per device in <paramref name="devices"/> (one transaction; durable when this
     /// returns) and has the loop deliver them. Devices whose queue is full (Relay:Push:MaxQueuedCommandsPerDevice)
-    /// are left out; the result holds the commands stored.
+    /// are left out; the result holds the commands stored. None is stored, and OverQuota is true, when they
+    /// would pass the request's token's Relay:Push:MaxQueuedBytesPerToken.
     /// </summary>
-    public async Task<List<CommandEntry>> EnqueueAsync(IReadOnlyList<string> devices, CommandRequest request, CancellationToken cancellationToken)
+    public async Task<(List<CommandEntry> Entries, bool OverQuota)> EnqueueAsync(IReadOnlyList<string> devices, CommandRequest request, CancellationToken cancellationToken)
     {
         var now = Time.GetUtcNow();
-        var places = new PlacesRequested(devices);
+        var cost = CommandCost.Of(request.Payload.Length);
+        var places = new PlacesRequested(devices, request.Token, cost);
         if (!await PostAsync(places, cancellationToken).ConfigureAwait(false))
         {
             throw new InvalidOperationException("The command loop has stopped.");
         }
 
         // Not abandoned on cancellation: places the loop holds must be filled or released below.
-        var granted = await places.Answer.Task.ConfigureAwait(false);
+        var (granted, overQuota) = await places.Answer.Task.ConfigureAwait(false);
         var entries = new List<CommandEntry>(granted.Count);
         foreach (var device in granted)
         {
@@ -30,6 +32,8 @@ internal sealed partial class CommandLoop
                 Name = request.Name,
                 Binary = request.Binary,
                 Payload = request.Payload,
+                PayloadLength = request.Payload.Length,
+                Token = request.Token,
                 QoS = request.QoS,
                 CreatedAt = now,
                 ExpiresAt = now.AddSeconds(request.TtlSeconds),
@@ -40,7 +44,7 @@ internal sealed partial class CommandLoop
 
         if (entries.Count == 0)
         {
-            return entries;
+            return (entries, overQuota);
         }
 
         var stored = false;
@@ -53,11 +57,11 @@ internal sealed partial class CommandLoop
         {
             // Exactly one of the two, and it must not be lost (so no cancellation): the places are held until
             // then. If the loop has stopped, stored commands are reloaded at the next start.
-            CommandEvent settle = stored ? new CommandsStored(entries) : new PlacesReleased(granted);
+            CommandEvent settle = stored ? new CommandsStored(entries) : new PlacesReleased(granted, request.Token, granted.Count * cost);
             await PostAsync(settle, CancellationToken.None).ConfigureAwait(false);
         }
 
-        return entries;
+        return (entries, false);
     }
 
     /// <summary>Cancels a command that has not gone out to its device yet. Busy when the loop is too far behind to take the request.</summary>
@@ -70,6 +74,21 @@ internal sealed partial class CommandLoop
         }
 
         return await cancel.Answer.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Ends the commands of a deleted device (queued: canceled; delivered: expired); returns how many, once
+    /// stored. Waits for room in the loop's queue: an operator's delete must not be dropped.
+    /// </summary>
+    public async Task<int> EndCommandsOfAsync(string device, CancellationToken cancellationToken)
+    {
+        var removed = new DeviceRemoved(device);
+        if (!await PostAsync(removed, cancellationToken).ConfigureAwait(false))
+        {
+            throw new InvalidOperationException("The command loop has stopped.");
+        }
+
+        return await removed.Answer.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>

@@ -110,6 +110,9 @@ internal sealed partial class CommandLoop : SerialEventLoop<CommandEvent>
             case CancelRequested cancel:
                 cancel.Answer.TrySetException(NotHandled());
                 break;
+            case DeviceRemoved removed:
+                removed.Answer.TrySetException(NotHandled());
+                break;
             case WaitRequested wait:
                 // The caller answers with the state as stored.
                 wait.Waiter.TrySetResult(CommandError.None);
@@ -151,6 +154,11 @@ internal sealed partial class CommandLoop : SerialEventLoop<CommandEvent>
                 request.Answer.TrySetException(e);
             }
 
+            foreach (var (request, _) in _batch.Removals)
+            {
+                request.Answer.TrySetException(e);
+            }
+
             return null;
         }
     }
@@ -182,6 +190,11 @@ internal sealed partial class CommandLoop : SerialEventLoop<CommandEvent>
         foreach (var (request, outcome, index) in _batch.Cancels)
         {
             request.Answer.TrySetResult(index >= 0 && !applied[index] ? CommandError.NotCancelable : outcome);
+        }
+
+        foreach (var (request, ended) in _batch.Removals)
+        {
+            request.Answer.TrySetResult(ended);
         }
 
         foreach (var waiter in wake)

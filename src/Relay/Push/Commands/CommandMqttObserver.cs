@@ -2,6 +2,7 @@ using System.Net;
 using Relay.Protocol.Mqtt;
 using Relay.Server.Devices;
 using Relay.Server.Mqtt;
+using Relay.Server.Primitives;
 
 namespace Relay.Server.Push.Commands;
 
@@ -9,13 +10,17 @@ namespace Relay.Server.Push.Commands;
 /// The command plane's ear on the broker: turns what the broker reports (connections, subscriptions,
 /// acknowledgements, results) into <see cref="CommandEvent"/>s for the <see cref="CommandLoop"/>. Called on
 /// connections' read loops, so each method only checks a topic and queues; when the loop is too far
-/// behind the event is dropped and counted (the sweep redelivers, a device resends an unanswered result).
+/// behind the event is dropped and counted (the sweep redelivers; a result is not acknowledged, so the
+/// device sends it again).
 /// </summary>
-internal sealed class CommandMqttObserver(CommandLoop loop, PushMetrics metrics, TimeProvider time) : IMqttMessageObserver, IMqttClientObserver
+internal sealed partial class CommandMqttObserver(CommandLoop loop, PushMetrics metrics, TimeProvider time, ILogger<CommandMqttObserver> logger) : IMqttMessageObserver, IMqttClientObserver
 {
     // Bounded, so a stopping or stalled command loop cannot hold a device's connection forever: past it the
-    // PUBACK goes anyway and the result may be lost.
+    // result is not acknowledged (a late commit makes the resent result a duplicate, recorded once).
     private static readonly TimeSpan ResultCommitTimeout = TimeSpan.FromSeconds(10);
+
+    private readonly LogThrottle _throttle = new(2, TimeSpan.FromSeconds(10), time);
+    private readonly ILogger<CommandMqttObserver> _logger = logger;
 
     public void OnClientConnected(string clientId, byte protocolVersion, IPEndPoint? remoteEndPoint, DateTimeOffset at) =>
         Post(new DeviceConnected(new DevicePresence(clientId, true, at, remoteEndPoint, protocolVersion, at)));
@@ -31,17 +36,27 @@ internal sealed class CommandMqttObserver(CommandLoop loop, PushMetrics metrics,
         }
     }
 
-    public ValueTask OnMessageReceived(string clientId, StoredMessage message)
+    /// <summary>
+    /// A result is acknowledged (true) only once what it changed is committed, or it needed no write (a
+    /// duplicate, an unknown command). When it was not stored (the commit failed, the loop is full or did not
+    /// answer in time) the broker does not acknowledge it (review M3), so the device sends it again; a crash
+    /// can then only lose a result the device has not seen acknowledged.
+    /// </summary>
+    public ValueTask<bool> OnMessageReceived(string clientId, StoredMessage message)
     {
         if (!CommandWire.TryGetResultsDevice(message.Topic, out var device))
         {
-            return ValueTask.CompletedTask;
+            return ValueTask.FromResult(true);
         }
 
-        // The device's PUBACK waits until the result is committed (or found to need no write), so a crash
-        // can only lose a result the device has not seen acknowledged, which it then sends again.
         var arrival = new ResultArrival(message.Payload);
-        return Post(new ResultReceived(device, arrival)) ? new ValueTask(WaitSettledAsync(arrival)) : ValueTask.CompletedTask;
+        if (!Post(new ResultReceived(device, arrival)))
+        {
+            NotAcknowledged(ResultRefusal.Busy, device);
+            return ValueTask.FromResult(false);
+        }
+
+        return WaitStoredAsync(device, arrival);
     }
 
     public void OnMessageDelivered(string clientId, string topic, object? tag)
@@ -52,16 +67,34 @@ internal sealed class CommandMqttObserver(CommandLoop loop, PushMetrics metrics,
         }
     }
 
-    private async Task WaitSettledAsync(ResultArrival arrival)
+    private async ValueTask<bool> WaitStoredAsync(string device, ResultArrival arrival)
     {
+        bool stored;
         try
         {
-            // Acknowledged whether or not the commit succeeded (Settled false): a result whose commit
-            // failed is then lost unless the device sends it again of its own accord.
-            await arrival.Settled.WaitAsync(ResultCommitTimeout, time).ConfigureAwait(false);
+            stored = await arrival.Settled.WaitAsync(ResultCommitTimeout, time).ConfigureAwait(false);
         }
         catch (TimeoutException)
         {
+            NotAcknowledged(ResultRefusal.Timeout, device);
+            return false;
+        }
+
+        if (!stored)
+        {
+            // The loop logged why (the store's error) already.
+            metrics.CountResultNotAcknowledged(ResultRefusal.NotStored);
+        }
+
+        return stored;
+    }
+
+    private void NotAcknowledged(ResultRefusal reason, string device)
+    {
+        metrics.CountResultNotAcknowledged(reason);
+        if (_throttle.TryEnter(reason == ResultRefusal.Busy ? 0 : 1, out var suppressed))
+        {
+            LogNotAcknowledged(LogText.Safe(device), reason == ResultRefusal.Busy ? "the command loop's queue is full" : $"it was not committed within {ResultCommitTimeout.TotalSeconds:0} s", suppressed);
         }
     }
 
@@ -76,4 +109,7 @@ internal sealed class CommandMqttObserver(CommandLoop loop, PushMetrics metrics,
         metrics.CountEventDropped();
         return false;
     }
+
+    [LoggerMessage(EventId = 7008, Level = LogLevel.Warning, Message = "Push: a result from {Device} was not acknowledged because {Why}; the device sends it again ({Suppressed} more such results since the last line, all counted in relay_push_results_unacknowledged_total)")]
+    private partial void LogNotAcknowledged(string device, string why, long suppressed);
 }

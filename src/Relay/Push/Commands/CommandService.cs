@@ -15,10 +15,19 @@ internal enum CommandError
 
     /// <summary>The command loop is too far behind to take the request now.</summary>
     Busy,
+
+    /// <summary>The sending token's commands would hold more than Relay:Push:MaxQueuedBytesPerToken.</summary>
+    QuotaExceeded,
+
+    /// <summary>More devices carry a broadcast's tag than Relay:Push:MaxBroadcastDevices.</summary>
+    TooManyDevices,
 }
 
-/// <summary>A validated command request.</summary>
-internal sealed record CommandRequest(string Name, byte[] Payload, bool Binary, int TtlSeconds, byte QoS);
+/// <summary>
+/// A validated command request. <paramref name="Token"/> is the id of the API token sending it, whose
+/// Relay:Push:MaxQueuedBytesPerToken the command counts against; null counts against nobody.
+/// </summary>
+internal sealed record CommandRequest(string Name, byte[] Payload, bool Binary, int TtlSeconds, byte QoS, string? Token = null);
 
 /// <summary>
 /// The push API's view of the command lifecycle (docs/push.md): enqueue to a device or to every device with
@@ -39,15 +48,17 @@ internal sealed class CommandService(CommandLoop loop, CommandStore store, IDevi
             return (null, CommandError.UnknownDevice);
         }
 
-        var result = await loop.EnqueueAsync([device], request, cancellationToken).ConfigureAwait(false);
-        return result.Count == 1 ? (result[0], CommandError.None) : (null, CommandError.TooManyQueued);
+        var (entries, overQuota) = await loop.EnqueueAsync([device], request, cancellationToken).ConfigureAwait(false);
+        return entries.Count == 1 ? (entries[0], CommandError.None) : (null, overQuota ? CommandError.QuotaExceeded : CommandError.TooManyQueued);
     }
 
     /// <summary>
     /// One command per device carrying <paramref name="tag"/> (one transaction). Devices whose queue is
-    /// full are skipped and returned in Skipped; TooMany when more devices than MaxBroadcastDevices carry the tag.
+    /// full are skipped and returned in Skipped. Error TooManyDevices when more devices than
+    /// MaxBroadcastDevices carry the tag; QuotaExceeded (nothing stored) when the commands would pass the
+    /// token's Relay:Push:MaxQueuedBytesPerToken.
     /// </summary>
-    public async Task<(List<CommandEntry> Commands, List<string> Skipped, bool TooMany)> BroadcastAsync(string tag, CommandRequest request, CancellationToken cancellationToken)
+    public async Task<(List<CommandEntry> Commands, List<string> Skipped, CommandError Error)> BroadcastAsync(string tag, CommandRequest request, CancellationToken cancellationToken)
     {
         var devices = new List<string>();
         string? after = null;
@@ -58,7 +69,7 @@ internal sealed class CommandService(CommandLoop loop, CommandStore store, IDevi
             if (devices.Count > options.MaxBroadcastDevices)
             {
                 limitHits.Record(PushLimit.BroadcastDevices, tag);
-                return ([], [], true);
+                return ([], [], CommandError.TooManyDevices);
             }
 
             if (page.Count < RegistryPageSize)
@@ -69,9 +80,14 @@ internal sealed class CommandService(CommandLoop loop, CommandStore store, IDevi
             after = page[^1].Id;
         }
 
-        var commands = await loop.EnqueueAsync(devices, request, cancellationToken).ConfigureAwait(false);
+        var (commands, overQuota) = await loop.EnqueueAsync(devices, request, cancellationToken).ConfigureAwait(false);
+        if (overQuota)
+        {
+            return ([], [], CommandError.QuotaExceeded);
+        }
+
         var skipped = devices.Except(commands.Select(static c => c.Device), StringComparer.Ordinal).ToList();
-        return (commands, skipped, false);
+        return (commands, skipped, CommandError.None);
     }
 
     /// <summary>The stored command and its transitions; null when unknown.</summary>
@@ -82,6 +98,9 @@ internal sealed class CommandService(CommandLoop loop, CommandStore store, IDevi
 
     /// <summary>Cancels a command that has not gone out to its device yet.</summary>
     public Task<CommandError> CancelAsync(string id, CancellationToken cancellationToken) => loop.CancelAsync(id, cancellationToken);
+
+    /// <summary>A deleted device's commands end (queued: canceled, delivered: expired); returns how many, once stored.</summary>
+    public Task<int> EndCommandsOfAsync(string device, CancellationToken cancellationToken) => loop.EndCommandsOfAsync(device, cancellationToken);
 
     /// <summary>Waits until the command is final or <paramref name="timeout"/> passes; TooManyWaiters when Relay:Push:MaxWaiters wait already.</summary>
     public Task<CommandError> WaitForFinalAsync(string id, TimeSpan timeout, CancellationToken cancellationToken) => loop.WaitForFinalAsync(id, timeout, cancellationToken);

@@ -6,7 +6,8 @@ namespace Relay.Server.Push.Commands;
 
 /// <summary>
 /// A command as stored and as kept in memory while it is not final. Once handed to the <see cref="CommandLoop"/>,
-/// only the loop changes <see cref="State"/>.
+/// only the loop changes <see cref="State"/>. A command reloaded at start has no <see cref="Payload"/> in
+/// memory (review H4): the loop reads it from the store when the command is about to be sent.
 /// </summary>
 internal sealed class CommandEntry
 {
@@ -21,7 +22,14 @@ internal sealed class CommandEntry
     /// <summary>True: <see cref="Payload"/> is opaque bytes (sent as payloadBase64); false: UTF-8 JSON text.</summary>
     public bool Binary { get; init; }
 
-    public required byte[] Payload { get; init; }
+    /// <summary>The payload; null for a command reloaded at start, whose payload stays in the store until it is sent.</summary>
+    public byte[]? Payload { get; init; }
+
+    /// <summary>The payload's size in bytes, known also when <see cref="Payload"/> is not in memory.</summary>
+    public int PayloadLength { get; init; }
+
+    /// <summary>The id of the API token that sent the command (its queued bytes count against that token); null for commands stored before tokens were recorded.</summary>
+    public string? Token { get; init; }
 
     public byte QoS { get; init; }
 
@@ -47,10 +55,21 @@ internal readonly record struct StoredTransition(CommandState State, DateTimeOff
 /// drains every queued operation into one transaction (group commit) and completes callers after the
 /// commit, a bounded queue (back-pressure, not memory growth), readers on their own connections.
 /// </summary>
+/// <remarks>
+/// Finished commands are deleted after <c>Relay:Push:RetainFinishedDays</c> (<see cref="PruneAsync"/>,
+/// review M4). New files use <c>auto_vacuum=INCREMENTAL</c>, so the pages a prune frees go back to the file
+/// system (<see cref="VacuumAsync"/>). SQLite can only choose that mode before the first table exists: a
+/// file created by an older build keeps <c>auto_vacuum=NONE</c>, reuses freed pages for new rows (it stops
+/// growing) but does not shrink; converting it takes <c>PRAGMA auto_vacuum=INCREMENTAL; VACUUM;</c> with the
+/// server stopped (docs/push.md).
+/// </remarks>
 internal sealed class CommandStore : IAsyncDisposable
 {
     public const string FileName = "commands.db";
-    private const int SchemaVersion = 1;
+
+    // v2: commands.token (the sender's API token id, for the per-token quota) and the commands_final
+    // index (the prune's scan). v1 files are migrated at open; an older build refuses a v2 file.
+    private const int SchemaVersion = 2;
     private const int MaxBatch = 512;
 
     private static readonly string[] Schema =
@@ -68,11 +87,13 @@ internal sealed class CommandStore : IAsyncDisposable
             expires_at INTEGER NOT NULL,
             state INTEGER NOT NULL,
             updated_at INTEGER NOT NULL,
-            result TEXT NULL)
+            result TEXT NULL,
+            token TEXT NULL)
         """,
         "CREATE INDEX commands_by_device ON commands(device, seq)",
         // Only non-final commands are reloaded at start; the partial index keeps that read small.
         "CREATE INDEX commands_active ON commands(seq) WHERE state < 2",
+        FinalIndex,
         """
         CREATE TABLE transitions(
             command_seq INTEGER NOT NULL,
@@ -81,6 +102,15 @@ internal sealed class CommandStore : IAsyncDisposable
             result TEXT NULL)
         """,
         "CREATE INDEX transitions_by_command ON transitions(command_seq)",
+    ];
+
+    // The prune finds final commands by when they became final.
+    private const string FinalIndex = "CREATE INDEX commands_final ON commands(updated_at) WHERE state >= 2";
+
+    private static readonly string[] MigrateFromV1 =
+    [
+        "ALTER TABLE commands ADD COLUMN token TEXT NULL",
+        FinalIndex,
     ];
 
     private readonly SqliteConnection _writer;
@@ -104,6 +134,9 @@ internal sealed class CommandStore : IAsyncDisposable
         try
         {
             connection.Open();
+
+            // First: only a file without tables takes it (an existing file keeps its mode; see remarks).
+            Execute(connection, null, "PRAGMA auto_vacuum=INCREMENTAL");
             Execute(connection, null, "PRAGMA journal_mode=WAL");
             Execute(connection, null, "PRAGMA synchronous=NORMAL");
             Execute(connection, null, "PRAGMA busy_timeout=5000");
@@ -116,11 +149,11 @@ internal sealed class CommandStore : IAsyncDisposable
                     throw new InvalidOperationException($"'{path}' has schema version {version}; this build understands version {SchemaVersion}. Use a matching build or move the file away.");
                 }
 
-                if (version == 0)
+                if (version < SchemaVersion)
                 {
-                    // One transaction with the version: a crash during creation leaves version 0 and an empty file.
+                    // One transaction with the version: a crash part way leaves the file as it was.
                     using var transaction = connection.BeginTransaction();
-                    foreach (var statement in Schema)
+                    foreach (var statement in version == 0 ? Schema : MigrateFromV1)
                     {
                         Execute(connection, transaction, statement);
                     }
@@ -146,9 +179,10 @@ internal sealed class CommandStore : IAsyncDisposable
             {
                 using var insert = connection.CreateCommand();
                 insert.Transaction = transaction;
-                insert.CommandText = "INSERT INTO commands(id, device, name, binary, payload, qos, created_at, expires_at, state, updated_at) VALUES($i, $d, $n, $b, $p, $q, $c, $e, 0, $c) RETURNING seq";
+                insert.CommandText = "INSERT INTO commands(id, device, name, binary, payload, qos, created_at, expires_at, state, updated_at, token) VALUES($i, $d, $n, $b, $p, $q, $c, $e, 0, $c, $t) RETURNING seq";
                 var p = insert.Parameters;
                 var (id, device, name, binary, payload, qos, created, expires) = (p.Add("$i", SqliteType.Text), p.Add("$d", SqliteType.Text), p.Add("$n", SqliteType.Text), p.Add("$b", SqliteType.Integer), p.Add("$p", SqliteType.Blob), p.Add("$q", SqliteType.Integer), p.Add("$c", SqliteType.Integer), p.Add("$e", SqliteType.Integer));
+                var token = p.Add("$t", SqliteType.Text);
                 using var transition = TransitionCommand(connection, transaction);
                 foreach (var entry in entries)
                 {
@@ -156,10 +190,11 @@ internal sealed class CommandStore : IAsyncDisposable
                     device.Value = entry.Device;
                     name.Value = entry.Name;
                     binary.Value = entry.Binary ? 1 : 0;
-                    payload.Value = entry.Payload;
+                    payload.Value = entry.Payload ?? throw new ArgumentException($"Command {entry.Id} has no payload to store.", nameof(entries));
                     qos.Value = entry.QoS;
                     created.Value = entry.CreatedAt.ToUnixTimeMilliseconds();
                     expires.Value = entry.ExpiresAt.ToUnixTimeMilliseconds();
+                    token.Value = (object?)entry.Token ?? DBNull.Value;
                     entry.Seq = Convert.ToInt64(insert.ExecuteScalar(), CultureInfo.InvariantCulture);
                     AddTransition(transition, entry.Seq, CommandState.Queued, entry.CreatedAt, null);
                 }
@@ -202,14 +237,93 @@ internal sealed class CommandStore : IAsyncDisposable
             },
             cancellationToken);
 
-    /// <summary>Every command not in a final state, oldest first (reloaded at start).</summary>
+    /// <summary>
+    /// Every command not in a final state, oldest first (reloaded at start), without its payload: what a start
+    /// holds in memory is then bounded by the commands' count (each token's share bounded by
+    /// Relay:Push:MaxQueuedBytesPerToken), not by their payloads; <see cref="LoadPayload"/> reads one when needed.
+    /// </summary>
     public List<CommandEntry> LoadActive()
     {
         using var connection = OpenReader();
         using var command = connection.CreateCommand();
-        command.CommandText = Select + " WHERE state < 2 ORDER BY seq";
+        command.CommandText = SelectWithoutPayload + " WHERE state < 2 ORDER BY seq";
         return ReadEntries(command);
     }
+
+    /// <summary>The payload of command <paramref name="seq"/>; null when it is no longer stored.</summary>
+    public byte[]? LoadPayload(long seq)
+    {
+        using var connection = OpenReader();
+        using var command = connection.CreateCommand();
+        command.CommandText = "SELECT payload FROM commands WHERE seq = $q";
+        command.Parameters.AddWithValue("$q", seq);
+        return command.ExecuteScalar() as byte[];
+    }
+
+    /// <summary>
+    /// Deletes up to <paramref name="limit"/> commands that became final before <paramref name="cutoff"/>,
+    /// with their transitions, in one operation of the writer (so a prune of millions of rows goes in many
+    /// small transactions, between which the writer serves everyone else). Returns how many it deleted.
+    /// </summary>
+    public Task<int> PruneAsync(DateTimeOffset cutoff, int limit, CancellationToken cancellationToken) =>
+        WriteAsync(
+            (connection, transaction) =>
+            {
+                var seqs = new List<long>(limit);
+                using (var select = connection.CreateCommand())
+                {
+                    select.Transaction = transaction;
+                    select.CommandText = "SELECT seq FROM commands WHERE state >= 2 AND updated_at < $c ORDER BY updated_at LIMIT $l";
+                    select.Parameters.AddWithValue("$c", cutoff.ToUnixTimeMilliseconds());
+                    select.Parameters.AddWithValue("$l", limit);
+                    using var reader = select.ExecuteReader();
+                    while (reader.Read())
+                    {
+                        seqs.Add(reader.GetInt64(0));
+                    }
+                }
+
+                using var transitions = connection.CreateCommand();
+                transitions.Transaction = transaction;
+                transitions.CommandText = "DELETE FROM transitions WHERE command_seq = $q";
+                var t = transitions.Parameters.Add("$q", SqliteType.Integer);
+                using var commands = connection.CreateCommand();
+                commands.Transaction = transaction;
+                commands.CommandText = "DELETE FROM commands WHERE seq = $q";
+                var c = commands.Parameters.Add("$q", SqliteType.Integer);
+                foreach (var seq in seqs)
+                {
+                    t.Value = seq;
+                    transitions.ExecuteNonQuery();
+                    c.Value = seq;
+                    commands.ExecuteNonQuery();
+                }
+
+                return seqs.Count;
+            },
+            cancellationToken);
+
+    /// <summary>
+    /// Gives up to <paramref name="pages"/> free pages back to the file system (<c>PRAGMA incremental_vacuum</c>);
+    /// returns how many it freed: 0 when none are free, or the file does not use incremental auto-vacuum.
+    /// </summary>
+    public Task<long> VacuumAsync(int pages, CancellationToken cancellationToken) =>
+        WriteAsync(
+            (connection, transaction) =>
+            {
+                using var count = connection.CreateCommand();
+                count.Transaction = transaction;
+                count.CommandText = "PRAGMA freelist_count";
+                var before = Convert.ToInt64(count.ExecuteScalar(), CultureInfo.InvariantCulture);
+                if (before == 0)
+                {
+                    return 0L;
+                }
+
+                Execute(connection, transaction, $"PRAGMA incremental_vacuum({pages.ToString(CultureInfo.InvariantCulture)})");
+                return before - Convert.ToInt64(count.ExecuteScalar(), CultureInfo.InvariantCulture);
+            },
+            cancellationToken);
 
     public (CommandEntry Entry, List<StoredTransition> Transitions)? Find(string id)
     {
@@ -262,7 +376,10 @@ internal sealed class CommandStore : IAsyncDisposable
         SqliteConnection.ClearPool(new SqliteConnection(_readConnectionString));
     }
 
-    private const string Select = "SELECT seq, id, device, name, binary, payload, qos, created_at, expires_at, state, updated_at, result FROM commands";
+    private const string Select = "SELECT seq, id, device, name, binary, payload, qos, created_at, expires_at, state, updated_at, result, length(payload), token FROM commands";
+
+    // The same columns, the payload left in the file.
+    private const string SelectWithoutPayload = "SELECT seq, id, device, name, binary, NULL, qos, created_at, expires_at, state, updated_at, result, length(payload), token FROM commands";
 
     private static List<CommandEntry> ReadEntries(SqliteCommand command)
     {
@@ -277,7 +394,9 @@ internal sealed class CommandStore : IAsyncDisposable
                 Device = reader.GetString(2),
                 Name = reader.GetString(3),
                 Binary = reader.GetInt64(4) != 0,
-                Payload = (byte[])reader.GetValue(5),
+                Payload = reader.IsDBNull(5) ? null : (byte[])reader.GetValue(5),
+                PayloadLength = reader.GetInt32(12),
+                Token = reader.IsDBNull(13) ? null : reader.GetString(13),
                 QoS = (byte)reader.GetInt64(6),
                 CreatedAt = DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(7)),
                 ExpiresAt = DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(8)),

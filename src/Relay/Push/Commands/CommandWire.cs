@@ -47,9 +47,13 @@ internal static class CommandWire
     }
 
     /// <summary>The PUBLISH that carries <paramref name="entry"/> to its device: the envelope at the command's QoS, expiring with it.</summary>
-    public static StoredMessage BuildMessage(CommandEntry entry)
+    public static StoredMessage BuildMessage(CommandEntry entry) =>
+        BuildMessage(entry, entry.Payload ?? throw new ArgumentException($"Command {entry.Id} has no payload in memory; read it from the store.", nameof(entry)));
+
+    /// <summary>As <see cref="BuildMessage(CommandEntry)"/>, with the payload read from the store (a command reloaded at start holds none).</summary>
+    public static StoredMessage BuildMessage(CommandEntry entry, byte[] payload)
     {
-        var buffer = new ArrayBufferWriter<byte>(entry.Payload.Length + EnvelopeRoom);
+        var buffer = new ArrayBufferWriter<byte>(payload.Length + EnvelopeRoom);
         using (var writer = new Utf8JsonWriter(buffer))
         {
             writer.WriteStartObject();
@@ -57,13 +61,13 @@ internal static class CommandWire
             writer.WriteString("name", entry.Name);
             if (entry.Binary)
             {
-                writer.WriteBase64String("payloadBase64", entry.Payload);
+                writer.WriteBase64String("payloadBase64", payload);
             }
             else
             {
                 // Validated JSON when the command was accepted.
                 writer.WritePropertyName("payload");
-                writer.WriteRawValue(entry.Payload, skipInputValidation: true);
+                writer.WriteRawValue(payload, skipInputValidation: true);
             }
 
             writer.WriteString("expiresAt", entry.ExpiresAt.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ss.fffZ", CultureInfo.InvariantCulture));

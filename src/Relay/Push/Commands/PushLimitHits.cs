@@ -8,7 +8,7 @@ namespace Relay.Server.Push.Commands;
 /// </summary>
 internal sealed partial class PushLimitHits
 {
-    private static readonly string[] LimitKeys = ["Relay:Push:MaxQueuedCommandsPerDevice", "Relay:Push:MaxWaiters", "Relay:Push:MaxBroadcastDevices", "Relay:Push:MaxPayloadBytes"];
+    private static readonly string[] LimitKeys = ["Relay:Push:MaxQueuedCommandsPerDevice", "Relay:Push:MaxWaiters", "Relay:Push:MaxBroadcastDevices", "Relay:Push:MaxPayloadBytes", "Relay:Push:MaxQueuedBytesPerToken"];
 
     private readonly PushMetrics _metrics;
     private readonly LogThrottle _throttle;
@@ -21,7 +21,7 @@ internal sealed partial class PushLimitHits
         _logger = logger;
     }
 
-    /// <summary>Records a refusal by <paramref name="limit"/>; <paramref name="subject"/> (a device, command, tag or path) goes into the sampled log line.</summary>
+    /// <summary>Records a refusal by <paramref name="limit"/>; <paramref name="subject"/> (a device, command, tag, token id or path) goes into the sampled log line.</summary>
     public void Record(PushLimit limit, string subject)
     {
         _metrics.CountLimitHit(limit);
@@ -29,7 +29,7 @@ internal sealed partial class PushLimitHits
         // The count of lines held back is not logged: the metric has every refusal.
         if (_throttle.TryEnter((int)limit, out _))
         {
-            LogLimitHit(LimitKeys[(int)limit], subject);
+            LogLimitHit(LimitKeys[(int)limit], LogText.Safe(subject));
         }
     }
 

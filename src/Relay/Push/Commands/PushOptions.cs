@@ -25,6 +25,15 @@ public sealed class PushOptions
 
     /// <summary>Devices one broadcast may address; a tag with more is refused with 409.</summary>
     public int MaxBroadcastDevices { get; set; } = 10_000;
+
+    /// <summary>
+    /// Bytes one API token's commands that are not final yet may hold, each command counting its payload plus
+    /// <see cref="CommandCost.PerCommandBytes"/>; a request that would pass it is refused with 429 (review H4).
+    /// </summary>
+    public long MaxQueuedBytesPerToken { get; set; } = 256L * 1024 * 1024;
+
+    /// <summary>Days a command is kept once final (succeeded, failed, expired, canceled); then it and its transitions are deleted (review M4).</summary>
+    public int RetainFinishedDays { get; set; } = 30;
 }
 
 /// <summary>Checks <c>Relay:Push</c>, naming each bad key.</summary>
@@ -47,6 +56,8 @@ internal sealed class PushOptionsValidator : IValidateOptions<PushOptions>
         Check(options.DefaultTtlSeconds >= 1 && options.DefaultTtlSeconds <= options.MaxTtlSeconds, nameof(PushOptions.DefaultTtlSeconds), "must be 1..MaxTtlSeconds");
         Check(options.MaxWaiters is >= 0 and <= 1_000_000, nameof(PushOptions.MaxWaiters), "must be 0..1000000");
         Check(options.MaxBroadcastDevices is >= 1 and <= 1_000_000, nameof(PushOptions.MaxBroadcastDevices), "must be 1..1000000");
+        Check(options.MaxQueuedBytesPerToken is >= 1024 and <= 1L << 40, nameof(PushOptions.MaxQueuedBytesPerToken), "must be 1024..1099511627776");
+        Check(options.RetainFinishedDays is >= 1 and <= 36_500, nameof(PushOptions.RetainFinishedDays), "must be 1..36500");
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 }

@@ -34,7 +34,7 @@ internal sealed partial class WebhookDispatcher : IPushEventSink, IHostedService
 
     public WebhookDispatcher(IReadOnlyList<WebhookOptions> webhooks, WebhookMetrics metrics, ILogger logger, TimeProvider time, HttpMessageHandler? handler = null)
     {
-        _receivers = [.. webhooks.Select(static (w, i) => new Receiver(i, w, Channel.CreateBounded<WebhookEvent>(new BoundedChannelOptions(w.QueueCapacity)
+        _receivers = [.. webhooks.Select(static (w, i) => new Receiver(i, w, Primitives.LogText.Url(w.Url), Channel.CreateBounded<WebhookEvent>(new BoundedChannelOptions(w.QueueCapacity)
         {
             SingleReader = true,
             FullMode = BoundedChannelFullMode.Wait,
@@ -43,8 +43,10 @@ internal sealed partial class WebhookDispatcher : IPushEventSink, IHostedService
         _logger = logger;
         _time = time;
         // Per-request timeouts come from each receiver's TimeoutSeconds; connections are recycled so a
-        // receiver moving to another address (DNS) is followed.
-        _http = new HttpClient(handler ?? new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.FromMinutes(5) }) { Timeout = Timeout.InfiniteTimeSpan };
+        // receiver moving to another address (DNS) is followed. Redirects are not followed (review L4): a
+        // receiver, or whoever sits on its path, could otherwise bounce the signed POST to loopback or a
+        // cloud metadata address that the operator never configured.
+        _http = new HttpClient(handler ?? new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.FromMinutes(5), AllowAutoRedirect = false }) { Timeout = Timeout.InfiniteTimeSpan };
     }
 
     public void OnCommandTransition(CommandTransition transition)
@@ -200,7 +202,7 @@ internal sealed partial class WebhookDispatcher : IPushEventSink, IHostedService
                 // The first drop, then one line per thousand: a dead receiver under load must not flood the log.
                 if (dropped == 1 || dropped % 1000 == 0)
                 {
-                    LogDropped(_logger, receiver.Index, receiver.Options.Url, dropped, receiver.Options.QueueCapacity);
+                    LogDropped(_logger, receiver.Index, receiver.LogUrl, dropped, receiver.Options.QueueCapacity);
                 }
             }
         }
@@ -239,11 +241,11 @@ internal sealed partial class WebhookDispatcher : IPushEventSink, IHostedService
             if (attempt >= options.MaxAttempts)
             {
                 _metrics.CountGivenUp(receiver.Index);
-                LogGivenUp(_logger, e.Type, e.Id, receiver.Index, options.Url, attempt, failure);
+                LogGivenUp(_logger, e.Type, e.Id, receiver.Index, receiver.LogUrl, attempt, failure);
                 return;
             }
 
-            LogRetry(_logger, e.Type, e.Id, receiver.Index, options.Url, attempt, failure, backoff.TotalMilliseconds);
+            LogRetry(_logger, e.Type, e.Id, receiver.Index, receiver.LogUrl, attempt, failure, backoff.TotalMilliseconds);
             await Task.Delay(backoff, _time, stopping);
             backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, maxBackoff.Ticks));
         }
@@ -264,7 +266,15 @@ internal sealed partial class WebhookDispatcher : IPushEventSink, IHostedService
         try
         {
             using var response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, timeout.Token);
-            return response.IsSuccessStatusCode ? null : $"HTTP {(int)response.StatusCode}";
+            var status = (int)response.StatusCode;
+            return status switch
+            {
+                >= 200 and < 300 => null,
+
+                // Where it points is not logged: a Location may carry a token as well.
+                >= 300 and < 400 => $"HTTP {status}, a redirect: not followed; the configured URL must answer 2xx itself",
+                _ => $"HTTP {status}",
+            };
         }
         catch (OperationCanceledException) when (!stopping.IsCancellationRequested)
         {
@@ -285,7 +295,8 @@ internal sealed partial class WebhookDispatcher : IPushEventSink, IHostedService
     [LoggerMessage(Level = LogLevel.Warning, Message = "Webhook {Index} ({Url}): gave up on {Type} event {Id} after {Attempts} attempts (last: {Failure})")]
     private static partial void LogGivenUp(ILogger logger, string type, string id, int index, string url, int attempts, string failure);
 
-    private sealed record Receiver(int Index, WebhookOptions Options, Channel<WebhookEvent> Queue);
+    /// <summary>One configured receiver; <paramref name="LogUrl"/> is its URL without user info or query (review L2).</summary>
+    private sealed record Receiver(int Index, WebhookOptions Options, string LogUrl, Channel<WebhookEvent> Queue);
 
     private sealed record WebhookEvent(string Id, string Type, byte[] Body);
 }

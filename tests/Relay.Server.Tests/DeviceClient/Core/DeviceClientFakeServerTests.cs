@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Text.Json;
+using Microsoft.Extensions.Time.Testing;
 using Relay.DeviceClient;
 using Relay.DeviceClient.Internal;
 using Relay.Protocol.Mqtt;
@@ -22,7 +23,7 @@ public sealed class DeviceClientFakeServerTests
     [Fact]
     public void Backoff_FullJitterSequence_IsExact_AndResetsAfterStableTime()
     {
-        var clock = new FakeClock(DateTimeOffset.UnixEpoch);
+        var clock = new FakeTimeProvider(DateTimeOffset.UnixEpoch);
         var options = new ReconnectOptions();
         var backoff = new ReconnectBackoff(options, clock, static () => 0.5);
 
@@ -52,7 +53,7 @@ public sealed class DeviceClientFakeServerTests
     [Fact]
     public async Task ReconnectLoop_WaitsTheBackoffDelays_OnTheTimeProvider()
     {
-        var clock = new FakeClock(DateTimeOffset.UnixEpoch);
+        var clock = new TimerWatchingFakeTimeProvider(DateTimeOffset.UnixEpoch);
         var closedPort = FreePorts.Tcp(); // nobody listens: every attempt is refused at once
         var options = Options(new Uri($"mqtt://127.0.0.1:{closedPort}"));
         options.TimeProvider = clock;
@@ -66,9 +67,9 @@ public sealed class DeviceClientFakeServerTests
         var delays = new List<double>();
         for (var i = 0; i < 7; i++)
         {
-            var timer = await clock.WaitForTimerAsync(t => t.Requested != options.ConnectTimeout);
-            delays.Add(timer.Requested.TotalSeconds);
-            clock.Advance(timer.Requested);
+            var due = await clock.WaitForTimerAsync(due => due != options.ConnectTimeout);
+            delays.Add(due.TotalSeconds);
+            clock.Advance(due);
         }
 
         Assert.Equal([0.5, 1, 2, 4, 8, 16, 16], delays);

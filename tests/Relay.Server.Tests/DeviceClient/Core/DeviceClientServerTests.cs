@@ -5,9 +5,10 @@ using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Time.Testing;
 using Relay.DeviceClient;
-using Relay.Server.Mqtt;
 using Relay.Protocol.Mqtt;
+using Relay.Server.Mqtt;
 using Relay.Server.Push;
 using Relay.Server.Tests.Mqtt.Interop;
 using Relay.Server.Tests.Push.Commands;
@@ -59,7 +60,7 @@ internal sealed class PublishRecorder : IMqttMessageObserver
     {
     }
 
-    public ValueTask OnMessageReceived(string clientId, StoredMessage message)
+    public ValueTask<bool> OnMessageReceived(string clientId, StoredMessage message)
     {
         if (message.Topic.Contains("/telemetry/", StringComparison.Ordinal))
         {
@@ -74,7 +75,7 @@ internal sealed class PublishRecorder : IMqttMessageObserver
             }
         }
 
-        return ValueTask.CompletedTask;
+        return ValueTask.FromResult(true);
     }
 
     public void OnMessageDelivered(string clientId, string topic, object? tag)
@@ -161,7 +162,7 @@ public sealed class DeviceClientServerTests
     public async Task ExpiredCommand_CancelsItsHandler_AndReportsExpired()
     {
         await using var kit = await PushTestKit.StartAsync();
-        var clock = new FakeClock(DateTimeOffset.UtcNow);
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
         var options = Options(new Uri($"mqtt://127.0.0.1:{kit.Server.MqttPort}"));
         options.TimeProvider = clock;
         await using var client = new RelayDeviceClient(options);
@@ -202,7 +203,7 @@ public sealed class DeviceClientServerTests
     {
         var recorder = new PublishRecorder();
         await using var server = await RelayTestServer.StartAsync(s => s.AddSingleton<IMqttMessageObserver>(recorder), Devices());
-        var clock = new FakeClock(DateTimeOffset.UtcNow);
+        var clock = new TimerWatchingFakeTimeProvider(DateTimeOffset.UtcNow);
         var options = Options(new Uri($"mqtt://127.0.0.1:{server.MqttPort}"));
         options.TimeProvider = clock;
         options.OfflineQueue.DrainRatePerSecond = 2;
@@ -221,7 +222,7 @@ public sealed class DeviceClientServerTests
         for (var sent = 1; sent < Count; sent++)
         {
             await recorder.WaitForCountAsync(sent);
-            await clock.WaitForTimerAsync(t => t.Requested == interval);
+            await clock.WaitForTimerAsync(due => due == interval);
             Assert.Equal(sent, recorder.Messages.Count);
             clock.Advance(interval);
         }

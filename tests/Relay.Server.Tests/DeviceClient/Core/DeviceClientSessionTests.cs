@@ -13,9 +13,13 @@ public sealed class DeviceClientSessionTests
     public async Task UnacknowledgedQos1Publish_IsResentWithDup_AfterTheReconnect()
     {
         await using var server = new FakeMqttServer();
-        await using var client = new RelayDeviceClient(DeviceClientFakeServerTests.Options(server.Uri));
+        var clock = new TimerWatchingFakeTimeProvider(DateTimeOffset.UnixEpoch);
+        var options = DeviceClientFakeServerTests.Options(server.Uri);
+        options.TimeProvider = clock;
+        await using var client = new RelayDeviceClient(options);
         await client.StartAsync();
         ushort firstId;
+        TimerWatchingFakeTimeProvider.ArmedTimer firstKeepAlive;
         await using (var peer = await server.AcceptAsync())
         {
             await peer.AcceptSessionAsync();
@@ -25,6 +29,7 @@ public sealed class DeviceClientSessionTests
             Assert.Equal(MqttDecodeError.None, MqttPacketReader.ReadPublish(publish.Frame(), peer.Version, out var first));
             Assert.False(first.Dup);
             firstId = first.PacketId;
+            firstKeepAlive = await clock.WaitForArmedTimerAsync(t => t.Requested == options.KeepAlive);
 
             // The connection drops before the PUBACK.
         }
@@ -38,14 +43,53 @@ public sealed class DeviceClientSessionTests
         Assert.Equal(firstId, dup.PacketId);
         Assert.Equal("devices/d1/telemetry/t", Encoding.UTF8.GetString(dup.Topic.ToArray()));
         Assert.Equal("{\"v\":1}", Encoding.UTF8.GetString(dup.Payload.ToArray()));
+
+        // The resend is counted once its write completed, which the server may see first; this connection's
+        // keep-alive starts after the resends, so once its timer is armed the count is in.
+        await clock.WaitForArmedTimerAsync(t => t.Requested == options.KeepAlive && t.Id != firstKeepAlive.Id);
         Assert.Equal(1, client.Statistics.ResentMessages);
+    }
+
+    [Fact]
+    public async Task APublishMadeAsTheClientConnects_GoesOutOnce_NotAlsoAsAResendOnTheSameConnection()
+    {
+        await using var server = new FakeMqttServer();
+        var clock = new TimerWatchingFakeTimeProvider(DateTimeOffset.UnixEpoch);
+        var options = DeviceClientFakeServerTests.Options(server.Uri);
+        options.TimeProvider = clock;
+        await using var client = new RelayDeviceClient(options);
+        Task? published = null;
+
+        // StateChanged runs on the connect loop as it reaches Connected, so this publish takes its place in
+        // flight before the loop resends what the last connection left unacknowledged.
+        client.StateChanged += (_, e) =>
+        {
+            if (e.Current == DeviceConnectionState.Connected)
+            {
+                published ??= client.PublishTelemetryAsync("t", "{\"v\":1}"u8.ToArray()).AsTask();
+            }
+        };
+        await client.StartAsync();
+        await using var peer = await server.AcceptAsync();
+        await peer.AcceptSessionAsync();
+        var publish = await peer.ExpectAsync(MqttPacketType.Publish);
+        Assert.Equal(MqttDecodeError.None, MqttPacketReader.ReadPublish(publish.Frame(), peer.Version, out var fresh));
+        Assert.False(fresh.Dup);
+
+        // The keep-alive starts after the resends: once its timer is armed, a resend would have gone out.
+        await clock.WaitForTimerAsync(due => due == options.KeepAlive);
+        Assert.Equal(0, client.Statistics.ResentMessages);
+        Assert.Equal(1, client.Statistics.PublishedMessages);
+
+        await peer.SendAsync(FakeMqttServer.Build(w => MqttPacketWriter.WriteAck(w, MqttPacketType.PubAck, peer.Version, fresh.PacketId, MqttReasonCode.Success)));
+        await published!.WaitAsync(TimeSpan.FromSeconds(30));
     }
 
     [Fact]
     public async Task NoPingResp_WithinOperationTimeout_ClosesAndReconnects()
     {
         await using var server = new FakeMqttServer();
-        var clock = new FakeClock(DateTimeOffset.UnixEpoch);
+        var clock = new TimerWatchingFakeTimeProvider(DateTimeOffset.UnixEpoch);
         var options = DeviceClientFakeServerTests.Options(server.Uri);
         options.TimeProvider = clock;
         options.KeepAlive = TimeSpan.FromSeconds(30);
@@ -58,12 +102,12 @@ public sealed class DeviceClientSessionTests
         {
             await peer.AcceptSessionAsync();
             await client.WaitConnectedAsync().WaitAsync(TimeSpan.FromSeconds(30));
-            clock.Advance((await clock.WaitForTimerAsync(t => t.Requested == options.KeepAlive)).Requested);
+            clock.Advance(await clock.WaitForTimerAsync(due => due == options.KeepAlive));
             var ping = await peer.ReadAsync();
             Assert.Equal(MqttPacketType.PingReq, ping?.Type);
 
             // The server stays silent; OperationTimeout later the connection is declared dead.
-            clock.Advance((await clock.WaitForTimerAsync(t => t.Requested == options.OperationTimeout)).Requested);
+            clock.Advance(await clock.WaitForTimerAsync(due => due == options.OperationTimeout));
             Assert.Contains("PINGRESP", await error.Task.WaitAsync(TimeSpan.FromSeconds(30)), StringComparison.Ordinal);
             Assert.Null(await peer.ReadAsync());
         }
@@ -77,7 +121,7 @@ public sealed class DeviceClientSessionTests
     public async Task NoConnAck_WithinConnectTimeout_GivesUpAndRetries()
     {
         await using var server = new FakeMqttServer();
-        var clock = new FakeClock(DateTimeOffset.UnixEpoch);
+        var clock = new TimerWatchingFakeTimeProvider(DateTimeOffset.UnixEpoch);
         var options = DeviceClientFakeServerTests.Options(server.Uri);
         options.TimeProvider = clock;
         options.ConnectTimeout = TimeSpan.FromSeconds(9);
@@ -88,7 +132,7 @@ public sealed class DeviceClientSessionTests
         await using (var silent = await server.AcceptAsync())
         {
             await silent.ExpectAsync(MqttPacketType.Connect);
-            clock.Advance((await clock.WaitForTimerAsync(t => t.Requested == options.ConnectTimeout)).Requested);
+            clock.Advance(await clock.WaitForTimerAsync(due => due == options.ConnectTimeout));
             Assert.Contains("CONNACK", await error.Task.WaitAsync(TimeSpan.FromSeconds(30)), StringComparison.Ordinal);
             Assert.Null(await silent.ReadAsync());
         }

@@ -88,13 +88,19 @@ public sealed class NatClassificationTests
         {
             _mapping = mapping;
             _filtering = filtering;
-            _port = FreePorts.UdpAndTcpPair();
-
-            // Index bit 1: the alternate IP; bit 0: the alternate port.
-            for (var i = 0; i < 4; i++)
+            // Another test process can take a port between FreePorts' check and our bind: pick again then.
+            for (var attempt = 1; ; attempt++)
             {
-                _sockets[i] = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
-                _sockets[i].Bind(EndPoint(i));
+                _port = FreePorts.UdpAndTcpPair();
+                if (TryBindAll())
+                {
+                    break;
+                }
+
+                if (attempt == 20)
+                {
+                    throw new InvalidOperationException("no free loopback UDP port pair after 20 attempts");
+                }
             }
 
             for (var i = 0; i < 4; i++)
@@ -105,6 +111,26 @@ public sealed class NatClassificationTests
         }
 
         public IPEndPoint Primary => EndPoint(0);
+
+        // Index bit 1: the alternate IP; bit 0: the alternate port.
+        private bool TryBindAll()
+        {
+            for (var i = 0; i < 4; i++)
+            {
+                _sockets[i]?.Dispose();
+                _sockets[i] = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+                try
+                {
+                    _sockets[i].Bind(EndPoint(i));
+                }
+                catch (SocketException)
+                {
+                    return false;
+                }
+            }
+
+            return true;
+        }
 
         /// <summary>While true, CHANGE-REQUEST tests go unanswered (as a slow path would leave them).</summary>
         public volatile bool HoldChangeRequests;

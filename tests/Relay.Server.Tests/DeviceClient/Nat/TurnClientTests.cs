@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Time.Testing;
 using Relay.DeviceClient.Nat;
 using Relay.Protocol.Stun;
 
@@ -52,7 +53,7 @@ public sealed class TurnClientTests
     public async Task StaleNonce_Gets438_AndTheClientRetriesWithTheFreshOne(TurnTransport transport)
     {
         // Our server's nonce expires on its DI clock, which this test moves; coturn's runs on wall time only.
-        var serverClock = new FakeClock(DateTimeOffset.UtcNow);
+        var serverClock = new FakeTimeProvider(DateTimeOffset.UtcNow);
         await using var server = await RelayTestServer.StartAsync(
             services => services.AddSingleton<TimeProvider>(serverClock),
             $"Relay:Turn:Users:0={TurnServerUnderTest.User}:{TurnServerUnderTest.Password}", "Relay:Turn:NonceLifetimeSeconds=60");
@@ -132,7 +133,7 @@ public sealed class TurnClientTests
     public async Task Refresh_ExplicitAndAutomatic_KeepsAllocationPermissionAndChannel(TurnServerKind kind, TurnTransport transport)
     {
         await using var server = await TurnServerUnderTest.StartAsync(kind);
-        var clock = new FakeClock(DateTimeOffset.UtcNow);
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
         var options = Options(clock);
         options.RequestedLifetime = TimeSpan.FromSeconds(600);
         await using var client = await TurnClient.AllocateAsync(server.Endpoint, transport, Credentials, options);
@@ -148,14 +149,14 @@ public sealed class TurnClientTests
 
         // 250 s on: the permission (300 s) is within the 60 s margin, the channel (600 s) and allocation are not.
         clock.Advance(TimeSpan.FromSeconds(250));
-        await RelayTestServer.WaitUntilAsync(() => client.PermissionRefreshes == 1 || client.LastMaintenanceError is not null, "the permission refresh");
+        await Poll.UntilAsync(() => client.PermissionRefreshes == 1 || client.LastMaintenanceError is not null, "the permission refresh");
         Assert.Null(client.LastMaintenanceError);
         Assert.Equal(0, client.AllocationRefreshes);
         Assert.Equal(0, client.ChannelRefreshes);
 
         // 550 s: allocation and channel are due.
         clock.Advance(TimeSpan.FromSeconds(300));
-        await RelayTestServer.WaitUntilAsync(() => (client.AllocationRefreshes == 1 && client.ChannelRefreshes == 1) || client.LastMaintenanceError is not null, "the allocation and channel refresh");
+        await Poll.UntilAsync(() => (client.AllocationRefreshes == 1 && client.ChannelRefreshes == 1) || client.LastMaintenanceError is not null, "the allocation and channel refresh");
         Assert.Null(client.LastMaintenanceError);
         Assert.Equal(clock.GetUtcNow() + TimeSpan.FromSeconds(600), client.ExpiresAt);
 
@@ -177,7 +178,7 @@ public sealed class TurnClientTests
 
         // Both servers relay on 127.0.0.1: once the allocation is gone its relay socket is closed and the
         // port can be bound again (coturn deletes on its next one-second timer tick, so wait for it).
-        await RelayTestServer.WaitUntilAsync(() => TryBind(probe, client.RelayedAddress), "the relay port to be released");
+        await Poll.UntilAsync(() => TryBind(probe, client.RelayedAddress), "the relay port to be released");
         if (kind == TurnServerKind.Ours)
         {
             // RFC 8656 §8: a Refresh for an allocation that no longer exists: 437 Allocation Mismatch.

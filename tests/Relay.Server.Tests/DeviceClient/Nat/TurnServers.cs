@@ -1,7 +1,5 @@
-using System.Diagnostics;
 using System.Globalization;
 using System.Net;
-using System.Net.Sockets;
 
 namespace Relay.Server.Tests.DeviceClientNat;
 
@@ -27,17 +25,15 @@ internal sealed class TurnServerUnderTest : IAsyncDisposable
     private static int s_window = Environment.ProcessId % 50;
 
     private readonly RelayTestServer? _ours;
-    private readonly Process? _coturn;
+    private readonly ToolProcess? _coturn;
     private readonly string? _logFile;
-    private readonly Task<string>? _output;
 
-    private TurnServerUnderTest(IPEndPoint endpoint, RelayTestServer? ours, Process? coturn, string? logFile, Task<string>? output)
+    private TurnServerUnderTest(IPEndPoint endpoint, RelayTestServer? ours, ToolProcess? coturn, string? logFile)
     {
         Endpoint = endpoint;
         _ours = ours;
         _coturn = coturn;
         _logFile = logFile;
-        _output = output;
     }
 
     public IPEndPoint Endpoint { get; }
@@ -54,7 +50,7 @@ internal sealed class TurnServerUnderTest : IAsyncDisposable
                 restSecret ? $"Relay:Turn:SharedSecrets:0={SharedSecret}" : "Relay:Turn:Enabled=true",
                 "Relay:Turn:AllowLoopbackPeers=true",
                 $"Relay:Turn:DeniedPeers:0={DeniedPeer}/32");
-            return new TurnServerUnderTest(new IPEndPoint(IPAddress.Loopback, server.StunPort), server, null, null, null);
+            return new TurnServerUnderTest(new IPEndPoint(IPAddress.Loopback, server.StunPort), server, null, null);
         }
 
         var port = FreePorts.UdpAndTcpPair();
@@ -64,7 +60,8 @@ internal sealed class TurnServerUnderTest : IAsyncDisposable
         string[] auth = restSecret
             ? ["--use-auth-secret", $"--static-auth-secret={SharedSecret}"]
             : ["--lt-cred-mech", "--user", $"{User}:{Password}"];
-        var coturn = Process.Start(new ProcessStartInfo(turnserver,
+        var coturn = ToolProcess.Start(
+            turnserver,
         [
             "-n", .. auth, "--realm", Realm,
             "--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1", "-p", port.ToString(CultureInfo.InvariantCulture),
@@ -72,13 +69,10 @@ internal sealed class TurnServerUnderTest : IAsyncDisposable
             "--no-cli", "--no-tls", "--no-dtls",
             "--min-port", window.ToString(CultureInfo.InvariantCulture), "--max-port", (window + 99).ToString(CultureInfo.InvariantCulture),
             "--pidfile", logFile + ".pid", "--log-file", logFile, "--simple-log",
-        ])
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        })!;
-        var output = Task.WhenAll(coturn.StandardOutput.ReadToEndAsync(), coturn.StandardError.ReadToEndAsync()).ContinueWith(static t => string.Concat(t.Result), TaskScheduler.Default);
-        var started = new TurnServerUnderTest(new IPEndPoint(IPAddress.Loopback, port), null, coturn, logFile, output);
+        ],
+            TimeSpan.FromMinutes(15));
+        var started = new TurnServerUnderTest(new IPEndPoint(IPAddress.Loopback, port), null, coturn, logFile);
+        coturn.Describe = started.DescribeAsync;
         try
         {
             await started.WaitForTcpListenerAsync();
@@ -93,24 +87,7 @@ internal sealed class TurnServerUnderTest : IAsyncDisposable
     }
 
     /// <summary>coturn opens its UDP and TCP listeners together; a TCP connect that succeeds says both are up.</summary>
-    private async Task WaitForTcpListenerAsync()
-    {
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(20));
-        while (true)
-        {
-            Assert.False(_coturn!.HasExited, "turnserver exited: " + await DescribeAsync());
-            using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-            try
-            {
-                await probe.ConnectAsync(Endpoint, timeout.Token);
-                return;
-            }
-            catch (SocketException)
-            {
-                await Task.Delay(20, timeout.Token);
-            }
-        }
-    }
+    private Task WaitForTcpListenerAsync() => _coturn!.WaitForListenerAsync(Endpoint, "turnserver", TimeSpan.FromSeconds(20));
 
     public async Task<string> DescribeAsync()
     {
@@ -127,96 +104,11 @@ internal sealed class TurnServerUnderTest : IAsyncDisposable
 
         if (_coturn is not null)
         {
-            if (!_coturn.HasExited)
-            {
-                _coturn.Kill(entireProcessTree: true);
-            }
-
-            await _coturn.WaitForExitAsync();
-            await _output!;
-            _coturn.Dispose();
+            await _coturn.DisposeAsync();
             foreach (var file in new[] { _logFile!, _logFile + ".pid" })
             {
                 File.Delete(file);
             }
-        }
-    }
-}
-
-/// <summary>A clock with timers that the test moves by hand; each due timer fires once per Advance.</summary>
-internal sealed class FakeClock(DateTimeOffset start) : TimeProvider
-{
-    private readonly List<FakeTimer> _timers = [];
-    private DateTimeOffset _now = start;
-
-    public override DateTimeOffset GetUtcNow()
-    {
-        lock (_timers)
-        {
-            return _now;
-        }
-    }
-
-    public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
-    {
-        var timer = new FakeTimer(this, callback, state);
-        timer.Change(dueTime, period);
-        lock (_timers)
-        {
-            _timers.Add(timer);
-        }
-
-        return timer;
-    }
-
-    public void Advance(TimeSpan by)
-    {
-        List<FakeTimer> due;
-        lock (_timers)
-        {
-            _now += by;
-            due = [.. _timers.Where(t => t.Due is { } d && d <= _now)];
-            foreach (var timer in due)
-            {
-                timer.Due = timer.Period > TimeSpan.Zero && timer.Period != Timeout.InfiniteTimeSpan ? _now + timer.Period : null;
-            }
-        }
-
-        foreach (var timer in due)
-        {
-            timer.Fire();
-        }
-    }
-
-    private void Remove(FakeTimer timer)
-    {
-        lock (_timers)
-        {
-            _timers.Remove(timer);
-        }
-    }
-
-    private sealed class FakeTimer(FakeClock clock, TimerCallback callback, object? state) : ITimer
-    {
-        public DateTimeOffset? Due { get; set; }
-
-        public TimeSpan Period { get; private set; }
-
-        public bool Change(TimeSpan dueTime, TimeSpan period)
-        {
-            Due = dueTime == Timeout.InfiniteTimeSpan ? null : clock.GetUtcNow() + dueTime;
-            Period = period;
-            return true;
-        }
-
-        public void Fire() => callback(state);
-
-        public void Dispose() => clock.Remove(this);
-
-        public ValueTask DisposeAsync()
-        {
-            Dispose();
-            return ValueTask.CompletedTask;
         }
     }
 }

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using Relay.Server.Tests.Mqtt.Interop;
@@ -35,10 +34,10 @@ public sealed class PeerDemoTests
         Assert.Equal("d1", (await listener.WaitForAsync("ready", null)).Text("peer"));
         Assert.Contains((await caller.WaitForAsync("path", null)).Text("path"), (string[])["relayed", "direct"]);
 
-        caller.Type("hello from d1");
+        await caller.TypeAsync("hello from d1");
         Assert.Equal("hello from d1", (await listener.WaitForAsync("recv", "hello from d1")).Text("text"));
         await caller.WaitForAsync("sent", "hello from d1");
-        listener.Type("hello from d2");
+        await listener.TypeAsync("hello from d2");
         Assert.Equal("hello from d2", (await caller.WaitForAsync("recv", "hello from d2")).Text("text"));
 
         // Loopback: both upgrade to the direct path and say so.
@@ -47,143 +46,43 @@ public sealed class PeerDemoTests
         Assert.DoesNotContain(caller.Lines.Concat(listener.Lines), static l => l.Event == "error");
     }
 
-    /// <summary>One PeerDemo with stdin kept open, its stdout parsed into events as they arrive.</summary>
-    private sealed class DemoProcess : IAsyncDisposable
+    /// <summary>One PeerDemo with stdin kept open, its stdout lines read as events.</summary>
+    private sealed class DemoProcess(ToolProcess process, bool json) : IAsyncDisposable
     {
-        private readonly Process _process;
-        private readonly bool _json;
-        private readonly List<DemoLine> _lines = [];
-        private readonly List<(Func<DemoLine, bool> Match, TaskCompletionSource<DemoLine> Done)> _waiters = [];
-        private readonly List<string> _stderr = [];
-
-        private DemoProcess(Process process, bool json)
-        {
-            _process = process;
-            _json = json;
-        }
-
-        public IReadOnlyList<DemoLine> Lines
-        {
-            get
-            {
-                lock (_lines)
-                {
-                    return [.. _lines];
-                }
-            }
-        }
+        public IReadOnlyList<DemoLine> Lines => [.. process.StdoutLines.Select(l => DemoLine.Parse(l, json))];
 
         public static DemoProcess Start(RendezvousTestKit kit, string device, string[] extra)
         {
-            // timeout -s KILL: a demo this test forgets cannot outlive the run.
-            var start = new ProcessStartInfo("timeout",
-            [
-                "-s", "KILL", "300", "dotnet", DemoDll,
-                "--server", $"mqtt://127.0.0.1:{kit.Server.MqttPort.ToString(CultureInfo.InvariantCulture)}",
-                "--device", device, "--secret", PushTestKit.Secret, .. extra,
-            ])
-            {
-                RedirectStandardInput = true,
-                RedirectStandardOutput = true,
-                RedirectStandardError = true,
-                UseShellExecute = false,
-            };
-            var process = new Process { StartInfo = start };
-            var demo = new DemoProcess(process, extra.Contains("--json"));
-            process.OutputDataReceived += (_, e) => demo.OnLine(e.Data);
-            process.ErrorDataReceived += (_, e) =>
-            {
-                if (e.Data is not null)
-                {
-                    lock (demo._lines)
-                    {
-                        demo._stderr.Add(e.Data);
-                    }
-                }
-            };
-            process.Start();
-            process.BeginOutputReadLine();
-            process.BeginErrorReadLine();
-            return demo;
+            var process = ToolProcess.Start(
+                "dotnet",
+                [
+                    DemoDll,
+                    "--server", $"mqtt://127.0.0.1:{kit.Server.MqttPort.ToString(CultureInfo.InvariantCulture)}",
+                    "--device", device, "--secret", PushTestKit.Secret, .. extra,
+                ],
+                TimeSpan.FromMinutes(5),
+                Path.GetDirectoryName(DemoDll),
+                keepInputOpen: true);
+            return new DemoProcess(process, extra.Contains("--json"));
         }
 
-        public void Type(string line)
-        {
-            _process.StandardInput.WriteLine(line);
-            _process.StandardInput.Flush();
-        }
+        public Task TypeAsync(string line) => process.WriteLineAsync(line);
 
         /// <summary>The first line of <paramref name="event"/> (whose text contains <paramref name="contains"/>), seen or to come; bounded.</summary>
         public async Task<DemoLine> WaitForAsync(string @event, string? contains)
         {
-            bool Match(DemoLine l) => l.Event == @event && (contains is null || l.Raw.Contains(contains, StringComparison.Ordinal));
-            var done = new TaskCompletionSource<DemoLine>(TaskCreationOptions.RunContinuationsAsynchronously);
-            lock (_lines)
-            {
-                if (_lines.FirstOrDefault(Match) is { } seen)
-                {
-                    return seen;
-                }
-
-                _waiters.Add((Match, done));
-            }
-
-            try
-            {
-                return await done.Task.WaitAsync(Bound);
-            }
-            catch (TimeoutException)
-            {
-                lock (_lines)
-                {
-                    throw new Xunit.Sdk.XunitException($"no {@event} {contains} within {Bound}:\n{TranscriptLocked()}");
-                }
-            }
-        }
-
-        private string TranscriptLocked() => string.Join('\n', _lines.Select(static l => l.Raw).Concat(_stderr.Select(static l => "stderr: " + l)));
-
-        private void OnLine(string? raw)
-        {
-            if (raw is null)
-            {
-                return;
-            }
-
-            var line = DemoLine.Parse(raw, _json);
-            List<TaskCompletionSource<DemoLine>> done = [];
-            lock (_lines)
-            {
-                _lines.Add(line);
-                foreach (var waiter in _waiters.Where(w => w.Match(line)).ToList())
-                {
-                    _waiters.Remove(waiter);
-                    done.Add(waiter.Done);
-                }
-            }
-
-            foreach (var d in done)
-            {
-                d.TrySetResult(line);
-            }
+            var line = await process.WaitForLineAsync(
+                raw => DemoLine.Parse(raw, json).Event == @event && (contains is null || raw.Contains(contains, StringComparison.Ordinal)),
+                $"{@event} {contains}",
+                Bound);
+            return DemoLine.Parse(line, json);
         }
 
         public async ValueTask DisposeAsync()
         {
             // Closing stdin is the demo's own way to end (EOF); kill only if it does not.
-            _process.StandardInput.Close();
-            using var exit = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-            try
-            {
-                await _process.WaitForExitAsync(exit.Token);
-            }
-            catch (OperationCanceledException)
-            {
-                _process.Kill(entireProcessTree: true);
-                await _process.WaitForExitAsync();
-            }
-
-            _process.Dispose();
+            await process.CloseInputAsync(TimeSpan.FromSeconds(10));
+            await process.DisposeAsync();
         }
     }
 

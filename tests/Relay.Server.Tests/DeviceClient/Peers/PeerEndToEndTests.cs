@@ -69,18 +69,13 @@ public sealed class PeerEndToEndTests
     private static ReadOnlyMemory<byte> Text(string text) => Encoding.UTF8.GetBytes(text);
 
     /// <summary>Polls /metrics until <paramref name="sample"/> equals <paramref name="expected"/> (the result report is asynchronous), bounded; fails with the rendezvous samples.</summary>
-    private static async Task AssertMetricAsync(RendezvousTestKit kit, string sample, double expected)
-    {
-        using var timeout = new CancellationTokenSource(Bound);
-        while (await kit.MetricAsync(sample) != expected && !timeout.IsCancellationRequested)
-        {
-            await Task.Delay(50, timeout.Token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
-        }
-
-        var metrics = await kit.MetricsAsync();
-        var rendezvous = string.Join('\n', metrics.Split('\n').Where(static l => l.StartsWith("relay_rendezvous_", StringComparison.Ordinal)));
-        Assert.True(await kit.MetricAsync(sample) == expected, $"{sample} != {expected}:\n{rendezvous}");
-    }
+    private static Task AssertMetricAsync(RendezvousTestKit kit, string sample, double expected) =>
+        Poll.UntilAsync(
+            async () => await kit.MetricAsync(sample) == expected,
+            $"{sample} == {expected}",
+            Bound,
+            TimeSpan.FromMilliseconds(50),
+            async () => string.Join('\n', (await kit.MetricsAsync()).Split('\n').Where(static l => l.StartsWith("relay_rendezvous_", StringComparison.Ordinal))));
 
     [Fact]
     public async Task ConnectPeer_RelayFirst_BothWays_ThenDirect_AndTheServerCountsTheResultByNatPair()

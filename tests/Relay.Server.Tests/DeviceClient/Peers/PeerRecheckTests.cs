@@ -1,5 +1,6 @@
 using System.Net;
 using System.Security.Cryptography;
+using Microsoft.Extensions.Time.Testing;
 using Relay.DeviceClient.Nat;
 using Relay.DeviceClient.Peers;
 using Relay.Protocol.Rendezvous;
@@ -46,7 +47,7 @@ public sealed class PeerRecheckTests
         var localB = await PeerCandidates.GatherAsync(b, servers, CancellationToken.None);
         var key = RandomNumberGenerator.GetBytes(32);
         var sessionId = Convert.ToHexString(RandomNumberGenerator.GetBytes(16)).ToLowerInvariant();
-        var clock = new PeriodicFakeClock();
+        var clock = new FakeTimeProvider();
         var results = new List<string>();
         await using var sessionA = new PeerSession(new PeerSessionSetup(sessionId, "b", key, true, localB.Candidates, null, null), localA, a, clock, (_, path, _) => { lock (results) { results.Add(path); } });
         IReadOnlyList<RendezvousCandidate> relayOfA = [.. localA.Candidates.Where(static c => c.Type == "relay")];
@@ -60,7 +61,7 @@ public sealed class PeerRecheckTests
         await Task.WhenAll(sessionA.StartAsync(CancellationToken.None), sessionB.StartAsync(CancellationToken.None)).WaitAsync(Bound);
 
         // 1. The window of checks ends with every check dropped: relayed, and no re-check yet.
-        await AdvanceUntilAsync(clock, () => ended.Task.IsCompleted);
+        await AdvanceUntilAsync(clock, () => ended.Task.IsCompleted, "the end of the window of checks");
         lock (results)
         {
             Assert.Equal(["relayed"], results);
@@ -75,7 +76,7 @@ public sealed class PeerRecheckTests
 
         // 2. Re-checks while the path stays closed: one check per target per round, no retransmission, still relayed.
         var endedAt = clock.GetTimestamp();
-        await AdvanceUntilAsync(clock, () => sessionA.RecheckRounds >= 2);
+        await AdvanceUntilAsync(clock, () => sessionA.RecheckRounds >= 2, "two re-check rounds");
         Assert.Equal(2, sessionA.RecheckRounds);
         Assert.Equal(checksAtEnd + (2 * targets), sessionA.ChecksSent);
         Assert.True(clock.GetElapsedTime(endedAt) >= TimeSpan.FromSeconds(10) - Step, $"two rounds after {clock.GetElapsedTime(endedAt)}, before two intervals");
@@ -84,7 +85,7 @@ public sealed class PeerRecheckTests
 
         // 3. The firewall opens: the next round finds the path, A nominates it, both sides go direct.
         Volatile.Write(ref open, true);
-        await AdvanceUntilAsync(clock, () => directA.IsCompleted && directB.IsCompleted);
+        await AdvanceUntilAsync(clock, () => directA.IsCompleted && directB.IsCompleted, "both sides direct");
         await Task.WhenAll(directA, directB);
         Assert.True(sessionA.RecheckRounds >= 3);
         Assert.True(sessionB.ChecksReceived >= 1);
@@ -110,104 +111,19 @@ public sealed class PeerRecheckTests
     }
 
     /// <summary>Moves the fake clock a step at a time, yielding so the session's loop runs, until the condition holds (bounded).</summary>
-    private static async Task AdvanceUntilAsync(PeriodicFakeClock clock, Func<bool> condition)
-    {
-        using var timeout = new CancellationTokenSource(Bound);
-        while (!condition())
-        {
-            clock.Advance(Step);
-            await Task.Delay(5, timeout.Token);
-        }
-    }
-
-    /// <summary>A TimeProvider whose clock and (periodic) timers move only in <see cref="Advance"/>.</summary>
-    private sealed class PeriodicFakeClock : TimeProvider
-    {
-        private readonly Lock _gate = new();
-        private readonly List<Timer> _timers = [];
-        private long _ticks;
-
-        public override long TimestampFrequency => TimeSpan.TicksPerSecond;
-
-        public override long GetTimestamp()
-        {
-            lock (_gate)
+    private static Task AdvanceUntilAsync(FakeTimeProvider clock, Func<bool> condition, string what) =>
+        Poll.UntilAsync(
+            () =>
             {
-                return _ticks;
-            }
-        }
-
-        public override DateTimeOffset GetUtcNow() => DateTimeOffset.UnixEpoch.AddTicks(GetTimestamp());
-
-        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
-        {
-            var timer = new Timer(this, callback, state);
-            timer.Change(dueTime, period);
-            return timer;
-        }
-
-        public void Advance(TimeSpan by)
-        {
-            List<Timer> due = [];
-            lock (_gate)
-            {
-                _ticks += by.Ticks;
-                foreach (var timer in _timers.Where(t => t.DueAt <= _ticks).ToList())
+                if (condition())
                 {
-                    due.Add(timer);
-                    if (timer.Period > TimeSpan.Zero && timer.Period != Timeout.InfiniteTimeSpan)
-                    {
-                        // One firing per advance: a periodic timer that fell behind catches up with the clock.
-                        timer.DueAt = _ticks + timer.Period.Ticks;
-                    }
-                    else
-                    {
-                        _timers.Remove(timer);
-                    }
+                    return true;
                 }
-            }
 
-            foreach (var timer in due)
-            {
-                timer.Fire();
-            }
-        }
-
-        private void Arm(Timer timer, TimeSpan dueTime, TimeSpan period)
-        {
-            lock (_gate)
-            {
-                _timers.Remove(timer);
-                timer.Period = period;
-                if (dueTime != Timeout.InfiniteTimeSpan)
-                {
-                    timer.DueAt = _ticks + dueTime.Ticks;
-                    _timers.Add(timer);
-                }
-            }
-        }
-
-        private sealed class Timer(PeriodicFakeClock clock, TimerCallback callback, object? state) : ITimer
-        {
-            public long DueAt { get; set; }
-
-            public TimeSpan Period { get; set; }
-
-            public bool Change(TimeSpan dueTime, TimeSpan period)
-            {
-                clock.Arm(this, dueTime, period);
-                return true;
-            }
-
-            public void Fire() => callback(state);
-
-            public void Dispose() => clock.Arm(this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
-
-            public ValueTask DisposeAsync()
-            {
-                Dispose();
-                return ValueTask.CompletedTask;
-            }
-        }
-    }
+                clock.Advance(Step);
+                return false;
+            },
+            what,
+            Bound,
+            TimeSpan.FromMilliseconds(5));
 }

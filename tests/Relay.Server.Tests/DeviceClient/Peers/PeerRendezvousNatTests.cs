@@ -1,6 +1,7 @@
 using System.Net;
 using System.Text.Json;
 using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
 using Relay.DeviceClient.Nat;
 using Relay.DeviceClient.Peers;
 using Relay.Protocol.Rendezvous;
@@ -47,7 +48,7 @@ public sealed class PeerRendezvousNatTests
         }
     }
 
-    private static (PeerRendezvous, Signalling) Create(FakeClock clock)
+    private static (PeerRendezvous, Signalling) Create(FakeTimeProvider clock)
     {
         var signalling = new Signalling();
         var options = new PeerOptions { LocalAddress = IPAddress.Loopback };
@@ -59,7 +60,7 @@ public sealed class PeerRendezvousNatTests
     [Fact]
     public async Task Connect_WaitsForTheClassificationUnderWay_AndCarriesNat()
     {
-        var (rendezvous, signalling) = Create(new FakeClock(DateTimeOffset.UnixEpoch));
+        var (rendezvous, signalling) = Create(new FakeTimeProvider(DateTimeOffset.UnixEpoch));
         var waiting = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         rendezvous.WaitingForNat = () => waiting.TrySetResult();
         var connect = rendezvous.ConnectAsync("d2", CancellationToken.None);
@@ -78,7 +79,7 @@ public sealed class PeerRendezvousNatTests
     [Fact]
     public async Task Connect_WhenTheClassificationFailed_GoesWithoutNat_AtOnce()
     {
-        var (rendezvous, signalling) = Create(new FakeClock(DateTimeOffset.UnixEpoch));
+        var (rendezvous, signalling) = Create(new FakeTimeProvider(DateTimeOffset.UnixEpoch));
         rendezvous.NatDiscoveryEnded();
 
         var connect = rendezvous.ConnectAsync("d2", CancellationToken.None);

@@ -187,7 +187,7 @@ public sealed class PeerSessionTests
 
         var forged = StunTransactionId.NewRandom();
         await attacker.SendToAsync(Check(forged, sessionId, RandomNumberGenerator.GetBytes(32)), pair.B.LocalEndPoint);
-        await WaitForAsync(() => pair.B.IntegrityFailures >= 1);
+        await Poll.UntilAsync(() => pair.B.IntegrityFailures >= 1, "B to count the forged check", Bound);
 
         var genuine = StunTransactionId.NewRandom();
         await attacker.SendToAsync(Check(genuine, sessionId, pair.A.Setup.Key), pair.B.LocalEndPoint);
@@ -220,7 +220,7 @@ public sealed class PeerSessionTests
         IReadOnlyList<RendezvousCandidate> remote = [new("srflx", "127.0.0.2", 40000, 100)];
         await using var session = new PeerSession(new PeerSessionSetup("0123456789abcdef0123456789abcdef", "b", key, true, remote, "PortRestrictedCone", "Symmetric"), localA, options, TimeProvider.System);
         await session.StartAsync(CancellationToken.None).WaitAsync(Bound);
-        await WaitForAsync(() => session.ProbesSent > 0);
+        await Poll.UntilAsync(() => session.ProbesSent > 0, "the first probe", Bound);
         await session.BirthdayCompleted.WaitAsync(Bound);
         var probes = session.ProbesSent;
         Assert.InRange(probes, 1, 100);
@@ -231,7 +231,7 @@ public sealed class PeerSessionTests
         var localC = await PeerCandidates.GatherAsync(off, Servers(server), CancellationToken.None);
         await using var quiet = new PeerSession(new PeerSessionSetup("0123456789abcdef0123456789abcdef", "b", key, true, remote, "PortRestrictedCone", "Symmetric"), localC, off, TimeProvider.System);
         await quiet.StartAsync(CancellationToken.None).WaitAsync(Bound);
-        await WaitForAsync(() => quiet.ChecksSent > 0);
+        await Poll.UntilAsync(() => quiet.ChecksSent > 0, "the first check", Bound);
         await quiet.BirthdayCompleted.WaitAsync(Bound);
         Assert.Equal(0, quiet.ProbesSent);
 
@@ -244,7 +244,7 @@ public sealed class PeerSessionTests
         var localD = await PeerCandidates.GatherAsync(symmetric, Servers(server), CancellationToken.None);
         await using var many = new PeerSession(new PeerSessionSetup("0123456789abcdef0123456789abcdef", "b", key, false, remote, "Symmetric", "PortRestrictedCone"), localD, symmetric, TimeProvider.System);
         await many.StartAsync(CancellationToken.None).WaitAsync(Bound);
-        await WaitForAsync(() => many.BirthdaySocketsOpened == 16 && many.ProbesSent >= 16);
+        await Poll.UntilAsync(() => many.BirthdaySocketsOpened == 16 && many.ProbesSent >= 16, "16 birthday sockets, each probing", Bound);
         await many.BirthdayCompleted.WaitAsync(Bound);
     }
 
@@ -256,14 +256,5 @@ public sealed class PeerSessionTests
         writer.WriteMessageIntegrity(key);
         writer.WriteFingerprint();
         return buffer[..writer.Length];
-    }
-
-    private static async Task WaitForAsync(Func<bool> condition)
-    {
-        using var timeout = new CancellationTokenSource(Bound);
-        while (!condition())
-        {
-            await Task.Delay(10, timeout.Token);
-        }
     }
 }

@@ -82,7 +82,7 @@ public sealed class EngineDurabilityTests
 
         await client.SubscribeAndWaitAsync("state/#", 0);
         Assert.Equal("retained-before-restart", (await client.ReceiveAsync(MqttPacketType.Publish)).PayloadText);
-        await RelayTestServer.WaitUntilAsync(() => sessions.LoadAllAsync(CancellationToken.None).Result.Single().Messages.Count == 0, "acknowledged messages to leave the store");
+        await Poll.UntilAsync(() => sessions.LoadAllAsync(CancellationToken.None).Result.Single().Messages.Count == 0, "acknowledged messages to leave the store");
     }
 
     [Fact]

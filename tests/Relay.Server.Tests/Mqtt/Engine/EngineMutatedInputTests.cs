@@ -44,13 +44,12 @@ public sealed class EngineMutatedInputTests
             await ReadUntilClosedAsync(socket, $"case {i}: {Convert.ToHexString(mutated)}");
         }
 
-        // Every connection is released: the gauges go back to zero (polled, bounded).
-        var deadline = DateTime.UtcNow + Bound;
-        while (server.MqttMetrics().Connections(MqttTransport.Tcp) != 0 || server.MqttMetrics().ClientsConnected != 0)
-        {
-            Assert.True(DateTime.UtcNow < deadline, $"connections still open: {server.MqttMetrics().Connections(MqttTransport.Tcp)}");
-            await Task.Delay(20);
-        }
+        // Every connection is released: the gauges go back to zero.
+        await Poll.UntilAsync(
+            () => server.MqttMetrics().Connections(MqttTransport.Tcp) == 0 && server.MqttMetrics().ClientsConnected == 0,
+            "every connection to be released",
+            Bound,
+            describe: () => Task.FromResult($"connections still open: {server.MqttMetrics().Connections(MqttTransport.Tcp)}"));
 
         var (client, connAck) = await MqttTestClient.ConnectAsync(server.MqttPort, "after", version);
         await using var _ = client;

@@ -1,6 +1,7 @@
 using Microsoft.Extensions.DependencyInjection;
-using Relay.Server.Mqtt;
+using Microsoft.Extensions.Time.Testing;
 using Relay.Protocol.Mqtt;
+using Relay.Server.Mqtt;
 using Relay.Server.Tests.Turn;
 
 namespace Relay.Server.Tests.Mqtt.Engine;
@@ -82,7 +83,7 @@ public sealed class EngineSessionTests
     [Fact]
     public async Task SessionExpiry_EndsTheOfflineSession()
     {
-        var clock = new ManualTimeProvider(DateTimeOffset.UtcNow);
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
         await using var server = await EngineTestServer.StartAsync(s => s.AddSingleton<TimeProvider>(clock));
         var (client, _) = await MqttTestClient.ConnectAsync(server.MqttPort, "short", MqttProtocolVersion.V500, o =>
         {
@@ -95,14 +96,14 @@ public sealed class EngineSessionTests
         await client.DisposeAsync();
         Assert.Equal(1, server.MqttMetrics().SessionsCurrent);
         clock.Advance(TimeSpan.FromSeconds(61));
-        await RelayTestServer.WaitUntilAsync(() => server.MqttMetrics().SessionsCurrent == 0, "the session to expire");
+        await Poll.UntilAsync(() => server.MqttMetrics().SessionsCurrent == 0, "the session to expire");
         Assert.Equal(0, server.MqttMetrics().SubscriptionCount);
     }
 
     [Fact]
     public async Task QueuedMessagePastItsExpiry_IsDropped_MQTT_3_3_2_5()
     {
-        var clock = new ManualTimeProvider(DateTimeOffset.UtcNow);
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
         await using var server = await EngineTestServer.StartAsync(s => s.AddSingleton<TimeProvider>(clock));
         var (subscriber, _) = await MqttTestClient.ConnectAsync(server.MqttPort, "d", MqttProtocolVersion.V500, Persistent);
         await subscriber.SubscribeAndWaitAsync("q", 1);
@@ -194,7 +195,7 @@ public sealed class EngineSessionTests
 
         var (client, _) = await MqttTestClient.ConnectAsync(server.MqttPort, "delayed", MqttProtocolVersion.V500, Delayed);
         await client.DisposeAsync();
-        await RelayTestServer.WaitUntilAsync(() => server.MqttMetrics().ClientsConnected == 1, "the drop to be noticed");
+        await Poll.UntilAsync(() => server.MqttMetrics().ClientsConnected == 1, "the drop to be noticed");
         var (back, connAck) = await MqttTestClient.ConnectAsync(server.MqttPort, "delayed", MqttProtocolVersion.V500, Persistent);
         await using var b = back;
         Assert.True(connAck.ConnAck().SessionPresent);
@@ -204,7 +205,7 @@ public sealed class EngineSessionTests
     [Fact]
     public async Task WillDelay_IsPublishedWhenTheDelayPasses()
     {
-        var clock = new ManualTimeProvider(DateTimeOffset.UtcNow);
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
         await using var server = await EngineTestServer.StartAsync(s => s.AddSingleton<TimeProvider>(clock));
         var (watcher, _) = await MqttTestClient.ConnectAsync(server.MqttPort, "watcher");
         await using var w = watcher;
@@ -217,7 +218,7 @@ public sealed class EngineSessionTests
             o.Options.WillDelayInterval = 30;
         });
         await client.DisposeAsync();
-        await RelayTestServer.WaitUntilAsync(() => server.MqttMetrics().ClientsConnected == 1, "the drop to be noticed");
+        await Poll.UntilAsync(() => server.MqttMetrics().ClientsConnected == 1, "the drop to be noticed");
         clock.Advance(TimeSpan.FromSeconds(31));
         Assert.Equal("wills/delayed", (await watcher.ReceiveAsync(MqttPacketType.Publish)).Topic);
     }

@@ -1,4 +1,5 @@
 using Relay.Server.Mqtt;
+using Relay.Server.Tests.Mqtt.Broker;
 
 namespace Relay.Server.Tests.Mqtt.Engine;
 
@@ -18,7 +19,7 @@ public sealed class EngineSubscriptionTreeTests
         var tree = new MqttSubscriptionTree();
         foreach (var filter in Filters)
         {
-            tree.Add(new MqttSubscription(new MqttSession(filter), filter, filter, null));
+            tree.Add(new MqttSubscription(BrokerKit.Session(filter), filter, filter, null));
         }
 
         var results = new List<MqttSubscription>();
@@ -30,9 +31,9 @@ public sealed class EngineSubscriptionTreeTests
     public void Remove_ForgetsTheSubscription_AndSharedGroupsYieldOneMemberInTurn()
     {
         var tree = new MqttSubscriptionTree();
-        var plain = new MqttSubscription(new MqttSession("p"), "a/b", "a/b", null);
-        var one = new MqttSubscription(new MqttSession("1"), "$share/g/a/+", "a/+", "g");
-        var two = new MqttSubscription(new MqttSession("2"), "$share/g/a/+", "a/+", "g");
+        var plain = new MqttSubscription(BrokerKit.Session("p"), "a/b", "a/b", null);
+        var one = new MqttSubscription(BrokerKit.Session("1"), "$share/g/a/+", "a/+", "g");
+        var two = new MqttSubscription(BrokerKit.Session("2"), "$share/g/a/+", "a/+", "g");
         tree.Add(plain);
         tree.Add(one);
         tree.Add(two);

@@ -70,11 +70,11 @@ public sealed class MqttAuthHookTests : IAsyncLifetime
         _dir.Dispose();
     }
 
-    private MqttAuthenticator Authenticator(string url, string method = "POST", bool fallbackOnly = true, int retries = 1, int timeoutMs = 2000)
+    private MqttAuthenticator Authenticator(string url, string method = "POST", bool fallbackOnly = true, int retries = 1, int timeoutMs = 2000, TestLogger? logger = null)
     {
         var options = new MqttOptions { AuthFailuresPerMinutePerIp = 0 };
         options.AuthHook = new MqttAuthHookOptions { Url = url, Method = Enum.Parse<MqttAuthHookMethod>(method, ignoreCase: true), FallbackOnly = fallbackOnly, Retries = retries, TimeoutMilliseconds = timeoutMs };
-        return new MqttAuthenticator(options, _registry, _metrics, new TestLogger(), TimeProvider.System);
+        return new MqttAuthenticator(options, _registry, _metrics, logger ?? new TestLogger(), TimeProvider.System);
     }
 
     private static async Task<MqttAuthResult> Auth(MqttAuthenticator authenticator, string clientId, string username, string password) =>
@@ -100,20 +100,30 @@ public sealed class MqttAuthHookTests : IAsyncLifetime
         Assert.Equal(1, _metrics.HookCalls);
     }
 
-    [Fact]
-    public async Task Get_SendsTheCredentialsAsAQueryString()
+    [Theory]
+    [InlineData("GET")]
+    [InlineData("get")]
+    public void Get_IsRefusedAtStartup_ItWouldPutThePasswordInTheUrl(string method)
     {
-        var result = await Auth(Authenticator(_base + "/allow?tenant=a", "GET"), "client-9", "ldap-user", "p&w=1");
-        Assert.Equal(MqttAuthOutcome.Allow, result.Outcome);
-        var call = Assert.Single(_calls);
-        Assert.Equal("GET", call.Method);
-        var query = Microsoft.AspNetCore.WebUtilities.QueryHelpers.ParseQuery(call.Query);
-        Assert.Equal("a", query["tenant"]);
-        Assert.Equal("client-9", query["clientid"]);
-        Assert.Equal("ldap-user", query["username"]);
-        Assert.Equal("p&w=1", query["password"]);
-        Assert.Equal("192.0.2.33", query["ipaddress"]);
-        Assert.Equal("4", query["protocol"]);
+        // Review L2: a GET hook sent the password in the query string, which access logs and proxies keep
+        // (over https too), and http:// was accepted. POST carries the same fields in its body.
+        var error = Assert.Throws<Relay.Server.Hosting.RelayConfigurationException>(() => Authenticator(_base + "/allow?tenant=a", method));
+        Assert.Contains("Relay:Mqtt:AuthHook:Method", error.Message, StringComparison.Ordinal);
+        Assert.Contains("POST", error.Message, StringComparison.Ordinal);
+        Assert.Empty(_calls);
+    }
+
+    [Fact]
+    public async Task TheHookUrl_IsLoggedWithoutItsUserInfoOrQuery()
+    {
+        // Review L2: the URL was logged whole, with any credentials it carries.
+        var logger = new TestLogger();
+        var url = _base.Replace("http://", "http://hook-user:hook-pa55word@", StringComparison.Ordinal) + "/error?apikey=s3cr3t-key";
+        var result = await Auth(Authenticator(url, retries: 0, logger: logger), "c", "u", "p");
+        Assert.Equal(MqttAuthOutcome.Unavailable, result.Outcome);
+        var lines = logger.Entries.Select(static e => e.Message).ToList();
+        Assert.Contains(lines, l => l.Contains(_base.Replace("http://", string.Empty, StringComparison.Ordinal) + "/error", StringComparison.Ordinal));
+        Assert.DoesNotContain(lines, static l => l.Contains("s3cr3t-key", StringComparison.Ordinal) || l.Contains("hook-pa55word", StringComparison.Ordinal) || l.Contains("hook-user", StringComparison.Ordinal));
     }
 
     [Theory]

@@ -3,6 +3,7 @@ using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Time.Testing;
 using Relay.Server.Hosting;
 using Relay.Server.Mqtt;
 using Relay.Server.Mqtt.Identity;
@@ -16,7 +17,7 @@ public sealed class MqttAuthenticatorTests : IAsyncLifetime
 {
     private static readonly IPEndPoint Client = new(IPAddress.Parse("192.0.2.10"), 50000);
     private readonly TempDataDirectory _dir = new();
-    private readonly ManualTimeProvider _time = new(DateTimeOffset.UnixEpoch.AddYears(55));
+    private readonly FakeTimeProvider _time = new(DateTimeOffset.UnixEpoch.AddYears(55));
     private readonly TestLogger _log = new();
     private readonly MqttIdentityMetrics _metrics = new();
     private MqttDatabase _db = null!;

@@ -1,5 +1,4 @@
 using System.Net;
-using System.Net.Sockets;
 
 namespace Relay.Server.Tests.Mqtt.Interop;
 
@@ -90,34 +89,9 @@ public abstract class MqttBroker : IAsyncDisposable
 
     public abstract ValueTask DisposeAsync();
 
-    /// <summary>Polls a TCP connect (not a sleep) until the port accepts or the deadline passes.</summary>
-    protected static async Task WaitForListenerAsync(int port, ToolProcess process, string what)
-    {
-        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        while (true)
-        {
-            if (process.HasExited)
-            {
-                Assert.Fail($"{what} exited before it listened on {port}.\n{process.Transcript}");
-            }
-
-            using var client = new TcpClient(AddressFamily.InterNetwork);
-            try
-            {
-                await client.ConnectAsync(IPAddress.Loopback, port, deadline.Token);
-                return;
-            }
-            catch (SocketException)
-            {
-            }
-            catch (OperationCanceledException)
-            {
-                Assert.Fail($"{what} did not listen on {port} in time.\n{process.Transcript}");
-            }
-
-            await Task.Delay(20, CancellationToken.None);
-        }
-    }
+    /// <summary>Waits until the broker accepts connections on <paramref name="port"/> (127.0.0.1).</summary>
+    protected static Task WaitForListenerAsync(int port, ToolProcess process, string what) =>
+        process.WaitForListenerAsync(new IPEndPoint(IPAddress.Loopback, port), what);
 
     protected static void DeleteQuietly(string directory)
     {

@@ -1,4 +1,5 @@
 using System.Text;
+using Microsoft.Extensions.Time.Testing;
 using Relay.Server.Mqtt;
 using Relay.Server.Mqtt.Identity;
 using Relay.Server.Mqtt.Storage;
@@ -17,7 +18,7 @@ public sealed class SqliteDeviceRegistryTests
     public async Task Add_Find_List_Remove_RoundTrip_AndSurviveReopen()
     {
         using var dir = new TempDataDirectory();
-        var time = new ManualTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_700_000_000_000));
+        var time = new FakeTimeProvider(DateTimeOffset.FromUnixTimeMilliseconds(1_700_000_000_000));
         await using (var db = MqttDatabase.Open(dir.Path))
         {
             var registry = new SqliteDeviceRegistry(db, time, FastIterations);
@@ -72,7 +73,7 @@ public sealed class SqliteDeviceRegistryTests
     public async Task SuccessfulVerification_IsCached_FailuresAreNot_AndTheCacheExpires()
     {
         using var dir = new TempDataDirectory();
-        var time = new ManualTimeProvider(DateTimeOffset.UnixEpoch.AddYears(50));
+        var time = new FakeTimeProvider(DateTimeOffset.UnixEpoch.AddYears(50));
         await using var db = MqttDatabase.Open(dir.Path);
         var registry = new SqliteDeviceRegistry(db, time, FastIterations);
         await registry.AddAsync("d1", "s1", [], None);

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Time.Testing;
 using Relay.Server.Mqtt;
 using Relay.Server.Mqtt.Storage;
 using Relay.Server.Tests.Turn;
@@ -12,7 +13,7 @@ public sealed class SqliteMqttRetainedStoreTests
     public async Task OnePerTopic_EmptyPayloadDeletes_MQTT_3_3_1_6_AndSurvivesReopen()
     {
         using var dir = new TempDataDirectory();
-        var time = new ManualTimeProvider(DateTimeOffset.FromUnixTimeSeconds(1_700_000_000));
+        var time = new FakeTimeProvider(DateTimeOffset.FromUnixTimeSeconds(1_700_000_000));
         await using (var db = MqttDatabase.Open(dir.Path))
         {
             var store = new SqliteMqttRetainedStore(db, time);
@@ -41,7 +42,7 @@ public sealed class SqliteMqttRetainedStoreTests
     public async Task ExpiredRetainedMessages_AreDroppedAtLoad()
     {
         using var dir = new TempDataDirectory();
-        var time = new ManualTimeProvider(DateTimeOffset.FromUnixTimeSeconds(1_700_000_000));
+        var time = new FakeTimeProvider(DateTimeOffset.FromUnixTimeSeconds(1_700_000_000));
         await using var db = MqttDatabase.Open(dir.Path);
         var store = new SqliteMqttRetainedStore(db, time);
         await store.SetAsync(new StoredMessage("old", "x"u8.ToArray(), 0, true, time.GetUtcNow().AddSeconds(10), null), None);

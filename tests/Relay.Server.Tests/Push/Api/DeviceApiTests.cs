@@ -12,7 +12,7 @@ namespace Relay.Server.Tests.Push.Api;
 
 public sealed class DeviceApiTests
 {
-    internal const string Admin = "test-admin-token";
+    internal const string Admin = "test-admin-token-0123456789";
 
     internal static HttpClient Client(RelayTestServer server, string? token = Admin)
     {

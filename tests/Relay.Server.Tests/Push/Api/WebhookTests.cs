@@ -69,7 +69,7 @@ public sealed class WebhookTests
             var forged = "sha256=" + Convert.ToHexStringLower(HMACSHA256.HashData(Encoding.UTF8.GetBytes(Secret), Encoding.UTF8.GetBytes(request.Timestamp + "." + request.Body.Replace("succeeded", "failed", StringComparison.Ordinal))));
             Assert.NotEqual(forged, request.Signature);
 
-            await RelayTestServer.WaitUntilAsync(() => metrics.Delivered(0) == 1, "the delivery to be counted");
+            await Poll.UntilAsync(() => metrics.Delivered(0) == 1, "the delivery to be counted");
             await dispatcher.StopAsync(CancellationToken.None);
         }
     }
@@ -92,7 +92,7 @@ public sealed class WebhookTests
             Assert.Equal("127.0.0.1:4000", data.GetProperty("remoteAddress").GetString());
             Assert.Equal(5, data.GetProperty("protocolVersion").GetInt32());
 
-            await RelayTestServer.WaitUntilAsync(() => metrics.Delivered(0) == 1, "the retried delivery to be counted");
+            await Poll.UntilAsync(() => metrics.Delivered(0) == 1, "the retried delivery to be counted");
             Assert.Equal(1, metrics.FailedAttempts(0));
             Assert.Equal(0, metrics.GivenUp(0));
             await dispatcher.StopAsync(CancellationToken.None);
@@ -107,14 +107,14 @@ public sealed class WebhookTests
         using (dispatcher)
         {
             dispatcher.OnCommandTransition(Succeeded);
-            await RelayTestServer.WaitUntilAsync(() => metrics.GivenUp(0) == 1, "the event to be given up");
+            await Poll.UntilAsync(() => metrics.GivenUp(0) == 1, "the event to be given up");
             Assert.Equal(4, metrics.FailedAttempts(0));
             Assert.Equal(0, metrics.Delivered(0));
             Assert.Equal(4, receiver.Received);
 
             // The next event is still delivered to (and failed by) the receiver: giving up does not stop the loop.
             dispatcher.OnCommandTransition(Succeeded with { CommandId = "cmd-2" });
-            await RelayTestServer.WaitUntilAsync(() => metrics.GivenUp(0) == 2, "the second event to be given up");
+            await Poll.UntilAsync(() => metrics.GivenUp(0) == 2, "the second event to be given up");
             Assert.Equal(8, receiver.Received);
             await dispatcher.StopAsync(CancellationToken.None);
         }
@@ -140,7 +140,7 @@ public sealed class WebhookTests
             release.SetResult();
             var second = await receiver.NextAsync();
             Assert.Contains("cmd-2", second.Body, StringComparison.Ordinal);
-            await RelayTestServer.WaitUntilAsync(() => metrics.Delivered(0) == 2, "both queued events to be delivered");
+            await Poll.UntilAsync(() => metrics.Delivered(0) == 2, "both queued events to be delivered");
             await dispatcher.StopAsync(CancellationToken.None);
         }
     }
@@ -164,13 +164,66 @@ public sealed class WebhookTests
         Assert.Equal("presence", JsonDocument.Parse((await presence.NextAsync()).Body).RootElement.GetProperty("type").GetString());
 
         var metrics = server.Services.GetRequiredService<WebhookMetrics>();
-        await RelayTestServer.WaitUntilAsync(() => metrics.Delivered(0) == 1 && metrics.Delivered(1) == 1, "both deliveries to be counted");
+        await Poll.UntilAsync(() => metrics.Delivered(0) == 1 && metrics.Delivered(1) == 1, "both deliveries to be counted");
         Assert.Equal(1, commands.Received);
         Assert.Equal(1, presence.Received);
         using var http = DeviceApiTests.Client(server, token: null);
         var text = await http.GetStringAsync("/metrics");
         Assert.Contains("relay_webhook_delivered_total{webhook=\"0\"} 1", text, StringComparison.Ordinal);
         Assert.Contains("relay_webhook_given_up_total{webhook=\"1\"} 0", text, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData(302)]
+    [InlineData(307)]
+    public async Task A_redirect_is_a_failed_delivery_and_is_never_followed(int status)
+    {
+        // Review L4: the client followed redirects, so a receiver (or whoever sits on its path) could bounce
+        // the signed POST to loopback or a metadata address. The bounce target here is on loopback and must
+        // never see a request.
+        await using var target = await TestHttpServer.StartAsync(static _ => Task.CompletedTask);
+        await using var bouncer = await TestHttpServer.StartAsync(http =>
+        {
+            http.Response.StatusCode = status;
+            http.Response.Headers.Location = target.Url + "/metadata";
+            return Task.CompletedTask;
+        });
+        var logger = new Relay.Server.Tests.Mqtt.Identity.TestLogger();
+        var metrics = new WebhookMetrics(1);
+        using var dispatcher = new WebhookDispatcher([new WebhookOptions { Url = bouncer.Url + "/hook", Secret = Secret, MaxAttempts = 2, InitialBackoffMilliseconds = 1 }], metrics, logger, TimeProvider.System);
+        await dispatcher.StartAsync(CancellationToken.None);
+
+        dispatcher.OnCommandTransition(Succeeded);
+        await Poll.UntilAsync(() => metrics.GivenUp(0) == 1, "the redirected event to be given up");
+        await dispatcher.StopAsync(CancellationToken.None);
+        Assert.Equal(2, bouncer.Requests);
+        Assert.Equal(0, target.Requests);
+        Assert.Equal(0, metrics.Delivered(0));
+        Assert.Contains(logger.Entries, e => e.Message.Contains($"HTTP {status}", StringComparison.Ordinal) && e.Message.Contains("not followed", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task The_receiver_url_is_logged_without_its_user_info_or_query()
+    {
+        // Review L2: webhook URLs were logged whole, with credentials in the user info or the query.
+        await using var receiver = await TestHttpServer.StartAsync(static http =>
+        {
+            http.Response.StatusCode = 503;
+            return Task.CompletedTask;
+        });
+        var logger = new Relay.Server.Tests.Mqtt.Identity.TestLogger();
+        var metrics = new WebhookMetrics(1);
+        var url = receiver.Url.Replace("http://", "http://hook-user:hook-pa55word@", StringComparison.Ordinal) + "/hook?token=t0ken-value";
+        using var dispatcher = new WebhookDispatcher([new WebhookOptions { Url = url, Secret = Secret, MaxAttempts = 2, InitialBackoffMilliseconds = 1 }], metrics, logger, TimeProvider.System);
+        await dispatcher.StartAsync(CancellationToken.None);
+
+        dispatcher.OnCommandTransition(Succeeded);
+        await Poll.UntilAsync(() => metrics.GivenUp(0) == 1, "the event to be given up");
+        await dispatcher.StopAsync(CancellationToken.None);
+        var lines = logger.Entries.Select(static e => e.Message).ToList();
+        Assert.Equal(2, lines.Count);
+        Assert.All(lines, l => Assert.Contains(receiver.Url.Replace("http://", string.Empty, StringComparison.Ordinal) + "/hook", l, StringComparison.Ordinal));
+        Assert.DoesNotContain(lines, static l => l.Contains("t0ken-value", StringComparison.Ordinal) || l.Contains("hook-pa55word", StringComparison.Ordinal) || l.Contains("hook-user", StringComparison.Ordinal));
     }
 
     [Fact]
@@ -248,3 +301,44 @@ internal sealed class WebhookReceiver : IAsyncDisposable
 }
 
 internal sealed record ReceivedWebhook(string Body, string Timestamp, string Signature, string EventId);
+
+/// <summary>A real local Kestrel on loopback that counts every request, any method and path, and answers as the test says.</summary>
+internal sealed class TestHttpServer : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+    private int _requests;
+
+    private TestHttpServer(WebApplication app, string url)
+    {
+        _app = app;
+        Url = url;
+    }
+
+    /// <summary>Scheme, host and port, no trailing slash.</summary>
+    public string Url { get; }
+
+    public int Requests => Volatile.Read(ref _requests);
+
+    public static async Task<TestHttpServer> StartAsync(Func<HttpContext, Task> answer)
+    {
+        var port = FreePorts.Tcp();
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, port));
+        var app = builder.Build();
+        var server = new TestHttpServer(app, $"http://127.0.0.1:{port}");
+        app.Run(async http =>
+        {
+            Interlocked.Increment(ref server._requests);
+            await answer(http);
+        });
+        await app.StartAsync();
+        return server;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _app.StopAsync();
+        await _app.DisposeAsync();
+    }
+}

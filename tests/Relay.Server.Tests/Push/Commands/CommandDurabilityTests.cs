@@ -12,7 +12,7 @@ public sealed class CommandDurabilityTests
     [Fact]
     public async Task Commands_accepted_for_an_offline_device_survive_SIGKILL_and_each_result_is_recorded_once()
     {
-        const string token = "durability-token";
+        const string token = "durability-token-0123456789";
         await using var broker = await RelayBroker.StartAsync([$"--Relay:Api:BootstrapToken={token}"]);
         var ids = new List<string>();
         using (var http = PushTestKit.Client(broker.HttpPort, token))

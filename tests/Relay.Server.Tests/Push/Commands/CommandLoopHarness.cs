@@ -34,10 +34,13 @@ internal sealed class CommandLoopHarness : IAsyncDisposable
         var limitHits = new PushLimitHits(Metrics, Time, NullLogger<PushLimitHits>.Instance);
         Loop = new CommandLoop(Store, Channel, options, Metrics, limitHits, [Sink, new StoredFirstSink(Store, this)], Time, NullLogger<CommandLoop>.Instance);
         Commands = new CommandService(Loop, Store, registry, options, limitHits);
-        Observer = new CommandMqttObserver(Loop, Metrics, Time);
+        Observer = new CommandMqttObserver(Loop, Metrics, Time, NullLogger<CommandMqttObserver>.Instance);
     }
 
     public FakeTimeProvider Time { get; } = new(Start);
+
+    /// <summary>Where commands.db (and the device registry's mqtt.db) live.</summary>
+    public string DataDirectory => _directory;
 
     public FakeDeviceChannel Channel { get; } = new();
 
@@ -65,7 +68,7 @@ internal sealed class CommandLoopHarness : IAsyncDisposable
         StartAsync(options ?? new PushOptions(), Directory.CreateTempSubdirectory("relay-commands-").FullName, ownsDirectory: true);
 
     /// <summary>A harness over <paramref name="directory"/>, which outlives it (a restart).</summary>
-    public static Task<CommandLoopHarness> StartOnAsync(string directory) => StartAsync(new PushOptions(), directory, ownsDirectory: false);
+    public static Task<CommandLoopHarness> StartOnAsync(string directory, PushOptions? options = null) => StartAsync(options ?? new PushOptions(), directory, ownsDirectory: false);
 
     private static async Task<CommandLoopHarness> StartAsync(PushOptions options, string directory, bool ownsDirectory)
     {
@@ -114,11 +117,14 @@ internal sealed class CommandLoopHarness : IAsyncDisposable
     /// <summary>The device's PUBACK for the PUBLISH that carried <paramref name="entry"/>.</summary>
     public void Acknowledge(CommandEntry entry) => Observer.OnMessageDelivered(entry.Device, "devices/" + entry.Device + "/commands", entry);
 
-    /// <summary>The device publishes <paramref name="json"/> to <paramref name="topic"/>; completes when its PUBACK may go.</summary>
-    public Task PublishAsync(string device, string topic, string json) =>
+    /// <summary>
+    /// The device publishes <paramref name="json"/> to <paramref name="topic"/>; completes when the broker
+    /// may answer: true for a PUBACK, false when the result was not stored (no success acknowledgement).
+    /// </summary>
+    public Task<bool> PublishAsync(string device, string topic, string json) =>
         Observer.OnMessageReceived(device, new StoredMessage(topic, System.Text.Encoding.UTF8.GetBytes(json), 1, false, null, null)).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
 
-    public Task ResultAsync(CommandEntry entry, string status, string payload = "{\"ok\":1}") =>
+    public Task<bool> ResultAsync(CommandEntry entry, string status, string payload = "{\"ok\":1}") =>
         PublishAsync(entry.Device, "devices/" + entry.Device + "/results", $"{{\"id\":\"{entry.Id}\",\"status\":\"{status}\",\"payload\":{payload}}}");
 
     public CommandState StoredState(string id) => Store.Find(id)!.Value.Entry.State;

@@ -222,15 +222,15 @@ public sealed class CommandLoopTests
         await using var h = await CommandLoopHarness.StartAsync(new PushOptions { MaxQueuedCommandsPerDevice = 1 });
         await h.EnqueueAsync("d3");
 
-        var (commands, skipped, tooMany) = await h.Commands.BroadcastAsync("lobby", CommandLoopHarness.Request("lights-off"), CancellationToken.None);
-        Assert.False(tooMany);
+        var (commands, skipped, error) = await h.Commands.BroadcastAsync("lobby", CommandLoopHarness.Request("lights-off"), CancellationToken.None);
+        Assert.Equal(CommandError.None, error);
         Assert.Equal(["d1"], commands.Select(static c => c.Device));
         Assert.Equal(["d3"], skipped);
         Assert.Equal(CommandState.Queued, h.StoredState(commands[0].Id));
 
         h.Options.MaxBroadcastDevices = 1;
         var (none, _, refused) = await h.Commands.BroadcastAsync("lobby", CommandLoopHarness.Request("lights-off"), CancellationToken.None);
-        Assert.True(refused);
+        Assert.Equal(CommandError.TooManyDevices, refused);
         Assert.Empty(none);
         Assert.Equal(1, h.Metrics.LimitHits(PushLimit.BroadcastDevices));
     }
@@ -343,10 +343,197 @@ public sealed class CommandLoopTests
         h.Acknowledge(entry);
         Assert.Equal(2, h.Metrics.EventsDropped);
 
-        // A result is not held: its PUBACK goes at once.
-        await h.ResultAsync(entry, "succeeded");
+        // A result nobody can store is not acknowledged (review M3): the device sends it again later.
+        Assert.False(await h.ResultAsync(entry, "succeeded"));
         Assert.Equal(3, h.Metrics.EventsDropped);
+        Assert.Equal(1, h.Metrics.ResultsNotAcknowledged(ResultRefusal.Busy));
         Assert.Equal(CommandError.Busy, await h.Commands.CancelAsync(entry.Id, CancellationToken.None));
         Assert.Equal(CommandState.Queued, h.StoredState(entry.Id));
+    }
+
+    [Fact]
+    public async Task A_tokens_queued_bytes_are_counted_until_final_and_recounted_from_the_store_at_start()
+    {
+        var directory = Directory.CreateTempSubdirectory("relay-commands-quota-").FullName;
+        try
+        {
+            // Each command: 1,000 payload bytes + 512 = 1,512; room for two (3,024), not three.
+            var options = new PushOptions { MaxQueuedBytesPerToken = 4000 };
+            var request = new CommandRequest("fill", System.Text.Encoding.UTF8.GetBytes("\"" + new string('a', 998) + "\""), false, 3600, 1, Token: "t1");
+            CommandEntry first;
+            await using (var h = await CommandLoopHarness.StartOnAsync(directory, options))
+            {
+                first = (await h.Commands.EnqueueAsync("d1", request, CancellationToken.None)).Entry!;
+                Assert.Equal(CommandError.None, (await h.Commands.EnqueueAsync("d2", request, CancellationToken.None)).Error);
+                Assert.Equal(CommandError.QuotaExceeded, (await h.Commands.EnqueueAsync("d3", request, CancellationToken.None)).Error);
+                Assert.Equal(CommandError.None, (await h.Commands.EnqueueAsync("d3", request with { Token = "t2" }, CancellationToken.None)).Error);
+                Assert.Equal(1, h.Metrics.LimitHits(PushLimit.QueuedBytesPerToken));
+
+                // Delivered is not final: still counted.
+                h.Connect("d1");
+                await h.Channel.WaitForPublishedAsync(1);
+                h.Acknowledge(first);
+                await h.Sink.WaitAsync(first.Id, CommandState.Delivered);
+                Assert.Equal(CommandError.QuotaExceeded, (await h.Commands.EnqueueAsync("d3", request, CancellationToken.None)).Error);
+            }
+
+            // A restart counts what the store holds: still full for t1 ...
+            await using (var h = await CommandLoopHarness.StartOnAsync(directory, options))
+            {
+                Assert.Equal(CommandError.QuotaExceeded, (await h.Commands.EnqueueAsync("d3", request, CancellationToken.None)).Error);
+
+                // ... until a command becomes final.
+                h.Connect("d1");
+                Assert.True(await h.ResultAsync(first, "succeeded"));
+                Assert.Equal(CommandError.None, (await h.Commands.EnqueueAsync("d3", request, CancellationToken.None)).Error);
+            }
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task Commands_the_store_refuses_give_their_places_and_bytes_back()
+    {
+        await using var h = await CommandLoopHarness.StartAsync(new PushOptions { MaxQueuedBytesPerToken = 1000, MaxQueuedCommandsPerDevice = 1 });
+        var request = CommandLoopHarness.Request() with { Token = "t1" };
+        await using (await StoreFailure.InsertsAsync(h.DataDirectory))
+        {
+            await Assert.ThrowsAnyAsync<Exception>(() => h.Commands.EnqueueAsync("d1", request, CancellationToken.None));
+        }
+
+        // The place and the bytes held for the refused command are free again.
+        Assert.Equal(CommandError.None, (await h.Commands.EnqueueAsync("d1", request, CancellationToken.None)).Error);
+    }
+
+    [Fact]
+    public async Task A_deleted_devices_commands_end_queued_canceled_delivered_expired_and_their_bytes_go_back()
+    {
+        await using var h = await CommandLoopHarness.StartAsync(new PushOptions { MaxQueuedBytesPerToken = 2000 });
+        var request = CommandLoopHarness.Request() with { Token = "t1" };
+        h.Connect("d1");
+        var delivered = (await h.Commands.EnqueueAsync("d1", request, CancellationToken.None)).Entry!;
+        await h.Channel.WaitForPublishedAsync(1);
+        h.Acknowledge(delivered);
+        await h.Sink.WaitAsync(delivered.Id, CommandState.Delivered);
+        h.Disconnect("d1");
+        var queued = (await h.Commands.EnqueueAsync("d1", request, CancellationToken.None)).Entry!;
+        var others = (await h.Commands.EnqueueAsync("d2", request, CancellationToken.None)).Entry!;
+        Assert.Equal(CommandError.QuotaExceeded, (await h.Commands.EnqueueAsync("d3", request, CancellationToken.None)).Error);
+
+        Assert.Equal(2, await h.Commands.EndCommandsOfAsync("d1", CancellationToken.None));
+        Assert.Equal([CommandState.Queued, CommandState.Canceled], h.StoredHistory(queued.Id));
+        Assert.Equal([CommandState.Queued, CommandState.Delivered, CommandState.Expired], h.StoredHistory(delivered.Id));
+        Assert.Equal(CommandState.Queued, h.StoredState(others.Id));
+        Assert.Empty(h.AnnouncedBeforeStored);
+
+        // Their bytes are free; the device's id has nothing left (a result for the old command is unknown now).
+        Assert.Equal(CommandError.None, (await h.Commands.EnqueueAsync("d3", request, CancellationToken.None)).Error);
+        Assert.Equal(0, await h.Commands.EndCommandsOfAsync("d1", CancellationToken.None));
+        Assert.True(await h.ResultAsync(delivered, "succeeded"));
+        Assert.Equal(CommandState.Expired, h.StoredState(delivered.Id));
+    }
+
+    [Fact]
+    public async Task A_result_whose_commit_fails_is_not_acknowledged_and_the_one_sent_again_is_recorded_once()
+    {
+        await using var h = await CommandLoopHarness.StartAsync();
+        h.Connect("d1");
+        var entry = await h.EnqueueAsync("d1");
+        await h.Channel.WaitForPublishedAsync(1);
+        h.Acknowledge(entry);
+        await h.Sink.WaitAsync(entry.Id, CommandState.Delivered);
+
+        await using (await StoreFailure.FinalTransitionsAsync(h.DataDirectory))
+        {
+            Assert.False(await h.ResultAsync(entry, "succeeded"));
+            Assert.Equal(CommandState.Delivered, h.StoredState(entry.Id));
+        }
+
+        Assert.True(await h.ResultAsync(entry, "succeeded"));
+        Assert.Equal(QueuedDeliveredSucceeded, h.StoredHistory(entry.Id));
+        Assert.Equal(1, h.Metrics.ResultsNotAcknowledged(ResultRefusal.NotStored));
+        Assert.Equal(1, h.Metrics.Transitions(CommandState.Succeeded));
+        Assert.Empty(h.AnnouncedBeforeStored);
+    }
+
+    [Fact]
+    public async Task A_result_the_loop_does_not_commit_within_10_s_on_the_clock_is_not_acknowledged_and_counts_once_when_sent_again()
+    {
+        await using var h = await CommandLoopHarness.StartAsync();
+        h.Connect("d1");
+        var entry = await h.EnqueueAsync("d1");
+        var other = await h.EnqueueAsync("d2");
+        await h.Channel.WaitForPublishedAsync(1);
+        await h.Sink.WaitAsync(other.Id, CommandState.Queued);
+
+        // The loop stalls in a sink while announcing the cancel of another command.
+        using var hold = new SemaphoreSlim(0);
+        h.Sink.Hold = hold;
+        var cancel = h.Commands.CancelAsync(other.Id, CancellationToken.None);
+        try
+        {
+            var result = h.ResultAsync(entry, "succeeded");
+            h.Time.Advance(TimeSpan.FromSeconds(10));
+            Assert.False(await result);
+            Assert.Equal(1, h.Metrics.ResultsNotAcknowledged(ResultRefusal.Timeout));
+        }
+        finally
+        {
+            h.Sink.Hold = null;
+            hold.Release(100);
+        }
+
+        Assert.Equal(CommandError.None, await cancel.WaitAsync(TimeSpan.FromSeconds(30)));
+
+        // The late commit went through; the device's second send is a duplicate, recorded once.
+        Assert.True(await h.ResultAsync(entry, "succeeded"));
+        Assert.Equal(QueuedDeliveredSucceeded, h.StoredHistory(entry.Id));
+        Assert.Equal(1, h.Metrics.DuplicateResults);
+    }
+}
+
+/// <summary>
+/// Makes a commands.db refuse every step to a final state, with a real SQLite error inside the store's
+/// own transaction, as a full disk would (the statement fails, the savepoint rolls back, the caller gets the
+/// exception). Undone when disposed.
+/// </summary>
+internal static class StoreFailure
+{
+    public static async Task<IAsyncDisposable> FinalTransitionsAsync(string dataDirectory)
+    {
+        var connection = new Microsoft.Data.Sqlite.SqliteConnection(new Microsoft.Data.Sqlite.SqliteConnectionStringBuilder { DataSource = Path.Combine(dataDirectory, CommandStore.FileName), Pooling = false }.ToString());
+        await connection.OpenAsync();
+        await ExecuteAsync(connection, "PRAGMA busy_timeout=5000");
+        await ExecuteAsync(connection, "CREATE TRIGGER test_disk_full BEFORE UPDATE OF state ON commands WHEN NEW.state >= 2 BEGIN SELECT RAISE(ABORT, 'database or disk is full (test)'); END");
+        return new Undo(connection);
+    }
+
+    private static async Task ExecuteAsync(Microsoft.Data.Sqlite.SqliteConnection connection, string sql)
+    {
+        await using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        await command.ExecuteNonQueryAsync();
+    }
+
+    /// <summary>Every insert of a command fails.</summary>
+    public static async Task<IAsyncDisposable> InsertsAsync(string dataDirectory)
+    {
+        var connection = new Microsoft.Data.Sqlite.SqliteConnection(new Microsoft.Data.Sqlite.SqliteConnectionStringBuilder { DataSource = Path.Combine(dataDirectory, CommandStore.FileName), Pooling = false }.ToString());
+        await connection.OpenAsync();
+        await ExecuteAsync(connection, "PRAGMA busy_timeout=5000");
+        await ExecuteAsync(connection, "CREATE TRIGGER test_disk_full BEFORE INSERT ON commands BEGIN SELECT RAISE(ABORT, 'database or disk is full (test)'); END");
+        return new Undo(connection);
+    }
+
+    private sealed class Undo(Microsoft.Data.Sqlite.SqliteConnection connection) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync()
+        {
+            await ExecuteAsync(connection, "DROP TRIGGER test_disk_full");
+            await connection.DisposeAsync();
+        }
     }
 }

@@ -28,8 +28,15 @@ internal sealed class RecordingSink : IPushEventSink
         }
     }
 
+    /// <summary>
+    /// When set, each transition waits for it (at most 30 s) before it is recorded: the command loop calls
+    /// sinks on its own thread, so this stalls the loop as an overloaded one would.
+    /// </summary>
+    public SemaphoreSlim? Hold { get; set; }
+
     public void OnCommandTransition(CommandTransition transition)
     {
+        Hold?.Wait(TimeSpan.FromSeconds(30));
         lock (_gate)
         {
             _transitions.Add(transition);
@@ -65,7 +72,7 @@ internal sealed class RecordingSink : IPushEventSink
 /// <summary>An in-process server with three devices (d1..d3), an admin token and an HTTP client for the push API.</summary>
 internal sealed class PushTestKit : IAsyncDisposable
 {
-    public const string Token = "push-test-token";
+    public const string Token = "push-test-token-0123456789";
     public const string Secret = "device-secret-1";
 
     private PushTestKit(RelayTestServer server, RecordingSink sink)
