@@ -6,6 +6,7 @@ using Relay.Server.Mqtt;
 using Relay.Server.Push;
 using Relay.Server.Rendezvous;
 using Relay.Server.StunTurn;
+using Relay.Server.Telemetry;
 
 namespace Relay.Server;
 
@@ -32,8 +33,8 @@ public static class RelayHost
             .AddRelayMqtt(configuration)
             .AddRelayPush(configuration)
             .AddRelayRendezvous(configuration)
-            .AddRelayApi(configuration);
-        builder.Services.AddSingleton<RelayMetricsText>();
+            .AddRelayApi(configuration)
+            .AddRelayTelemetry(configuration);
         builder.Services.AddHostedService<StartupBanner>();
 
         builder.WebHost.ConfigureKestrel(kestrel =>

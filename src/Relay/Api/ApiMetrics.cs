@@ -1,16 +1,34 @@
-using System.Globalization;
-using System.Text;
+using System.Diagnostics.Metrics;
+using static Relay.Server.Primitives.SlotMeasurements;
 
 namespace Relay.Server.Api;
 
-/// <summary>Counters of the operator API, appended to <c>/metrics</c>.</summary>
+/// <summary>Meter <c>Relay.Api</c>: operator API requests refused before their endpoint ran.</summary>
 internal sealed class ApiMetrics
 {
+    public const string MeterName = "Relay.Api";
+
     private long _unauthorized;
     private long _forbidden;
     private long _rateLimited;
     private long _bodyTooLarge;
     private long _authFailures;
+
+    public ApiMetrics(IMeterFactory meterFactory)
+    {
+        ArgumentNullException.ThrowIfNull(meterFactory);
+        meterFactory.Create(MeterName).CreateObservableCounter(
+            "relay.api.rejected",
+            () => Labelled(
+                "reason",
+                ("unauthorized", Interlocked.Read(ref _unauthorized)),
+                ("forbidden", Interlocked.Read(ref _forbidden)),
+                ("rate_limited", Interlocked.Read(ref _rateLimited)),
+                ("body_too_large", Interlocked.Read(ref _bodyTooLarge)),
+                ("auth_failures", Interlocked.Read(ref _authFailures))),
+            "{request}",
+            "API requests refused before the endpoint ran, by reason.");
+    }
 
     public long RateLimited => Interlocked.Read(ref _rateLimited);
 
@@ -24,18 +42,4 @@ internal sealed class ApiMetrics
 
     /// <summary>A request refused unchecked: its source is over Relay:Api:AuthFailuresPerMinutePerIp.</summary>
     public void CountAuthFailuresLimited() => Interlocked.Increment(ref _authFailures);
-
-    public void WritePrometheus(StringBuilder text)
-    {
-        text.Append("# HELP relay_api_rejected_total API requests refused before the endpoint ran, by reason.\n")
-            .Append("# TYPE relay_api_rejected_total counter\n");
-        Line(text, "unauthorized", Interlocked.Read(ref _unauthorized));
-        Line(text, "forbidden", Interlocked.Read(ref _forbidden));
-        Line(text, "rate_limited", Interlocked.Read(ref _rateLimited));
-        Line(text, "body_too_large", Interlocked.Read(ref _bodyTooLarge));
-        Line(text, "auth_failures", Interlocked.Read(ref _authFailures));
-
-        static void Line(StringBuilder text, string reason, long value) =>
-            text.Append(CultureInfo.InvariantCulture, $"relay_api_rejected_total{{reason=\"{reason}\"}} {value}\n");
-    }
 }

@@ -1,6 +1,7 @@
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 using Relay.Server.Hosting;
+using Relay.Server.Telemetry;
 
 namespace Relay.Server.Api;
 
@@ -74,7 +75,7 @@ internal static class ApiServices
         services.AddBoundOptions<ApiOptions>();
         services.AddSingleton(static sp => AdminTokens.Load(sp.GetRequiredService<ApiOptions>(), sp.GetRequiredService<RelayDataDirectory>().FullPath));
         services.AddHostedService<AdminTokenFile>();
-        services.AddSingleton<ApiMetrics>();
+        services.AddRelayMetrics<ApiMetrics>();
         services.AddSingleton(static sp => new ApiRateLimiter(sp.GetRequiredService<ApiOptions>().RateLimit, sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton(static sp => ApiTokenStore.Load(sp.GetRequiredService<RelayDataDirectory>().FullPath, sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton(static sp => new ApiAuthFailureLimiter(sp.GetRequiredService<ApiOptions>().AuthFailuresPerMinutePerIp, sp.GetRequiredService<ApiMetrics>(), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<ApiAuthFailureLimiter>>()));

@@ -1,6 +1,5 @@
-using System.Globalization;
-using System.Text;
-using static Relay.Server.Primitives.PrometheusText;
+using System.Diagnostics.Metrics;
+using static Relay.Server.Primitives.SlotMeasurements;
 
 namespace Relay.Server.Mqtt;
 
@@ -72,16 +71,21 @@ internal enum MqttEndReason : byte
 }
 
 /// <summary>
-/// MQTT counters. Like TurnMetrics, the hot path increments slots in fixed arrays and the Prometheus
-/// endpoint reads them, so counting costs nothing per packet.
+/// Meter <c>Relay.Mqtt</c>: connections, sessions, messages, drops, limits and CONNECT authentication outcomes
+/// (counted here, where every CONNECT passes whatever the authenticator). Like TurnMetrics, the hot path
+/// increments slots in fixed arrays and the observable instruments read them, so counting costs nothing per packet.
 /// </summary>
 internal sealed class MqttMetrics
 {
+    public const string MeterName = "Relay.Mqtt";
+
     private static readonly string[] TransportNames = ["tcp", "tls", "websocket"];
     private static readonly string[] DropNames = ["queue_full", "expired", "too_large_for_client", "not_authorized", "dollar_topic", "client_backpressure", "offline_qos0", "retained_limit"];
     private static readonly string[] LimitNames = ["connections_per_ip", "connect_timeout", "packet_size", "inflight", "queued_messages", "subscriptions_per_session", "retained_messages", "keep_alive", "accept", "topic_levels", "topic_length", "session_owner"];
     private static readonly string[] EndNames = ["peer_closed", "client_disconnect", "protocol_error", "malformed_packet", "keep_alive_timeout", "connect_timeout", "auth_failed", "taken_over", "limit_exceeded", "shutdown", "administrative", "not_stored"];
+    // Indexed by MqttAuthOutcome.
     private static readonly string[] AuthNames = ["allow", "bad_credentials", "not_authorized", "rate_limited", "unavailable", "busy"];
+    private static readonly string[] QosNames = ["0", "1", "2"];
 
     private readonly long[] _connectionsCurrent = new long[TransportNames.Length];
     private readonly long[] _connectionsTotal = new long[TransportNames.Length];
@@ -98,6 +102,27 @@ internal sealed class MqttMetrics
     private long _clientsConnected;
     private long _subscriptions;
     private long _retained;
+
+    public MqttMetrics(IMeterFactory meterFactory)
+    {
+        ArgumentNullException.ThrowIfNull(meterFactory);
+        var meter = meterFactory.Create(MeterName);
+        meter.CreateObservableUpDownCounter("relay.mqtt.connections", () => Labelled(_connectionsCurrent, TransportNames, "transport"), "{connection}", "Open MQTT connections, by transport.");
+
+        // ".total" rather than ".accepted": its Prometheus family stays relay_mqtt_connections_total beside the gauge above.
+        meter.CreateObservableCounter("relay.mqtt.connections.total", () => Labelled(_connectionsTotal, TransportNames, "transport"), "{connection}", "MQTT connections accepted, by transport.");
+        meter.CreateObservableCounter("relay.mqtt.connection_ends", () => Labelled(_ends, EndNames, "reason"), "{connection}", "MQTT connections ended, by reason.");
+        meter.CreateObservableUpDownCounter("relay.mqtt.clients_connected", () => ClientsConnected, "{client}", "Clients past CONNACK.");
+        meter.CreateObservableUpDownCounter("relay.mqtt.sessions", () => Labelled("kind", ("all", SessionsCurrent), ("persistent", PersistentSessions)), "{session}", "Sessions (online and offline), by kind.");
+        meter.CreateObservableUpDownCounter("relay.mqtt.subscriptions", () => SubscriptionCount, "{subscription}", "Subscriptions across all sessions.");
+        meter.CreateObservableGauge("relay.mqtt.retained_messages", () => RetainedCount, "{message}", "Retained messages.");
+        meter.CreateObservableCounter("relay.mqtt.messages_received", () => Labelled(_messagesIn, QosNames, "qos"), "{message}", "PUBLISH packets received from clients, by QoS.");
+        meter.CreateObservableCounter("relay.mqtt.messages_sent", () => Labelled(_messagesOut, QosNames, "qos"), "{message}", "PUBLISH packets sent to clients, by QoS.");
+        meter.CreateObservableCounter("relay.mqtt.bytes", () => Labelled("direction", ("in", BytesIn), ("out", BytesOut)), "By", "Application payload bytes, by direction.");
+        meter.CreateObservableCounter("relay.mqtt.drops", () => Labelled(_drops, DropNames, "reason"), "{message}", "Messages dropped, by reason.");
+        meter.CreateObservableCounter("relay.mqtt.auth", () => Labelled(_auth, AuthNames, "outcome"), "{connect}", "MQTT CONNECT authentications, by outcome (rate_limited: refused without checking).");
+        meter.CreateObservableCounter("relay.mqtt.limit_hits", () => Labelled(_limits, LimitNames, "limit"), "{refusal}", "Things refused by a configured limit.");
+    }
 
     public void Connection(MqttTransport transport, int delta)
     {
@@ -178,21 +203,4 @@ internal sealed class MqttMetrics
     public long Ends(MqttEndReason reason) => Volatile.Read(ref _ends[(int)reason]);
 
     public long AuthOutcomes(MqttAuthOutcome outcome) => Volatile.Read(ref _auth[(int)outcome]);
-
-    public void WritePrometheus(StringBuilder output)
-    {
-        WriteFamily(output, "relay_mqtt_connections", "Open MQTT connections, by transport.", "gauge", Labelled(_connectionsCurrent, TransportNames, "transport"));
-        WriteFamily(output, "relay_mqtt_connections_total", "MQTT connections accepted, by transport.", "counter", Labelled(_connectionsTotal, TransportNames, "transport"));
-        WriteFamily(output, "relay_mqtt_connection_ends_total", "MQTT connections ended, by reason.", "counter", Labelled(_ends, EndNames, "reason"));
-        WriteFamily(output, "relay_mqtt_clients_connected", "Clients past CONNACK.", "gauge", [new(string.Empty, ClientsConnected)]);
-        WriteFamily(output, "relay_mqtt_sessions", "Sessions (online and offline), by kind.", "gauge", [new("kind=\"all\"", SessionsCurrent), new("kind=\"persistent\"", PersistentSessions)]);
-        WriteFamily(output, "relay_mqtt_subscriptions", "Subscriptions across all sessions.", "gauge", [new(string.Empty, SubscriptionCount)]);
-        WriteFamily(output, "relay_mqtt_retained_messages", "Retained messages.", "gauge", [new(string.Empty, RetainedCount)]);
-        WriteFamily(output, "relay_mqtt_messages_received_total", "PUBLISH packets received from clients, by QoS.", "counter", Labelled(_messagesIn, ["0", "1", "2"], "qos"));
-        WriteFamily(output, "relay_mqtt_messages_sent_total", "PUBLISH packets sent to clients, by QoS.", "counter", Labelled(_messagesOut, ["0", "1", "2"], "qos"));
-        WriteFamily(output, "relay_mqtt_bytes_total", "Application payload bytes, by direction.", "counter", [new("direction=\"in\"", BytesIn), new("direction=\"out\"", BytesOut)]);
-        WriteFamily(output, "relay_mqtt_drops_total", "Messages dropped, by reason.", "counter", Labelled(_drops, DropNames, "reason"));
-        WriteFamily(output, "relay_mqtt_auth_total", "CONNECT authentications, by outcome.", "counter", Labelled(_auth, AuthNames, "outcome"));
-        WriteFamily(output, "relay_mqtt_limit_hits_total", "Things refused by a configured limit.", "counter", Labelled(_limits, LimitNames, "limit"));
-    }
 }

@@ -10,6 +10,7 @@ using Relay.Server.Hosting;
 using Relay.Server.Mqtt.Identity;
 using Relay.Server.Mqtt.Storage;
 using Relay.Server.Mqtt.Transport;
+using Relay.Server.Telemetry;
 
 namespace Relay.Server.Mqtt;
 
@@ -32,7 +33,7 @@ internal static class MqttServices
         services.AddRelayOptions<MqttOptions>(configuration, MqttOptions.SectionName);
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<MqttOptions>, MqttOptionsValidator>());
         services.AddBoundOptions<MqttOptions>();
-        services.AddSingleton<MqttMetrics>();
+        services.AddRelayMetrics<MqttMetrics>();
         MqttPersistence.AddSqlite(services);
 
         // The broker: each owner of state its own singleton (see the types' summaries for who owns what).

@@ -5,6 +5,7 @@ using Relay.Server.Devices;
 using Relay.Server.Hosting;
 using Relay.Server.Mqtt;
 using Relay.Server.Turn;
+using Relay.Server.Telemetry;
 
 namespace Relay.Server.Rendezvous;
 
@@ -34,7 +35,7 @@ internal static class RendezvousServices
         services.AddRelayOptions<RendezvousOptions>(configuration, RendezvousOptions.SectionName);
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<RendezvousOptions>, RendezvousOptionsValidator>());
         services.AddBoundOptions<RendezvousOptions>();
-        services.AddSingleton<RendezvousMetrics>();
+        services.AddRelayMetrics<RendezvousMetrics>();
         var enabled = configuration.IsSwitchedOn(RendezvousOptions.SectionName + ":Enabled") && configuration.IsSwitchedOn(MqttOptions.SectionName + ":Enabled");
         if (!enabled)
         {

@@ -7,6 +7,7 @@ using Microsoft.Extensions.Options;
 using Relay.Rendezvous.Stun;
 using Relay.Server.Hosting;
 using Relay.Server.Turn;
+using Relay.Server.Telemetry;
 
 namespace Relay.Server.StunTurn;
 
@@ -23,7 +24,7 @@ internal static class StunTurnServices
         services.AddRelayHosting(configuration);
         services.AddRelayOptions<StunOptions>(configuration, StunOptions.SectionName);
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<StunOptions>, StunOptionsValidator>());
-        services.AddSingleton<StunMetrics>();
+        services.AddRelayMetrics<StunMetrics>();
         services.AddSingleton<StunBindingService>();
         services.AddRelayTurn(configuration);
         services.AddSingleton<StunTurnUdpListener>();

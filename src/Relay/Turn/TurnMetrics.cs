@@ -1,7 +1,6 @@
 using System.Diagnostics.Metrics;
 using System.Globalization;
-using System.Text;
-using static Relay.Server.Primitives.PrometheusText;
+using static Relay.Server.Primitives.SlotMeasurements;
 
 namespace Relay.Server.Turn;
 
@@ -35,8 +34,8 @@ internal enum TurnLimit : byte
 }
 
 /// <summary>
-/// Meter <c>Relay.Server.Turn</c>. As with STUN, the hot path increments slots in fixed arrays; observable
-/// instruments and the Prometheus endpoint read them, so counting costs nothing per packet.
+/// Meter <c>Relay.Turn</c>. As with STUN, the hot path increments slots in fixed arrays and the observable
+/// instruments read them (for <c>/metrics</c> and OTLP alike), so counting costs nothing per packet.
 /// </summary>
 internal sealed class TurnMetrics
 {
@@ -48,6 +47,10 @@ internal sealed class TurnMetrics
     private static readonly string[] LimitNames = ["allocations_per_user", "allocations", "relay_ports", "permissions", "channels", "tcp_connections", "reservations", "tcp_bandwidth"];
     private static readonly string[] DirectionNames = ["client_to_peer", "peer_to_client"];
 
+    // Allocations created, by kind: single, or dual (an IPv4 and an IPv6 relayed address, RFC 8656 §7.2).
+    private static readonly string[] KindNames = ["single", "dual"];
+    private static readonly string[] CodeNames = [.. Codes.Select(static c => c == 0 ? "other" : c.ToString(CultureInfo.InvariantCulture))];
+
     private readonly long[] _requests = new long[MethodNames.Length];
     private readonly long[] _responses = new long[Codes.Length];
     private readonly long[] _drops = new long[DropNames.Length];
@@ -55,41 +58,37 @@ internal sealed class TurnMetrics
     private readonly long[] _packets = new long[DirectionNames.Length];
     private readonly long[] _bytes = new long[DirectionNames.Length];
     private long _allocations;
-    private long _allocationsCreated;
-    private long _dualAllocationsCreated;
+    private readonly long[] _created = new long[KindNames.Length];
     private long _reservationsIssued;
     private long _reservationsRedeemed;
 
     public TurnMetrics(IMeterFactory meterFactory)
     {
+        ArgumentNullException.ThrowIfNull(meterFactory);
         var meter = meterFactory.Create(MeterName);
         meter.CreateObservableUpDownCounter("relay.turn.allocations", () => Volatile.Read(ref _allocations), "{allocation}", "Live TURN allocations.");
-        meter.CreateObservableCounter("relay.turn.allocations.created", () => Volatile.Read(ref _allocationsCreated), "{allocation}", "TURN allocations created.");
-        meter.CreateObservableCounter("relay.turn.reservations", () => new Measurement<long>[] { new(Volatile.Read(ref _reservationsIssued), new KeyValuePair<string, object?>("outcome", "issued")), new(Volatile.Read(ref _reservationsRedeemed), new KeyValuePair<string, object?>("outcome", "redeemed")) }, "{reservation}", "Relay ports reserved by EVEN-PORT and redeemed by RESERVATION-TOKEN.");
-        meter.CreateObservableCounter("relay.turn.requests", () => Observe(_requests, MethodNames, "method"), "{request}", "TURN requests, by method.");
-        meter.CreateObservableCounter("relay.turn.responses", () => Observe(_responses, CodeNames(), "code"), "{response}", "TURN responses, by code.");
-        meter.CreateObservableCounter("relay.turn.drops", () => Observe(_drops, DropNames, "reason"), "{packet}", "Relayed packets and TURN messages dropped, by reason.");
-        meter.CreateObservableCounter("relay.turn.limit_hits", () => Observe(_limits, LimitNames, "limit"), "{request}", "Requests refused by a configured limit.");
-        meter.CreateObservableCounter("relay.turn.relayed.packets", () => Observe(_packets, DirectionNames, "direction"), "{packet}", "Packets relayed, by direction.");
-        meter.CreateObservableCounter("relay.turn.relayed.bytes", () => Observe(_bytes, DirectionNames, "direction"), "By", "Application bytes relayed, by direction.");
+        meter.CreateObservableCounter("relay.turn.allocations.created", () => Labelled(_created, KindNames, "kind"), "{allocation}", "TURN allocations created; dual ones have an IPv4 and an IPv6 relayed address.");
+        meter.CreateObservableCounter("relay.turn.reservations", () => Labelled("outcome", ("issued", Volatile.Read(ref _reservationsIssued)), ("redeemed", Volatile.Read(ref _reservationsRedeemed))), "{reservation}", "Relay ports reserved by EVEN-PORT and redeemed by RESERVATION-TOKEN.");
+        meter.CreateObservableCounter("relay.turn.requests", () => Labelled(_requests, MethodNames, "method"), "{request}", "TURN requests, by method.");
+        meter.CreateObservableCounter("relay.turn.responses", () => Labelled(_responses, CodeNames, "code"), "{response}", "TURN responses, by code (200 is success).");
+        meter.CreateObservableCounter("relay.turn.drops", () => Labelled(_drops, DropNames, "reason"), "{packet}", "Relayed packets and TURN messages dropped, by reason.");
+        meter.CreateObservableCounter("relay.turn.limit_hits", () => Labelled(_limits, LimitNames, "limit"), "{request}", "Requests refused by a configured limit.");
+        meter.CreateObservableCounter("relay.turn.relayed.packets", () => Labelled(_packets, DirectionNames, "direction"), "{packet}", "Packets relayed, by direction.");
+        meter.CreateObservableCounter("relay.turn.relayed.bytes", () => Labelled(_bytes, DirectionNames, "direction"), "By", "Application bytes relayed, by direction.");
     }
 
     public long Allocations => Volatile.Read(ref _allocations);
 
-    public long AllocationsCreated => Volatile.Read(ref _allocationsCreated);
+    public long AllocationsCreated => Volatile.Read(ref _created[0]) + Volatile.Read(ref _created[1]);
 
     public void AllocationCreated(bool dual)
     {
         Interlocked.Increment(ref _allocations);
-        Interlocked.Increment(ref _allocationsCreated);
-        if (dual)
-        {
-            Interlocked.Increment(ref _dualAllocationsCreated);
-        }
+        Interlocked.Increment(ref _created[dual ? 1 : 0]);
     }
 
     /// <summary>Allocations that got an IPv6 relayed address next to the IPv4 one (RFC 8656 §7.2).</summary>
-    public long DualAllocationsCreated => Volatile.Read(ref _dualAllocationsCreated);
+    public long DualAllocationsCreated => Volatile.Read(ref _created[1]);
 
     public void AllocationDeleted() => Interlocked.Decrement(ref _allocations);
 
@@ -128,21 +127,6 @@ internal sealed class TurnMetrics
         var index = Array.IndexOf(Codes, code, 0, Codes.Length - 1);
         return Volatile.Read(ref _responses[index < 0 ? Codes.Length - 1 : index]);
     }
-
-    public void WritePrometheus(StringBuilder output)
-    {
-        WriteFamily(output, "relay_turn_allocations", "Live TURN allocations.", "gauge", [new("", Allocations)]);
-        WriteFamily(output, "relay_turn_allocations_created_total", "TURN allocations created; dual ones have an IPv4 and an IPv6 relayed address.", "counter", [new("kind=\"single\"", Volatile.Read(ref _allocationsCreated) - Volatile.Read(ref _dualAllocationsCreated)), new("kind=\"dual\"", Volatile.Read(ref _dualAllocationsCreated))]);
-        WriteFamily(output, "relay_turn_reservations_total", "Relay ports reserved by EVEN-PORT and redeemed by RESERVATION-TOKEN.", "counter", [new("outcome=\"issued\"", Volatile.Read(ref _reservationsIssued)), new("outcome=\"redeemed\"", Volatile.Read(ref _reservationsRedeemed))]);
-        WriteFamily(output, "relay_turn_requests_total", "TURN requests, by method.", "counter", Labelled(_requests, MethodNames, "method"));
-        WriteFamily(output, "relay_turn_responses_total", "TURN responses, by code (200 is success).", "counter", Labelled(_responses, CodeNames(), "code"));
-        WriteFamily(output, "relay_turn_drops_total", "Relayed packets and TURN messages dropped, by reason.", "counter", Labelled(_drops, DropNames, "reason"));
-        WriteFamily(output, "relay_turn_limit_hits_total", "Requests refused by a configured limit.", "counter", Labelled(_limits, LimitNames, "limit"));
-        WriteFamily(output, "relay_turn_relayed_packets_total", "Packets relayed, by direction.", "counter", Labelled(_packets, DirectionNames, "direction"));
-        WriteFamily(output, "relay_turn_relayed_bytes_total", "Application bytes relayed, by direction.", "counter", Labelled(_bytes, DirectionNames, "direction"));
-    }
-
-    private static string[] CodeNames() => Codes.Select(static c => c == 0 ? "other" : c.ToString(CultureInfo.InvariantCulture)).ToArray();
 }
 
 /// <summary>Request counter slots.</summary>

@@ -4,6 +4,7 @@ using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 using Relay.Rendezvous.Stun;
 using Relay.Server.Hosting;
+using Relay.Server.Telemetry;
 
 namespace Relay.Server.Turn;
 
@@ -21,7 +22,7 @@ internal static class TurnServices
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<TurnOptions>, TurnOptionsValidator>());
         services.AddSingleton<DevelopmentTurnUser>();
         services.AddSingleton<IPostConfigureOptions<TurnOptions>>(static sp => sp.GetRequiredService<DevelopmentTurnUser>());
-        services.AddSingleton<TurnMetrics>();
+        services.AddRelayMetrics<TurnMetrics>();
         services.AddSingleton(static sp => new TurnCredentialStore(
             sp.GetRequiredService<IOptions<TurnOptions>>().Value,
             sp.GetRequiredService<TimeProvider>(),

@@ -1,6 +1,5 @@
 using System.Diagnostics.Metrics;
 using System.Globalization;
-using System.Text;
 
 namespace Relay.Rendezvous.Stun;
 
@@ -35,8 +34,8 @@ public enum StunDropReason : byte
 }
 
 /// <summary>
-/// Meter <c>Relay.Stun</c>. The hot path only increments a slot in a fixed array; the meter's
-/// observable instruments and the Prometheus text endpoint read those slots. So counting costs no
+/// Meter <c>Relay.Stun</c>. The hot path only increments a slot in a fixed array; the meter's observable
+/// instruments read those slots when <c>/metrics</c> is scraped or a collector asks. So counting costs no
 /// allocation and no tag boxing per packet, whoever is listening.
 /// </summary>
 public sealed class StunMetrics
@@ -59,7 +58,7 @@ public sealed class StunMetrics
     {
         var meter = meterFactory.Create(MeterName);
         meter.CreateObservableCounter("relay.stun.requests", () => Observe(_requests, KindNames, "kind"), "{request}", "STUN requests received, by transport and kind.");
-        meter.CreateObservableCounter("relay.stun.responses", ObserveResponses, "{response}", "STUN responses sent, by transport and code (200 = success).");
+        meter.CreateObservableCounter("relay.stun.responses", ObserveResponses, "{response}", "STUN responses sent, by transport and code; code 200 is success.");
         meter.CreateObservableCounter("relay.stun.drops", () => Observe(_drops, DropReasonNames, "reason"), "{packet}", "Packets dropped or connections closed without an answer, by transport and reason.");
         meter.CreateObservableUpDownCounter("relay.stun.connections", ObserveConnections, "{connection}", "Open STUN TCP/TLS connections.");
     }
@@ -93,15 +92,6 @@ public sealed class StunMetrics
         return Volatile.Read(ref _responses[((int)transport * Codes.Length) + (index < 0 ? Codes.Length - 1 : index)]);
     }
 
-    /// <summary>Appends the counters in Prometheus text exposition format.</summary>
-    public void WritePrometheus(StringBuilder output)
-    {
-        WriteFamily(output, "relay_stun_requests_total", "STUN requests received.", "counter", Observe(_requests, KindNames, "kind"));
-        WriteFamily(output, "relay_stun_responses_total", "STUN responses sent; code 200 is success.", "counter", ObserveResponses());
-        WriteFamily(output, "relay_stun_drops_total", "Packets dropped or connections closed without an answer.", "counter", Observe(_drops, DropReasonNames, "reason"));
-        WriteFamily(output, "relay_stun_connections", "Open STUN TCP/TLS connections.", "gauge", ObserveConnections());
-    }
-
     private static IEnumerable<Measurement<long>> Observe(long[] slots, string[] names, string tag)
     {
         for (var t = 0; t < TransportNames.Length; t++)
@@ -130,24 +120,6 @@ public sealed class StunMetrics
         for (var t = 0; t < TransportNames.Length; t++)
         {
             yield return new Measurement<long>(Volatile.Read(ref _connections[t]), new KeyValuePair<string, object?>("transport", TransportNames[t]));
-        }
-    }
-
-    private static void WriteFamily(StringBuilder output, string name, string help, string type, IEnumerable<Measurement<long>> measurements)
-    {
-        output.Append("# HELP ").Append(name).Append(' ').Append(help).Append('\n');
-        output.Append("# TYPE ").Append(name).Append(' ').Append(type).Append('\n');
-        foreach (var measurement in measurements)
-        {
-            output.Append(name).Append('{');
-            var first = true;
-            foreach (var tag in measurement.Tags)
-            {
-                output.Append(first ? string.Empty : ",").Append(tag.Key).Append("=\"").Append(tag.Value).Append('"');
-                first = false;
-            }
-
-            output.Append("} ").Append(measurement.Value.ToString(CultureInfo.InvariantCulture)).Append('\n');
         }
     }
 }

@@ -215,17 +215,25 @@ public sealed class TurnCredentialStoreTests
             }
         }
 
-        var before = GC.GetAllocatedBytesForCurrentThread();
-        for (var i = 0; i < 500; i++)
+        // The least of three rounds: a real allocation shows in every round, while a one-off runtime event on
+        // this thread (a method tiering up on a loaded machine) shows in one at most.
+        var allocated = long.MaxValue;
+        for (var round = 0; round < 3; round++)
         {
-            foreach (var username in usernames)
+            var before = GC.GetAllocatedBytesForCurrentThread();
+            for (var i = 0; i < 500; i++)
             {
-                total += store.GetCandidateKeys(username, StunPasswordAlgorithm.Md5, keys) + store.GetCandidateKeys(username, StunPasswordAlgorithm.Sha256, keys);
+                foreach (var username in usernames)
+                {
+                    total += store.GetCandidateKeys(username, StunPasswordAlgorithm.Md5, keys) + store.GetCandidateKeys(username, StunPasswordAlgorithm.Sha256, keys);
+                }
             }
+
+            allocated = Math.Min(allocated, GC.GetAllocatedBytesForCurrentThread() - before);
         }
 
-        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
-        Assert.Equal(550 * 2 * (1 + 3 + 2 + 0), total);
+        Assert.Equal(0, allocated);
+        Assert.Equal((50 + (3 * 500)) * 2 * (1 + 3 + 2 + 0), total);
     }
 
     private static string RestPassword(string secret, string username) =>

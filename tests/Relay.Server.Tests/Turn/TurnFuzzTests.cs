@@ -6,6 +6,7 @@ using System.Text;
 using System.Text.RegularExpressions;
 using Microsoft.Extensions.DependencyInjection;
 using Relay.Protocol.Stun;
+using Relay.Server.Telemetry;
 using Relay.Server.Turn;
 using static Relay.Server.Tests.StunTestClient;
 using static Relay.Server.Tests.Turn.TurnTestClient;
@@ -463,9 +464,7 @@ public sealed partial class TurnFuzzTests
     /// <summary>The server's own gauge of open STUN/TURN TCP connections, read from its Prometheus output.</summary>
     private static long OpenTcpConnections(RelayTestServer server)
     {
-        var text = new StringBuilder();
-        server.Metrics.WritePrometheus(text);
-        var match = TcpGauge().Match(text.ToString());
+        var match = TcpGauge().Match(server.Services.GetRequiredService<PrometheusMetricsWriter>().Write());
         Assert.True(match.Success, "relay_stun_connections{transport=\"tcp\"} missing from the metrics");
         return long.Parse(match.Groups[1].Value, CultureInfo.InvariantCulture);
     }

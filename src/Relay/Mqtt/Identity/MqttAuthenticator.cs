@@ -35,7 +35,6 @@ internal sealed class MqttAuthenticator : IMqttAuthenticator
     private readonly MqttAuthHookClient? _hook;
     private readonly bool _hookDecidesAlone;
     private readonly bool _allowAnonymous;
-    private readonly MqttIdentityMetrics _metrics;
     private readonly ILogger _logger;
     private readonly Primitives.LogThrottle _logThrottle;
 
@@ -52,7 +51,6 @@ internal sealed class MqttAuthenticator : IMqttAuthenticator
         ArgumentNullException.ThrowIfNull(time);
         _services = services;
         _devices = devices;
-        _metrics = metrics;
         _logger = logger;
         _logThrottle = new Primitives.LogThrottle(2, TimeSpan.FromSeconds(10), time);
         _allowAnonymous = options.AllowAnonymous;
@@ -97,7 +95,6 @@ internal sealed class MqttAuthenticator : IMqttAuthenticator
         var address = request.RemoteEndPoint?.Address;
         if (!_limiter.TryAcquire(address))
         {
-            _metrics.Authenticated(MqttAuthOutcome.RateLimited);
             // Debug, not Information: this is the path a password-guessing flood takes, and each of its
             // first failures was already logged.
             _logger.LogDebug("MQTT CONNECT refused: too many failed authentications from {RemoteAddress} (client {ClientId}, user {Username})", address, Primitives.LogText.Safe(request.ClientId), Primitives.LogText.Safe(request.Username));
@@ -114,7 +111,6 @@ internal sealed class MqttAuthenticator : IMqttAuthenticator
             result = MqttAuthResult.Denied(MqttAuthOutcome.NotAuthorized, "the client id is a registered device's");
         }
 
-        _metrics.Authenticated(result.Outcome);
         switch (result.Outcome)
         {
             case MqttAuthOutcome.BadCredentials or MqttAuthOutcome.NotAuthorized:

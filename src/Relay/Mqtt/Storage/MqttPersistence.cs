@@ -5,6 +5,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 using Relay.Server.Hosting;
 using Relay.Server.Mqtt.Identity;
+using Relay.Server.Telemetry;
 
 namespace Relay.Server.Mqtt.Storage;
 
@@ -33,7 +34,7 @@ internal static class MqttPersistence
                 TimeSpan.FromSeconds(Math.Max(1, options.ConnectTimeoutSeconds / 2.0)),
                 Time(sp));
         });
-        services.AddSingleton(sp => new MqttIdentityMetrics(sp.GetService<IMeterFactory>(), sp.GetRequiredService<SlowHashPool>()));
+        services.AddRelayMetrics(static sp => new MqttIdentityMetrics(sp.GetService<IMeterFactory>(), sp.GetRequiredService<SlowHashPool>()));
         services.AddSingleton<IMqttSessionStore>(sp => new SqliteMqttSessionStore(sp.GetRequiredService<MqttDatabase>()));
         services.AddSingleton<IMqttRetainedStore>(sp => new SqliteMqttRetainedStore(sp.GetRequiredService<MqttDatabase>(), Time(sp)));
         services.AddSingleton<IDeviceRegistry>(sp => new SqliteDeviceRegistry(sp.GetRequiredService<MqttDatabase>(), Time(sp), pool: sp.GetRequiredService<SlowHashPool>()));

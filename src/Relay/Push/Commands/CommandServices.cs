@@ -2,6 +2,7 @@ using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 using Relay.Server.Hosting;
 using Relay.Server.Mqtt;
+using Relay.Server.Telemetry;
 
 namespace Relay.Server.Push.Commands;
 
@@ -17,7 +18,7 @@ internal static class CommandServices
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<PushOptions>, PushOptionsValidator>());
         services.AddBoundOptions<PushOptions>();
         services.AddSingleton(static sp => CommandStore.Open(sp.GetRequiredService<RelayDataDirectory>().FullPath));
-        services.AddSingleton<PushMetrics>();
+        services.AddRelayMetrics<PushMetrics>();
         services.AddSingleton<PushLimitHits>();
         services.AddSingleton<CommandLoop>();
         services.AddSingleton<CommandService>();

@@ -1,5 +1,5 @@
-using System.Text;
-using Relay.Server.Primitives;
+using System.Diagnostics.Metrics;
+using static Relay.Server.Primitives.SlotMeasurements;
 
 namespace Relay.Server.Push.Commands;
 
@@ -27,12 +27,14 @@ internal enum PushLimit
 }
 
 /// <summary>
-/// Counters of the command plane: committed transitions by state, refusals by each Relay:Push limit,
-/// device results that were not recorded, and broker events the command loop was too far behind to
-/// queue. Lock-free slots: any thread counts, a scrape reads.
+/// Meter <c>Relay.Push</c>, the command plane: committed transitions by state, refusals by each Relay:Push
+/// limit, device results that were not recorded, and broker events the command loop was too far behind to
+/// queue. Lock-free slots: any thread counts, the observable instruments read.
 /// </summary>
 internal sealed class PushMetrics
 {
+    public const string MeterName = "Relay.Push";
+
     private static readonly string[] StateNames = ["queued", "delivered", "succeeded", "failed", "expired", "canceled"];
     private static readonly string[] LimitNames = ["queued_per_device", "waiters", "broadcast_devices", "payload_size", "queued_bytes_per_token"];
     private static readonly string[] RefusalNames = ["not_stored", "busy", "timeout"];
@@ -44,6 +46,23 @@ internal sealed class PushMetrics
     private long _unknownResults;
     private long _duplicateResults;
     private long _pruned;
+
+    /// <summary>Without a meter factory (the command loop's unit tests) it still counts, but nothing exports it.</summary>
+    public PushMetrics(IMeterFactory? meterFactory = null)
+    {
+        if (meterFactory is null)
+        {
+            return;
+        }
+
+        var meter = meterFactory.Create(MeterName);
+        meter.CreateObservableCounter("relay.push.limit_hits", () => Labelled(_limits, LimitNames, "limit"), "{request}", "Requests refused by a Relay:Push limit.");
+        meter.CreateObservableCounter("relay.push.command_transitions", () => Labelled(_transitions, StateNames, "state"), "{transition}", "Command state transitions committed, by new state.");
+        meter.CreateObservableCounter("relay.push.results_ignored", () => Labelled("reason", ("unknown", UnknownResults), ("duplicate", DuplicateResults)), "{result}", "Device results not recorded: unknown command, or a duplicate for a final one.");
+        meter.CreateObservableCounter("relay.push.results_unacknowledged", () => Labelled(_refusals, RefusalNames, "reason"), "{result}", "Device results not acknowledged because they were not stored (the device sends them again), by reason.");
+        meter.CreateObservableCounter("relay.push.commands_pruned", () => Pruned, "{command}", "Final commands deleted, with their transitions, after Relay:Push:RetainFinishedDays.");
+        meter.CreateObservableCounter("relay.push.events_dropped", () => EventsDropped, "{event}", "Broker events the command loop was too far behind to queue (the sweep recovers them).");
+    }
 
     /// <summary>Broker events lost because the loop was too far behind (the sweep redelivers; nothing is lost for good).</summary>
     public long EventsDropped => Volatile.Read(ref _eventsDropped);
@@ -79,15 +98,4 @@ internal sealed class PushMetrics
     public void CountUnknownResult() => Interlocked.Increment(ref _unknownResults);
 
     public void CountDuplicateResult() => Interlocked.Increment(ref _duplicateResults);
-
-    /// <summary>Prometheus text: committed transitions by state, limit refusals, odd results and dropped broker events.</summary>
-    public void WritePrometheus(StringBuilder output)
-    {
-        PrometheusText.WriteFamily(output, "relay_push_limit_hits_total", "Requests refused by a Relay:Push limit.", "counter", PrometheusText.Labelled(_limits, LimitNames, "limit"));
-        PrometheusText.WriteFamily(output, "relay_push_command_transitions_total", "Command state transitions committed, by new state.", "counter", PrometheusText.Labelled(_transitions, StateNames, "state"));
-        PrometheusText.WriteFamily(output, "relay_push_results_ignored_total", "Device results not recorded: unknown command, or a duplicate for a final one.", "counter", [new("reason=\"unknown\"", UnknownResults), new("reason=\"duplicate\"", DuplicateResults)]);
-        PrometheusText.WriteFamily(output, "relay_push_results_unacknowledged_total", "Device results not acknowledged because they were not stored (the device sends them again), by reason.", "counter", PrometheusText.Labelled(_refusals, RefusalNames, "reason"));
-        PrometheusText.WriteFamily(output, "relay_push_commands_pruned_total", "Final commands deleted, with their transitions, after Relay:Push:RetainFinishedDays.", "counter", [new(string.Empty, Pruned)]);
-        PrometheusText.WriteFamily(output, "relay_push_events_dropped_total", "Broker events the command loop was too far behind to queue (the sweep recovers them).", "counter", [new(string.Empty, EventsDropped)]);
-    }
 }

@@ -1,8 +1,10 @@
+using System.Diagnostics.Metrics;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 using Relay.Server.Hosting;
+using Relay.Server.Telemetry;
 
 namespace Relay.Server.Push.Webhooks;
 
@@ -85,7 +87,7 @@ internal static class WebhookServices
     {
         services.AddRelayOptions<WebhookReceiversOptions>(configuration, WebhookOptions.SectionName, WebhookReceiversOptions.Bind);
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<WebhookReceiversOptions>, WebhookOptionsValidator>());
-        services.AddSingleton(static sp => new WebhookMetrics(Receivers(sp).Count));
+        services.AddRelayMetrics(static sp => new WebhookMetrics(Receivers(sp).Count, sp.GetRequiredService<IMeterFactory>()));
         services.AddSingleton(static sp => new WebhookDispatcher(
             Receivers(sp),
             sp.GetRequiredService<WebhookMetrics>(),

@@ -30,7 +30,7 @@ internal sealed class BrokerKit
 
     public FakeTimeProvider Time { get; } = new(Start);
 
-    public MqttMetrics Metrics { get; } = new();
+    public MqttMetrics Metrics { get; } = new(TestMeters.NewFactory());
 
     public InMemorySessionStore Store { get; } = new();
 

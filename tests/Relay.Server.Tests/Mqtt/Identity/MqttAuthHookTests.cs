@@ -156,7 +156,7 @@ public sealed class MqttAuthHookTests : IAsyncLifetime
         Assert.Equal(MqttAuthOutcome.Unavailable, result.Outcome);
         Assert.Equal(3, _metrics.HookAttempts);
         Assert.Equal(3, _metrics.HookErrors);
-        Assert.Equal(1, _metrics.Outcomes(MqttAuthOutcome.Unavailable));
+        Assert.Equal(1, _metrics.HookResults(MqttAuthOutcome.Unavailable));
     }
 
     [Fact]

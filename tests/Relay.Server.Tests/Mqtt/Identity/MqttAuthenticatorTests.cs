@@ -61,7 +61,6 @@ public sealed class MqttAuthenticatorTests : IAsyncLifetime
         Assert.Equal(MqttAuthOutcome.Allow, result.Outcome);
         Assert.Equal(new MqttIdentity(MqttPrincipalKind.Device, "d1", result.Identity!.Grants), result.Identity);
         Assert.Equal([new MqttGrant("broadcast/#", MqttAction.Subscribe)], result.Identity.Grants);
-        Assert.Equal(1, _metrics.Outcomes(MqttAuthOutcome.Allow));
     }
 
     [Fact]
@@ -74,8 +73,6 @@ public sealed class MqttAuthenticatorTests : IAsyncLifetime
         Assert.Equal(MqttAuthOutcome.BadCredentials, (await Auth(authenticator, Request("d9", "d9", "secret-1"))).Outcome);
         Assert.Equal(MqttAuthOutcome.BadCredentials, (await Auth(authenticator, Request("x", "not/a/device", "p"))).Outcome);
         Assert.Equal(MqttAuthOutcome.BadCredentials, (await Auth(authenticator, Request("d1", null, "secret-1"))).Outcome);
-        Assert.Equal(5, _metrics.Outcomes(MqttAuthOutcome.BadCredentials));
-        Assert.Equal(1, _metrics.Outcomes(MqttAuthOutcome.NotAuthorized));
     }
 
     [Fact]
@@ -149,7 +146,6 @@ public sealed class MqttAuthenticatorTests : IAsyncLifetime
         var mapped = new IPEndPoint(IPAddress.Parse("198.51.100.7").MapToIPv6(), 1);
         Assert.Equal(MqttAuthOutcome.RateLimited, (await Auth(authenticator, Request("d1", "d1", "secret-1", mapped))).Outcome);
         Assert.Equal(runs, _registry.Pbkdf2Runs);
-        Assert.Equal(2, _metrics.RateLimitHits);
 
         // Another address is not affected.
         Assert.Equal(MqttAuthOutcome.Allow, (await Auth(authenticator, Request("d1", "d1", "secret-1"))).Outcome);
@@ -195,20 +191,6 @@ public sealed class MqttAuthenticatorTests : IAsyncLifetime
         options.ServiceAccounts.Add(account);
         var error = Assert.Throws<RelayConfigurationException>(() => MqttAuthenticator.Validate(options));
         Assert.Contains(key, error.Message, StringComparison.Ordinal);
-    }
-
-    [Fact]
-    public void Metrics_WritePrometheusText()
-    {
-        _metrics.Authenticated(MqttAuthOutcome.RateLimited);
-        _metrics.AclDenied(MqttAction.Subscribe);
-        var text = new StringBuilder();
-        _metrics.WritePrometheus(text);
-        var output = text.ToString();
-        Assert.Contains("# TYPE relay_mqtt_auth_total counter\n", output, StringComparison.Ordinal);
-        Assert.Contains("relay_mqtt_auth_total{outcome=\"rate_limited\"} 1\n", output, StringComparison.Ordinal);
-        Assert.Contains("relay_mqtt_acl_denials_total{action=\"subscribe\"} 1\n", output, StringComparison.Ordinal);
-        Assert.Contains("relay_mqtt_auth_hook_errors_total 0\n", output, StringComparison.Ordinal);
     }
 
     private static X509Certificate2 Certificate(string commonName)
