@@ -259,7 +259,7 @@ internal sealed partial class CommandLoop
     /// </summary>
     private void Sweep(DateTimeOffset now)
     {
-        StartPruneIfDue(now);
+        _retention.StartPruneIfDue(now);
 
         foreach (var entry in _active.All)
         {

@@ -30,6 +30,7 @@ internal sealed partial class CommandLoop : SerialEventLoop<CommandEvent>
     private readonly ActiveCommands _active = new();
     private readonly CommandWaiters _waiters;
     private readonly CommandBatch _batch = new();
+    private readonly CommandRetention _retention;
 
     public CommandLoop(CommandStore store, IMqttDeviceChannel channel, PushOptions options, PushMetrics metrics, PushLimitHits limitHits, IEnumerable<IPushEventSink> sinks, TimeProvider time, ILogger<CommandLoop> logger)
         : base(Capacity, MaxEventsPerBatch, SweepInterval, time)
@@ -42,6 +43,19 @@ internal sealed partial class CommandLoop : SerialEventLoop<CommandEvent>
         _sinks = [.. sinks];
         _logger = logger;
         _waiters = new CommandWaiters(options.MaxWaiters);
+        _retention = new CommandRetention(store, metrics, options.RetainFinishedDays, logger);
+    }
+
+    public override async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await base.StopAsync(cancellationToken).ConfigureAwait(false);
+        await _retention.StopAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    public override void Dispose()
+    {
+        _retention.Dispose();
+        base.Dispose();
     }
 
     protected override CommandEvent SweepEvent => SweepDue.Instance;

@@ -93,10 +93,10 @@ public sealed class CommandRetentionTests
             await store.ApplyAsync([.. entries.Select(e => (e.Seq, CommandState.Canceled, at, (string?)null))], CancellationToken.None);
             var before = Pragma(directory, "page_count");
 
-            Assert.Equal(CommandLoop.PruneBatch, await store.PruneAsync(at.AddDays(1), CommandLoop.PruneBatch, CancellationToken.None));
-            Assert.Equal(CommandLoop.PruneBatch, await store.PruneAsync(at.AddDays(1), CommandLoop.PruneBatch, CancellationToken.None));
-            Assert.Equal(500, await store.PruneAsync(at.AddDays(1), CommandLoop.PruneBatch, CancellationToken.None));
-            Assert.Equal(0, await store.PruneAsync(at.AddDays(1), CommandLoop.PruneBatch, CancellationToken.None));
+            Assert.Equal(CommandRetention.PruneBatch, await store.PruneAsync(at.AddDays(1), CommandRetention.PruneBatch, CancellationToken.None));
+            Assert.Equal(CommandRetention.PruneBatch, await store.PruneAsync(at.AddDays(1), CommandRetention.PruneBatch, CancellationToken.None));
+            Assert.Equal(500, await store.PruneAsync(at.AddDays(1), CommandRetention.PruneBatch, CancellationToken.None));
+            Assert.Equal(0, await store.PruneAsync(at.AddDays(1), CommandRetention.PruneBatch, CancellationToken.None));
             Assert.True(Pragma(directory, "freelist_count") > 2000);
 
             while (await store.VacuumAsync(2048, CancellationToken.None) > 0)

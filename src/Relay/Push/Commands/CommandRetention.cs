@@ -1,9 +1,12 @@
 namespace Relay.Server.Push.Commands;
 
-// Retention of finished commands (review M4): the sweep starts a prune at most once an hour (the first one
-// at the first sweep after start); the prune runs off the loop, as a chain of bounded operations of the
-// store's writer, so neither the loop nor anyone's commit waits for a large delete.
-internal sealed partial class CommandLoop
+/// <summary>
+/// Retention of finished commands (review M4): the loop's sweep starts a prune at most once an hour (the first
+/// one at the first sweep after start); the prune runs off the loop, as a chain of bounded operations of the
+/// store's writer, so neither the loop nor anyone's commit waits for a large delete. Owns when the next prune
+/// is due and the prune in progress; logs under the command loop's category.
+/// </summary>
+internal sealed partial class CommandRetention : IDisposable
 {
     /// <summary>Commands (with their transitions) deleted per store operation, hence per transaction at most.</summary>
     internal const int PruneBatch = 1000;
@@ -11,26 +14,24 @@ internal sealed partial class CommandLoop
     private const int VacuumPagesPerStep = 2048;
     private static readonly TimeSpan PruneInterval = TimeSpan.FromHours(1);
 
+    private readonly CommandStore _store;
+    private readonly PushMetrics _metrics;
+    private readonly int _retainFinishedDays;
+    private readonly ILogger _logger;
     private readonly CancellationTokenSource _stopping = new();
     private DateTimeOffset _nextPruneAt = DateTimeOffset.MinValue;
     private Task _pruning = Task.CompletedTask;
 
-    public override async Task StopAsync(CancellationToken cancellationToken)
+    public CommandRetention(CommandStore store, PushMetrics metrics, int retainFinishedDays, ILogger logger)
     {
-        await _stopping.CancelAsync().ConfigureAwait(false);
-        await base.StopAsync(cancellationToken).ConfigureAwait(false);
-
-        // The store is disposed after the loop: a prune must not be left writing to it.
-        await _pruning.WaitAsync(cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        _store = store;
+        _metrics = metrics;
+        _retainFinishedDays = retainFinishedDays;
+        _logger = logger;
     }
 
-    public override void Dispose()
-    {
-        _stopping.Dispose();
-        base.Dispose();
-    }
-
-    private void StartPruneIfDue(DateTimeOffset now)
+    /// <summary>Called by the loop's sweep: starts a prune when one is due and none is running.</summary>
+    public void StartPruneIfDue(DateTimeOffset now)
     {
         if (now < _nextPruneAt || !_pruning.IsCompleted)
         {
@@ -38,8 +39,17 @@ internal sealed partial class CommandLoop
         }
 
         _nextPruneAt = now + PruneInterval;
-        _pruning = PruneAsync(now - TimeSpan.FromDays(_options.RetainFinishedDays), _stopping.Token);
+        _pruning = PruneAsync(now - TimeSpan.FromDays(_retainFinishedDays), _stopping.Token);
     }
+
+    /// <summary>Stops a prune in progress; the store is disposed after the loop, so a prune must not be left writing to it.</summary>
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await _stopping.CancelAsync().ConfigureAwait(false);
+        await _pruning.WaitAsync(cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+    }
+
+    public void Dispose() => _stopping.Dispose();
 
     /// <summary>Deletes commands final before <paramref name="cutoff"/>, a batch per operation, then gives the freed pages back.</summary>
     private async Task PruneAsync(DateTimeOffset cutoff, CancellationToken stopping)
@@ -63,7 +73,7 @@ internal sealed partial class CommandLoop
                 {
                 }
 
-                LogPruned(pruned, _options.RetainFinishedDays);
+                LogPruned(pruned, _retainFinishedDays);
             }
         }
         catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException && stopping.IsCancellationRequested)
