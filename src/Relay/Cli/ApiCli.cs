@@ -122,17 +122,7 @@ internal static class ApiCli
     {
         public async Task<int> AddDeviceAsync(string id, List<string> tags, CancellationToken cancellationToken)
         {
-            var body = Json(w =>
-            {
-                w.WriteString("id", id);
-                w.WriteStartArray("tags");
-                foreach (var tag in tags)
-                {
-                    w.WriteStringValue(tag);
-                }
-
-                w.WriteEndArray();
-            });
+            var body = Json(w => WriteNameAndList(w, "id", id, "tags", tags));
             using var response = await http.PostAsync("/v1/devices", body, cancellationToken);
             if (await FailedAsync(response, "device", id) is { } code)
             {
@@ -205,17 +195,7 @@ internal static class ApiCli
                 throw new UsageException("token create needs at least one --scope (read, push or admin)");
             }
 
-            var body = Json(w =>
-            {
-                w.WriteString("name", name ?? string.Empty);
-                w.WriteStartArray("scopes");
-                foreach (var scope in scopes)
-                {
-                    w.WriteStringValue(scope);
-                }
-
-                w.WriteEndArray();
-            });
+            var body = Json(w => WriteNameAndList(w, "name", name ?? string.Empty, "scopes", scopes));
             using var response = await http.PostAsync("/v1/tokens", body, cancellationToken);
             if (await FailedAsync(response, "token", null) is { } code)
             {
@@ -305,6 +285,19 @@ internal static class ApiCli
             return int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var seconds) && seconds <= 86_400
                 ? seconds
                 : throw new UsageException($"{option} must be whole seconds from 0 to 86400 (was '{text}')");
+        }
+
+        /// <summary>A string property and a string-array property: the shape of the device and token requests.</summary>
+        private static void WriteNameAndList(Utf8JsonWriter writer, string name, string value, string listName, IEnumerable<string> items)
+        {
+            writer.WriteString(name, value);
+            writer.WriteStartArray(listName);
+            foreach (var item in items)
+            {
+                writer.WriteStringValue(item);
+            }
+
+            writer.WriteEndArray();
         }
 
         private static StringContent Json(Action<Utf8JsonWriter> write)
