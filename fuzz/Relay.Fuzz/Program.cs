@@ -13,6 +13,7 @@ internal static class Program
 
     public static int Main(string[] args)
     {
+        GiveCoverageSomewhereToGo();
         if (args.Length == 2 && args[0] == "seeds")
         {
             Seeds.Write(args[1]);
@@ -37,6 +38,19 @@ internal static class Program
             }
 
             return Replay(target, args[0], args.Skip(1));
+        }
+    }
+
+    /// <summary>
+    /// Instrumented assemblies (scripts/fuzz.sh) write coverage through SharpFuzz's trace pointer, which only
+    /// <see cref="Fuzzer.Run(Action{Stream})"/> sets up. A scratch map until then lets the target be built first
+    /// (its start-up is then not counted as any input's coverage) and lets replay run an instrumented build.
+    /// </summary>
+    private static unsafe void GiveCoverageSomewhereToGo()
+    {
+        if (SharpFuzz.Common.Trace.SharedMem == null)
+        {
+            SharpFuzz.Common.Trace.SharedMem = (byte*)System.Runtime.InteropServices.NativeMemory.AllocZeroed(1 << 16);
         }
     }
 
