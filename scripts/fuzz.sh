@@ -106,7 +106,7 @@ for target in "${targets[@]}"; do
   if ((minimize)); then
     rm -rf "$out/$target/min"
     nice -n "$niceness" afl-cmin -i "$out/$target/default/queue" -o "$out/$target/min" -t "$timeout" -m none \
-      -- dotnet "$bin/Relay.Fuzz.dll" "$target" >"$out/$target-cmin.log" 2>&1 \
+      -- "$(command -v dotnet)" "$bin/Relay.Fuzz.dll" "$target" >"$out/$target-cmin.log" 2>&1 \
       && echo "fuzz.sh: $target: $(find "$out/$target/min" -type f | wc -l) inputs after afl-cmin in $out/$target/min" \
       || echo "fuzz.sh: $target: afl-cmin failed (see $out/$target-cmin.log)"
   fi
