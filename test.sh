@@ -8,8 +8,9 @@ cd "$(dirname "$0")"
 # stun client, and chromium (headless, through Playwright, which cannot download a browser of its own)
 # for WebRTC through our TURN relay; Mosquitto's broker and clients and python3-paho-mqtt for MQTT
 # interop (the broker is also the reference the MQTT interop tests are checked against). The NAT lab
-# (docs/natlab.md) builds network namespaces with iproute2, nftables and conntrack.
-packages=(coturn stun-client chromium mosquitto mosquitto-clients python3-paho-mqtt iproute2 nftables conntrack)
+# (docs/natlab.md) builds network namespaces with iproute2, nftables and conntrack. AFL++ runs the
+# coverage-guided fuzzing step at the end (docs/fuzzing.md).
+packages=(coturn stun-client chromium mosquitto mosquitto-clients python3-paho-mqtt iproute2 nftables conntrack afl++)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -99,6 +100,25 @@ elif ((total == 0)); then
   echo "test.sh: no test ran"
   failed=1
 fi
+# Coverage-guided fuzzing of the server's engines (docs/fuzzing.md): RELAY_FUZZ_SECONDS per target (default
+# 60; 0 skips it), after the tests so it never delays their verdict. One "test" per target, passed when
+# afl-fuzz found no crash and no hang in its budget; the inputs it found stay in artifacts/fuzz for triage.
+fuzz_seconds=${RELAY_FUZZ_SECONDS:-60}
+if [[ $fuzz_seconds =~ ^[0-9]+$ ]] && ((fuzz_seconds > 0)); then
+  fuzz_log="$results/fuzz.log"
+  scripts/fuzz.sh --seconds "$fuzz_seconds" --out artifacts/fuzz >"$fuzz_log" 2>&1
+  grep -E "^fuzz (mqtt|stun):|finding:" "$fuzz_log"
+  for target in mqtt stun; do
+    if grep -qE "^fuzz $target: [0-9]+ executions .*, 0 crashes, 0 hangs," "$fuzz_log"; then
+      extra_passed=$((extra_passed + 1))
+    else
+      echo "test.sh: fuzzing $target found a crash or hang, or did not run:"
+      grep -vE "^fuzz (mqtt|stun):" "$fuzz_log" | tail -n 20
+      extra_failed=$((extra_failed + 1))
+    fi
+  done
+fi
+
 passed=$((passed + extra_passed))
 failed=$((failed + extra_failed))
 echo "${passed} passed, ${failed} failed"

@@ -245,7 +245,8 @@ internal sealed partial class StunTurnUdpListener : IHostedService, IAsyncDispos
     /// group, whichever received this datagram, so the relay loop can send to all its clients in one call.
     /// </param>
     /// <param name="response">Where a STUN response is written.</param>
-    private StunReply Dispatch(ReadOnlySpan<byte> datagram, in StunRequestContext context, Socket clientSocket, Span<byte> response)
+    /// <remarks>Internal rather than private: fuzz/Relay.Fuzz drives it without a socket.</remarks>
+    internal StunReply Dispatch(ReadOnlySpan<byte> datagram, in StunRequestContext context, Socket clientSocket, Span<byte> response)
     {
         try
         {
