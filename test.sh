@@ -80,6 +80,10 @@ publish_sample native-aot "$native_out" -p:PublishAot=true
 export RELAY_TRIMMED_SAMPLE="$PWD/$trimmed_out/BlinkDevice" RELAY_NATIVE_SAMPLE="$PWD/$native_out/BlinkDevice"
 fi
 
+# The codec fuzzers run a million cases each in the full run; the fast tier is a quick check before a
+# commit, so it runs a tenth of them unless RELAY_FUZZ_CASES says otherwise.
+if ((fast == 1)); then export RELAY_FUZZ_CASES=${RELAY_FUZZ_CASES:-100000}; fi
+
 # Console output is for people; the counts come from one TRX file per test assembly, whose
 # <Counters> element does not change with logger verbosity or SDK version.
 console="$results/console.log"
