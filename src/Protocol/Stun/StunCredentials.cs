@@ -18,9 +18,11 @@ public static class StunCredentials
     public static int ComputeLongTermKey(StunPasswordAlgorithm algorithm, string username, string realm, string password, Span<byte> destination)
     {
         var input = Encoding.UTF8.GetBytes($"{username}:{Prepare(realm)}:{Prepare(password)}");
+#pragma warning disable CA5351 // RFC 8489 §9.2.2 mandates MD5 for the long-term key
         return algorithm == StunPasswordAlgorithm.Sha256
             ? SHA256.HashData(input, destination)
             : MD5.HashData(input, destination);
+#pragma warning restore CA5351
     }
 
     /// <summary>Short-term key (RFC 8489 §9.1.1): the OpaqueString-prepared password.</summary>

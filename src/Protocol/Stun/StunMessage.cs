@@ -235,7 +235,9 @@ internal static class StunIntegrity
             }
             else
             {
+#pragma warning disable CA5350 // RFC 8489 §14.5 mandates HMAC-SHA1 for MESSAGE-INTEGRITY
                 HMACSHA1.HashData(key, copy, destination);
+#pragma warning restore CA5350
             }
         }
         finally

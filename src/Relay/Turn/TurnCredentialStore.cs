@@ -160,7 +160,9 @@ internal sealed class TurnCredentialStore
         var ttlSeconds = (int)Math.Min(int.MaxValue, Math.Ceiling(ttl.TotalSeconds));
         var expiry = (_time.GetUtcNow().ToUnixTimeSeconds() + ttlSeconds).ToString(CultureInfo.InvariantCulture);
         var username = user.Length == 0 ? expiry : $"{expiry}:{user}";
+#pragma warning disable CA5350 // draft-uberti-behave-turn-rest-00 §2.2 mandates HMAC-SHA1 for the REST password
         return (username, Convert.ToBase64String(HMACSHA1.HashData(_secrets[0], Encoding.UTF8.GetBytes(username))), ttlSeconds);
+#pragma warning restore CA5350
     }
 
     /// <summary>
@@ -216,7 +218,9 @@ internal sealed class TurnCredentialStore
     private void WriteRestKey(byte[] secret, ReadOnlySpan<byte> usernameUtf8, StunPasswordAlgorithm algorithm, Span<byte> destination)
     {
         Span<byte> mac = stackalloc byte[HMACSHA1.HashSizeInBytes];
+#pragma warning disable CA5350 // draft-uberti-behave-turn-rest-00 §2.2 mandates HMAC-SHA1 for the REST password
         HMACSHA1.HashData(secret, usernameUtf8, mac);
+#pragma warning restore CA5350
 
         var length = usernameUtf8.Length + 1 + _realmUtf8.Length + 1 + RestPasswordLength;
         byte[]? rented = null;
@@ -232,9 +236,11 @@ internal sealed class TurnCredentialStore
             Base64.EncodeToUtf8(mac, input[position..], out _, out var written);
             position += written;
 
+#pragma warning disable CA5351 // RFC 8489 §9.2.2 mandates MD5 for the long-term key
             _ = algorithm == StunPasswordAlgorithm.Sha256
                 ? SHA256.HashData(input[..position], destination)
                 : MD5.HashData(input[..position], destination);
+#pragma warning restore CA5351
         }
         finally
         {

@@ -20,7 +20,7 @@ public sealed class TurnCoturnInteropTests
     public async Task CoturnUclient_RestCredential_VerifiesAgainstOurCandidateKeys()
     {
         const string secret = "interop-secret";
-        var options = TurnCredentialStoreTests.Options("example.org", secrets: ["some-newer-secret", secret]);
+        var options = new TurnOptions { Realm = "example.org", SharedSecrets = { "some-newer-secret", secret } };
         var store = new TurnCredentialStore(options, TimeProvider.System);
         var nonces = new TurnNonceService(TimeProvider.System, TimeSpan.FromMinutes(10));
 

@@ -4,7 +4,7 @@ using System.Net;
 using System.Net.Sockets;
 using Relay.Protocol.Mqtt;
 
-namespace Relay.Protocol.Tests.Mqtt;
+namespace Relay.Server.Tests.Mqtt.Interop;
 
 /// <summary>
 /// The codec against the real mosquitto clients over a TCP socket on 127.0.0.1: a minimal broker loop made
@@ -107,12 +107,12 @@ public sealed class MqttMosquittoInteropTests
             case MqttPacketType.Connect:
                 Assert.Equal(MqttDecodeError.None, MqttPacketReader.ReadConnect(frame, out var connect));
                 version = v = connect.Version == MqttProtocolVersion.V310 ? MqttProtocolVersion.V311 : connect.Version;
-                log.Add($"CONNECT {connect.Version} {MqttKit.Text(connect.ClientId)}");
+                log.Add($"CONNECT {connect.Version} {Text(connect.ClientId)}");
                 MqttPacketWriter.WriteConnAck(output, v, false, 0, default);
                 return false;
             case MqttPacketType.Publish:
                 Assert.Equal(MqttDecodeError.None, MqttPacketReader.ReadPublish(frame, v, out var publish));
-                log.Add($"PUBLISH {MqttKit.Text(publish.Topic)} qos={publish.QoS} payload={MqttKit.Text(publish.Payload)}");
+                log.Add($"PUBLISH {Text(publish.Topic)} qos={publish.QoS} payload={Text(publish.Payload)}");
                 if (publish.QoS > 0)
                 {
                     MqttPacketWriter.WriteAck(output, publish.QoS == 1 ? MqttPacketType.PubAck : MqttPacketType.PubRec, v, publish.PacketId, MqttReasonCode.Success);
@@ -133,7 +133,7 @@ public sealed class MqttMosquittoInteropTests
                 var i = 0;
                 foreach (var entry in subscribe.GetEntries())
                 {
-                    log.Add($"SUBSCRIBE {MqttKit.Text(entry.TopicFilter)} qos={entry.MaximumQoS}");
+                    log.Add($"SUBSCRIBE {Text(entry.TopicFilter)} qos={entry.MaximumQoS}");
                     granted[i++] = entry.MaximumQoS;
                 }
 
@@ -175,4 +175,6 @@ public sealed class MqttMosquittoInteropTests
         await process.WaitForExitAsync(timeout.Token);
         return (process.ExitCode, await stdout + await stderr);
     }
+
+    private static string Text(in ReadOnlySequence<byte> utf8) => System.Text.Encoding.UTF8.GetString(utf8.ToArray());
 }
