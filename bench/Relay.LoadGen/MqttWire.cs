@@ -45,6 +45,19 @@ internal static class MqttWire
         return Frame(0x82, body);
     }
 
+    /// <summary>§3.8 SUBSCRIBE of several filters at one QoS; the SUBACK has one return code per filter, in order [MQTT-3.9.3-1].</summary>
+    public static byte[] Subscribe(ushort packetId, int qos, params string[] filters)
+    {
+        var body = new List<byte> { (byte)(packetId >> 8), (byte)packetId };
+        foreach (var filter in filters)
+        {
+            String(body, filter);
+            body.Add((byte)qos);
+        }
+
+        return Frame(0x82, body);
+    }
+
     /// <summary>§3.3 PUBLISH header + topic (+ packet id at QoS 1) for a payload of <paramref name="payloadLength"/> bytes.</summary>
     public static int WritePublishHeader(Span<byte> destination, ReadOnlySpan<byte> topic, int qos, ushort packetId, int payloadLength)
     {
