@@ -10,9 +10,10 @@
 #
 # usage: scripts/soak.sh [--minutes 30] [--devices 5000] [--turn-allocations N] [--command-rate N]
 #                        [--rendezvous-rate N] [--warmup-minutes N] [--sample-seconds N] [--drain-seconds N]
-#                        [--sources N] [--csv PATH] [--no-build] [--nice N] [--ours-args "..."]
+#                        [--sources N] [--csv PATH] [--self-check N] [--no-build] [--nice N] [--ours-args "..."]
 # Runs shorter than 15 minutes cut a third of the run as warm-up and sample every 10 s, unless told.
 # The CSV (default /tmp/soak-<time>.csv) and, when it logged warnings, the server log are kept.
+# --self-check N: the generator itself drops every Nth telemetry message and command; the run must FAIL.
 set -euo pipefail
 
 MINUTES=30
@@ -25,6 +26,7 @@ SAMPLE_SECONDS=
 DRAIN_SECONDS=180
 SOURCES=40
 CSV=
+SELF_CHECK=0
 BUILD=1
 OURS_ARGS=
 NICE=0
@@ -41,10 +43,11 @@ while [[ $# -gt 0 ]]; do
     --drain-seconds) DRAIN_SECONDS=$2; shift 2 ;;
     --sources) SOURCES=$2; shift 2 ;;
     --csv) CSV=$2; shift 2 ;;
+    --self-check) SELF_CHECK=$2; shift 2 ;;
     --nice) NICE=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --ours-args) OURS_ARGS=$2; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
   esac
 done
@@ -130,7 +133,7 @@ timeout "$LIMIT" "${PRIO[@]}" dotnet "$LOADGEN" soak --server "127.0.0.1:$MQTT_P
   --turn "127.0.0.1:$STUN_PORT" --turn-user soak --turn-password "$TURN_PASSWORD" --turn-allocations "$TURN_ALLOCATIONS" \
   --command-rate "$COMMAND_RATE" --rendezvous-rate "$RENDEZVOUS_RATE" --warmup-minutes "$WARMUP_MINUTES" \
   --sample-seconds "$SAMPLE_SECONDS" --drain-seconds "$DRAIN_SECONDS" --sources "$SOURCES" \
-  --server-pid "$SERVER_PID" --csv "$CSV" 2>&1 | tee "$OUT" | sed -u 's/^/  /'
+  --server-pid "$SERVER_PID" --csv "$CSV" --self-check "$SELF_CHECK" 2>&1 | tee "$OUT" | sed -u 's/^/  /'
 RC=${PIPESTATUS[0]}
 set -e
 kill -0 "$SERVER_PID" 2>/dev/null || { log "our server died during the run"; RC=1; }

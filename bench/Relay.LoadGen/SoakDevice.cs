@@ -23,6 +23,7 @@ internal sealed class SoakDevice
     private const ushort KeepAliveSeconds = 300;
 
     private readonly int _index;
+    private readonly int _selfCheck;
     private readonly string _secret;
     private readonly SoakLedger _ledger;
     private readonly byte[] _telemetryTopic;
@@ -42,9 +43,10 @@ internal sealed class SoakDevice
     private long _lastSent;
     private volatile bool _online;
 
-    public SoakDevice(int index, string id, string secret, SoakLedger ledger)
+    public SoakDevice(int index, string id, string secret, SoakLedger ledger, int selfCheck)
     {
         _index = index;
+        _selfCheck = selfCheck;
         Id = id;
         _secret = secret;
         _ledger = ledger;
@@ -513,6 +515,11 @@ internal sealed class SoakDevice
         if (topic == _commandsFilter)
         {
             var commandId = PushDevice.ReadId(payload.Span);
+            if (_selfCheck > 0 && Interlocked.Increment(ref _ledger.SelfCheckCommands) % _selfCheck == 0)
+            {
+                return;
+            }
+
             if (commandId is not null)
             {
                 _ledger.CommandSeenByDevice(commandId);

@@ -30,6 +30,10 @@ internal sealed class SoakLedger
     public long CommandResultsAcked;
     public long CommandFollowsSkipped;
 
+    /// <summary>--self-check: commands the devices received (every Nth left unanswered), telemetry the subscriber forgot on purpose.</summary>
+    public long SelfCheckCommands;
+    public long SelfCheckTelemetry;
+
     // Rendezvous.
     public long RendezvousAttempts;
     public long RendezvousAnswered;

@@ -12,7 +12,7 @@ internal sealed class SoakOptions
                     [--devices 5000] [--minutes 30] [--server-pid PID] [--csv PATH] [--sample-seconds 30]
                     [--warmup-minutes 5] [--sources 40] [--telemetry-interval 30] [--mean-online 600]
                     [--max-offline 20] [--command-rate 10] [--rendezvous-rate 2] [--turn-allocations 200]
-                    [--drain-seconds 180] [--id-prefix sk-]
+                    [--drain-seconds 180] [--id-prefix sk-] [--self-check N]
             Mixed load on one server for --minutes (issue 14 §6). Registers --devices devices (generated
             secrets, as push does) and runs at once: devices with persistent sessions (MQTT 3.1.1, clean
             session 0) that subscribe to their commands and rendezvous/in, answer every command, publish
@@ -27,6 +27,9 @@ internal sealed class SoakOptions
             drain (no more churn or new work, every device back) of at most --drain-seconds, and the
             verdict: every telemetry message the server PUBACKed reached the subscriber, every command
             answered 202 succeeded, RSS and descriptors after the warm-up within 5%. Exit 1 otherwise.
+            --self-check N proves the accounting can fail: the subscriber PUBACKs but forgets every Nth
+            telemetry message and the devices leave every Nth command unanswered, so the run must report
+            both as lost and exit 1.
         """;
 
     public required IPEndPoint Mqtt { get; init; }
@@ -78,6 +81,9 @@ internal sealed class SoakOptions
     public string IdPrefix { get; init; } = "sk-";
 
     public int ProvisionConcurrency { get; init; } = 8;
+
+    /// <summary>0: a real run. N: every Nth telemetry message and command is dropped by the generator itself, so the run must fail.</summary>
+    public int SelfCheck { get; init; }
 
     public static bool TryParse(string[] args, int start, out SoakOptions? options, out string? error)
     {
@@ -164,6 +170,7 @@ internal sealed class SoakOptions
                 DrainSeconds = Math.Max(10, D("--drain-seconds", 180)),
                 IdPrefix = values.GetValueOrDefault("--id-prefix", "sk-"),
                 ProvisionConcurrency = Math.Max(1, I("--provision-concurrency", 8)),
+                SelfCheck = Math.Max(0, I("--self-check", 0)),
             };
             return true;
         }

@@ -71,7 +71,7 @@ internal static class SoakRun
         var turn = peers is null ? null : new SoakTurn(o, peers.Endpoints);
 
         // Devices connect at about 100 a second, so the start is not itself a storm.
-        var devices = credentials.Select((c, i) => new SoakDevice(i, c.Id, c.Secret, ledger)).ToArray();
+        var devices = credentials.Select((c, i) => new SoakDevice(i, c.Id, c.Secret, ledger, o.SelfCheck)).ToArray();
         var spread = o.Devices / 100.0;
         var deviceTasks = devices.Select((d, i) => Task.Run(() => d.RunAsync(o, o.Mqtt, Source(o, i), TimeSpan.FromSeconds(Random.Shared.NextDouble() * spread), churn, stop), CancellationToken.None)).ToArray();
 
@@ -189,7 +189,7 @@ internal static class SoakRun
             FormattableString.Invariant($"commands_posted={ledger.CommandsPosted} commands_accepted={accepted} commands_succeeded={succeeded} commands_lost={commandsLost} command_states={(stateText.Length == 0 ? "none" : stateText)} commands_seen_by_devices={ledger.CommandsSeenByDevices} results_acked={ledger.CommandResultsAcked} commands_not_accepted={ledger.CommandsNotAccepted} refusals={ledger.Refusals} command_http_errors={ledger.CommandHttpErrors} commands_skipped={ledger.CommandFollowsSkipped}"),
             FormattableString.Invariant($"rendezvous_attempts={ledger.RendezvousAttempts} rendezvous_answered={ledger.RendezvousAnswered} rendezvous_refused={ledger.RendezvousRefused} rendezvous_abandoned={ledger.RendezvousAbandoned} rendezvous_unanswered={ledger.RendezvousUnanswered} rendezvous_offers={ledger.RendezvousOffers} rendezvous_starts={ledger.RendezvousStarts} rendezvous_other={ledger.RendezvousOther}"),
             FormattableString.Invariant($"turn_allocated={turn?.Allocated ?? 0} turn_alloc_failed={turn?.AllocateFailed ?? 0} turn_refreshed={turn?.Refreshed ?? 0} turn_refresh_failed={turn?.RefreshFailed ?? 0} turn_released={turn?.Released ?? 0} relayed_sent={turn?.Sent ?? 0} relayed_echoed={turn?.Echoed ?? 0} relayed_lost={turn?.Lost ?? 0}"),
-            FormattableString.Invariant($"connects={ledger.Connects} connect_failures={ledger.ConnectFailures} voluntary_drops={ledger.VoluntaryDrops} server_closed={ledger.ServerClosed} sessions_lost={ledger.SessionsLost} subscriber_reconnects={ledger.SubscriberReconnects}"),
+            FormattableString.Invariant($"self_check_dropped_telemetry={ledger.SelfCheckTelemetry} self_check_unanswered_commands={ledger.SelfCheckCommands / Math.Max(1, o.SelfCheck)} connects={ledger.Connects} connect_failures={ledger.ConnectFailures} voluntary_drops={ledger.VoluntaryDrops} server_closed={ledger.ServerClosed} sessions_lost={ledger.SessionsLost} subscriber_reconnects={ledger.SubscriberReconnects}"),
             FormattableString.Invariant($"verdict={(failures.Count == 0 ? "pass" : "FAIL")}"),
         ];
         Console.WriteLine(string.Join(' ', result));

@@ -147,6 +147,10 @@ internal sealed class SoakSubscriber(SoakOptions o, SoakLedger ledger)
                     {
                         Interlocked.Increment(ref ledger.TelemetryForeign);
                     }
+                    else if (o.SelfCheck > 0 && Interlocked.Read(ref _received) % o.SelfCheck == 0)
+                    {
+                        Interlocked.Increment(ref ledger.SelfCheckTelemetry);
+                    }
                     else
                     {
                         ledger.TelemetryReceived(device, seq);
