@@ -9,13 +9,17 @@ namespace Relay.LoadGen;
 /// </summary>
 internal static class MqttWire
 {
-    /// <summary>§3.1 CONNECT, protocol level 4, clean session; user name and password when given.</summary>
-    public static byte[] Connect(string clientId, ushort keepAlive, string? user = null, string? password = null)
+    /// <summary>
+    /// §3.1 CONNECT, protocol level 4; user name and password when given. Clean session by default; with
+    /// <paramref name="cleanSession"/> false the session (subscriptions, queued QoS 1 messages) outlives the
+    /// connection [MQTT-3.1.2-4].
+    /// </summary>
+    public static byte[] Connect(string clientId, ushort keepAlive, string? user = null, string? password = null, bool cleanSession = true)
     {
         var body = new List<byte>();
         String(body, "MQTT");
         body.Add(4);
-        body.Add((byte)(0x02 | (user is null ? 0 : 0x80) | (password is null ? 0 : 0x40)));
+        body.Add((byte)((cleanSession ? 0x02 : 0) | (user is null ? 0 : 0x80) | (password is null ? 0 : 0x40)));
         body.Add((byte)(keepAlive >> 8));
         body.Add((byte)keepAlive);
         String(body, clientId);
@@ -38,6 +42,19 @@ internal static class MqttWire
         var body = new List<byte> { (byte)(packetId >> 8), (byte)packetId };
         String(body, filter);
         body.Add((byte)qos);
+        return Frame(0x82, body);
+    }
+
+    /// <summary>§3.8 SUBSCRIBE of several filters at one QoS; the SUBACK has one return code per filter, in order [MQTT-3.9.3-1].</summary>
+    public static byte[] Subscribe(ushort packetId, int qos, params string[] filters)
+    {
+        var body = new List<byte> { (byte)(packetId >> 8), (byte)packetId };
+        foreach (var filter in filters)
+        {
+            String(body, filter);
+            body.Add((byte)qos);
+        }
+
         return Frame(0x82, body);
     }
 

@@ -6,6 +6,7 @@ if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
     Console.WriteLine(TurnLoadOptions.Usage);
     Console.WriteLine(MqttLoadOptions.Usage);
     Console.WriteLine(PushLoadOptions.Usage);
+    Console.WriteLine(SoakOptions.Usage);
     return args.Length == 0 ? 2 : 0;
 }
 
@@ -44,6 +45,18 @@ if (command == "push")
     }
 
     return await PushLoad.RunAsync(pushOptions!);
+}
+
+if (command == "soak")
+{
+    if (!SoakOptions.TryParse(args, 1, out var soakOptions, out var soakError))
+    {
+        Console.Error.WriteLine($"error: {soakError}");
+        Console.Error.WriteLine(SoakOptions.Usage);
+        return 2;
+    }
+
+    return await SoakRun.RunAsync(soakOptions!);
 }
 
 if (command is not ("stun" or "probe"))

@@ -157,72 +157,10 @@ internal sealed class PushLoad : IPushSink, IDisposable
 
     // --- provisioning -------------------------------------------------------------------------------
 
-    private async Task<(List<(string Id, string Secret)> Credentials, int Provisioned, double Seconds)> ProvisionAsync()
+    private Task<(List<(string Id, string Secret)> Credentials, int Provisioned, double Seconds)> ProvisionAsync()
     {
-        var known = new Dictionary<string, string>(StringComparer.Ordinal);
-        if (File.Exists(_o.DevicesFile))
-        {
-            foreach (var line in await File.ReadAllLinesAsync(_o.DevicesFile))
-            {
-                var parts = line.Split(' ', 2);
-                if (parts.Length == 2)
-                {
-                    known[parts[0]] = parts[1];
-                }
-            }
-        }
-
         var ids = Enumerable.Range(0, _o.Devices).Select(i => _o.IdPrefix + i.ToString("D5", CultureInfo.InvariantCulture)).ToList();
-        var missing = ids.Where(id => !known.ContainsKey(id)).ToList();
-        var started = Stopwatch.GetTimestamp();
-        if (missing.Count > 0)
-        {
-            Console.Error.WriteLine(FormattableString.Invariant($"push: registering {missing.Count} devices through POST /v1/devices (PBKDF2 each; this takes a while)"));
-            await using var file = new StreamWriter(_o.DevicesFile, append: true);
-            var fileLock = new SemaphoreSlim(1, 1);
-            long done = 0;
-            await Parallel.ForEachAsync(missing, new ParallelOptions { MaxDegreeOfParallelism = _o.ProvisionConcurrency }, async (id, ct) =>
-            {
-                var secret = await RegisterAsync(id, ct);
-                await fileLock.WaitAsync(ct);
-                try
-                {
-                    known[id] = secret;
-                    await file.WriteLineAsync($"{id} {secret}".AsMemory(), ct);
-                }
-                finally
-                {
-                    fileLock.Release();
-                }
-
-                var n = Interlocked.Increment(ref done);
-                if (n % 1000 == 0)
-                {
-                    Console.Error.WriteLine(FormattableString.Invariant($"push: {n} registered, {Stopwatch.GetElapsedTime(started).TotalSeconds:F0} s"));
-                }
-            });
-        }
-
-        return (ids.Select(id => (id, known[id])).ToList(), missing.Count, Stopwatch.GetElapsedTime(started).TotalSeconds);
-    }
-
-    private async Task<string> RegisterAsync(string id, CancellationToken ct)
-    {
-        using var response = await _http.PostAsync("/v1/devices", new StringContent($"{{\"id\":\"{id}\"}}", Encoding.UTF8, "application/json"), ct);
-        if (response.StatusCode == HttpStatusCode.Conflict)
-        {
-            // Registered by an earlier run whose devices file was lost: rotate the secret to learn one.
-            using var rotated = await _http.PostAsync($"/v1/devices/{id}/secret", null, ct);
-            rotated.EnsureSuccessStatusCode();
-            return ReadString(await rotated.Content.ReadAsByteArrayAsync(ct), "secret");
-        }
-
-        if (!response.IsSuccessStatusCode)
-        {
-            throw new HttpRequestException($"POST /v1/devices {id}: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync(ct)}");
-        }
-
-        return ReadString(await response.Content.ReadAsByteArrayAsync(ct), "secret");
+        return DeviceProvisioner.ProvisionAsync(_http, _o.DevicesFile, ids, _o.ProvisionConcurrency, "push");
     }
 
     // --- devices ------------------------------------------------------------------------------------
@@ -505,7 +443,8 @@ internal sealed class PushLoad : IPushSink, IDisposable
         return (sample.Count, succeeded);
     }
 
-    private static string ReadString(byte[] json, string property)
+    /// <summary>The string value of a top-level property of a JSON body; InvalidDataException when there is none.</summary>
+    internal static string ReadString(byte[] json, string property)
     {
         using var document = JsonDocument.Parse(json);
         if (document.RootElement.TryGetProperty(property, out var value) && value.ValueKind == JsonValueKind.String)
