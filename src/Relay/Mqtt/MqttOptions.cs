@@ -36,6 +36,19 @@ public sealed class MqttOptions
     /// <summary>Largest packet accepted or sent, in bytes (remaining length plus header). MQTT 5 clients are told it in CONNACK.</summary>
     public int MaxPacketSize { get; set; } = 256 * 1024;
 
+    /// <summary>
+    /// Largest packet a connection may send before its CONNECT is accepted (the CONNECT itself, will included).
+    /// A larger declared length closes the connection before anything is buffered (review L6).
+    /// </summary>
+    public int MaxPreConnectPacketBytes { get; set; } = 16 * 1024;
+
+    /// <summary>
+    /// Output one connection may have written and not yet had taken by its peer (review H3). Past it, QoS 0
+    /// messages to it are dropped; a packet that must go (an acknowledgement, PINGRESP, a QoS 1/2 message)
+    /// closes the connection instead (v5: DISCONNECT 0x97 Quota exceeded), as does staying over it for 10 s.
+    /// </summary>
+    public int MaxPendingOutputBytes { get; set; } = 1024 * 1024;
+
     /// <summary>QoS 1 and 2 messages sent to one client and not yet acknowledged; also the Receive Maximum we announce.</summary>
     public int MaxInflight { get; set; } = 32;
 

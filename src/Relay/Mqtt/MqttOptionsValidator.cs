@@ -57,6 +57,8 @@ internal sealed class MqttOptionsValidator(IOptions<HttpOptions> http, IOptions<
         Defined(mqtt.QueueDropPolicy, "QueueDropPolicy", errors);
         Check(string.IsNullOrWhiteSpace(mqtt.ClientCertificateAuthorityPath) || File.Exists(mqtt.ClientCertificateAuthorityPath), "ClientCertificateAuthorityPath", $"file '{mqtt.ClientCertificateAuthorityPath}' does not exist");
         Check(mqtt.MaxPacketSize is >= 64 and <= 268_435_460, "MaxPacketSize", $"must be between 64 and 268435460 bytes (MQTT's largest packet; was {mqtt.MaxPacketSize})");
+        Check(mqtt.MaxPreConnectPacketBytes >= 64, "MaxPreConnectPacketBytes", $"must be at least 64 bytes (was {mqtt.MaxPreConnectPacketBytes}); Relay:Mqtt:MaxPacketSize caps it when smaller");
+        Check(mqtt.MaxPendingOutputBytes >= mqtt.MaxPacketSize, "MaxPendingOutputBytes", $"must be at least Relay:Mqtt:MaxPacketSize ({mqtt.MaxPacketSize}) bytes, or one largest packet could never be sent (was {mqtt.MaxPendingOutputBytes})");
         Check(mqtt.MaxInflight is >= 1 and <= 65535, "MaxInflight", $"must be between 1 and 65535 (it is the Receive Maximum; was {mqtt.MaxInflight})");
         Check(mqtt.MaxQueuedMessages >= 1, "MaxQueuedMessages", $"must be at least 1 (was {mqtt.MaxQueuedMessages})");
         Check(mqtt.MaxConnectionsPerIp >= 1, "MaxConnectionsPerIp", $"must be at least 1 (was {mqtt.MaxConnectionsPerIp})");

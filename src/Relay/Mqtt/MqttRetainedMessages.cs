@@ -16,6 +16,9 @@ internal sealed partial class MqttRetainedMessages
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
 
+    // Refusals are the client's to cause: one line per 10 s (review M6).
+    private readonly Primitives.LogThrottle _logThrottle = new(1);
+
     public MqttRetainedMessages(MqttOptions options, MqttMetrics metrics, MqttTopicLimits topicLimits, IMqttRetainedStore store, TimeProvider time, ILogger<MqttRetainedMessages> logger)
     {
         _maxRetained = options.MaxRetainedMessages;
@@ -51,7 +54,11 @@ internal sealed partial class MqttRetainedMessages
             {
                 _metrics.LimitHit(MqttLimit.RetainedMessages);
                 _metrics.Drop(MqttDropReason.RetainedLimit);
-                LogRetainedLimit(message.Topic, _maxRetained);
+                if (_logThrottle.TryEnter(0, out var suppressed))
+                {
+                    LogRetainedLimit(Primitives.LogText.Safe(message.Topic), _maxRetained, suppressed);
+                }
+
                 return;
             }
             else
@@ -123,8 +130,8 @@ internal sealed partial class MqttRetainedMessages
         return retained.Count;
     }
 
-    [LoggerMessage(EventId = 5021, Level = LogLevel.Information, Message = "MQTT: retained message for {Topic} refused: {Limit} retained messages already (Relay:Mqtt:MaxRetainedMessages)")]
-    private partial void LogRetainedLimit(string topic, int limit);
+    [LoggerMessage(EventId = 5021, Level = LogLevel.Information, Message = "MQTT: retained message for {Topic} refused: {Limit} retained messages already (Relay:Mqtt:MaxRetainedMessages) ({Suppressed} more since the last such line)")]
+    private partial void LogRetainedLimit(string topic, int limit, long suppressed);
 
     [LoggerMessage(EventId = 5004, Level = LogLevel.Warning, Message = "MQTT: skipped and deleted {Count} stored {What} whose topic breaks Relay:Mqtt:MaxTopicLevels or MaxTopicLength")]
     private partial void LogRestoreSkipped(int count, string what);

@@ -22,6 +22,9 @@ internal sealed partial class MqttRouter
     private readonly MqttMetrics _metrics;
     private readonly ILogger _logger;
 
+    // A client reaching its subscription limit can do it at will: one line per 10 s (review M6).
+    private readonly Primitives.LogThrottle _logThrottle = new(1);
+
     public MqttRouter(MqttSubscriptionTree subscriptions, MqttRetainedMessages retained, IMqttSessionStore store, MqttOptions options, MqttMetrics metrics, ILogger<MqttRouter> logger)
     {
         _subscriptions = subscriptions;
@@ -146,7 +149,10 @@ internal sealed partial class MqttRouter
         if (!session.TrySubscribe(subscription, _maxSubscriptionsPerSession, out var existed))
         {
             _metrics.LimitHit(MqttLimit.SubscriptionsPerSession);
-            LogSubscriptionLimit(session.ClientId, _maxSubscriptionsPerSession);
+            if (_logThrottle.TryEnter(0, out var suppressed))
+            {
+                LogSubscriptionLimit(Primitives.LogText.Safe(session.ClientId), _maxSubscriptionsPerSession, suppressed);
+            }
             return (null, existed);
         }
 
@@ -192,6 +198,6 @@ internal sealed partial class MqttRouter
     [LoggerMessage(EventId = 5022, Level = LogLevel.Debug, Message = "MQTT: publishing the will of {ClientId} to {Topic}")]
     private partial void LogWill(string clientId, string topic);
 
-    [LoggerMessage(EventId = 5122, Level = LogLevel.Information, Message = "MQTT client {ClientId}: subscription refused, {Limit} already (Relay:Mqtt:MaxSubscriptionsPerSession)")]
-    private partial void LogSubscriptionLimit(string? clientId, int limit);
+    [LoggerMessage(EventId = 5122, Level = LogLevel.Information, Message = "MQTT client {ClientId}: subscription refused, {Limit} already (Relay:Mqtt:MaxSubscriptionsPerSession) ({Suppressed} more since the last such line)")]
+    private partial void LogSubscriptionLimit(string clientId, int limit, long suppressed);
 }
