@@ -174,7 +174,10 @@ internal sealed partial class MqttConnection
             return null;
         }
 
-        var message = new StoredMessage(topic, publish.Payload.ToArray(), qos, publish.Retain, MqttMessageMapper.ExpiresAt(_version, publish.Properties, _services.Time), MqttMessageMapper.ReadMessageProperties(_version, publish.Properties));
+        var message = new StoredMessage(topic, publish.Payload.ToArray(), qos, publish.Retain, MqttMessageMapper.ExpiresAt(_version, publish.Properties, _services.Time), MqttMessageMapper.ReadMessageProperties(_version, publish.Properties))
+        {
+            Publisher = publish.Retain ? _clientId : null,
+        };
         if (qos == 2)
         {
             session.HoldInboundQoS2(packetId);
@@ -182,7 +185,23 @@ internal sealed partial class MqttConnection
 
         // For persistent subscribers the copies are stored before this returns, so the ack below never
         // precedes durability.
-        await _services.Router.PublishAsync(message, _clientId, persistRetained: true, CancellationToken.None).ConfigureAwait(false);
+        // A retained message over a retained bound (review H4): MQTT 5 refuses the whole PUBLISH with 0x97;
+        // 3.1.1 has no negative acknowledgement, so there it is delivered, not retained (counted and logged).
+        var v5 = _version == MqttProtocolVersion.V500;
+        if (await _services.Router.PublishAsync(message, _clientId, persistRetained: true, refuseIfNotRetained: v5, CancellationToken.None).ConfigureAwait(false) < 0)
+        {
+            if (qos == 2)
+            {
+                session.ReleaseInboundQoS2(packetId);
+            }
+
+            if (qos > 0)
+            {
+                WriteAck(qos == 1 ? MqttPacketType.PubAck : MqttPacketType.PubRec, packetId, MqttReasonCode.QuotaExceeded, "retained message quota exceeded");
+            }
+
+            return null;
+        }
 
         // Before the ack, like the store above: what an observer keeps (a command result) is durable first,
         // and what it could not keep is not acknowledged (review M3).

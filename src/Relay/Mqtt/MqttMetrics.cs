@@ -53,6 +53,15 @@ internal enum MqttLimit : byte
 
     /// <summary>A packet before CONNECT declared more than Relay:Mqtt:MaxPreConnectPacketBytes.</summary>
     PreConnectPacketSize,
+
+    /// <summary>A retained payload over Relay:Mqtt:MaxRetainedPayloadBytes.</summary>
+    RetainedPayloadSize,
+
+    /// <summary>A client id over Relay:Mqtt:MaxRetainedMessagesPerClient or MaxRetainedBytesPerClient.</summary>
+    RetainedPerClient,
+
+    /// <summary>All retained messages together over Relay:Mqtt:MaxRetainedBytes.</summary>
+    RetainedBytes,
 }
 
 /// <summary>Why an MQTT connection ended; one value per connection, fed to logs and metrics.</summary>
@@ -87,7 +96,7 @@ internal sealed class MqttMetrics
 
     private static readonly string[] TransportNames = ["tcp", "tls", "websocket"];
     private static readonly string[] DropNames = ["queue_full", "expired", "too_large_for_client", "not_authorized", "dollar_topic", "client_backpressure", "offline_qos0", "retained_limit"];
-    private static readonly string[] LimitNames = ["connections_per_ip", "connect_timeout", "packet_size", "inflight", "queued_messages", "subscriptions_per_session", "retained_messages", "keep_alive", "accept", "topic_levels", "topic_length", "session_owner", "pending_output", "pre_connect_packet_size"];
+    private static readonly string[] LimitNames = ["connections_per_ip", "connect_timeout", "packet_size", "inflight", "queued_messages", "subscriptions_per_session", "retained_messages", "keep_alive", "accept", "topic_levels", "topic_length", "session_owner", "pending_output", "pre_connect_packet_size", "retained_payload_size", "retained_per_client", "retained_bytes"];
     private static readonly string[] EndNames = ["peer_closed", "client_disconnect", "protocol_error", "malformed_packet", "keep_alive_timeout", "connect_timeout", "auth_failed", "taken_over", "limit_exceeded", "shutdown", "administrative", "not_stored"];
     // Indexed by MqttAuthOutcome.
     private static readonly string[] AuthNames = ["allow", "bad_credentials", "not_authorized", "rate_limited", "unavailable", "busy"];

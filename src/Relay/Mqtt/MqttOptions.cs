@@ -77,6 +77,21 @@ public sealed class MqttOptions
     public int MaxRetainedMessages { get; set; } = 100_000;
 
     /// <summary>
+    /// Bytes (payload plus topic) of all retained messages together (review H4): they live in memory and are
+    /// all loaded at start. A retained PUBLISH that would go past it is refused (v5 0x97; 3.1.1 not retained).
+    /// </summary>
+    public long MaxRetainedBytes { get; set; } = 256L * 1024 * 1024;
+
+    /// <summary>Largest payload a retained message may have; a larger retained PUBLISH is refused as <see cref="MaxRetainedBytes"/> says.</summary>
+    public int MaxRetainedPayloadBytes { get; set; } = 64 * 1024;
+
+    /// <summary>Retained messages one client id may hold (the last publisher of a topic holds it), so no client can use up the server's.</summary>
+    public int MaxRetainedMessagesPerClient { get; set; } = 1000;
+
+    /// <summary>Bytes (payload plus topic) of the retained messages one client id may hold.</summary>
+    public long MaxRetainedBytesPerClient { get; set; } = 8L * 1024 * 1024;
+
+    /// <summary>
     /// Levels a topic name or filter may have (PUBLISH, SUBSCRIBE, wills, topic aliases). Deeper ones are
     /// refused: v5 0x90 / 0x8F, 3.1.1 a closed connection or SUBACK 0x80.
     /// </summary>

@@ -66,6 +66,10 @@ internal sealed class MqttOptionsValidator(IOptions<HttpOptions> http, IOptions<
         Check(mqtt.MaxKeepAliveSeconds is >= 1 and <= 65535, "MaxKeepAliveSeconds", $"must be between 1 and 65535 (was {mqtt.MaxKeepAliveSeconds})");
         Check(mqtt.TopicAliasMaximum is >= 0 and <= 65535, "TopicAliasMaximum", $"must be between 0 and 65535 (was {mqtt.TopicAliasMaximum})");
         Check(mqtt.MaxRetainedMessages >= 0, "MaxRetainedMessages", $"must be 0 or more (was {mqtt.MaxRetainedMessages})");
+        Check(mqtt.MaxRetainedBytes >= 0, "MaxRetainedBytes", $"must be 0 or more (was {mqtt.MaxRetainedBytes})");
+        Check(mqtt.MaxRetainedPayloadBytes >= 1, "MaxRetainedPayloadBytes", $"must be at least 1 (was {mqtt.MaxRetainedPayloadBytes})");
+        Check(mqtt.MaxRetainedMessagesPerClient >= 0, "MaxRetainedMessagesPerClient", $"must be 0 or more (was {mqtt.MaxRetainedMessagesPerClient})");
+        Check(mqtt.MaxRetainedBytesPerClient >= 0, "MaxRetainedBytesPerClient", $"must be 0 or more (was {mqtt.MaxRetainedBytesPerClient})");
         Check(mqtt.MaxTopicLevels is >= 1 and <= 65535, "MaxTopicLevels", $"must be between 1 and 65535 (was {mqtt.MaxTopicLevels})");
         Check(mqtt.MaxTopicLength is >= 1 and <= 65535, "MaxTopicLength", $"must be between 1 and 65535 bytes (was {mqtt.MaxTopicLength})");
         Check(mqtt.MaxSubscriptionsPerSession >= 1, "MaxSubscriptionsPerSession", $"must be at least 1 (was {mqtt.MaxSubscriptionsPerSession})");

@@ -40,11 +40,21 @@ internal sealed partial class MqttRouter
     /// sessions it was given to. For persistent sessions, QoS 1/2 copies are in the store when this returns,
     /// so the publisher's PUBACK / PUBREC may go out after it (a SIGKILL after the ack loses nothing).
     /// </summary>
-    public async ValueTask<int> PublishAsync(StoredMessage message, string? publisherClientId, bool persistRetained, CancellationToken cancellationToken)
+    public ValueTask<int> PublishAsync(StoredMessage message, string? publisherClientId, bool persistRetained, CancellationToken cancellationToken) =>
+        PublishAsync(message, publisherClientId, persistRetained, refuseIfNotRetained: false, cancellationToken);
+
+    /// <summary>
+    /// As above; with <paramref name="refuseIfNotRetained"/> a retained message that a retained bound refused is
+    /// not routed either and -1 is returned (an MQTT 5 publisher is told 0x97). Otherwise it is routed unretained.
+    /// </summary>
+    public async ValueTask<int> PublishAsync(StoredMessage message, string? publisherClientId, bool persistRetained, bool refuseIfNotRetained, CancellationToken cancellationToken)
     {
-        if (message.Retain)
+        ArgumentNullException.ThrowIfNull(message);
+        if (message.Retain
+            && !await _retained.SetAsync(message, publisherClientId, persistRetained, cancellationToken).ConfigureAwait(false)
+            && refuseIfNotRetained)
         {
-            await _retained.SetAsync(message, persistRetained, cancellationToken).ConfigureAwait(false);
+            return -1;
         }
 
         // Scratch collections reused per thread: they are used only before the first await below.
