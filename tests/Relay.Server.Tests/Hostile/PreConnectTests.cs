@@ -50,11 +50,12 @@ public sealed class PreConnectTests
     public async Task TheConnectDeadline_HoldsWhileCredentialsAreVerified()
     {
         // An authentication hook that never answers, with a per-attempt timeout far beyond the deadline:
-        // only the CONNECT deadline can end this connection in the test's time.
+        // only the CONNECT deadline (5 s: the CONNECT reaches the hook well before it, even on a loaded machine;
+        // the client's read gives up after 15 s) can end this connection in the test's time.
         await using var hook = await HangingHook.StartAsync();
         await using var server = await EngineTestServer.StartAsync(
             "Relay:Mqtt:AllowAnonymous=false",
-            "Relay:Mqtt:ConnectTimeoutSeconds=1",
+            "Relay:Mqtt:ConnectTimeoutSeconds=5",
             $"Relay:Mqtt:AuthHook:Url={hook.Url}",
             "Relay:Mqtt:AuthHook:TimeoutMilliseconds=120000",
             "Relay:Mqtt:AuthHook:Retries=0",
