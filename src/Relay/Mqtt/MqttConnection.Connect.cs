@@ -76,7 +76,36 @@ internal sealed partial class MqttConnection
         // The cast keeps "no password" null: a null byte[] would convert to an empty, non-null memory.
         ReadOnlyMemory<byte>? password = connect.HasPassword ? connect.Password.ToArray() : (ReadOnlyMemory<byte>?)null;
         var request = new MqttAuthRequest(clientId, username, password, _remote, _clientCertificate, (byte)_version);
-        var auth = await _services.Authenticator.AuthenticateAsync(request, CancellationToken.None).ConfigureAwait(false);
+        // The CONNECT deadline holds while the credentials are checked (review L6): the sweep cancels this
+        // when it passes, whatever the check is waiting for (the hook, the slow-hash pool, the registry).
+        MqttAuthResult auth;
+        var deadline = new CancellationTokenSource();
+        Volatile.Write(ref _connectCancellation, deadline);
+        try
+        {
+            if (Volatile.Read(ref _endRequested) != 0)
+            {
+                return RequestedEnd;
+            }
+
+            auth = await _services.Authenticator.AuthenticateAsync(request, deadline.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (deadline.IsCancellationRequested)
+        {
+            return MqttEndReason.ConnectTimeout;
+        }
+        finally
+        {
+            Volatile.Write(ref _connectCancellation, null);
+            deadline.Dispose();
+        }
+
+        if (Volatile.Read(ref _endRequested) != 0)
+        {
+            // Timed out (or shut down) while the check ran: nothing of the session is touched.
+            return RequestedEnd;
+        }
+
         _metrics.Auth(auth.Outcome);
         if (auth.Outcome != MqttAuthOutcome.Allow || auth.Identity is null)
         {
@@ -150,7 +179,11 @@ internal sealed partial class MqttConnection
             _services.Observers.Connected(clientId, (byte)_version, _remote, ConnectedAt);
         }
 
-        LogConnected(clientId, _remote, _transport, (int)_version, present, expiry);
+        if (_logger.IsEnabled(LogLevel.Debug))
+        {
+            LogConnected(Primitives.LogText.Safe(clientId), _remote, _transport, (int)_version, present, expiry);
+        }
+
         return null;
     }
 
@@ -160,7 +193,7 @@ internal sealed partial class MqttConnection
     /// </summary>
     private MqttEndReason RefuseMalformedConnect(MqttFrame frame, MqttDecodeError error)
     {
-        LogProtocolError(null, _remote, "CONNECT", MqttDecodeErrors.Describe(error));
+        _services.ClientLog.ProtocolError(null, _remote, "CONNECT", MqttDecodeErrors.Describe(error));
         if (error == MqttDecodeError.UnsupportedProtocolVersion)
         {
             WriteConnAck(MqttProtocolVersion.V311, false, (byte)MqttConnectReturnCode.UnacceptableProtocolVersion, default);

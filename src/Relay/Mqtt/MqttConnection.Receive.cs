@@ -15,7 +15,7 @@ internal sealed partial class MqttConnection
             if (frame.Type != MqttPacketType.Connect)
             {
                 // [MQTT-3.1.0-1]: the first packet must be CONNECT; anything else closes without an answer.
-                LogProtocolError(null, _remote, frame.Type.ToString(), "first packet is not CONNECT [MQTT-3.1.0-1]");
+                _services.ClientLog.ProtocolError(null, _remote, frame.Type.ToString(), "first packet is not CONNECT [MQTT-3.1.0-1]");
                 return MqttEndReason.ProtocolError;
             }
 
@@ -147,6 +147,15 @@ internal sealed partial class MqttConnection
             refusal = MqttReasonCode.NotAuthorized;
             reason = "not authorized to publish to this topic";
         }
+        else if (_version == MqttProtocolVersion.V500 && publish.Properties.HasResponseTopic && !MayReceiveOn(publish.Properties.ResponseTopic))
+        {
+            // Review L8: the receiver answers on the Response Topic (§4.10) with its own rights; a publisher
+            // may only name a topic it could subscribe to itself, or it could aim a back end at another
+            // device's command topic. Refused whole, Correlation Data with it.
+            _metrics.Drop(MqttDropReason.NotAuthorized);
+            refusal = MqttReasonCode.NotAuthorized;
+            reason = "not authorized to subscribe to the Response Topic";
+        }
         else if (_version == MqttProtocolVersion.V500 && publish.Properties.PayloadFormatIndicator == 1 && !MqttMessageMapper.IsUtf8(publish.Payload))
         {
             // [MQTT-3.3.2-4]: Payload Format Indicator 1 promises UTF-8; a receiver may refuse with 0x99.
@@ -165,7 +174,10 @@ internal sealed partial class MqttConnection
             return null;
         }
 
-        var message = new StoredMessage(topic, publish.Payload.ToArray(), qos, publish.Retain, MqttMessageMapper.ExpiresAt(_version, publish.Properties, _services.Time), MqttMessageMapper.ReadMessageProperties(_version, publish.Properties));
+        var message = new StoredMessage(topic, publish.Payload.ToArray(), qos, publish.Retain, MqttMessageMapper.ExpiresAt(_version, publish.Properties, _services.Time), MqttMessageMapper.ReadMessageProperties(_version, publish.Properties))
+        {
+            Publisher = publish.Retain ? _clientId : null,
+        };
         if (qos == 2)
         {
             session.HoldInboundQoS2(packetId);
@@ -173,7 +185,23 @@ internal sealed partial class MqttConnection
 
         // For persistent subscribers the copies are stored before this returns, so the ack below never
         // precedes durability.
-        await _services.Router.PublishAsync(message, _clientId, persistRetained: true, CancellationToken.None).ConfigureAwait(false);
+        // A retained message over a retained bound (review H4): MQTT 5 refuses the whole PUBLISH with 0x97;
+        // 3.1.1 has no negative acknowledgement, so there it is delivered, not retained (counted and logged).
+        var v5 = _version == MqttProtocolVersion.V500;
+        if (await _services.Router.PublishAsync(message, _clientId, persistRetained: true, refuseIfNotRetained: v5, CancellationToken.None).ConfigureAwait(false) < 0)
+        {
+            if (qos == 2)
+            {
+                session.ReleaseInboundQoS2(packetId);
+            }
+
+            if (qos > 0)
+            {
+                WriteAck(qos == 1 ? MqttPacketType.PubAck : MqttPacketType.PubRec, packetId, MqttReasonCode.QuotaExceeded, "retained message quota exceeded");
+            }
+
+            return null;
+        }
 
         // Before the ack, like the store above: what an observer keeps (a command result) is durable first,
         // and what it could not keep is not acknowledged (review M3).
@@ -415,9 +443,44 @@ internal sealed partial class MqttConnection
         return MqttEndReason.ClientDisconnect;
     }
 
+    /// <summary>Whether this client could subscribe to <paramref name="responseTopicUtf8"/>, i.e. receive the answers it asks for (review L8).</summary>
+    private bool MayReceiveOn(in ReadOnlySequence<byte> responseTopicUtf8)
+    {
+        if (_services.TopicLimits.Check(responseTopicUtf8) is not null)
+        {
+            _services.ClientLog.ResponseTopicDenied(_clientId, Encoding.UTF8.GetString(responseTopicUtf8.Slice(0, Math.Min(responseTopicUtf8.Length, Primitives.LogText.MaxLength * 4))));
+            return false;
+        }
+
+        var responseTopic = Encoding.UTF8.GetString(responseTopicUtf8);
+        if (!responseTopic.StartsWith('$') && _services.Authorizer.CanSubscribe(_identity!, _clientId!, responseTopic))
+        {
+            return true;
+        }
+
+        _services.ClientLog.ResponseTopicDenied(_clientId, responseTopic);
+        return false;
+    }
+
+    private void LogPublishDenied(string? clientId, string topic)
+    {
+        if (_logger.IsEnabled(LogLevel.Debug))
+        {
+            LogPublishDeniedCore(Primitives.LogText.Safe(clientId), Primitives.LogText.Safe(topic));
+        }
+    }
+
+    private void LogSubscribeDenied(string? clientId, string filter)
+    {
+        if (_logger.IsEnabled(LogLevel.Debug))
+        {
+            LogSubscribeDeniedCore(Primitives.LogText.Safe(clientId), Primitives.LogText.Safe(filter));
+        }
+    }
+
     [LoggerMessage(EventId = 5120, Level = LogLevel.Debug, Message = "MQTT client {ClientId}: PUBLISH to {Topic} denied by the ACL; dropped")]
-    private partial void LogPublishDenied(string? clientId, string topic);
+    private partial void LogPublishDeniedCore(string clientId, string topic);
 
     [LoggerMessage(EventId = 5121, Level = LogLevel.Debug, Message = "MQTT client {ClientId}: SUBSCRIBE to {Filter} denied by the ACL")]
-    private partial void LogSubscribeDenied(string? clientId, string filter);
+    private partial void LogSubscribeDeniedCore(string clientId, string filter);
 }

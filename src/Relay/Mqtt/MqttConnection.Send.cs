@@ -8,7 +8,10 @@ namespace Relay.Server.Mqtt;
 // The send side. Packets are written into the transport's PipeWriter under _writeLock (other sessions'
 // publishes arrive on their threads); one flush loop per connection pushes them out. While a flush is
 // blocked by a slow reader the connection is congested: QoS 0 messages to it are dropped and counted,
-// and QoS 1/2 ones wait in the session queue behind the Receive Maximum window, so nothing grows unbounded.
+// and QoS 1/2 ones wait in the session queue behind the Receive Maximum window.
+// What the client itself makes us answer (PUBACK, PINGRESP, SUBACK...) cannot be dropped, so the output it
+// leaves unread is counted and capped by Relay:Mqtt:MaxPendingOutputBytes (review H3): a packet that must go
+// and does not fit ends the connection (v5 DISCONNECT 0x97 Quota exceeded) instead of growing the buffer.
 internal sealed partial class MqttConnection
 {
     private bool _outputCompleted;
@@ -17,6 +20,19 @@ internal sealed partial class MqttConnection
     private bool _inBatch;
     private volatile bool _congested;
     private Task? _flushTask;
+
+    // Output accounting, under _writeLock. Every byte flushed to the transport is added to _flushedTotal; a
+    // flush that completes proves the transport took what was flushed before it was issued (it is back under
+    // its own small threshold), so unread output is at most _flushedTotal - _drainedMark plus what is written
+    // and not yet flushed, plus the transport's threshold (64 KiB).
+    private long _flushedTotal;
+    private long _flushMark;
+    private long _drainedMark;
+    private long _reportedPending;
+    private bool _outputLimitHit;
+
+    // TickCount64 since which QoS 0 messages have been dropped for being over the limit; 0 while under.
+    private long _overLimitSince;
 
     /// <summary>
     /// Writes a PUBLISH (§3.3) for <paramref name="outgoing"/>. Dropped when it cannot go to this client: larger
@@ -51,6 +67,24 @@ internal sealed partial class MqttConnection
                     return MqttSendResult.Closed;
                 }
 
+                if (PendingOutputLocked > _options.MaxPendingOutputBytes)
+                {
+                    if (outgoing.QoS == 0)
+                    {
+                        _metrics.Drop(MqttDropReason.ClientBackpressure);
+                        if (_overLimitSince == 0)
+                        {
+                            Volatile.Write(ref _overLimitSince, Math.Max(1, Environment.TickCount64));
+                        }
+
+                        return MqttSendResult.Dropped;
+                    }
+
+                    // A QoS 1/2 message cannot progress: it stays with the session and the connection ends.
+                    OutputLimitLocked();
+                    return MqttSendResult.Closed;
+                }
+
                 var sentTopic = topic;
                 var newAlias = false;
                 if (_clientTopicAliasMaximum > 0)
@@ -74,7 +108,10 @@ internal sealed partial class MqttConnection
                 {
                     // [MQTT-3.1.2-25]: never send more than the client's Maximum Packet Size; drop for this client.
                     _metrics.Drop(MqttDropReason.TooLargeForClient);
-                    LogTooLargeForClient(_clientId, size, _clientMaximumPacketSize);
+                    if (_logger.IsEnabled(LogLevel.Debug))
+                    {
+                        LogTooLargeForClient(Primitives.LogText.Safe(_clientId), size, _clientMaximumPacketSize);
+                    }
                     return MqttSendResult.Dropped;
                 }
 
@@ -105,7 +142,7 @@ internal sealed partial class MqttConnection
     {
         lock (_writeLock)
         {
-            if (_outputCompleted)
+            if (_outputCompleted || !HasRoomLocked())
             {
                 return;
             }
@@ -120,7 +157,7 @@ internal sealed partial class MqttConnection
     {
         lock (_writeLock)
         {
-            if (!_outputCompleted)
+            if (!_outputCompleted && HasRoomLocked())
             {
                 MqttPacketWriter.WriteSubAck(_output, _version, packetId, codes);
                 AfterWriteLocked();
@@ -132,7 +169,7 @@ internal sealed partial class MqttConnection
     {
         lock (_writeLock)
         {
-            if (!_outputCompleted)
+            if (!_outputCompleted && HasRoomLocked())
             {
                 MqttPacketWriter.WriteUnsubAck(_output, _version, packetId, codes);
                 AfterWriteLocked();
@@ -144,7 +181,7 @@ internal sealed partial class MqttConnection
     {
         lock (_writeLock)
         {
-            if (!_outputCompleted)
+            if (!_outputCompleted && HasRoomLocked())
             {
                 MqttPacketWriter.WritePingResp(_output);
                 AfterWriteLocked();
@@ -220,10 +257,11 @@ internal sealed partial class MqttConnection
 
         _flushing = true;
         _flushAgain = false;
-        var flush = _output.FlushAsync();
+        var flush = FlushLocked();
         if (flush.IsCompletedSuccessfully)
         {
             _flushing = false;
+            DrainedLocked(_flushMark);
             if (flush.Result.IsCompleted)
             {
                 _outputCompleted = true;
@@ -233,10 +271,89 @@ internal sealed partial class MqttConnection
         }
 
         _congested = true;
-        _flushTask = FinishFlushAsync(flush);
+        _flushTask = FinishFlushAsync(flush, _flushMark);
     }
 
-    private async Task FinishFlushAsync(ValueTask<FlushResult> pending)
+    /// <summary>Unread output: flushed since the last completed flush was issued, plus written and not flushed.</summary>
+    private long PendingOutputLocked => _flushedTotal - _drainedMark + _output.UnflushedBytes;
+
+    private ValueTask<FlushResult> FlushLocked()
+    {
+        _flushedTotal += _output.UnflushedBytes;
+        _flushMark = _flushedTotal;
+        var flush = _output.FlushAsync();
+        ReportPendingLocked();
+        return flush;
+    }
+
+    // A flush issued at mark completed: the transport has taken everything flushed before it.
+    private void DrainedLocked(long mark)
+    {
+        _drainedMark = Math.Max(_drainedMark, mark);
+        ReportPendingLocked();
+        if (_overLimitSince != 0 && PendingOutputLocked <= _options.MaxPendingOutputBytes)
+        {
+            Volatile.Write(ref _overLimitSince, 0);
+        }
+    }
+
+    private void ReportPendingLocked()
+    {
+        var pending = _flushedTotal - _drainedMark;
+        var delta = pending - _reportedPending;
+        if (delta != 0)
+        {
+            _reportedPending = pending;
+            _metrics.PendingOutput(delta, pending);
+        }
+    }
+
+    /// <summary>
+    /// True when a packet that must be sent may be written; false (and the connection ending) when the client
+    /// has left more than Relay:Mqtt:MaxPendingOutputBytes unread.
+    /// </summary>
+    private bool HasRoomLocked()
+    {
+        if (PendingOutputLocked <= _options.MaxPendingOutputBytes)
+        {
+            return true;
+        }
+
+        OutputLimitLocked();
+        return false;
+    }
+
+    private void OutputLimitLocked()
+    {
+        if (_outputLimitHit)
+        {
+            return;
+        }
+
+        _outputLimitHit = true;
+        _metrics.LimitHit(MqttLimit.PendingOutput);
+        _services.ClientLog.PendingOutput(_clientId, _remote, PendingOutputLocked, _options.MaxPendingOutputBytes);
+
+        // Not under this lock: ending cancels the read loop, whose continuation may run inline.
+        ThreadPool.UnsafeQueueUserWorkItem(static connection => connection.RequestEnd(MqttEndReason.LimitExceeded, MqttReasonCode.QuotaExceeded), this, preferLocal: false);
+    }
+
+    /// <summary>Called by the sweep: QoS 0 has been dropped for being over the limit for longer than <paramref name="graceMilliseconds"/>.</summary>
+    private bool OverOutputLimitFor(long now, long graceMilliseconds)
+    {
+        var since = Volatile.Read(ref _overLimitSince);
+        return since != 0 && now - since > graceMilliseconds;
+    }
+
+    private void EndForStuckOutput()
+    {
+        lock (_writeLock)
+        {
+            OutputLimitLocked();
+        }
+    }
+
+    private async Task FinishFlushAsync(ValueTask<FlushResult> pending, long mark)
     {
         while (true)
         {
@@ -252,6 +369,7 @@ internal sealed partial class MqttConnection
 
             lock (_writeLock)
             {
+                DrainedLocked(mark);
                 if (result.IsCompleted || _outputCompleted)
                 {
                     _outputCompleted = true;
@@ -268,7 +386,8 @@ internal sealed partial class MqttConnection
                 }
 
                 _flushAgain = false;
-                pending = _output.FlushAsync();
+                pending = FlushLocked();
+                mark = _flushMark;
             }
         }
     }
@@ -299,8 +418,16 @@ internal sealed partial class MqttConnection
         {
             await pending.WaitAsync(TimeSpan.FromSeconds(2)).ContinueWith(static _ => { }, TaskScheduler.Default).ConfigureAwait(false);
         }
+
+        lock (_writeLock)
+        {
+            // The transport now owns (or drops) what is left; it no longer counts against this server's total.
+            _metrics.PendingOutput(-_reportedPending, 0);
+            _reportedPending = 0;
+            _drainedMark = _flushedTotal;
+        }
     }
 
     [LoggerMessage(EventId = 5110, Level = LogLevel.Debug, Message = "MQTT client {ClientId}: dropped a {Size} B PUBLISH above its Maximum Packet Size {Maximum} [MQTT-3.1.2-25]")]
-    private partial void LogTooLargeForClient(string? clientId, long size, uint maximum);
+    private partial void LogTooLargeForClient(string clientId, long size, uint maximum);
 }

@@ -24,6 +24,10 @@ internal sealed partial class MqttConnection : IMqttSessionConnection
     private readonly X509Certificate2? _clientCertificate;
     private readonly ILogger _logger;
     private readonly Lock _writeLock = new();
+    private readonly int _preConnectLimit;
+
+    // Cancelled by the sweep when the CONNECT deadline passes while the CONNECT is being authenticated.
+    private CancellationTokenSource? _connectCancellation;
 
     private MqttProtocolVersion _version;
     private MqttSession? _session;
@@ -43,6 +47,9 @@ internal sealed partial class MqttConnection : IMqttSessionConnection
     private bool _sessionExpiryWasZero;
     private bool _noProblemInformation;
 
+    // How long a client may stay over Relay:Mqtt:MaxPendingOutputBytes, its QoS 0 messages dropped, before it is closed.
+    private const long StuckOutputMilliseconds = 10_000;
+
     // Set (once) by whoever decides the connection must end, as reason + 1 so one write carries both;
     // the read loop sees it after CancelPendingRead.
     private int _endRequested;
@@ -59,6 +66,7 @@ internal sealed partial class MqttConnection : IMqttSessionConnection
         _clientCertificate = clientCertificate;
         _logger = logger;
         _clientMaximumPacketSize = (uint)_options.MaxPacketSize;
+        _preConnectLimit = Math.Min(_options.MaxPreConnectPacketBytes, _options.MaxPacketSize);
     }
 
     public string? ClientId => _clientId;
@@ -120,7 +128,9 @@ internal sealed partial class MqttConnection : IMqttSessionConnection
                     // Drain every complete packet of this read before flushing once (Kestrel's loop shape).
                     while (stop is null)
                     {
-                        var status = MqttFrameReader.TryRead(ref buffer, _options.MaxPacketSize, out var frame, out var error);
+                        // Before CONNECT a stranger gets a small packet only, checked on the declared length (review L6).
+                        var beforeConnect = _session is null;
+                        var status = MqttFrameReader.TryRead(ref buffer, beforeConnect ? _preConnectLimit : _options.MaxPacketSize, out var frame, out var error);
                         if (status == OperationStatus.NeedMoreData)
                         {
                             break;
@@ -128,6 +138,14 @@ internal sealed partial class MqttConnection : IMqttSessionConnection
 
                         if (status != OperationStatus.Done)
                         {
+                            if (error == MqttDecodeError.PacketTooLarge && beforeConnect)
+                            {
+                                _metrics.LimitHit(MqttLimit.PreConnectPacketSize);
+                                _services.ClientLog.PreConnectTooLarge(_remote, _preConnectLimit);
+                                stop = MqttEndReason.LimitExceeded;
+                                break;
+                            }
+
                             if (error == MqttDecodeError.PacketTooLarge)
                             {
                                 _metrics.LimitHit(MqttLimit.PacketSize);
@@ -224,7 +242,8 @@ internal sealed partial class MqttConnection : IMqttSessionConnection
             if (now > _connectDeadline && RequestEnd(MqttEndReason.ConnectTimeout, MqttReasonCode.MaximumConnectTime))
             {
                 _metrics.LimitHit(MqttLimit.ConnectTimeout);
-                LogConnectTimeout(_remote, _options.ConnectTimeoutSeconds);
+                _services.ClientLog.ConnectTimeout(_remote, _options.ConnectTimeoutSeconds);
+                CancelConnect();
             }
 
             return;
@@ -234,7 +253,14 @@ internal sealed partial class MqttConnection : IMqttSessionConnection
             && RequestEnd(MqttEndReason.KeepAliveTimeout, MqttReasonCode.KeepAliveTimeout))
         {
             _metrics.LimitHit(MqttLimit.KeepAlive);
-            LogKeepAlive(_clientId, _keepAliveMilliseconds / 1000);
+            _services.ClientLog.KeepAlive(_clientId, _keepAliveMilliseconds / 1000);
+            return;
+        }
+
+        // Over Relay:Mqtt:MaxPendingOutputBytes and still not reading: everything to it is being dropped.
+        if (OverOutputLimitFor(now, StuckOutputMilliseconds))
+        {
+            EndForStuckOutput();
         }
     }
 
@@ -242,7 +268,7 @@ internal sealed partial class MqttConnection : IMqttSessionConnection
     private MqttEndReason Fail(MqttDecodeError error, string where)
     {
         var code = MqttDecodeErrors.ToReasonCode(error);
-        LogProtocolError(_clientId, _remote, where, MqttDecodeErrors.Describe(error));
+        _services.ClientLog.ProtocolError(_clientId, _remote, where, MqttDecodeErrors.Describe(error));
         return Fail(code, MqttDecodeErrors.Describe(error), error == MqttDecodeError.MalformedPacket ? MqttEndReason.MalformedPacket : MqttEndReason.ProtocolError);
     }
 
@@ -253,7 +279,11 @@ internal sealed partial class MqttConnection : IMqttSessionConnection
             WriteDisconnect(code, reason);
         }
 
-        LogClosing(_clientId, _remote, code, reason);
+        if (_logger.IsEnabled(LogLevel.Debug))
+        {
+            LogClosing(Primitives.LogText.Safe(_clientId), _remote, code, reason);
+        }
+
         return end;
     }
 
@@ -294,25 +324,33 @@ internal sealed partial class MqttConnection : IMqttSessionConnection
             }
         }
 
-        LogEnded(_clientId, _remote, _transport, end);
+        if (_logger.IsEnabled(LogLevel.Debug))
+        {
+            LogEnded(Primitives.LogText.Safe(_clientId), _remote, _transport, end);
+        }
+
         _ended.TrySetResult();
     }
 
     [LoggerMessage(EventId = 5100, Level = LogLevel.Debug, Message = "MQTT connection {ClientId} from {Remote} over {Transport} ended: {End}")]
-    private partial void LogEnded(string? clientId, IPEndPoint? remote, MqttTransport transport, MqttEndReason end);
-
-    [LoggerMessage(EventId = 5101, Level = LogLevel.Information, Message = "MQTT connection {ClientId} from {Remote}: protocol error in {Where}: {Description}")]
-    private partial void LogProtocolError(string? clientId, IPEndPoint? remote, string where, string description);
+    private partial void LogEnded(string clientId, IPEndPoint? remote, MqttTransport transport, MqttEndReason end);
 
     [LoggerMessage(EventId = 5102, Level = LogLevel.Debug, Message = "MQTT connection {ClientId} from {Remote}: closing with {Code} ({Reason})")]
-    private partial void LogClosing(string? clientId, IPEndPoint? remote, MqttReasonCode code, string reason);
-
-    [LoggerMessage(EventId = 5103, Level = LogLevel.Information, Message = "MQTT connection from {Remote}: no CONNECT within {Seconds} s (Relay:Mqtt:ConnectTimeoutSeconds)")]
-    private partial void LogConnectTimeout(IPEndPoint? remote, int seconds);
-
-    [LoggerMessage(EventId = 5104, Level = LogLevel.Information, Message = "MQTT client {ClientId}: nothing received for 1.5 x keep-alive {Seconds} s; closing [MQTT-3.1.2-24]")]
-    private partial void LogKeepAlive(string? clientId, int seconds);
+    private partial void LogClosing(string clientId, IPEndPoint? remote, MqttReasonCode code, string reason);
 
     [LoggerMessage(EventId = 5105, Level = LogLevel.Error, Message = "MQTT client {ClientId}: ending the session failed")]
     private partial void LogDetachFailed(Exception exception, string? clientId);
+
+    // The CONNECT deadline passed: an authentication still running is abandoned (review L6).
+    private void CancelConnect()
+    {
+        try
+        {
+            Volatile.Read(ref _connectCancellation)?.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+            // The authentication finished meanwhile; the read loop sees the requested end.
+        }
+    }
 }

@@ -18,7 +18,8 @@ internal sealed class MqttConnectionServices
         MqttRouter router,
         MqttObservers observers,
         MqttDevices devices,
-        MqttConnections connections)
+        MqttConnections connections,
+        MqttClientLog clientLog)
     {
         Options = options;
         Metrics = metrics;
@@ -31,6 +32,7 @@ internal sealed class MqttConnectionServices
         Observers = observers;
         Devices = devices;
         Connections = connections;
+        ClientLog = clientLog;
     }
 
     public MqttOptions Options { get; }
@@ -55,4 +57,7 @@ internal sealed class MqttConnectionServices
     public MqttDevices Devices { get; }
 
     public MqttConnections Connections { get; }
+
+    /// <summary>The throttled log of what clients can cause (review M6).</summary>
+    public MqttClientLog ClientLog { get; }
 }

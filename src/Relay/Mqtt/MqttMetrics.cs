@@ -47,6 +47,21 @@ internal enum MqttLimit : byte
 
     /// <summary>A CONNECT for a client id whose session another principal owns, or that is a device's id.</summary>
     SessionOwner,
+
+    /// <summary>A client left more than Relay:Mqtt:MaxPendingOutputBytes unread and was disconnected.</summary>
+    PendingOutput,
+
+    /// <summary>A packet before CONNECT declared more than Relay:Mqtt:MaxPreConnectPacketBytes.</summary>
+    PreConnectPacketSize,
+
+    /// <summary>A retained payload over Relay:Mqtt:MaxRetainedPayloadBytes.</summary>
+    RetainedPayloadSize,
+
+    /// <summary>A client id over Relay:Mqtt:MaxRetainedMessagesPerClient or MaxRetainedBytesPerClient.</summary>
+    RetainedPerClient,
+
+    /// <summary>All retained messages together over Relay:Mqtt:MaxRetainedBytes.</summary>
+    RetainedBytes,
 }
 
 /// <summary>Why an MQTT connection ended; one value per connection, fed to logs and metrics.</summary>
@@ -81,7 +96,7 @@ internal sealed class MqttMetrics
 
     private static readonly string[] TransportNames = ["tcp", "tls", "websocket"];
     private static readonly string[] DropNames = ["queue_full", "expired", "too_large_for_client", "not_authorized", "dollar_topic", "client_backpressure", "offline_qos0", "retained_limit"];
-    private static readonly string[] LimitNames = ["connections_per_ip", "connect_timeout", "packet_size", "inflight", "queued_messages", "subscriptions_per_session", "retained_messages", "keep_alive", "accept", "topic_levels", "topic_length", "session_owner"];
+    private static readonly string[] LimitNames = ["connections_per_ip", "connect_timeout", "packet_size", "inflight", "queued_messages", "subscriptions_per_session", "retained_messages", "keep_alive", "accept", "topic_levels", "topic_length", "session_owner", "pending_output", "pre_connect_packet_size", "retained_payload_size", "retained_per_client", "retained_bytes"];
     private static readonly string[] EndNames = ["peer_closed", "client_disconnect", "protocol_error", "malformed_packet", "keep_alive_timeout", "connect_timeout", "auth_failed", "taken_over", "limit_exceeded", "shutdown", "administrative", "not_stored"];
     // Indexed by MqttAuthOutcome.
     private static readonly string[] AuthNames = ["allow", "bad_credentials", "not_authorized", "rate_limited", "unavailable", "busy"];
@@ -102,6 +117,8 @@ internal sealed class MqttMetrics
     private long _clientsConnected;
     private long _subscriptions;
     private long _retained;
+    private long _pendingOutput;
+    private long _pendingOutputPeak;
 
     public MqttMetrics(IMeterFactory meterFactory)
     {
@@ -121,6 +138,8 @@ internal sealed class MqttMetrics
         meter.CreateObservableCounter("relay.mqtt.bytes", () => Labelled("direction", ("in", BytesIn), ("out", BytesOut)), "By", "Application payload bytes, by direction.");
         meter.CreateObservableCounter("relay.mqtt.drops", () => Labelled(_drops, DropNames, "reason"), "{message}", "Messages dropped, by reason.");
         meter.CreateObservableCounter("relay.mqtt.auth", () => Labelled(_auth, AuthNames, "outcome"), "{connect}", "MQTT CONNECT authentications, by outcome (rate_limited: refused without checking).");
+        meter.CreateObservableUpDownCounter("relay.mqtt.pending_output", () => PendingOutputBytes, "By", "Output written to MQTT connections and not yet taken by their peers (an upper bound; Relay:Mqtt:MaxPendingOutputBytes caps each).");
+        meter.CreateObservableGauge("relay.mqtt.pending_output.peak", () => PendingOutputPeak, "By", "The most output one MQTT connection has had pending since start.");
         meter.CreateObservableCounter("relay.mqtt.limit_hits", () => Labelled(_limits, LimitNames, "limit"), "{refusal}", "Things refused by a configured limit.");
     }
 
@@ -161,6 +180,27 @@ internal sealed class MqttMetrics
         Interlocked.Increment(ref _messagesOut[qos]);
         Interlocked.Add(ref _bytesOut, bytes);
     }
+
+    /// <summary>A connection's pending output changed by <paramref name="delta"/> and is now <paramref name="connectionPending"/>.</summary>
+    public void PendingOutput(long delta, long connectionPending)
+    {
+        Interlocked.Add(ref _pendingOutput, delta);
+        var peak = Volatile.Read(ref _pendingOutputPeak);
+        while (connectionPending > peak)
+        {
+            var seen = Interlocked.CompareExchange(ref _pendingOutputPeak, connectionPending, peak);
+            if (seen == peak)
+            {
+                break;
+            }
+
+            peak = seen;
+        }
+    }
+
+    public long PendingOutputBytes => Volatile.Read(ref _pendingOutput);
+
+    public long PendingOutputPeak => Volatile.Read(ref _pendingOutputPeak);
 
     public void Drop(MqttDropReason reason) => Interlocked.Increment(ref _drops[(int)reason]);
 

@@ -36,6 +36,19 @@ public sealed class MqttOptions
     /// <summary>Largest packet accepted or sent, in bytes (remaining length plus header). MQTT 5 clients are told it in CONNACK.</summary>
     public int MaxPacketSize { get; set; } = 256 * 1024;
 
+    /// <summary>
+    /// Largest packet a connection may send before its CONNECT is accepted (the CONNECT itself, will included).
+    /// A larger declared length closes the connection before anything is buffered (review L6).
+    /// </summary>
+    public int MaxPreConnectPacketBytes { get; set; } = 16 * 1024;
+
+    /// <summary>
+    /// Output one connection may have written and not yet had taken by its peer (review H3). Past it, QoS 0
+    /// messages to it are dropped; a packet that must go (an acknowledgement, PINGRESP, a QoS 1/2 message)
+    /// closes the connection instead (v5: DISCONNECT 0x97 Quota exceeded), as does staying over it for 10 s.
+    /// </summary>
+    public int MaxPendingOutputBytes { get; set; } = 1024 * 1024;
+
     /// <summary>QoS 1 and 2 messages sent to one client and not yet acknowledged; also the Receive Maximum we announce.</summary>
     public int MaxInflight { get; set; } = 32;
 
@@ -62,6 +75,21 @@ public sealed class MqttOptions
 
     /// <summary>Retained messages kept in total.</summary>
     public int MaxRetainedMessages { get; set; } = 100_000;
+
+    /// <summary>
+    /// Bytes (payload plus topic) of all retained messages together (review H4): they live in memory and are
+    /// all loaded at start. A retained PUBLISH that would go past it is refused (v5 0x97; 3.1.1 not retained).
+    /// </summary>
+    public long MaxRetainedBytes { get; set; } = 256L * 1024 * 1024;
+
+    /// <summary>Largest payload a retained message may have; a larger retained PUBLISH is refused as <see cref="MaxRetainedBytes"/> says.</summary>
+    public int MaxRetainedPayloadBytes { get; set; } = 64 * 1024;
+
+    /// <summary>Retained messages one client id may hold (the last publisher of a topic holds it), so no client can use up the server's.</summary>
+    public int MaxRetainedMessagesPerClient { get; set; } = 1000;
+
+    /// <summary>Bytes (payload plus topic) of the retained messages one client id may hold.</summary>
+    public long MaxRetainedBytesPerClient { get; set; } = 8L * 1024 * 1024;
 
     /// <summary>
     /// Levels a topic name or filter may have (PUBLISH, SUBSCRIBE, wills, topic aliases). Deeper ones are

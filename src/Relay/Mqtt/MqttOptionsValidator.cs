@@ -57,6 +57,8 @@ internal sealed class MqttOptionsValidator(IOptions<HttpOptions> http, IOptions<
         Defined(mqtt.QueueDropPolicy, "QueueDropPolicy", errors);
         Check(string.IsNullOrWhiteSpace(mqtt.ClientCertificateAuthorityPath) || File.Exists(mqtt.ClientCertificateAuthorityPath), "ClientCertificateAuthorityPath", $"file '{mqtt.ClientCertificateAuthorityPath}' does not exist");
         Check(mqtt.MaxPacketSize is >= 64 and <= 268_435_460, "MaxPacketSize", $"must be between 64 and 268435460 bytes (MQTT's largest packet; was {mqtt.MaxPacketSize})");
+        Check(mqtt.MaxPreConnectPacketBytes >= 64, "MaxPreConnectPacketBytes", $"must be at least 64 bytes (was {mqtt.MaxPreConnectPacketBytes}); Relay:Mqtt:MaxPacketSize caps it when smaller");
+        Check(mqtt.MaxPendingOutputBytes >= mqtt.MaxPacketSize, "MaxPendingOutputBytes", $"must be at least Relay:Mqtt:MaxPacketSize ({mqtt.MaxPacketSize}) bytes, or one largest packet could never be sent (was {mqtt.MaxPendingOutputBytes})");
         Check(mqtt.MaxInflight is >= 1 and <= 65535, "MaxInflight", $"must be between 1 and 65535 (it is the Receive Maximum; was {mqtt.MaxInflight})");
         Check(mqtt.MaxQueuedMessages >= 1, "MaxQueuedMessages", $"must be at least 1 (was {mqtt.MaxQueuedMessages})");
         Check(mqtt.MaxConnectionsPerIp >= 1, "MaxConnectionsPerIp", $"must be at least 1 (was {mqtt.MaxConnectionsPerIp})");
@@ -64,6 +66,10 @@ internal sealed class MqttOptionsValidator(IOptions<HttpOptions> http, IOptions<
         Check(mqtt.MaxKeepAliveSeconds is >= 1 and <= 65535, "MaxKeepAliveSeconds", $"must be between 1 and 65535 (was {mqtt.MaxKeepAliveSeconds})");
         Check(mqtt.TopicAliasMaximum is >= 0 and <= 65535, "TopicAliasMaximum", $"must be between 0 and 65535 (was {mqtt.TopicAliasMaximum})");
         Check(mqtt.MaxRetainedMessages >= 0, "MaxRetainedMessages", $"must be 0 or more (was {mqtt.MaxRetainedMessages})");
+        Check(mqtt.MaxRetainedBytes >= 0, "MaxRetainedBytes", $"must be 0 or more (was {mqtt.MaxRetainedBytes})");
+        Check(mqtt.MaxRetainedPayloadBytes >= 1, "MaxRetainedPayloadBytes", $"must be at least 1 (was {mqtt.MaxRetainedPayloadBytes})");
+        Check(mqtt.MaxRetainedMessagesPerClient >= 0, "MaxRetainedMessagesPerClient", $"must be 0 or more (was {mqtt.MaxRetainedMessagesPerClient})");
+        Check(mqtt.MaxRetainedBytesPerClient >= 0, "MaxRetainedBytesPerClient", $"must be 0 or more (was {mqtt.MaxRetainedBytesPerClient})");
         Check(mqtt.MaxTopicLevels is >= 1 and <= 65535, "MaxTopicLevels", $"must be between 1 and 65535 (was {mqtt.MaxTopicLevels})");
         Check(mqtt.MaxTopicLength is >= 1 and <= 65535, "MaxTopicLength", $"must be between 1 and 65535 bytes (was {mqtt.MaxTopicLength})");
         Check(mqtt.MaxSubscriptionsPerSession >= 1, "MaxSubscriptionsPerSession", $"must be at least 1 (was {mqtt.MaxSubscriptionsPerSession})");

@@ -16,6 +16,9 @@ internal sealed class MqttRetainedTree
 
     public bool Contains(string topic) => Find(topic) is { Message: not null };
 
+    /// <summary>The topic's retained message, if any.</summary>
+    public StoredMessage? Get(string topic) => Find(topic)?.Message;
+
     /// <summary>Sets or replaces the topic's message.</summary>
     public void Set(StoredMessage message)
     {

@@ -22,6 +22,9 @@ internal sealed partial class MqttRouter
     private readonly MqttMetrics _metrics;
     private readonly ILogger _logger;
 
+    // A client reaching its subscription limit can do it at will: one line per 10 s (review M6).
+    private readonly Primitives.LogThrottle _logThrottle = new(1);
+
     public MqttRouter(MqttSubscriptionTree subscriptions, MqttRetainedMessages retained, IMqttSessionStore store, MqttOptions options, MqttMetrics metrics, ILogger<MqttRouter> logger)
     {
         _subscriptions = subscriptions;
@@ -37,11 +40,21 @@ internal sealed partial class MqttRouter
     /// sessions it was given to. For persistent sessions, QoS 1/2 copies are in the store when this returns,
     /// so the publisher's PUBACK / PUBREC may go out after it (a SIGKILL after the ack loses nothing).
     /// </summary>
-    public async ValueTask<int> PublishAsync(StoredMessage message, string? publisherClientId, bool persistRetained, CancellationToken cancellationToken)
+    public ValueTask<int> PublishAsync(StoredMessage message, string? publisherClientId, bool persistRetained, CancellationToken cancellationToken) =>
+        PublishAsync(message, publisherClientId, persistRetained, refuseIfNotRetained: false, cancellationToken);
+
+    /// <summary>
+    /// As above; with <paramref name="refuseIfNotRetained"/> a retained message that a retained bound refused is
+    /// not routed either and -1 is returned (an MQTT 5 publisher is told 0x97). Otherwise it is routed unretained.
+    /// </summary>
+    public async ValueTask<int> PublishAsync(StoredMessage message, string? publisherClientId, bool persistRetained, bool refuseIfNotRetained, CancellationToken cancellationToken)
     {
-        if (message.Retain)
+        ArgumentNullException.ThrowIfNull(message);
+        if (message.Retain
+            && !await _retained.SetAsync(message, publisherClientId, persistRetained, cancellationToken).ConfigureAwait(false)
+            && refuseIfNotRetained)
         {
-            await _retained.SetAsync(message, persistRetained, cancellationToken).ConfigureAwait(false);
+            return -1;
         }
 
         // Scratch collections reused per thread: they are used only before the first await below.
@@ -146,7 +159,10 @@ internal sealed partial class MqttRouter
         if (!session.TrySubscribe(subscription, _maxSubscriptionsPerSession, out var existed))
         {
             _metrics.LimitHit(MqttLimit.SubscriptionsPerSession);
-            LogSubscriptionLimit(session.ClientId, _maxSubscriptionsPerSession);
+            if (_logThrottle.TryEnter(0, out var suppressed))
+            {
+                LogSubscriptionLimit(Primitives.LogText.Safe(session.ClientId), _maxSubscriptionsPerSession, suppressed);
+            }
             return (null, existed);
         }
 
@@ -192,6 +208,6 @@ internal sealed partial class MqttRouter
     [LoggerMessage(EventId = 5022, Level = LogLevel.Debug, Message = "MQTT: publishing the will of {ClientId} to {Topic}")]
     private partial void LogWill(string clientId, string topic);
 
-    [LoggerMessage(EventId = 5122, Level = LogLevel.Information, Message = "MQTT client {ClientId}: subscription refused, {Limit} already (Relay:Mqtt:MaxSubscriptionsPerSession)")]
-    private partial void LogSubscriptionLimit(string? clientId, int limit);
+    [LoggerMessage(EventId = 5122, Level = LogLevel.Information, Message = "MQTT client {ClientId}: subscription refused, {Limit} already (Relay:Mqtt:MaxSubscriptionsPerSession) ({Suppressed} more since the last such line)")]
+    private partial void LogSubscriptionLimit(string clientId, int limit, long suppressed);
 }

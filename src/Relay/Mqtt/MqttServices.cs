@@ -48,6 +48,7 @@ internal static class MqttServices
         services.AddSingleton<MqttConnectionsPerIp>();
         services.AddSingleton<MqttConnections>();
         services.AddSingleton<MqttHousekeeping>();
+        services.AddSingleton<MqttClientLog>();
         services.AddSingleton<MqttConnectionServices>();
         services.AddSingleton<MqttBrokerService>();
         services.AddSingleton<MqttDevices>();

@@ -15,4 +15,11 @@ internal sealed record StoredMessage(
     byte QoS,
     bool Retain,
     DateTimeOffset? ExpiresAt,
-    MqttMessageProperties? Properties);
+    MqttMessageProperties? Properties)
+{
+    /// <summary>
+    /// For a retained message, the client id that published it: its retained quota holds the message
+    /// (review H4). Null for the server's own ($SYS) messages, which count only against the global bounds.
+    /// </summary>
+    public string? Publisher { get; init; }
+}

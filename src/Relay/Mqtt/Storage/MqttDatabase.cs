@@ -24,7 +24,7 @@ internal sealed class MqttDatabase : IAsyncDisposable, IDisposable
     public const string FileName = "mqtt.db";
 
     /// <summary><c>PRAGMA user_version</c> this build creates and understands.</summary>
-    public const int SchemaVersion = 3;
+    public const int SchemaVersion = 4;
 
     /// <summary>Default bound of queued write operations.</summary>
     public const int DefaultQueueCapacity = 4096;
@@ -77,7 +77,8 @@ internal sealed class MqttDatabase : IAsyncDisposable, IDisposable
             payload BLOB NOT NULL,
             qos INTEGER NOT NULL,
             expires_at INTEGER NULL,
-            properties BLOB NULL) WITHOUT ROWID
+            properties BLOB NULL,
+            owner TEXT NULL) WITHOUT ROWID
         """,
         """
         CREATE TABLE devices(
@@ -100,6 +101,9 @@ internal sealed class MqttDatabase : IAsyncDisposable, IDisposable
         // Version 3 (hostile internet): the principal that owns a session, so a client id cannot be taken
         // over by another identity. NULL for sessions from before: the next principal to resume one owns it.
         ["ALTER TABLE sessions ADD COLUMN owner TEXT NULL"],
+        // Version 4 (hostile internet): the client id holding each retained message, for the per-client
+        // retained quotas across restarts (review H4). NULL for rows from before: they count globally only.
+        ["ALTER TABLE retained ADD COLUMN owner TEXT NULL"],
     ];
 
     private readonly SqliteConnection _writer;

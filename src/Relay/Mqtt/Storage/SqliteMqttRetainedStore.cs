@@ -9,8 +9,8 @@ namespace Relay.Server.Mqtt.Storage;
 internal sealed class SqliteMqttRetainedStore(MqttDatabase database, TimeProvider time) : IMqttRetainedStore
 {
     private static readonly SqlStatement Upsert = new(
-        "INSERT OR REPLACE INTO retained(topic, payload, qos, expires_at, properties) VALUES($t, $p, $q, $x, $o)",
-        "$t", "$p", "$q", "$x", "$o");
+        "INSERT OR REPLACE INTO retained(topic, payload, qos, expires_at, properties, owner) VALUES($t, $p, $q, $x, $o, $w)",
+        "$t", "$p", "$q", "$x", "$o", "$w");
 
     private static readonly SqlStatement Delete = new("DELETE FROM retained WHERE topic = $t", "$t");
     private static readonly SqlStatement DeleteExpired = new("DELETE FROM retained WHERE expires_at IS NOT NULL AND expires_at <= $now", "$now");
@@ -31,7 +31,7 @@ internal sealed class SqliteMqttRetainedStore(MqttDatabase database, TimeProvide
 
         using var connection = database.OpenReader();
         using var command = connection.CreateCommand();
-        command.CommandText = "SELECT topic, payload, qos, expires_at, properties FROM retained ORDER BY topic";
+        command.CommandText = "SELECT topic, payload, qos, expires_at, properties, owner FROM retained ORDER BY topic";
         using var reader = command.ExecuteReader();
         var result = new List<StoredMessage>();
         while (reader.Read())
@@ -42,7 +42,10 @@ internal sealed class SqliteMqttRetainedStore(MqttDatabase database, TimeProvide
                 reader.GetByte(2),
                 Retain: true,
                 SqliteValues.ReadTime(reader, 3),
-                SqliteMqttSessionStore.ReadProperties(reader, 4)));
+                SqliteMqttSessionStore.ReadProperties(reader, 4))
+            {
+                Publisher = reader.IsDBNull(5) ? null : reader.GetString(5),
+            });
         }
 
         return result;
@@ -68,6 +71,7 @@ internal sealed class SqliteMqttRetainedStore(MqttDatabase database, TimeProvide
                 command.Parameters[2].Value = message.QoS;
                 command.Parameters[3].Value = SqliteValues.From(message.ExpiresAt);
                 command.Parameters[4].Value = (object?)properties ?? DBNull.Value;
+                command.Parameters[5].Value = (object?)message.Publisher ?? DBNull.Value;
                 return command.ExecuteNonQuery();
             },
             cancellationToken).ConfigureAwait(false);

@@ -22,6 +22,9 @@ internal sealed partial class MqttSocketListener(MqttConnectionServices services
     private readonly TaskCompletionSource _drained = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _open;
 
+    // Clients exhausting descriptors can make accept fail 20 times a second: one line per 10 s (review M6).
+    private readonly Primitives.LogThrottle _acceptLogThrottle = new(1);
+
     /// <summary>The bound endpoints (tests read the port from here when configured with 0).</summary>
     public IReadOnlyList<IPEndPoint> Endpoints => [.. _listeners.Select(static s => (IPEndPoint)s.LocalEndPoint!)];
 
@@ -109,7 +112,11 @@ internal sealed partial class MqttSocketListener(MqttConnectionServices services
             {
                 // Out of descriptors or buffers: say so, give the system a moment, keep serving the others.
                 services.Metrics.LimitHit(MqttLimit.Accept);
-                LogAcceptFailed(logger, e.SocketErrorCode, e.Message);
+                if (_acceptLogThrottle.TryEnter(0, out var suppressed))
+                {
+                    LogAcceptFailed(logger, e.SocketErrorCode, e.Message, suppressed);
+                }
+
                 try
                 {
                     await Task.Delay(50, _stopping.Token).ConfigureAwait(false);
@@ -153,8 +160,8 @@ internal sealed partial class MqttSocketListener(MqttConnectionServices services
         }
     }
 
-    [LoggerMessage(EventId = 5201, Level = LogLevel.Warning, Message = "MQTT: accept failed ({Error}): {Message}; retrying")]
-    private static partial void LogAcceptFailed(ILogger logger, SocketError error, string message);
+    [LoggerMessage(EventId = 5201, Level = LogLevel.Warning, Message = "MQTT: accept failed ({Error}): {Message}; retrying ({Suppressed} more since the last such line)")]
+    private static partial void LogAcceptFailed(ILogger logger, SocketError error, string message, long suppressed);
 
     [LoggerMessage(EventId = 5202, Level = LogLevel.Debug, Message = "MQTT: connection ended before its session started: {Message}")]
     private static partial void LogConnectionFailed(ILogger logger, string message);

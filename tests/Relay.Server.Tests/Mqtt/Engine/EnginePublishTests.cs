@@ -232,7 +232,7 @@ public sealed class EnginePublishTests
     }
 
     [Fact]
-    public async Task MaxRetainedMessages_RefusesNewTopics_ButStillForwards()
+    public async Task MaxRetainedMessages_RefusesNewTopics_WithQuotaExceeded()
     {
         await using var server = await EngineTestServer.StartAsync("Relay:Mqtt:MaxRetainedMessages=1");
         var (publisher, _) = await MqttTestClient.ConnectAsync(server.MqttPort, "pub");
@@ -240,7 +240,7 @@ public sealed class EnginePublishTests
         await publisher.PublishAsync("r/1", "first", qos: 1, retain: true);
         await publisher.ReceiveAsync(MqttPacketType.PubAck);
         await publisher.PublishAsync("r/2", "second", qos: 1, retain: true);
-        await publisher.ReceiveAsync(MqttPacketType.PubAck);
+        Assert.Equal(MqttReasonCode.QuotaExceeded, (await publisher.ReceiveAsync(MqttPacketType.PubAck)).Ack().ReasonCode);
         await publisher.PublishAsync("r/1", "replaced", qos: 1, retain: true);
         await publisher.ReceiveAsync(MqttPacketType.PubAck);
 

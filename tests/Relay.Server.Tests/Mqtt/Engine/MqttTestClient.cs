@@ -98,9 +98,15 @@ internal sealed class MqttTestClient : IAsyncDisposable
     /// <summary>Bytes received and not yet read as packets, buffered here or in the socket.</summary>
     public int BytesAvailable => (_end - _start) + _socket.Available;
 
-    public static async Task<MqttTestClient> OpenAsync(int port, MqttProtocolVersion version = MqttProtocolVersion.V500)
+    /// <summary>Connects over loopback; <paramref name="receiveBufferSize"/> pins SO_RCVBUF (a client that reads nothing then stops absorbing output early).</summary>
+    public static async Task<MqttTestClient> OpenAsync(int port, MqttProtocolVersion version = MqttProtocolVersion.V500, int? receiveBufferSize = null)
     {
         var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        if (receiveBufferSize is { } size)
+        {
+            socket.ReceiveBufferSize = size;
+        }
+
         await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port));
         return new MqttTestClient(socket, new NetworkStream(socket, ownsSocket: false), version);
     }
