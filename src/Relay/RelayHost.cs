@@ -42,10 +42,10 @@ public static class RelayHost
             // Runs inside builder.Build(): the listeners are made from validated options, or Build throws the list of problems.
             var services = kestrel.ApplicationServices;
             services.ValidateRelayConfiguration();
-            var certificate = services.GetRequiredService<ServerCertificate>().Certificate;
+            var certificate = services.GetRequiredService<ServerCertificate>();
             kestrel.AddServerHeader = false;
             kestrel.ListenStunTurn(services.GetRequiredService<IOptions<StunOptions>>().Value, certificate);
-            kestrel.ListenRelayHttp(services.GetRequiredService<IOptions<HttpOptions>>().Value);
+            kestrel.ListenRelayHttp(services.GetRequiredService<IOptions<HttpOptions>>().Value, certificate);
             kestrel.ListenMqtt(services.GetRequiredService<IOptions<MqttOptions>>().Value, certificate);
         });
 

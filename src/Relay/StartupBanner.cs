@@ -70,8 +70,11 @@ internal sealed class StartupBanner(
 
         var line = $"realm {options.Realm}, relay {relay.AdvertisedIPv4?.ToString() ?? "-"}/{relay.RelayIPv6?.ToString() ?? "-"} ports {options.RelayPortMin}-{options.RelayPortMax}";
         var peers = options.AllowLoopbackPeers ? ", loopback peers ALLOWED" : string.Empty;
+        // The password only at the start that generated it: logs (journald, docker) keep every start's banner.
         var users = developmentUser.File is { } file
-            ? $"{Environment.NewLine}            development user: {options.Users[0]}  (generated, kept in {file}; set Relay:Turn:Users or Relay:Turn:SharedSecrets for real use)"
+            ? developmentUser.Created
+                ? $"{Environment.NewLine}            development user: {options.Users[0]}  (generated now and shown once; kept in {file}; set Relay:Turn:Users or Relay:Turn:SharedSecrets for real use)"
+                : $"{Environment.NewLine}            development user: {options.Users[0].Split(':')[0]}  (password in {file}; delete it to generate a new one; set Relay:Turn:Users or Relay:Turn:SharedSecrets for real use)"
             : $", {options.Users.Count} static user(s), {options.SharedSecrets.Count} shared secret(s)";
         return line + peers + users;
     }
