@@ -54,7 +54,7 @@ internal sealed class StartupBanner(
             .AppendLine($"  RFC 5780  {(Rfc5780Addresses.From(stunOptions) is { } five ? $"alternate {five.Alternate.WithPort(five.AlternatePort)}" : "off (set Relay:Stun:AlternateAddress)")}")
             .AppendLine($"  TURN      {TurnLine()}")
             .AppendLine($"  MQTT      {MqttLine(mqttOptions, tls, httpPort, registeredDevices)}")
-            .AppendLine($"  HTTP      {httpPort}  (/healthz, /metrics, /openapi.json, /v1/devices, /v1/commands, /v1/tokens, /v1/turn/credentials{(mqttOptions is { Enabled: true, WebSocket: true } ? ", MQTT over WebSocket at " + MqttWebSocketTransport.Path : string.Empty)})")
+            .AppendLine($"  HTTP      {httpPort}{(tls && http.Value.TlsPort != 0 ? $", https {http.Value.TlsPort}" : "  (https off: set Relay:Tls)")}  (/healthz, /metrics, /openapi.json, /v1/devices, /v1/commands, /v1/tokens, /v1/turn/credentials{(mqttOptions is { Enabled: true, WebSocket: true } ? ", MQTT over WebSocket at " + MqttWebSocketTransport.Path : string.Empty)})")
             .AppendLine($"  Admin     {(tokens.GeneratedToken is { } token ? $"token {token}  (shown once; only its hash is kept in {tokens.File})" : api.BootstrapToken is { Length: > 0 } ? "Relay:Api:BootstrapToken" : $"token minted earlier (hash in {tokens.File}; delete it to mint a new one)")}")
             .AppendLine($"  Data      {dataDirectory.FullPath}");
         return banner.ToString().TrimEnd();
