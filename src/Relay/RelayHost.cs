@@ -42,10 +42,10 @@ public static class RelayHost
             // Runs inside builder.Build(): the listeners are made from validated options, or Build throws the list of problems.
             var services = kestrel.ApplicationServices;
             services.ValidateRelayConfiguration();
-            var certificate = services.GetRequiredService<ServerCertificate>().Certificate;
+            var certificate = services.GetRequiredService<ServerCertificate>();
             kestrel.AddServerHeader = false;
             kestrel.ListenStunTurn(services.GetRequiredService<IOptions<StunOptions>>().Value, certificate);
-            kestrel.ListenRelayHttp(services.GetRequiredService<IOptions<HttpOptions>>().Value);
+            kestrel.ListenRelayHttp(services.GetRequiredService<IOptions<HttpOptions>>().Value, certificate);
             kestrel.ListenMqtt(services.GetRequiredService<IOptions<MqttOptions>>().Value, certificate);
         });
 
@@ -54,7 +54,13 @@ public static class RelayHost
         {
             // What the host would find at start, found now: every bad key, and a data directory that cannot be made.
             app.Services.ValidateRelayConfiguration();
-            _ = app.Services.GetRequiredService<RelayDataDirectory>();
+            // One server per data directory (review L5): taken once the configuration is known to be good.
+            app.Services.GetRequiredService<RelayDataDirectory>().Claim();
+
+            // The hosted services (the same singletons the host starts) built now, and with them the stores they
+            // open: a corrupt database is then one RelayConfigurationException line from here, not a failed host
+            // start logged with a stack trace (review L5).
+            _ = app.Services.GetServices<IHostedService>().ToArray();
         }
         catch
         {

@@ -54,7 +54,7 @@ internal sealed class StartupBanner(
             .AppendLine($"  RFC 5780  {(Rfc5780Addresses.From(stunOptions) is { } five ? $"alternate {five.Alternate.WithPort(five.AlternatePort)}" : "off (set Relay:Stun:AlternateAddress)")}")
             .AppendLine($"  TURN      {TurnLine()}")
             .AppendLine($"  MQTT      {MqttLine(mqttOptions, tls, httpPort, registeredDevices)}")
-            .AppendLine($"  HTTP      {httpPort}  (/healthz, /metrics, /openapi.json, /v1/devices, /v1/commands, /v1/tokens, /v1/turn/credentials{(mqttOptions is { Enabled: true, WebSocket: true } ? ", MQTT over WebSocket at " + MqttWebSocketTransport.Path : string.Empty)})")
+            .AppendLine($"  HTTP      {httpPort}{(tls && http.Value.TlsPort != 0 ? $", https {http.Value.TlsPort}" : "  (https off: set Relay:Tls)")}  (/healthz, /metrics, /openapi.json, /v1/devices, /v1/commands, /v1/tokens, /v1/turn/credentials{(mqttOptions is { Enabled: true, WebSocket: true } ? ", MQTT over WebSocket at " + MqttWebSocketTransport.Path : string.Empty)})")
             .AppendLine($"  Admin     {(tokens.GeneratedToken is { } token ? $"token {token}  (shown once; only its hash is kept in {tokens.File})" : api.BootstrapToken is { Length: > 0 } ? "Relay:Api:BootstrapToken" : $"token minted earlier (hash in {tokens.File}; delete it to mint a new one)")}")
             .AppendLine($"  Data      {dataDirectory.FullPath}");
         return banner.ToString().TrimEnd();
@@ -70,8 +70,11 @@ internal sealed class StartupBanner(
 
         var line = $"realm {options.Realm}, relay {relay.AdvertisedIPv4?.ToString() ?? "-"}/{relay.RelayIPv6?.ToString() ?? "-"} ports {options.RelayPortMin}-{options.RelayPortMax}";
         var peers = options.AllowLoopbackPeers ? ", loopback peers ALLOWED" : string.Empty;
+        // The password only at the start that generated it: logs (journald, docker) keep every start's banner.
         var users = developmentUser.File is { } file
-            ? $"{Environment.NewLine}            development user: {options.Users[0]}  (generated, kept in {file}; set Relay:Turn:Users or Relay:Turn:SharedSecrets for real use)"
+            ? developmentUser.Created
+                ? $"{Environment.NewLine}            development user: {options.Users[0]}  (generated now and shown once; kept in {file}; set Relay:Turn:Users or Relay:Turn:SharedSecrets for real use)"
+                : $"{Environment.NewLine}            development user: {options.Users[0].Split(':')[0]}  (password in {file}; delete it to generate a new one; set Relay:Turn:Users or Relay:Turn:SharedSecrets for real use)"
             : $", {options.Users.Count} static user(s), {options.SharedSecrets.Count} shared secret(s)";
         return line + peers + users;
     }

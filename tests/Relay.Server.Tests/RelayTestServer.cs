@@ -19,8 +19,9 @@ internal sealed class RelayTestServer : IAsyncDisposable
     private readonly CollectingLoggerProvider _logs;
     private readonly string _dataDirectory;
 
-    private RelayTestServer(WebApplication app, CollectingLoggerProvider logs, string dataDirectory, int stunPort, int httpPort, int tlsPort, int mqttPort, int mqttTlsPort)
+    private RelayTestServer(WebApplication app, CollectingLoggerProvider logs, string dataDirectory, int stunPort, int httpPort, int httpsPort, int tlsPort, int mqttPort, int mqttTlsPort)
     {
+        HttpsPort = httpsPort;
         MqttPort = mqttPort;
         MqttTlsPort = mqttTlsPort;
         _app = app;
@@ -36,6 +37,9 @@ internal sealed class RelayTestServer : IAsyncDisposable
     public int HttpPort { get; }
 
     public int TlsPort { get; }
+
+    /// <summary><c>Relay:Http:TlsPort</c>: a free port (served only with a certificate).</summary>
+    public int HttpsPort { get; }
 
     /// <summary><c>Relay:Mqtt:Port</c>: a free port unless the test set one.</summary>
     public int MqttPort { get; }
@@ -67,6 +71,7 @@ internal sealed class RelayTestServer : IAsyncDisposable
             ? int.Parse(settings.First(static s => s.StartsWith("Relay:Stun:Port=", StringComparison.Ordinal)).Split('=')[1])
             : FreePorts.UdpAndTcpPair();
         var httpPort = FreePorts.Tcp();
+        var httpsPort = FreePorts.Tcp();
         var tlsPort = FreePorts.Tcp();
         var mqttPort = Setting(settings, "Relay:Mqtt:Port") ?? FreePorts.Tcp();
         var mqttTlsPort = Setting(settings, "Relay:Mqtt:TlsPort") ?? FreePorts.Tcp();
@@ -77,6 +82,7 @@ internal sealed class RelayTestServer : IAsyncDisposable
             $"--Relay:Stun:Port={stunPort}",
             $"--Relay:Stun:TlsPort={tlsPort}",
             $"--Relay:Http:Port={httpPort}",
+            $"--Relay:Http:TlsPort={httpsPort}",
             "--Relay:Http:ListenAddresses:0=127.0.0.1",
             "--Relay:Stun:UdpReceiveLoops=2",
             $"--Relay:Mqtt:Port={mqttPort}",
@@ -121,7 +127,7 @@ internal sealed class RelayTestServer : IAsyncDisposable
             throw;
         }
 
-        return new RelayTestServer(app, logs, dataDirectory, stunPort, httpPort, tlsPort, mqttPort, mqttTlsPort);
+        return new RelayTestServer(app, logs, dataDirectory, stunPort, httpPort, httpsPort, tlsPort, mqttPort, mqttTlsPort);
     }
 
     private static int? Setting(string[] settings, string key)

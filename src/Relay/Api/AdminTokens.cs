@@ -92,11 +92,7 @@ internal sealed class AdminTokens
             return;
         }
 
-        System.IO.File.WriteAllText(File, Convert.ToHexStringLower(Hash(GeneratedToken)) + "\n");
-        if (!OperatingSystem.IsWindows())
-        {
-            System.IO.File.SetUnixFileMode(File, UnixFileMode.UserRead | UnixFileMode.UserWrite);
-        }
+        Hosting.PrivateFiles.WriteAllText(File, Convert.ToHexStringLower(Hash(GeneratedToken)) + "\n");
     }
 
     /// <summary>True when <paramref name="sha256"/> is the hash of one of the admin tokens (constant time).</summary>

@@ -169,11 +169,7 @@ internal sealed class ApiTokenStore
     private void Save(Dictionary<string, StoredApiToken> tokens)
     {
         var temporary = _file + ".tmp";
-        File.WriteAllText(temporary, JsonSerializer.Serialize(tokens.Values.ToArray(), ApiJsonContext.TokenFile.StoredApiTokenArray));
-        if (!OperatingSystem.IsWindows())
-        {
-            File.SetUnixFileMode(temporary, UnixFileMode.UserRead | UnixFileMode.UserWrite);
-        }
+        Hosting.PrivateFiles.WriteAllText(temporary, JsonSerializer.Serialize(tokens.Values.ToArray(), ApiJsonContext.TokenFile.StoredApiTokenArray));
 
         File.Move(temporary, _file, overwrite: true);
     }

@@ -20,6 +20,15 @@ internal sealed class HttpOptionsValidator : IValidateOptions<HttpOptions>
             errors.Add($"Relay:Http:Port: must be a port between 1 and 65535 (was {options.Port})");
         }
 
+        if (options.TlsPort != 0 && !ListenAddresses.IsPort(options.TlsPort))
+        {
+            errors.Add($"Relay:Http:TlsPort: must be 0 (off) or a port between 1 and 65535 (was {options.TlsPort})");
+        }
+        else if (options.TlsPort == options.Port)
+        {
+            errors.Add($"Relay:Http:TlsPort: must differ from Relay:Http:Port (both are {options.Port})");
+        }
+
         ListenAddresses.Validate(options.ListenAddresses, "Relay:Http:ListenAddresses", errors);
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
@@ -31,7 +40,7 @@ internal sealed class TlsOptionsValidator : IValidateOptions<TlsOptions>
     public ValidateOptionsResult Validate(string? name, TlsOptions options)
     {
         var errors = new List<string>();
-        ServerCertificate.TryLoad(options, errors)?.Dispose();
+        ServerCertificate.TryLoad(options, errors, TimeProvider.System, rejectExpired: false)?.Dispose();
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 }

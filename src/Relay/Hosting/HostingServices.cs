@@ -1,4 +1,6 @@
+using System.Net.Security;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Server.Kestrel.Https;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 
@@ -27,28 +29,70 @@ internal static class HostingServices
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<TlsOptions>, TlsOptionsValidator>());
         services.TryAddSingleton<RelayDataDirectory>();
         services.TryAddSingleton<ServerCertificate>();
+        services.AddRelayMetrics<TlsMetrics>();
+        services.AddHostedService<ServerCertificateWatch>();
         services.TryAddSingleton(TimeProvider.System);
         return services;
     }
 
-    /// <summary>The operator HTTP listener (<c>Relay:Http</c>): API, health, metrics, MQTT over WebSocket.</summary>
-    public static KestrelServerOptions ListenRelayHttp(this KestrelServerOptions kestrel, HttpOptions http)
+    /// <summary>
+    /// The operator HTTP listeners (<c>Relay:Http</c>): API, health, metrics, MQTT over WebSocket; plain on
+    /// <c>Port</c>, and over TLS on <c>TlsPort</c> when a certificate is configured (review H5).
+    /// </summary>
+    public static KestrelServerOptions ListenRelayHttp(this KestrelServerOptions kestrel, HttpOptions http, ServerCertificate certificate)
     {
         ArgumentNullException.ThrowIfNull(kestrel);
         ArgumentNullException.ThrowIfNull(http);
+        ArgumentNullException.ThrowIfNull(certificate);
         var addresses = ListenAddresses.Parse(http.ListenAddresses);
+        var tls = certificate.Enabled && http.TlsPort != 0;
         if (addresses is null)
         {
             kestrel.ListenAnyIP(http.Port);
+            if (tls)
+            {
+                kestrel.ListenAnyIP(http.TlsPort, listen => listen.UseRelayTls(certificate, http: true));
+            }
+
             return kestrel;
         }
 
         foreach (var address in addresses)
         {
             kestrel.Listen(address, http.Port);
+            if (tls)
+            {
+                kestrel.Listen(address, http.TlsPort, listen => listen.UseRelayTls(certificate, http: true));
+            }
         }
 
         return kestrel;
+    }
+
+    /// <summary>
+    /// TLS on a listener with the certificate <paramref name="certificate"/> holds at the moment of each
+    /// handshake (so a reload needs no restart), its intermediates, and TLS 1.2/1.3 only.
+    /// <paramref name="configure"/> adds per-listener settings (client certificates). Non-HTTP listeners offer
+    /// no ALPN protocol; HTTP ones get Kestrel's h2/http1.1.
+    /// </summary>
+    public static ListenOptions UseRelayTls(this ListenOptions listen, ServerCertificate certificate, bool http = false, Action<SslServerAuthenticationOptions>? configure = null)
+    {
+        ArgumentNullException.ThrowIfNull(listen);
+        ArgumentNullException.ThrowIfNull(certificate);
+        return listen.UseHttps(new TlsHandshakeCallbackOptions
+        {
+            OnConnection = _ =>
+            {
+                var options = certificate.ServerOptions();
+                if (!http)
+                {
+                    options.ApplicationProtocols = [];
+                }
+
+                configure?.Invoke(options);
+                return ValueTask.FromResult(options);
+            },
+        });
     }
 
     /// <summary>

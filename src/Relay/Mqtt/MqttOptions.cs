@@ -27,7 +27,10 @@ public sealed class MqttOptions
     /// <summary>TLS client certificates (<see cref="MqttClientCertificateMode"/>).</summary>
     public MqttClientCertificateMode ClientCertificateMode { get; set; } = MqttClientCertificateMode.None;
 
-    /// <summary>PEM bundle of CAs trusted for client certificates; empty trusts the system store.</summary>
+    /// <summary>
+    /// PEM bundle of the CAs that issue device certificates; required when <see cref="ClientCertificateMode"/> is
+    /// not None. Chains are built against it alone (never the system store), with the intermediates the client sends.
+    /// </summary>
     public string? ClientCertificateAuthorityPath { get; set; }
 
     /// <summary>Accept CONNECTs without credentials and zero-length client ids (a lab broker), still within the ACL rules.</summary>

@@ -55,7 +55,15 @@ internal sealed class MqttOptionsValidator(IOptions<HttpOptions> http, IOptions<
         Defined(mqtt.TcpTransport, "TcpTransport", errors);
         Defined(mqtt.ClientCertificateMode, "ClientCertificateMode", errors);
         Defined(mqtt.QueueDropPolicy, "QueueDropPolicy", errors);
-        Check(string.IsNullOrWhiteSpace(mqtt.ClientCertificateAuthorityPath) || File.Exists(mqtt.ClientCertificateAuthorityPath), "ClientCertificateAuthorityPath", $"file '{mqtt.ClientCertificateAuthorityPath}' does not exist");
+        if (mqtt.ClientCertificateMode != MqttClientCertificateMode.None)
+        {
+            // Required, and never the system store (review M8).
+            MqttClientCertificateValidator.LoadAuthorities(mqtt.ClientCertificateAuthorityPath, errors);
+        }
+        else
+        {
+            Check(string.IsNullOrWhiteSpace(mqtt.ClientCertificateAuthorityPath) || File.Exists(mqtt.ClientCertificateAuthorityPath), "ClientCertificateAuthorityPath", $"file '{mqtt.ClientCertificateAuthorityPath}' does not exist");
+        }
         Check(mqtt.MaxPacketSize is >= 64 and <= 268_435_460, "MaxPacketSize", $"must be between 64 and 268435460 bytes (MQTT's largest packet; was {mqtt.MaxPacketSize})");
         Check(mqtt.MaxPreConnectPacketBytes >= 64, "MaxPreConnectPacketBytes", $"must be at least 64 bytes (was {mqtt.MaxPreConnectPacketBytes}); Relay:Mqtt:MaxPacketSize caps it when smaller");
         Check(mqtt.MaxPendingOutputBytes >= mqtt.MaxPacketSize, "MaxPendingOutputBytes", $"must be at least Relay:Mqtt:MaxPacketSize ({mqtt.MaxPacketSize}) bytes, or one largest packet could never be sent (was {mqtt.MaxPendingOutputBytes})");

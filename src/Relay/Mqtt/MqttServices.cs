@@ -65,10 +65,11 @@ internal static class MqttServices
     /// Kestrel's MQTT listeners: plain TCP when <c>TcpTransport=Kestrel</c> (otherwise <see cref="MqttSocketListener"/>
     /// serves it), and TLS (MQTT 5.0 §4.2) when a certificate is configured.
     /// </summary>
-    public static KestrelServerOptions ListenMqtt(this KestrelServerOptions kestrel, MqttOptions mqtt, X509Certificate2? certificate)
+    public static KestrelServerOptions ListenMqtt(this KestrelServerOptions kestrel, MqttOptions mqtt, ServerCertificate certificate)
     {
         ArgumentNullException.ThrowIfNull(kestrel);
         ArgumentNullException.ThrowIfNull(mqtt);
+        ArgumentNullException.ThrowIfNull(certificate);
         if (!mqtt.Enabled)
         {
             return kestrel;
@@ -94,26 +95,18 @@ internal static class MqttServices
             Listen(mqtt.Port, static listen => listen.UseConnectionHandler<MqttConnectionHandler>());
         }
 
-        if (certificate is not null)
+        if (certificate.Enabled)
         {
-            var mode = mqtt.ClientCertificateMode switch
-            {
-                MqttClientCertificateMode.Required => ClientCertificateMode.RequireCertificate,
-                MqttClientCertificateMode.Optional => ClientCertificateMode.AllowCertificate,
-                _ => ClientCertificateMode.NoCertificate,
-            };
-            var authorities = LoadAuthorities(mqtt.ClientCertificateAuthorityPath);
+            // Client certificates are checked in the handshake (review M8); the device they name at CONNECT.
+            var services = kestrel.ApplicationServices;
+            var clientCertificates = MqttClientCertificateValidator.Create(
+                mqtt,
+                services.GetRequiredService<MqttIdentityMetrics>(),
+                services.GetRequiredService<ILoggerFactory>().CreateLogger("Relay.Server.Mqtt.Identity"),
+                services.GetRequiredService<TimeProvider>());
             Listen(mqtt.TlsPort, listen =>
             {
-                listen.UseHttps(https =>
-                {
-                    https.ServerCertificate = certificate;
-                    https.ClientCertificateMode = mode;
-                    if (mode != ClientCertificateMode.NoCertificate)
-                    {
-                        https.ClientCertificateValidation = (client, chain, errors) => ValidateClientCertificate(client, authorities, errors);
-                    }
-                });
+                listen.UseRelayTls(certificate, configure: clientCertificates is null ? null : clientCertificates.Apply);
                 listen.UseConnectionHandler<MqttConnectionHandler>();
             });
         }
@@ -132,33 +125,6 @@ internal static class MqttServices
         }
 
         return app;
-    }
-
-    private static X509Certificate2Collection? LoadAuthorities(string? path)
-    {
-        if (string.IsNullOrWhiteSpace(path))
-        {
-            return null;
-        }
-
-        var collection = new X509Certificate2Collection();
-        collection.ImportFromPemFile(path);
-        return collection;
-    }
-
-    // With a configured CA bundle the chain is built against it alone; otherwise the system store decides.
-    private static bool ValidateClientCertificate(X509Certificate2 client, X509Certificate2Collection? authorities, SslPolicyErrors errors)
-    {
-        if (authorities is null)
-        {
-            return errors == SslPolicyErrors.None;
-        }
-
-        using var chain = new X509Chain();
-        chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
-        chain.ChainPolicy.CustomTrustStore.AddRange(authorities);
-        chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
-        return chain.Build(client);
     }
 }
 

@@ -1,5 +1,4 @@
 using System.Net;
-using System.Security.Cryptography.X509Certificates;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -37,15 +36,16 @@ internal static class StunTurnServices
     /// TCP (and, with a certificate, TLS) listeners on the STUN ports. With specific listen addresses the
     /// RFC 5780 alternate endpoints are served too.
     /// </summary>
-    public static KestrelServerOptions ListenStunTurn(this KestrelServerOptions kestrel, StunOptions stun, X509Certificate2? certificate)
+    public static KestrelServerOptions ListenStunTurn(this KestrelServerOptions kestrel, StunOptions stun, ServerCertificate certificate)
     {
         ArgumentNullException.ThrowIfNull(kestrel);
         ArgumentNullException.ThrowIfNull(stun);
+        ArgumentNullException.ThrowIfNull(certificate);
         var addresses = ListenAddresses.Parse(stun.ListenAddresses);
         if (addresses is null)
         {
             kestrel.ListenAnyIP(stun.Port, UseStunTurn);
-            if (certificate is not null)
+            if (certificate.Enabled)
             {
                 kestrel.ListenAnyIP(stun.TlsPort, listen => UseStunTurnTls(listen, certificate));
             }
@@ -73,7 +73,7 @@ internal static class StunTurnServices
             kestrel.Listen(endpoint, UseStunTurn);
         }
 
-        if (certificate is not null)
+        if (certificate.Enabled)
         {
             foreach (var address in addresses)
             {
@@ -86,9 +86,9 @@ internal static class StunTurnServices
 
     private static void UseStunTurn(ListenOptions listen) => listen.UseConnectionHandler<StunTurnTcpConnectionHandler>();
 
-    private static void UseStunTurnTls(ListenOptions listen, X509Certificate2 certificate)
+    private static void UseStunTurnTls(ListenOptions listen, ServerCertificate certificate)
     {
-        listen.UseHttps(certificate);
+        listen.UseRelayTls(certificate);
         listen.UseConnectionHandler<StunTurnTcpConnectionHandler>();
     }
 }

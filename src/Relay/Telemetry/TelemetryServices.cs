@@ -50,27 +50,6 @@ internal static class TelemetryServices
     }
 
     /// <summary>
-    /// Registers a feature's metrics class (the one owner of its meter) as a singleton that is created when
-    /// <c>/metrics</c> is mapped, so its instruments exist, showing zeros, before the feature first counts,
-    /// even when the feature resolves it late (per request) or not at all (switched off).
-    /// </summary>
-    public static IServiceCollection AddRelayMetrics<TMetrics>(this IServiceCollection services, Func<IServiceProvider, TMetrics>? create = null)
-        where TMetrics : class
-    {
-        if (create is null)
-        {
-            services.AddSingleton<TMetrics>();
-        }
-        else
-        {
-            services.AddSingleton(create);
-        }
-
-        services.AddSingleton(new FeatureMetrics(static sp => sp.GetRequiredService<TMetrics>()));
-        return services;
-    }
-
-    /// <summary>
     /// <c>/metrics</c> in the Prometheus text format. The writer and every feature's metrics are created here,
     /// before the host starts, so the writer listens from the first measurement on.
     /// </summary>
@@ -87,6 +66,3 @@ internal static class TelemetryServices
         return app;
     }
 }
-
-/// <summary>How to create one feature's metrics class; see <see cref="TelemetryServices.AddRelayMetrics{TMetrics}"/>.</summary>
-internal sealed record FeatureMetrics(Func<IServiceProvider, object> Create);

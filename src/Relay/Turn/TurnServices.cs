@@ -57,6 +57,9 @@ internal sealed class DevelopmentTurnUser(RelayDataDirectory dataDirectory) : IP
     /// <summary>The file holding the generated user, or null when none was needed.</summary>
     public string? File { get; private set; }
 
+    /// <summary>True when this start generated the user: only then is its password printed (review L2).</summary>
+    public bool Created { get; private set; }
+
     public void PostConfigure(string? name, TurnOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
@@ -76,11 +79,8 @@ internal sealed class DevelopmentTurnUser(RelayDataDirectory dataDirectory) : IP
             else
             {
                 entry = "dev:" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(12));
-                System.IO.File.WriteAllText(file, entry + "\n");
-                if (!OperatingSystem.IsWindows())
-                {
-                    System.IO.File.SetUnixFileMode(file, UnixFileMode.UserRead | UnixFileMode.UserWrite);
-                }
+                PrivateFiles.WriteAllText(file, entry + "\n");
+                Created = true;
             }
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)

@@ -15,9 +15,11 @@ internal sealed class MqttIdentityMetrics
 
     private static readonly string[] HookResultNames = ["allow", "deny", "unavailable"];
     private static readonly string[] ActionNames = ["publish", "subscribe"];
+    private static readonly string[] RefusalNames = ["missing", "untrusted", "expired", "usage"];
 
     private readonly long[] _hookResults = new long[HookResultNames.Length];
     private readonly long[] _aclDenials = new long[ActionNames.Length];
+    private readonly long[] _certificateRefusals = new long[RefusalNames.Length];
     private long _hookAttempts;
     private long _hookErrors;
 
@@ -33,6 +35,7 @@ internal sealed class MqttIdentityMetrics
         meter.CreateObservableCounter("relay.mqtt.auth_hook.attempts", () => HookAttempts, "{attempt}", "HTTP requests sent to the authentication hook, retries included.");
         meter.CreateObservableCounter("relay.mqtt.auth_hook.errors", () => HookErrors, "{attempt}", "Hook attempts that timed out, failed to connect, got a 5xx or an unreadable answer.");
         meter.CreateObservableCounter("relay.mqtt.acl.denials", () => Labelled(_aclDenials, ActionNames, "action"), "{request}", "PUBLISH and SUBSCRIBE requests the ACL denied, by action.");
+        meter.CreateObservableCounter("relay.mqtt.client_certificates.refused", () => Labelled(_certificateRefusals, RefusalNames, "reason"), "{handshake}", "TLS client certificates refused in the handshake: missing (Required mode), untrusted (not from the configured CA), expired, usage (no clientAuth).");
         if (pool is not null)
         {
             meter.CreateObservableGauge("relay.mqtt.slow_hash.waiting", () => pool.Waiting, "{verification}", "PBKDF2 verifications (person-chosen device secrets) waiting for a slot.");
@@ -63,6 +66,19 @@ internal sealed class MqttIdentityMetrics
     public void HookResult(MqttAuthOutcome outcome) => Interlocked.Increment(ref _hookResults[HookResultSlot(outcome)]);
 
     public void AclDenied(MqttAction action) => Interlocked.Increment(ref _aclDenials[action == MqttAction.Publish ? 0 : 1]);
+
+    /// <summary>Why a TLS client certificate was refused (the slot order of the metric's labels).</summary>
+    public enum CertificateRefusal
+    {
+        Missing,
+        Untrusted,
+        Expired,
+        Usage,
+    }
+
+    public long CertificatesRefused(CertificateRefusal reason) => Volatile.Read(ref _certificateRefusals[(int)reason]);
+
+    public void CertificateRefused(CertificateRefusal reason) => Interlocked.Increment(ref _certificateRefusals[(int)reason]);
 
     private static int HookResultSlot(MqttAuthOutcome outcome) => outcome switch { MqttAuthOutcome.Allow => 0, MqttAuthOutcome.Unavailable => 2, _ => 1 };
 }

@@ -152,8 +152,9 @@ internal sealed class MqttDatabase : IAsyncDisposable, IDisposable
     {
         ArgumentException.ThrowIfNullOrEmpty(dataDirectory);
         ArgumentOutOfRangeException.ThrowIfLessThan(queueCapacity, 1);
-        Directory.CreateDirectory(dataDirectory);
+        Hosting.PrivateFiles.CreateDirectory(dataDirectory);
         var path = Path.GetFullPath(Path.Combine(dataDirectory, FileName));
+        Hosting.PrivateFiles.PrepareDatabase(path);
         var connection = new SqliteConnection(new SqliteConnectionStringBuilder
         {
             DataSource = path,
@@ -173,6 +174,12 @@ internal sealed class MqttDatabase : IAsyncDisposable, IDisposable
             Execute(connection, "PRAGMA synchronous=NORMAL");
             Execute(connection, string.Create(CultureInfo.InvariantCulture, $"PRAGMA busy_timeout={BusyTimeoutMilliseconds}"));
             Migrate(connection, path);
+        }
+        catch (SqliteException e)
+        {
+            // Garbage, a truncated copy, a disk error: one line naming the file, not a stack trace (review L5).
+            connection.Dispose();
+            throw new Hosting.RelayConfigurationException($"Relay:DataDirectory: '{path}' is not a usable SQLite database ({e.Message}); restore it from a backup or move it away to start empty");
         }
         catch
         {

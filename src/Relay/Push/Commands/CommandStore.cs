@@ -128,8 +128,9 @@ internal sealed class CommandStore : IAsyncDisposable
 
     public static CommandStore Open(string dataDirectory)
     {
-        Directory.CreateDirectory(dataDirectory);
+        Hosting.PrivateFiles.CreateDirectory(dataDirectory);
         var path = Path.GetFullPath(Path.Combine(dataDirectory, FileName));
+        Hosting.PrivateFiles.PrepareDatabase(path);
         var connection = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = path, Mode = SqliteOpenMode.ReadWriteCreate, Pooling = false }.ToString());
         try
         {
@@ -162,6 +163,12 @@ internal sealed class CommandStore : IAsyncDisposable
                     transaction.Commit();
                 }
             }
+        }
+        catch (SqliteException e)
+        {
+            // Garbage, a truncated copy, a disk error: one line naming the file, not a stack trace (review L5).
+            connection.Dispose();
+            throw new Hosting.RelayConfigurationException($"Relay:DataDirectory: '{path}' is not a usable SQLite database ({e.Message}); restore it from a backup or move it away to start empty");
         }
         catch
         {

@@ -34,11 +34,14 @@ public sealed class EngineConfigurationTests
         var data = Directory.CreateTempSubdirectory("relay-enums-").FullName;
         try
         {
+            var (caPath, device) = TestDeviceCa.Create(data, "unused");
+            device.Dispose();
             await using var app = RelayHost.Build(
             [
                 $"--Relay:DataDirectory={data}",
                 "--Relay:Mqtt:TcpTransport=kestrel",
                 "--Relay:Mqtt:ClientCertificateMode=OPTIONAL",
+                $"--Relay:Mqtt:ClientCertificateAuthorityPath={caPath}",
                 "--Relay:Mqtt:QueueDropPolicy=dropnewest",
                 "--Relay:Mqtt:Acl:0:Permission=deny",
                 "--Relay:Mqtt:Acl:0:Action=subscribe",

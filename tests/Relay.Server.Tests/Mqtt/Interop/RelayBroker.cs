@@ -43,7 +43,7 @@ public sealed class RelayBroker : MqttBroker, IMqttBrokerStarter<RelayBroker>
         var work = Directory.CreateTempSubdirectory("mqtt-relay-").FullName;
         var pki = TestPki.Create(work);
         var data = Directory.CreateDirectory(Path.Combine(work, "data")).FullName;
-        int tcp = FreePorts.Tcp(), tls = FreePorts.Tcp(), http = FreePorts.Tcp(), stunTls = FreePorts.Tcp();
+        int tcp = FreePorts.Tcp(), tls = FreePorts.Tcp(), http = FreePorts.Tcp(), https = FreePorts.Tcp(), stunTls = FreePorts.Tcp();
         var stun = FreePorts.UdpAndTcpPair();
         string P(int port) => port.ToString(CultureInfo.InvariantCulture);
         string[] arguments =
@@ -55,6 +55,7 @@ public sealed class RelayBroker : MqttBroker, IMqttBrokerStarter<RelayBroker>
             "--Relay:Mqtt:ListenAddresses:0=127.0.0.1",
             $"--Relay:Mqtt:ConnectTimeoutSeconds={P(ConnectTimeoutSeconds)}",
             $"--Relay:Http:Port={P(http)}",
+            $"--Relay:Http:TlsPort={P(https)}",
             "--Relay:Http:ListenAddresses:0=127.0.0.1",
             $"--Relay:Stun:Port={P(stun)}",
             "--Relay:Stun:ListenAddresses:0=127.0.0.1",
