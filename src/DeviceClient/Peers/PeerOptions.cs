@@ -95,4 +95,7 @@ public sealed class PeerOptions
 
     /// <summary>Run RFC 5780 NAT behavior discovery after connecting and report the result (<c>nat</c> message).</summary>
     public bool ReportNat { get; set; } = true;
+
+    /// <summary>Test hook: behave as a runtime without ChaCha20-Poly1305 (seal and open AES-256-GCM only).</summary>
+    internal bool AesGcmOnly { get; set; }
 }
