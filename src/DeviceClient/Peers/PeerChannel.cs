@@ -57,6 +57,7 @@ public sealed class PeerChannel : IAsyncDisposable
     private long _replayed;
     private long _outsideWindow;
     private long _unknownSource;
+    private long _candidatesDropped;
     private long _lastSuiteNotice = long.MinValue;
     private int _disposed;
 
@@ -132,7 +133,13 @@ public sealed class PeerChannel : IAsyncDisposable
     /// <summary>Data datagrams dropped because they came from an address no authenticated check had validated.</summary>
     public long FramesFromUnknownSource => Interlocked.Read(ref _unknownSource);
 
-    /// <summary>Every data datagram dropped for one of the reasons above.</summary>
+    /// <summary>
+    /// Remote candidates (and peer-reflexive sources) this device refused to check: loopback (unless
+    /// <see cref="PeerOptions.AllowLoopbackCandidates"/>), unspecified, multicast, broadcast, link-local, or unparsable.
+    /// </summary>
+    public long CandidatesDropped => Interlocked.Read(ref _candidatesDropped);
+
+    /// <summary>Every data datagram dropped for one of the reasons above (candidates not included).</summary>
     public long FramesDropped => FramesRejected + FramesReplayed + FramesOutsideWindow + FramesFromUnknownSource;
 
     /// <summary>
@@ -343,6 +350,8 @@ public sealed class PeerChannel : IAsyncDisposable
 
     /// <summary>A data datagram from an address no authenticated check validated (PeerSession): dropped.</summary>
     internal void OnUnknownSource() => Interlocked.Increment(ref _unknownSource);
+
+    internal void OnCandidateDropped() => Interlocked.Increment(ref _candidatesDropped);
 
     /// <summary>An authentic packet (a view of the opened frame, valid during the call).</summary>
     private void OnPacket(ReadOnlyMemory<byte> packet)

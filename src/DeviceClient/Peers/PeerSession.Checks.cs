@@ -67,7 +67,14 @@ internal sealed partial class PeerSession
         lock (_gate)
         {
 
-            // RFC 8445 §7.3.1.3: a check from an address no candidate named is a peer-reflexive candidate.
+            // RFC 8445 §7.3.1.3: a check from an address no candidate named is a peer-reflexive candidate,
+            // under the same rule as the candidates the server relayed.
+            if (!Probeable(source.Address))
+            {
+                _channel.OnCandidateDropped();
+                return;
+            }
+
             if (_knownRemotes.Add(source))
             {
                 if (_learned < MaxLearnedCandidates)

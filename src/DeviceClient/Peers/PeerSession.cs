@@ -107,8 +107,11 @@ internal sealed partial class PeerSession : IPeerTransport
 
         foreach (var candidate in setup.RemoteCandidates.Take(32))
         {
-            if (!IPAddress.TryParse(candidate.Address, out var address) || candidate.Port is <= 0 or > 65535)
+            // Review M10: whatever the server relayed, never check (or probe) an address no peer should be
+            // reached at; the server filters too, but a device does not rely on it.
+            if (!IPAddress.TryParse(candidate.Address, out var address) || candidate.Port is <= 0 or > 65535 || !Probeable(address))
             {
+                _channel.OnCandidateDropped();
                 continue;
             }
 
@@ -447,6 +450,10 @@ internal sealed partial class PeerSession : IPeerTransport
             // Unreachable or refused: a lost datagram, as on any UDP path.
         }
     }
+
+    /// <summary>Whether checks and probes may go to <paramref name="address"/> (Relay.Protocol's CandidateAddress, loopback only when the options allow it).</summary>
+    private bool Probeable(IPAddress address) =>
+        CandidateAddress.IsProbeable(address) || (_options.AllowLoopbackCandidates && CandidateAddress.IsLoopback(address));
 
     private long ToTimestamp(TimeSpan span) => (long)(span.TotalSeconds * _time.TimestampFrequency);
 

@@ -27,6 +27,7 @@ public sealed class PeerChannelSecurityTests
         var options = new PeerOptions
         {
             LocalAddress = IPAddress.Loopback,
+            AllowLoopbackCandidates = true,
             BirthdayProbing = false,
             InitialRetransmitTimeout = TimeSpan.FromMilliseconds(100),
             ServerRetransmission = new StunClientOptions { InitialRto = TimeSpan.FromMilliseconds(100), MaxRequests = 5 },
@@ -242,6 +243,73 @@ public sealed class PeerChannelSecurityTests
         await pair.A.Channel.SendAsync(Text("still direct")).WaitAsync(Bound);
         Assert.Equal("still direct", await pair.B.Channel.ReceiveTextAsync(Bound));
         Assert.Equal(selected, pair.B.Channel.RemoteEndPoint);
+    }
+
+    [Fact]
+    public async Task HostileCandidates_AreNeverChecked_AndBirthdayProbesGoOnlyToTheFilteredServerReflexiveAddress()
+    {
+        // As a hostile peer (or server) would hand them: this host's loopback, multicast, a metadata service,
+        // unspecified, broadcast, a multicast "srflx" listed first, junk; and two honest ones (TEST-NET-1).
+        IReadOnlyList<RendezvousCandidate> remote =
+        [
+            new("host", "127.0.0.1", 4000, 1), new("host", "224.0.0.1", 4000, 1), new("host", "169.254.169.254", 80, 1),
+            new("host", "0.0.0.0", 4000, 1), new("host", "255.255.255.255", 4000, 1), new("srflx", "224.0.0.2", 5000, 1),
+            new("relay", "not-an-address", 3478, 1), new("host", "192.0.2.10", 4000, 1), new("srflx", "192.0.2.20", 6000, 1),
+        ];
+        var options = Options(o =>
+        {
+            o.AllowLoopbackCandidates = false;
+            o.BirthdayProbing = true;
+            o.BirthdayProbes = 40;
+            o.BirthdayWindow = TimeSpan.FromMilliseconds(400);
+        });
+        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        var setup = new PeerSessionSetup("0123456789abcdef0123456789abcdef", "b", RandomNumberGenerator.GetBytes(32), true, remote, "PortRestricted", "Symmetric");
+        await using var session = new PeerSession(setup, new PeerLocal(socket, null, []), options, TimeProvider.System);
+        var checkedAddresses = new ConcurrentDictionary<IPAddress, int>();
+        session.CheckFilter = r =>
+        {
+            checkedAddresses.AddOrUpdate(r.Address, 1, static (_, n) => n + 1);
+            return false; // nothing leaves this host
+        };
+
+        Assert.Equal(7, session.Channel.CandidatesDropped);
+        Assert.Equal(2, session.CheckTargetCount);
+        using var stop = new CancellationTokenSource();
+        var start = session.StartAsync(stop.Token);
+        await Poll.UntilAsync(() => session.ProbesSent > 0, "the first birthday probe", Bound);
+        await session.BirthdayCompleted.WaitAsync(Bound);
+        await stop.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => start);
+
+        Assert.Equal([IPAddress.Parse("192.0.2.10"), IPAddress.Parse("192.0.2.20")], checkedAddresses.Keys.OrderBy(a => a.ToString()));
+        Assert.True(session.ProbesSent > 20);
+        Assert.True(checkedAddresses[IPAddress.Parse("192.0.2.20")] >= session.ProbesSent);
+    }
+
+    [Fact]
+    public async Task ACheckFromALoopbackSource_IsNotLearnedAsPeerReflexive_UnlessTheOptionsAllowIt()
+    {
+        var key = RandomNumberGenerator.GetBytes(32);
+        const string sessionId = "0123456789abcdef0123456789abcdef";
+        foreach (var allow in new[] { false, true })
+        {
+            var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+            socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+            var options = Options(o => o.AllowLoopbackCandidates = allow);
+            await using var session = new PeerSession(new PeerSessionSetup(sessionId, "a", key, false, [], null, null), new PeerLocal(socket, null, []), options, TimeProvider.System);
+            using var stop = new CancellationTokenSource();
+            var start = session.StartAsync(stop.Token);
+            using var peer = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+            peer.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+            await peer.SendToAsync(NominatingCheck(sessionId, key), session.LocalEndPoint);
+            await Poll.UntilAsync(() => session.PeerReflexiveLearned + session.Channel.CandidatesDropped == 1, "the check to be handled", Bound);
+            Assert.Equal(allow ? 1 : 0, session.PeerReflexiveLearned);
+            Assert.Equal(allow ? 0 : 1, session.Channel.CandidatesDropped);
+            await stop.CancelAsync();
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => start);
+        }
     }
 
     /// <summary>A Binding request as the controlling side nominates: USERNAME, ICE-CONTROLLING, USE-CANDIDATE, MESSAGE-INTEGRITY, FINGERPRINT.</summary>

@@ -23,6 +23,7 @@ public sealed class PeerSessionTests
         var options = new PeerOptions
         {
             LocalAddress = IPAddress.Loopback,
+            AllowLoopbackCandidates = true,
             InitialRetransmitTimeout = TimeSpan.FromMilliseconds(100),
             ServerRetransmission = new StunClientOptions { InitialRto = TimeSpan.FromMilliseconds(100), MaxRequests = 5 },
         };
