@@ -12,7 +12,7 @@ using Relay.DeviceClient.Peers;
 const string Usage = """
     PeerDemo --server mqtt://HOST:1883 --device ID --secret S [--connect PEER] [--no-host] [--no-birthday]
              [--relay-only] [--direct-only] [--keepalive SECONDS] [--check-timeout SECONDS]
-             [--recheck SECONDS] [--json]
+             [--recheck SECONDS] [--allow-loopback] [--json]
       --connect PEER   introduce this device to PEER (otherwise wait for a peer to connect)
       --no-host        offer no host candidates (lab tests: only NATed addresses)
       --no-birthday    no birthday-paradox probing
@@ -20,11 +20,12 @@ const string Usage = """
       --keepalive S    keepalive interval of the direct path (default 25)
       --check-timeout S  how long connectivity checks run (default 10)
       --recheck S      while relayed after the checks ended, re-run them this often (default 30, 0 = off)
+      --allow-loopback accept the peer's loopback candidates (both peers on one machine)
       --json           one JSON object per line instead of text
     """;
 
 string? server = null, device = null, secret = null, connect = null;
-bool noHost = false, noBirthday = false, relayOnly = false, directOnly = false, json = false;
+bool noHost = false, noBirthday = false, relayOnly = false, directOnly = false, allowLoopback = false, json = false;
 double keepalive = 25, checkTimeout = 10, recheck = 30;
 for (var i = 0; i < args.Length; i++)
 {
@@ -44,6 +45,7 @@ for (var i = 0; i < args.Length; i++)
             case "--keepalive": keepalive = double.Parse(Next(), CultureInfo.InvariantCulture); break;
             case "--check-timeout": checkTimeout = double.Parse(Next(), CultureInfo.InvariantCulture); break;
             case "--recheck": recheck = double.Parse(Next(), CultureInfo.InvariantCulture); break;
+            case "--allow-loopback": allowLoopback = true; break;
             case "--json": json = true; break;
             default: throw new ArgumentException($"Unknown option {args[i]}.");
         }
@@ -78,6 +80,7 @@ Console.CancelKeyPress += (_, e) =>
 var options = new DeviceClientOptions { Server = serverUri, DeviceId = device, Secret = secret };
 options.Peers.UseHost = !noHost;
 options.Peers.BirthdayProbing = !noBirthday;
+options.Peers.AllowLoopbackCandidates = allowLoopback;
 options.Peers.KeepaliveInterval = TimeSpan.FromSeconds(keepalive);
 options.Peers.CheckTimeout = TimeSpan.FromSeconds(checkTimeout);
 options.Peers.RecheckInterval = TimeSpan.FromSeconds(recheck);
@@ -133,7 +136,9 @@ void ReportPath(PeerChannel channel)
 {
     var rtt = channel.RoundTripTime is { } r ? r.TotalMilliseconds.ToString("0.0", CultureInfo.InvariantCulture) : "?";
     var remote = channel.RemoteEndPoint?.ToString() ?? "-";
-    output.Line("PATH", $"{Name(channel.Path)} {remote} rtt={rtt}ms", ("path", Name(channel.Path)), ("remote", remote), ("rttMs", rtt));
+    // dropped: datagrams refused as unauthentic, replayed, stale or from an unvalidated address (PeerChannel.FramesDropped).
+    var dropped = channel.FramesDropped.ToString(CultureInfo.InvariantCulture);
+    output.Line("PATH", $"{Name(channel.Path)} {remote} rtt={rtt}ms dropped={dropped}", ("path", Name(channel.Path)), ("remote", remote), ("rttMs", rtt), ("dropped", dropped));
 }
 
 async Task ReceiveAsync(PeerChannel channel, CancellationToken cancellationToken)

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Buffers.Binary;
 using System.Net;
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
@@ -19,7 +20,10 @@ internal interface IPeerTransport : IAsyncDisposable
 /// <summary>
 /// A message channel to one peer (docs/rendezvous.md "The channel"): each message is an MQTT PUBLISH at
 /// QoS 1 in one UDP datagram, acknowledged by PUBACK, retransmitted with DUP and delivered once. It sends
-/// over the TURN relay at first and switches to a direct path when a connectivity check succeeds.
+/// over the TURN relay at first and switches to a direct path when a connectivity check succeeds. Every
+/// datagram is sealed with an AEAD under keys derived from the session key (PeerCipher): confidential,
+/// authenticated and never accepted twice, whichever path it took; anything else is dropped and counted
+/// (<see cref="FramesRejected"/>, <see cref="FramesReplayed"/>, <see cref="FramesOutsideWindow"/>).
 /// </summary>
 public sealed class PeerChannel : IAsyncDisposable
 {
@@ -32,6 +36,9 @@ public sealed class PeerChannel : IAsyncDisposable
 
     private readonly PeerOptions _options;
     private readonly TimeProvider _time;
+    private readonly PeerCipher _cipher;
+    private readonly object _sealGate = new();
+    private readonly object _openGate = new();
     private readonly Channel<ReadOnlyMemory<byte>> _received;
     private readonly object _gate = new();
     private readonly Dictionary<ushort, TaskCompletionSource> _inflight = [];
@@ -46,13 +53,20 @@ public sealed class PeerChannel : IAsyncDisposable
     private long _retransmissions;
     private long _duplicates;
     private long _refused;
+    private long _rejected;
+    private long _replayed;
+    private long _outsideWindow;
+    private long _unknownSource;
+    private long _candidatesDropped;
+    private long _lastSuiteNotice = long.MinValue;
     private int _disposed;
 
-    internal PeerChannel(string peerId, PeerOptions options, TimeProvider time)
+    internal PeerChannel(string peerId, PeerOptions options, TimeProvider time, PeerCipher cipher)
     {
         PeerId = peerId;
         _options = options;
         _time = time;
+        _cipher = cipher;
         _received = Channel.CreateBounded<ReadOnlyMemory<byte>>(new BoundedChannelOptions(Math.Max(1, options.ReceiveQueueCapacity))
         {
             SingleWriter = true,
@@ -104,6 +118,31 @@ public sealed class PeerChannel : IAsyncDisposable
     public long RefusedWhileFull => Interlocked.Read(ref _refused);
 
     /// <summary>
+    /// Datagrams dropped because they did not authenticate: forged or altered, sealed under another key (another
+    /// session, or reflected back from our own direction), truncated, of an unknown version, or in a cipher
+    /// suite this runtime lacks. Never delivered.
+    /// </summary>
+    public long FramesRejected => Interlocked.Read(ref _rejected);
+
+    /// <summary>Authentic-looking datagrams dropped because their counter was already accepted: replays. Never delivered.</summary>
+    public long FramesReplayed => Interlocked.Read(ref _replayed);
+
+    /// <summary>Datagrams dropped because their counter was older than the 1,024-frame replay window. Never delivered.</summary>
+    public long FramesOutsideWindow => Interlocked.Read(ref _outsideWindow);
+
+    /// <summary>Data datagrams dropped because they came from an address no authenticated check had validated.</summary>
+    public long FramesFromUnknownSource => Interlocked.Read(ref _unknownSource);
+
+    /// <summary>
+    /// Remote candidates (and peer-reflexive sources) this device refused to check: loopback (unless
+    /// <see cref="PeerOptions.AllowLoopbackCandidates"/>), unspecified, multicast, broadcast, link-local, or unparsable.
+    /// </summary>
+    public long CandidatesDropped => Interlocked.Read(ref _candidatesDropped);
+
+    /// <summary>Every data datagram dropped for one of the reasons above (candidates not included).</summary>
+    public long FramesDropped => FramesRejected + FramesReplayed + FramesOutsideWindow + FramesFromUnknownSource;
+
+    /// <summary>
     /// Sends one message and completes when the peer acknowledged it (PUBACK). Retransmits with DUP on an
     /// exponential timeout; throws <see cref="TimeoutException"/> after <see cref="PeerOptions.MaxSendAttempts"/> sends.
     /// </summary>
@@ -136,7 +175,7 @@ public sealed class PeerChannel : IAsyncDisposable
             var timeout = RoundTripTime is { } rtt ? Clamp(rtt * 2) : _options.InitialRetransmitTimeout;
             for (var attempt = 0; attempt < Math.Max(1, _options.MaxSendAttempts); attempt++)
             {
-                var datagram = WritePublish(id, dup: attempt > 0, message.Span);
+                var datagram = SealPublish(id, dup: attempt > 0, message.Span);
                 var sentAt = _time.GetTimestamp();
                 if (attempt > 0)
                 {
@@ -208,6 +247,14 @@ public sealed class PeerChannel : IAsyncDisposable
         {
             await _transport.DisposeAsync().ConfigureAwait(false);
         }
+
+        lock (_sealGate)
+        {
+            lock (_openGate)
+            {
+                _cipher.Dispose();
+            }
+        }
     }
 
     internal void Attach(IPeerTransport transport) => _transport = transport;
@@ -250,14 +297,68 @@ public sealed class PeerChannel : IAsyncDisposable
         Interlocked.Exchange(ref _rttTicks, old == 0 ? sample.Ticks : ((old * 7) + sample.Ticks) / 8);
     }
 
-    /// <summary>A PUBLISH or PUBACK datagram from the peer (first byte 0x30-0x3F or 0x40, RFC 7983 demultiplexing).</summary>
-    /// <remarks><paramref name="datagram"/> is a view of the receive buffer, valid during the call; the payload is copied once, into the queue.</remarks>
+    /// <summary>A sealed frame from the peer (first byte 0x50-0x5F, RFC 7983 demultiplexing; PeerCipher has the format).</summary>
+    /// <remarks>
+    /// <paramref name="datagram"/> is a view of the receive buffer, valid during the call. It is opened into a
+    /// pooled buffer (no allocation per datagram); the payload is copied once, into the queue. Nothing here throws:
+    /// every refusal is a counted drop.
+    /// </remarks>
     internal void OnDatagram(ReadOnlyMemory<byte> datagram)
     {
         Interlocked.Add(ref _bytesReceived, datagram.Length);
-        var sequence = new ReadOnlySequence<byte>(datagram);
+        if (datagram.Length < PeerCipher.Overhead || datagram.Length > _options.MaxMessageSize + 64 + PeerCipher.Overhead)
+        {
+            Interlocked.Increment(ref _rejected);
+            return;
+        }
 
-        // MQTT 3.1.1 §2.2: one complete packet, exactly filling the datagram; anything else is dropped.
+        var plaintext = ArrayPool<byte>.Shared.Rent(datagram.Length - PeerCipher.Overhead);
+        try
+        {
+            PeerOpenResult result;
+            var length = 0;
+            lock (_openGate)
+            {
+                result = Volatile.Read(ref _disposed) != 0 ? PeerOpenResult.NotAuthentic : _cipher.TryOpen(datagram.Span, plaintext, out length, out _);
+            }
+
+            switch (result)
+            {
+                case PeerOpenResult.Ok:
+                    OnPacket(plaintext.AsMemory(0, length));
+                    break;
+                case PeerOpenResult.Replayed:
+                    Interlocked.Increment(ref _replayed);
+                    break;
+                case PeerOpenResult.TooOld:
+                    Interlocked.Increment(ref _outsideWindow);
+                    break;
+                case PeerOpenResult.UnsupportedSuite:
+                    Interlocked.Increment(ref _rejected);
+                    SendSuiteNotice();
+                    break;
+                default:
+                    Interlocked.Increment(ref _rejected);
+                    break;
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(plaintext, clearArray: true);
+        }
+    }
+
+    /// <summary>A data datagram from an address no authenticated check validated (PeerSession): dropped.</summary>
+    internal void OnUnknownSource() => Interlocked.Increment(ref _unknownSource);
+
+    internal void OnCandidateDropped() => Interlocked.Increment(ref _candidatesDropped);
+
+    /// <summary>An authentic packet (a view of the opened frame, valid during the call).</summary>
+    private void OnPacket(ReadOnlyMemory<byte> packet)
+    {
+        var sequence = new ReadOnlySequence<byte>(packet);
+
+        // MQTT 3.1.1 §2.2: one complete packet, exactly filling the frame; anything else is dropped.
         if (MqttFrameReader.TryRead(ref sequence, _options.MaxMessageSize + 64, out var frame, out _) != OperationStatus.Done || !sequence.IsEmpty)
         {
             return;
@@ -279,6 +380,7 @@ public sealed class PeerChannel : IAsyncDisposable
             return;
         }
 
+        // PINGREQ is the suite notice (SendSuiteNotice): opening it already switched our suite; nothing else to do.
         if (frame.Type != MqttPacketType.Publish
             || MqttPacketReader.ReadPublish(frame, MqttProtocolVersion.V311, out var publish) != MqttDecodeError.None
             || publish.QoS != 1)
@@ -323,13 +425,52 @@ public sealed class PeerChannel : IAsyncDisposable
         }
     }
 
-    private async Task SendAckAsync(IPeerTransport transport, ushort id)
+    /// <summary>
+    /// The peer sealed with a suite we cannot open (it has ChaCha20-Poly1305, we do not): answer with an
+    /// authentic AES-256-GCM frame (an MQTT PINGREQ), so it follows our suite (PeerCipher) before it retransmits.
+    /// At most one per initial retransmission timeout, so spoofed frames cannot make us a traffic source.
+    /// </summary>
+    private void SendSuiteNotice()
     {
-        var writer = new ArrayBufferWriter<byte>(4);
-        MqttPacketWriter.WriteAck(writer, MqttPacketType.PubAck, MqttProtocolVersion.V311, id, MqttReasonCode.Success);
+        var now = _time.GetTimestamp();
+        var last = Interlocked.Read(ref _lastSuiteNotice);
+        var spacing = (long)(_options.InitialRetransmitTimeout.TotalSeconds * _time.TimestampFrequency);
+        if ((last != long.MinValue && now - last < spacing) || Interlocked.CompareExchange(ref _lastSuiteNotice, now, last) != last)
+        {
+            return;
+        }
+
+        var transport = _transport;
+        if (transport is null)
+        {
+            return;
+        }
+
+        // MQTT 3.1.1 §3.12: PINGREQ is 0xC0 0x00.
+        var datagram = new byte[PeerCipher.Overhead + 2];
+        datagram[PeerCipher.HeaderLength] = 0xC0;
+        if (Seal(datagram))
+        {
+            _ = SendQuietlyAsync(transport, datagram);
+        }
+    }
+
+    private Task SendAckAsync(IPeerTransport transport, ushort id)
+    {
+        // MQTT 3.1.1 §3.4: PUBACK is 0x40 0x02 and the packet id.
+        var datagram = new byte[PeerCipher.Overhead + 4];
+        var packet = datagram.AsSpan(PeerCipher.HeaderLength);
+        packet[0] = 0x40;
+        packet[1] = 0x02;
+        BinaryPrimitives.WriteUInt16BigEndian(packet[2..], id);
+        return Seal(datagram) ? SendQuietlyAsync(transport, datagram) : Task.CompletedTask;
+    }
+
+    private async Task SendQuietlyAsync(IPeerTransport transport, ReadOnlyMemory<byte> datagram)
+    {
         try
         {
-            await SendDatagramAsync(transport, writer.WrittenMemory, CancellationToken.None).ConfigureAwait(false);
+            await SendDatagramAsync(transport, datagram, CancellationToken.None).ConfigureAwait(false);
         }
 #pragma warning disable CA1031 // A lost PUBACK is a lost datagram: the sender retransmits.
         catch (Exception)
@@ -344,11 +485,28 @@ public sealed class PeerChannel : IAsyncDisposable
         Interlocked.Add(ref _bytesSent, datagram.Length);
     }
 
-    private static ReadOnlyMemory<byte> WritePublish(ushort id, bool dup, ReadOnlySpan<byte> payload)
+    /// <summary>Seals the packet already written after the header; false when the channel is disposed or its counter space is used up.</summary>
+    private bool Seal(byte[] datagram)
     {
-        var writer = new ArrayBufferWriter<byte>(payload.Length + 16);
-        MqttPacketWriter.WritePublish(writer, MqttProtocolVersion.V311, Topic, 1, false, dup, id, default, payload);
-        return writer.WrittenMemory;
+        lock (_sealGate)
+        {
+            return Volatile.Read(ref _disposed) == 0 && _cipher.TrySeal(datagram);
+        }
+    }
+
+    /// <summary>One datagram: the PUBLISH written straight into its frame (one array, as the unsealed packet was), then sealed in place.</summary>
+    private ReadOnlyMemory<byte> SealPublish(ushort id, bool dup, ReadOnlySpan<byte> payload)
+    {
+        var length = (int)MqttPacketWriter.MeasurePublish(MqttProtocolVersion.V311, Topic, 1, false, dup, id, default, payload);
+        var datagram = new byte[PeerCipher.Overhead + length];
+        MqttPacketWriter.WritePublish(new FrameWriter(datagram), MqttProtocolVersion.V311, Topic, 1, false, dup, id, default, payload);
+        if (!Seal(datagram))
+        {
+            ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+            throw new InvalidOperationException($"The channel to {PeerId} sealed as many frames as its key allows; connect again for fresh keys.");
+        }
+
+        return datagram;
     }
 
     private static TimeSpan Clamp(TimeSpan timeout) =>
@@ -373,4 +531,16 @@ public sealed class PeerChannelEventArgs(PeerChannel channel) : EventArgs
 {
     /// <summary>The channel to the peer; the handler owns it (dispose it to close the session).</summary>
     public PeerChannel Channel { get; } = channel;
+}
+
+/// <summary>Writes an MQTT packet into a frame, between its header and its tag (sized beforehand by MeasurePublish).</summary>
+internal sealed class FrameWriter(byte[] frame) : IBufferWriter<byte>
+{
+    private int _position = PeerCipher.HeaderLength;
+
+    public void Advance(int count) => _position += count;
+
+    public Memory<byte> GetMemory(int sizeHint = 0) => frame.AsMemory(_position, frame.Length - PeerCipher.TagLength - _position);
+
+    public Span<byte> GetSpan(int sizeHint = 0) => GetMemory(sizeHint).Span;
 }

@@ -72,10 +72,20 @@ public sealed class PeerOptions
     /// <summary>Which paths the channel may use.</summary>
     public PeerPathPolicy PathPolicy { get; set; } = PeerPathPolicy.Auto;
 
+    /// <summary>
+    /// Accept loopback candidates from the peer (and check them). Off by default: a hostile peer or server could
+    /// otherwise aim this device's checks at its own loopback services. For peers on one machine (tests, a lab),
+    /// together with <see cref="LocalAddress"/> = <see cref="IPAddress.Loopback"/>.
+    /// </summary>
+    public bool AllowLoopbackCandidates { get; set; }
+
     /// <summary>The local address the session sockets bind to; null binds to any.</summary>
     public IPAddress? LocalAddress { get; set; }
 
-    /// <summary>The largest message <see cref="PeerChannel.SendAsync"/> accepts (one UDP datagram; 1200 B is safe on any path).</summary>
+    /// <summary>
+    /// The largest message <see cref="PeerChannel.SendAsync"/> accepts (one UDP datagram of at most this + 34 bytes:
+    /// 8 of MQTT, 26 of sealing; 1,200 B gives 1,234 B, within IPv4's 1,280-byte safe size with its headers).
+    /// </summary>
     public int MaxMessageSize { get; set; } = 1200;
 
     /// <summary>Messages buffered for <see cref="PeerChannel.ReceiveAsync"/>; when full, new ones are not acknowledged, so the sender retransmits.</summary>
@@ -95,4 +105,7 @@ public sealed class PeerOptions
 
     /// <summary>Run RFC 5780 NAT behavior discovery after connecting and report the result (<c>nat</c> message).</summary>
     public bool ReportNat { get; set; } = true;
+
+    /// <summary>Test hook: behave as a runtime without ChaCha20-Poly1305 (seal and open AES-256-GCM only).</summary>
+    internal bool AesGcmOnly { get; set; }
 }

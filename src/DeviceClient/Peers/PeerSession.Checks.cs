@@ -66,7 +66,15 @@ internal sealed partial class PeerSession
         var select = false;
         lock (_gate)
         {
-            // RFC 8445 §7.3.1.3: a check from an address no candidate named is a peer-reflexive candidate.
+
+            // RFC 8445 §7.3.1.3: a check from an address no candidate named is a peer-reflexive candidate,
+            // under the same rule as the candidates the server relayed.
+            if (!Probeable(source.Address))
+            {
+                _channel.OnCandidateDropped();
+                return;
+            }
+
             if (_knownRemotes.Add(source))
             {
                 if (_learned < MaxLearnedCandidates)
@@ -79,7 +87,20 @@ internal sealed partial class PeerSession
 
             // RFC 8445 §7.3.1.4: a triggered check proves the other direction of this pair.
             triggered = !_valid.Contains((local, source));
-            select = useCandidate && !_setup.Controlling && (_direct is null || !_direct.Value.Remote.Equals(source));
+            if (useCandidate && !_setup.Controlling && (_direct is null || !_direct.Value.Remote.Equals(source)))
+            {
+                // RFC 8445 §7.3.1.5: the nomination takes effect once the pair is valid, i.e. our own check to it
+                // got an authentic answer from it. MESSAGE-INTEGRITY covers the request, not its source address:
+                // a captured check replayed from a third host's address would otherwise move the path there.
+                if (triggered)
+                {
+                    _nominatedPending = (local, source);
+                }
+                else
+                {
+                    select = true;
+                }
+            }
         }
 
         if (triggered)
@@ -89,12 +110,6 @@ internal sealed partial class PeerSession
 
         if (select)
         {
-            // RFC 8445 §7.3.1.5: the controlling side nominated this pair; its check passed our integrity test.
-            lock (_gate)
-            {
-                _valid.Add((local, source));
-            }
-
             Select(local, source);
         }
     }
@@ -117,10 +132,18 @@ internal sealed partial class PeerSession
         }
 
         var nominate = false;
+        var nominated = false;
         lock (_gate)
         {
             // RFC 8445 §7.2.5.3.2: the valid pair is built from where the answer came from.
             _valid.Add((local, source));
+            if (_nominatedPending is { } pending && pending.Socket == local && pending.Remote.Equals(source))
+            {
+                // §7.3.1.5: the controlling side nominated this pair before it was valid; now it is.
+                _nominatedPending = null;
+                nominated = true;
+            }
+
             if (transaction.Kind == TransactionKind.Keepalive)
             {
                 _keepaliveOutstanding = false;
@@ -136,7 +159,7 @@ internal sealed partial class PeerSession
             }
         }
 
-        if (transaction.Kind == TransactionKind.Nominate)
+        if (transaction.Kind == TransactionKind.Nominate || nominated)
         {
             Select(local, source);
         }
@@ -319,6 +342,7 @@ internal sealed partial class PeerSession
                         // docs/rendezvous.md: a path that stops answering checks goes back to the relay and is re-probed.
                         _direct = null;
                         _valid.Clear();
+                        _nominatedPending = null;
                         _checkDeadline = now + ToTimestamp(_options.CheckTimeout);
                         dropped = true;
                     }

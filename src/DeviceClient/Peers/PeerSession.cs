@@ -28,8 +28,8 @@ internal sealed record PeerSessionSetup(
 /// <remarks>
 /// One receive loop per UDP socket (the session socket, plus the birthday sockets) and one over the TURN
 /// client; one check loop on the <see cref="TimeProvider"/>. All state is under <c>_gate</c>, never held
-/// across an await. Datagrams are demultiplexed by their first byte (RFC 7983 §7): 0-3 STUN, 0x30-0x3F
-/// PUBLISH, 0x40 PUBACK.
+/// across an await. Datagrams are demultiplexed by their first byte (RFC 7983 §7): 0-3 STUN, 0x50-0x5F a
+/// sealed channel frame (PeerCipher; 0x51 = version 1).
 /// </remarks>
 internal sealed partial class PeerSession : IPeerTransport
 {
@@ -65,6 +65,7 @@ internal sealed partial class PeerSession : IPeerTransport
 
     private (LocalSocket Socket, IPEndPoint Remote)? _direct;
     private (LocalSocket Socket, IPEndPoint Remote)? _nominating;
+    private (LocalSocket Socket, IPEndPoint Remote)? _nominatedPending;
     private long _startedAt;
     private long _checkDeadline;
     private long _lastRound;
@@ -101,13 +102,16 @@ internal sealed partial class PeerSession : IPeerTransport
         _username = Encoding.UTF8.GetBytes(setup.SessionId);
         _turn = local.Turn;
         _sockets.Add(new LocalSocket(local.Socket, extra: false));
-        _channel = new PeerChannel(setup.PeerId, options, time);
+        _channel = new PeerChannel(setup.PeerId, options, time, new PeerCipher(setup.Key, setup.SessionId, setup.Controlling, ChaCha20Poly1305.IsSupported && !options.AesGcmOnly));
         _channel.Attach(this);
 
         foreach (var candidate in setup.RemoteCandidates.Take(32))
         {
-            if (!IPAddress.TryParse(candidate.Address, out var address) || candidate.Port is <= 0 or > 65535)
+            // Review M10: whatever the server relayed, never check (or probe) an address no peer should be
+            // reached at; the server filters too, but a device does not rely on it.
+            if (!IPAddress.TryParse(candidate.Address, out var address) || candidate.Port is <= 0 or > 65535 || !Probeable(address))
             {
+                _channel.OnCandidateDropped();
                 continue;
             }
 
@@ -402,11 +406,13 @@ internal sealed partial class PeerSession : IPeerTransport
         {
             OnStun(local, source, datagram.Span);
         }
-        else if (first is (>= 0x30 and <= 0x3F) or 0x40)
+        else if (first is (>= 0x50 and <= 0x5F) or (>= 0x30 and <= 0x40))
         {
+            // 0x30-0x40 are the unsealed PUBLISH/PUBACK of clients before the channel was encrypted: the channel
+            // refuses them as unauthentic (counted), rather than calling them noise.
             if (!AcceptsData(local, source))
             {
-                Interlocked.Increment(ref _malformed);
+                _channel.OnUnknownSource();
                 return;
             }
 
@@ -444,6 +450,10 @@ internal sealed partial class PeerSession : IPeerTransport
             // Unreachable or refused: a lost datagram, as on any UDP path.
         }
     }
+
+    /// <summary>Whether checks and probes may go to <paramref name="address"/> (Relay.Protocol's CandidateAddress, loopback only when the options allow it).</summary>
+    private bool Probeable(IPAddress address) =>
+        CandidateAddress.IsProbeable(address) || (_options.AllowLoopbackCandidates && CandidateAddress.IsLoopback(address));
 
     private long ToTimestamp(TimeSpan span) => (long)(span.TotalSeconds * _time.TimestampFrequency);
 

@@ -1,5 +1,4 @@
 using System.Net;
-using System.Net.Sockets;
 using Relay.Protocol.Rendezvous;
 
 namespace Relay.Rendezvous.Introductions;
@@ -43,30 +42,8 @@ internal static class CandidateFilter
         return kept ?? candidates;
     }
 
-    private static bool IsLoopback(IPAddress address) => IPAddress.IsLoopback(address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address);
+    private static bool IsLoopback(IPAddress address) => CandidateAddress.IsLoopback(address);
 
-    /// <summary>False for loopback, unspecified, "this network" (0/8), multicast, broadcast and link-local addresses, in either family.</summary>
-    public static bool IsProbeable(IPAddress address)
-    {
-        if (address.IsIPv4MappedToIPv6)
-        {
-            address = address.MapToIPv4();
-        }
-
-        if (IPAddress.IsLoopback(address) || address.Equals(IPAddress.Any) || address.Equals(IPAddress.IPv6Any))
-        {
-            return false;
-        }
-
-        if (address.AddressFamily == AddressFamily.InterNetworkV6)
-        {
-            return !address.IsIPv6Multicast && !address.IsIPv6LinkLocal && !address.IsIPv6SiteLocal;
-        }
-
-        Span<byte> b = stackalloc byte[4];
-        address.TryWriteBytes(b, out _);
-        return b[0] != 0                          // 0.0.0.0/8: "this network" (RFC 1122 §3.2.1.3)
-            && b[0] < 224                         // 224/4 multicast and 240/4 reserved, 255.255.255.255 broadcast
-            && !(b[0] == 169 && b[1] == 254);     // 169.254/16 link-local (RFC 3927)
-    }
+    /// <summary>False for loopback, unspecified, "this network" (0/8), multicast, broadcast and link-local addresses, in either family (the rule the device applies too).</summary>
+    public static bool IsProbeable(IPAddress address) => CandidateAddress.IsProbeable(address);
 }

@@ -58,7 +58,7 @@ public sealed class PeerDemoTests
                 [
                     DemoDll,
                     "--server", $"mqtt://127.0.0.1:{kit.Server.MqttPort.ToString(CultureInfo.InvariantCulture)}",
-                    "--device", device, "--secret", PushTestKit.Secret, .. extra,
+                    "--device", device, "--secret", PushTestKit.Secret, "--allow-loopback", .. extra,
                 ],
                 TimeSpan.FromMinutes(5),
                 Path.GetDirectoryName(DemoDll),

@@ -38,6 +38,7 @@ public sealed class PeerEndToEndTests
             Secret = PushTestKit.Secret,
         };
         options.Peers.LocalAddress = IPAddress.Loopback;
+        options.Peers.AllowLoopbackCandidates = true;
         options.Peers.InitialRetransmitTimeout = TimeSpan.FromMilliseconds(100);
         options.Peers.ServerRetransmission = new StunClientOptions { InitialRto = TimeSpan.FromMilliseconds(100), MaxRequests = 5 };
         configure?.Invoke(options.Peers);

@@ -24,6 +24,7 @@ public sealed class PeerRecheckTests
         var options = new PeerOptions
         {
             LocalAddress = IPAddress.Loopback,
+            AllowLoopbackCandidates = true,
             BirthdayProbing = false,
             InitialRetransmitTimeout = TimeSpan.FromMilliseconds(100),
             ServerRetransmission = new StunClientOptions { InitialRto = TimeSpan.FromMilliseconds(100), MaxRequests = 5 },
