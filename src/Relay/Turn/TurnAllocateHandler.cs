@@ -129,7 +129,7 @@ internal sealed class TurnAllocateHandler
 
         var lifetime = TurnLifetimes.Granted(request, _options);
         var username = Encoding.UTF8.GetString(auth.Username);
-        if (_allocations.TryReserveQuota(username) is { } limit)
+        if (_allocations.TryReserveQuota(username, context.Client) is { } limit)
         {
             _metrics.LimitHit(limit);
             TurnLog.LogLimitHit(_logger, limit, context.Client, username, 486);
@@ -168,7 +168,7 @@ internal sealed class TurnAllocateHandler
 
         if (socket is null)
         {
-            _allocations.ReleaseQuota(username);
+            _allocations.ReleaseQuota(username, context.Client);
             _metrics.LimitHit(TurnLimit.RelayPorts);
             TurnLog.LogLimitHit(_logger, TurnLimit.RelayPorts, context.Client, username, 508);
             return _responses.Error(header, response, 508, "Insufficient Capacity"u8, auth);
@@ -203,7 +203,7 @@ internal sealed class TurnAllocateHandler
         if (!_allocations.TryAdd(allocation))
         {
             // Two copies of one Allocate raced on different threads; the other one won.
-            _allocations.ReleaseQuota(username);
+            _allocations.ReleaseQuota(username, context.Client);
             socket.Dispose();
             secondary?.Dispose();
             reserved?.Dispose();

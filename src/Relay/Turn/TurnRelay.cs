@@ -43,7 +43,7 @@ internal sealed class TurnRelay : IHostedService, IDisposable
         _logger = loggers.CreateLogger<TurnRelay>();
         _loopLogger = loggers.CreateLogger<RelayIoLoop>();
         _binder = new RelayPortBinder(_options, stunOptions, loggers.CreateLogger<RelayPortBinder>());
-        _allocations = new TurnAllocationTable<TurnAllocation, Socket>(_options.MaxAllocations, _options.MaxAllocationsPerUser, OnAllocationDeleted);
+        _allocations = new TurnAllocationTable<TurnAllocation, Socket>(_options.MaxAllocations, _options.MaxAllocationsPerUser, _options.MaxAllocationsPerIp, OnAllocationDeleted);
         _dataPath = new TurnDataPath(_options, _allocations, metrics, time);
         _tcp = new TurnTcpRelay(_options, metrics, time, loggers.CreateLogger<TurnTcpRelay>());
 
