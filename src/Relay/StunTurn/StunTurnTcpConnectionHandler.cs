@@ -29,6 +29,9 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
     private readonly ILogger<StunTurnTcpConnectionHandler> _logger;
     private readonly PerIpConnectionLimiter _connectionsPerIp;
 
+    // Every line below that a client can cause is sampled: one per slot per 10 s (review M6).
+    private readonly LogThrottle _logThrottle;
+
     public StunTurnTcpConnectionHandler(StunBindingService service, TurnRelay turn, StunMetrics metrics, IOptions<StunOptions> options, TimeProvider time, ILogger<StunTurnTcpConnectionHandler> logger)
     {
         _service = service;
@@ -37,6 +40,7 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
         _options = options.Value.Tcp;
         _idleTimeout = TimeSpan.FromSeconds(_options.IdleTimeoutSeconds);
         _connectionsPerIp = new PerIpConnectionLimiter(_options.MaxConnectionsPerIp, time, LogConnectionLimit);
+        _logThrottle = new LogThrottle(Enum.GetValues<LogSlot>().Length, TimeSpan.FromSeconds(10), time);
         _logger = logger;
     }
 
@@ -75,7 +79,11 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
         {
             _metrics.Connection(transport, -1);
             _connectionsPerIp.Leave(ip);
-            LogConnectionEnded(remote, transport, end);
+            if (_logger.IsEnabled(LogLevel.Debug) && _logThrottle.TryEnter((int)LogSlot.Ended, out var suppressed))
+            {
+                LogConnectionEnded(remote, transport, end, suppressed);
+            }
+
             await connection.Transport.Input.CompleteAsync().ConfigureAwait(false);
             await connection.Transport.Output.CompleteAsync().ConfigureAwait(false);
         }
@@ -216,7 +224,11 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
             if (status != OperationStatus.Done)
             {
                 _metrics.Drop(context.Transport, error == StunParseError.TooLarge ? StunDropReason.TooLarge : StunDropReason.NotStun);
-                LogGarbage(context.Client, context.Transport, error);
+                if (_logThrottle.TryEnter((int)LogSlot.Garbage, out var suppressed))
+                {
+                    LogGarbage(context.Client, context.Transport, error, suppressed);
+                }
+
                 read.End = StunConnectionEnd.ProtocolError;
                 return 0;
             }
@@ -253,7 +265,7 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
         if (_turn!.Find(turnContext.FiveTuple) is null)
         {
             _metrics.Drop(context.Transport, StunDropReason.NotStun);
-            LogBadChannelData(context.Client, context.Transport, ChannelDataError.None);
+            LogBadChannelDataSampled(context.Client, context.Transport, ChannelDataError.None);
             return OperationStatus.InvalidData;
         }
 
@@ -265,7 +277,7 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
         else if (status != OperationStatus.NeedMoreData)
         {
             _metrics.Drop(context.Transport, StunDropReason.NotStun);
-            LogBadChannelData(context.Client, context.Transport, error);
+            LogBadChannelDataSampled(context.Client, context.Transport, error);
             status = OperationStatus.InvalidData;
         }
 
@@ -350,14 +362,30 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
     [LoggerMessage(EventId = 3001, Level = LogLevel.Warning, Message = "Refused STUN connection from {Address}: {Limit} connections already open from it (Relay:Stun:Tcp:MaxConnectionsPerIp)")]
     private partial void LogConnectionLimit(IPAddress address, int limit);
 
-    [LoggerMessage(EventId = 3002, Level = LogLevel.Information, Message = "Closing STUN {Transport} connection from {Client}: not STUN ({Error})")]
-    private partial void LogGarbage(StunAddress client, StunTransport transport, StunParseError error);
+    private void LogBadChannelDataSampled(StunAddress client, StunTransport transport, ChannelDataError error)
+    {
+        if (_logThrottle.TryEnter((int)LogSlot.BadChannelData, out var suppressed))
+        {
+            LogBadChannelData(client, transport, error, suppressed);
+        }
+    }
 
-    [LoggerMessage(EventId = 3004, Level = LogLevel.Information, Message = "Closing {Transport} connection from {Client}: ChannelData that cannot be relayed ({Error}; None = no allocation on this connection)")]
-    private partial void LogBadChannelData(StunAddress client, StunTransport transport, ChannelDataError error);
+    [LoggerMessage(EventId = 3002, Level = LogLevel.Information, Message = "Closing STUN {Transport} connection from {Client}: not STUN ({Error}); {Suppressed} more since the last line (relay_stun_drops_total counts all)")]
+    private partial void LogGarbage(StunAddress client, StunTransport transport, StunParseError error, long suppressed);
 
-    [LoggerMessage(EventId = 3003, Level = LogLevel.Debug, Message = "STUN {Transport} connection from {Remote} ended: {End}")]
-    private partial void LogConnectionEnded(IPEndPoint remote, StunTransport transport, StunConnectionEnd end);
+    [LoggerMessage(EventId = 3004, Level = LogLevel.Information, Message = "Closing {Transport} connection from {Client}: ChannelData that cannot be relayed ({Error}; None = no allocation on this connection); {Suppressed} more since the last line")]
+    private partial void LogBadChannelData(StunAddress client, StunTransport transport, ChannelDataError error, long suppressed);
+
+    [LoggerMessage(EventId = 3003, Level = LogLevel.Debug, Message = "STUN {Transport} connection from {Remote} ended: {End}; {Suppressed} more since the last line")]
+    private partial void LogConnectionEnded(IPEndPoint remote, StunTransport transport, StunConnectionEnd end, long suppressed);
+
+    /// <summary>The sampled log lines, one throttle slot each.</summary>
+    private enum LogSlot
+    {
+        Garbage,
+        BadChannelData,
+        Ended,
+    }
 
     /// <summary>What handling one read's frames came to.</summary>
     private struct ReadOutcome
