@@ -26,6 +26,11 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
     private readonly StunMetrics _metrics;
     private readonly StunTcpOptions _options;
     private readonly TimeSpan _idleTimeout;
+    private readonly TimeSpan _messageTimeout;
+    private readonly TimeProvider _time;
+
+    // Open connections on the server, every address and transport together (Relay:Stun:Tcp:MaxConnections).
+    private int _open;
     private readonly ILogger<StunTurnTcpConnectionHandler> _logger;
     private readonly PerIpConnectionLimiter _connectionsPerIp;
 
@@ -39,6 +44,8 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
         _metrics = metrics;
         _options = options.Value.Tcp;
         _idleTimeout = TimeSpan.FromSeconds(_options.IdleTimeoutSeconds);
+        _messageTimeout = TimeSpan.FromSeconds(_options.MessageTimeoutSeconds);
+        _time = time;
         _connectionsPerIp = new PerIpConnectionLimiter(_options.MaxConnectionsPerIp, time, LogConnectionLimit);
         _logThrottle = new LogThrottle(Enum.GetValues<LogSlot>().Length, TimeSpan.FromSeconds(10), time);
         _logger = logger;
@@ -52,9 +59,24 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
             return;
         }
 
+        // The global cap first: past it a connection costs no per-IP entry and no buffers (review L6).
+        if (Interlocked.Increment(ref _open) > _options.MaxConnections)
+        {
+            Interlocked.Decrement(ref _open);
+            _metrics.Drop(transport, StunDropReason.ConnectionCap);
+            if (_logThrottle.TryEnter((int)LogSlot.Cap, out var held))
+            {
+                LogConnectionCap(remote.Address, _options.MaxConnections, held);
+            }
+
+            connection.Abort(new ConnectionAbortedException("Connection cap (Relay:Stun:Tcp:MaxConnections)"));
+            return;
+        }
+
         var ip = remote.Address;
         if (!_connectionsPerIp.TryEnter(ip))
         {
+            Interlocked.Decrement(ref _open);
             _metrics.Drop(transport, StunDropReason.ConnectionLimit);
             connection.Abort(new ConnectionAbortedException("Per-IP connection limit (Relay:Stun:Tcp:MaxConnectionsPerIp)"));
             return;
@@ -79,6 +101,7 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
         {
             _metrics.Connection(transport, -1);
             _connectionsPerIp.Leave(ip);
+            Interlocked.Decrement(ref _open);
             if (_logger.IsEnabled(LogLevel.Debug) && _logThrottle.TryEnter((int)LogSlot.Ended, out var suppressed))
             {
                 LogConnectionEnded(remote, transport, end, suppressed);
@@ -99,12 +122,18 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
         var sink = new StreamClientSink(connection.Transport.Output);
         var turnContext = new TurnContext(context.Client, context.Local, context.Transport, null, sink);
         var response = ArrayPool<byte>.Shared.Rent(_service.ResponseBufferSize);
-        using var idle = new CancellationTokenSource();
+        // Deadlines on the server's clock (fake in tests). Only a complete message moves them (review L6:
+        // when every read reset the idle timer, one byte a second held a connection forever): a message
+        // started, or the first one awaited since the accept, must complete within _messageTimeout; between
+        // messages the connection may idle for _idleTimeout.
+        using var idle = new CancellationTokenSource(Timeout.InfiniteTimeSpan, _time);
+        long? messageStarted = _time.GetTimestamp();
         try
         {
             while (true)
             {
-                idle.CancelAfter(_idleTimeout);
+                var waitingForMessage = messageStarted is not null;
+                idle.CancelAfter(waitingForMessage ? Remaining(messageStarted.GetValueOrDefault()) : _idleTimeout);
                 ReadResult result;
                 try
                 {
@@ -112,13 +141,14 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
                 }
                 catch (OperationCanceledException) when (idle.IsCancellationRequested)
                 {
-                    _metrics.Drop(context.Transport, StunDropReason.IdleTimeout);
-                    return StunConnectionEnd.IdleTimeout;
+                    _metrics.Drop(context.Transport, waitingForMessage ? StunDropReason.MessageTimeout : StunDropReason.IdleTimeout);
+                    return waitingForMessage ? StunConnectionEnd.MessageTimeout : StunConnectionEnd.IdleTimeout;
                 }
 
                 if (!idle.TryReset())
                 {
-                    return StunConnectionEnd.IdleTimeout;
+                    _metrics.Drop(context.Transport, waitingForMessage ? StunDropReason.MessageTimeout : StunDropReason.IdleTimeout);
+                    return waitingForMessage ? StunConnectionEnd.MessageTimeout : StunConnectionEnd.IdleTimeout;
                 }
 
                 var buffer = result.Buffer;
@@ -152,6 +182,17 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
                 }
                 finally
                 {
+                    // A complete message restarts the clock for the next one; leftover bytes are a message
+                    // under way, which keeps the deadline it started with.
+                    if (read.Frames > 0)
+                    {
+                        messageStarted = buffer.IsEmpty ? null : _time.GetTimestamp();
+                    }
+                    else if (messageStarted is null && !buffer.IsEmpty)
+                    {
+                        messageStarted = _time.GetTimestamp();
+                    }
+
                     if (read.DataPeer is null)
                     {
                         input.AdvanceTo(buffer.Start, buffer.End);
@@ -204,6 +245,7 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
                 var channelStatus = ReadChannelData(ref buffer, context, turnContext);
                 if (channelStatus == OperationStatus.Done)
                 {
+                    read.Frames++;
                     continue;
                 }
 
@@ -233,6 +275,7 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
                 return 0;
             }
 
+            read.Frames++;
             var length = Handle(message, context, turnContext, response, out read.DataPeer);
             if (length > 0)
             {
@@ -362,6 +405,13 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
     [LoggerMessage(EventId = 3001, Level = LogLevel.Warning, Message = "Refused STUN connection from {Address}: {Limit} connections already open from it (Relay:Stun:Tcp:MaxConnectionsPerIp)")]
     private partial void LogConnectionLimit(IPAddress address, int limit);
 
+    /// <summary>What is left of the message deadline that started at <paramref name="started"/>; at least 1 ms.</summary>
+    private TimeSpan Remaining(long started)
+    {
+        var left = _messageTimeout - _time.GetElapsedTime(started);
+        return left > TimeSpan.FromMilliseconds(1) ? left : TimeSpan.FromMilliseconds(1);
+    }
+
     private void LogBadChannelDataSampled(StunAddress client, StunTransport transport, ChannelDataError error)
     {
         if (_logThrottle.TryEnter((int)LogSlot.BadChannelData, out var suppressed))
@@ -369,6 +419,9 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
             LogBadChannelData(client, transport, error, suppressed);
         }
     }
+
+    [LoggerMessage(EventId = 3005, Level = LogLevel.Warning, Message = "Refused STUN connection from {Address}: {Limit} connections open on the server (Relay:Stun:Tcp:MaxConnections); {Suppressed} more since the last line (relay_stun_drops_total{{reason=\"connection_cap\"}} counts all)")]
+    private partial void LogConnectionCap(IPAddress address, int limit, long suppressed);
 
     [LoggerMessage(EventId = 3002, Level = LogLevel.Information, Message = "Closing STUN {Transport} connection from {Client}: not STUN ({Error}); {Suppressed} more since the last line (relay_stun_drops_total counts all)")]
     private partial void LogGarbage(StunAddress client, StunTransport transport, StunParseError error, long suppressed);
@@ -385,6 +438,7 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
         Garbage,
         BadChannelData,
         Ended,
+        Cap,
     }
 
     /// <summary>What handling one read's frames came to.</summary>
@@ -398,6 +452,9 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
 
         /// <summary>Set by a successful ConnectionBind: the peer this stream now carries.</summary>
         public TcpPeerConnection? DataPeer;
+
+        /// <summary>Complete messages handled in this read.</summary>
+        public int Frames;
     }
 }
 
@@ -408,6 +465,7 @@ internal enum StunConnectionEnd
     PeerClosed,
     ProtocolError,
     IdleTimeout,
+    MessageTimeout,
     LimitExceeded,
     Shutdown,
 }
