@@ -27,7 +27,7 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
     private readonly StunTcpOptions _options;
     private readonly TimeSpan _idleTimeout;
     private readonly TimeSpan _messageTimeout;
-    private readonly TimeProvider _time;
+    private readonly TimeProvider _deadlineClock;
 
     // Open connections on the server, every address and transport together (Relay:Stun:Tcp:MaxConnections).
     private int _open;
@@ -45,7 +45,10 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
         _options = options.Value.Tcp;
         _idleTimeout = TimeSpan.FromSeconds(_options.IdleTimeoutSeconds);
         _messageTimeout = TimeSpan.FromSeconds(_options.MessageTimeoutSeconds);
-        _time = time;
+
+        // Connection deadlines are about the wire, so they run on the system clock, as Kestrel's own do:
+        // tests that move the host's clock (nonce and credential expiry) must not time connections out.
+        _deadlineClock = TimeProvider.System;
         _connectionsPerIp = new PerIpConnectionLimiter(_options.MaxConnectionsPerIp, time, LogConnectionLimit);
         _logThrottle = new LogThrottle(Enum.GetValues<LogSlot>().Length, TimeSpan.FromSeconds(10), time);
         _logger = logger;
@@ -122,12 +125,12 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
         var sink = new StreamClientSink(connection.Transport.Output);
         var turnContext = new TurnContext(context.Client, context.Local, context.Transport, null, sink);
         var response = ArrayPool<byte>.Shared.Rent(_service.ResponseBufferSize);
-        // Deadlines on the server's clock (fake in tests). Only a complete message moves them (review L6:
+        // Only a complete message moves the deadlines (review L6:
         // when every read reset the idle timer, one byte a second held a connection forever): a message
         // started, or the first one awaited since the accept, must complete within _messageTimeout; between
         // messages the connection may idle for _idleTimeout.
-        using var idle = new CancellationTokenSource(Timeout.InfiniteTimeSpan, _time);
-        long? messageStarted = _time.GetTimestamp();
+        using var idle = new CancellationTokenSource(Timeout.InfiniteTimeSpan, _deadlineClock);
+        long? messageStarted = _deadlineClock.GetTimestamp();
         try
         {
             while (true)
@@ -186,11 +189,11 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
                     // under way, which keeps the deadline it started with.
                     if (read.Frames > 0)
                     {
-                        messageStarted = buffer.IsEmpty ? null : _time.GetTimestamp();
+                        messageStarted = buffer.IsEmpty ? null : _deadlineClock.GetTimestamp();
                     }
                     else if (messageStarted is null && !buffer.IsEmpty)
                     {
-                        messageStarted = _time.GetTimestamp();
+                        messageStarted = _deadlineClock.GetTimestamp();
                     }
 
                     if (read.DataPeer is null)
@@ -408,7 +411,7 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
     /// <summary>What is left of the message deadline that started at <paramref name="started"/>; at least 1 ms.</summary>
     private TimeSpan Remaining(long started)
     {
-        var left = _messageTimeout - _time.GetElapsedTime(started);
+        var left = _messageTimeout - _deadlineClock.GetElapsedTime(started);
         return left > TimeSpan.FromMilliseconds(1) ? left : TimeSpan.FromMilliseconds(1);
     }
 
