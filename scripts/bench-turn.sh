@@ -149,7 +149,7 @@ start_server() { # coturn|ours cpu-list-or-empty
     "${pin[@]}" dotnet "$OURS_DLL" --Relay:Stun:Port="$OURS_PORT" --Relay:Stun:ListenAddresses:0=127.0.0.1 \
       --Relay:Stun:RateLimit:Enabled=false --Relay:Http:Port="$HTTP_PORT" --Relay:DataDirectory="$WORK/data" \
       --Relay:Turn:Users:0=bench:benchpw --Relay:Turn:Realm=bench --Relay:Turn:AllowLoopbackPeers=true \
-      --Relay:Turn:MaxAllocations=20000 --Relay:Turn:MaxAllocationsPerUser=20000 \
+      --Relay:Turn:MaxAllocations=20000 --Relay:Turn:MaxAllocationsPerUser=20000 --Relay:Turn:MaxAllocationsPerIp=20000 \
       --Relay:Turn:MaxBytesPerSecondPerAllocation=0 $OURS_ARGS >>"$WORK/ours.log" 2>&1 &
     SERVER_PID=$!
     STARTED+=("$SERVER_PID")

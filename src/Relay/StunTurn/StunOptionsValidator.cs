@@ -44,6 +44,8 @@ internal sealed class StunOptionsValidator(IOptions<HttpOptions> http) : IValida
         Check(stun.RateLimit.MaxTrackedSources is >= 16 and <= 16_777_216, "Relay:Stun:RateLimit:MaxTrackedSources", $"must be between 16 and 16777216 (was {stun.RateLimit.MaxTrackedSources})");
         Check(stun.Tcp.MaxConnectionsPerIp >= 1, "Relay:Stun:Tcp:MaxConnectionsPerIp", $"must be at least 1 (was {stun.Tcp.MaxConnectionsPerIp})");
         Check(stun.Tcp.IdleTimeoutSeconds >= 1, "Relay:Stun:Tcp:IdleTimeoutSeconds", $"must be at least 1 (was {stun.Tcp.IdleTimeoutSeconds})");
+        Check(stun.Tcp.MessageTimeoutSeconds is >= 1 and <= 3600, "Relay:Stun:Tcp:MessageTimeoutSeconds", $"must be between 1 and 3600 (was {stun.Tcp.MessageTimeoutSeconds})");
+        Check(stun.Tcp.MaxConnections >= 1, "Relay:Stun:Tcp:MaxConnections", $"must be at least 1 (was {stun.Tcp.MaxConnections})");
         ListenAddresses.Validate(stun.ListenAddresses, "Relay:Stun:ListenAddresses", errors);
         ValidateAlternate(stun, errors, Check);
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);

@@ -26,8 +26,16 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
     private readonly StunMetrics _metrics;
     private readonly StunTcpOptions _options;
     private readonly TimeSpan _idleTimeout;
+    private readonly TimeSpan _messageTimeout;
+    private readonly TimeProvider _deadlineClock;
+
+    // Open connections on the server, every address and transport together (Relay:Stun:Tcp:MaxConnections).
+    private int _open;
     private readonly ILogger<StunTurnTcpConnectionHandler> _logger;
     private readonly PerIpConnectionLimiter _connectionsPerIp;
+
+    // Every line below that a client can cause is sampled: one per slot per 10 s (review M6).
+    private readonly LogThrottle _logThrottle;
 
     public StunTurnTcpConnectionHandler(StunBindingService service, TurnRelay turn, StunMetrics metrics, IOptions<StunOptions> options, TimeProvider time, ILogger<StunTurnTcpConnectionHandler> logger)
     {
@@ -36,7 +44,13 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
         _metrics = metrics;
         _options = options.Value.Tcp;
         _idleTimeout = TimeSpan.FromSeconds(_options.IdleTimeoutSeconds);
+        _messageTimeout = TimeSpan.FromSeconds(_options.MessageTimeoutSeconds);
+
+        // Connection deadlines are about the wire, so they run on the system clock, as Kestrel's own do:
+        // tests that move the host's clock (nonce and credential expiry) must not time connections out.
+        _deadlineClock = TimeProvider.System;
         _connectionsPerIp = new PerIpConnectionLimiter(_options.MaxConnectionsPerIp, time, LogConnectionLimit);
+        _logThrottle = new LogThrottle(Enum.GetValues<LogSlot>().Length, TimeSpan.FromSeconds(10), time);
         _logger = logger;
     }
 
@@ -48,9 +62,24 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
             return;
         }
 
+        // The global cap first: past it a connection costs no per-IP entry and no buffers (review L6).
+        if (Interlocked.Increment(ref _open) > _options.MaxConnections)
+        {
+            Interlocked.Decrement(ref _open);
+            _metrics.Drop(transport, StunDropReason.ConnectionCap);
+            if (_logThrottle.TryEnter((int)LogSlot.Cap, out var held))
+            {
+                LogConnectionCap(remote.Address, _options.MaxConnections, held);
+            }
+
+            connection.Abort(new ConnectionAbortedException("Connection cap (Relay:Stun:Tcp:MaxConnections)"));
+            return;
+        }
+
         var ip = remote.Address;
         if (!_connectionsPerIp.TryEnter(ip))
         {
+            Interlocked.Decrement(ref _open);
             _metrics.Drop(transport, StunDropReason.ConnectionLimit);
             connection.Abort(new ConnectionAbortedException("Per-IP connection limit (Relay:Stun:Tcp:MaxConnectionsPerIp)"));
             return;
@@ -75,7 +104,12 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
         {
             _metrics.Connection(transport, -1);
             _connectionsPerIp.Leave(ip);
-            LogConnectionEnded(remote, transport, end);
+            Interlocked.Decrement(ref _open);
+            if (_logger.IsEnabled(LogLevel.Debug) && _logThrottle.TryEnter((int)LogSlot.Ended, out var suppressed))
+            {
+                LogConnectionEnded(remote, transport, end, suppressed);
+            }
+
             await connection.Transport.Input.CompleteAsync().ConfigureAwait(false);
             await connection.Transport.Output.CompleteAsync().ConfigureAwait(false);
         }
@@ -91,12 +125,18 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
         var sink = new StreamClientSink(connection.Transport.Output);
         var turnContext = new TurnContext(context.Client, context.Local, context.Transport, null, sink);
         var response = ArrayPool<byte>.Shared.Rent(_service.ResponseBufferSize);
-        using var idle = new CancellationTokenSource();
+        // Only a complete message moves the deadlines (review L6:
+        // when every read reset the idle timer, one byte a second held a connection forever): a message
+        // started, or the first one awaited since the accept, must complete within _messageTimeout; between
+        // messages the connection may idle for _idleTimeout.
+        using var idle = new CancellationTokenSource(Timeout.InfiniteTimeSpan, _deadlineClock);
+        long? messageStarted = _deadlineClock.GetTimestamp();
         try
         {
             while (true)
             {
-                idle.CancelAfter(_idleTimeout);
+                var waitingForMessage = messageStarted is not null;
+                idle.CancelAfter(waitingForMessage ? Remaining(messageStarted.GetValueOrDefault()) : _idleTimeout);
                 ReadResult result;
                 try
                 {
@@ -104,13 +144,14 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
                 }
                 catch (OperationCanceledException) when (idle.IsCancellationRequested)
                 {
-                    _metrics.Drop(context.Transport, StunDropReason.IdleTimeout);
-                    return StunConnectionEnd.IdleTimeout;
+                    _metrics.Drop(context.Transport, waitingForMessage ? StunDropReason.MessageTimeout : StunDropReason.IdleTimeout);
+                    return waitingForMessage ? StunConnectionEnd.MessageTimeout : StunConnectionEnd.IdleTimeout;
                 }
 
                 if (!idle.TryReset())
                 {
-                    return StunConnectionEnd.IdleTimeout;
+                    _metrics.Drop(context.Transport, waitingForMessage ? StunDropReason.MessageTimeout : StunDropReason.IdleTimeout);
+                    return waitingForMessage ? StunConnectionEnd.MessageTimeout : StunConnectionEnd.IdleTimeout;
                 }
 
                 var buffer = result.Buffer;
@@ -144,6 +185,17 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
                 }
                 finally
                 {
+                    // A complete message restarts the clock for the next one; leftover bytes are a message
+                    // under way, which keeps the deadline it started with.
+                    if (read.Frames > 0)
+                    {
+                        messageStarted = buffer.IsEmpty ? null : _deadlineClock.GetTimestamp();
+                    }
+                    else if (messageStarted is null && !buffer.IsEmpty)
+                    {
+                        messageStarted = _deadlineClock.GetTimestamp();
+                    }
+
                     if (read.DataPeer is null)
                     {
                         input.AdvanceTo(buffer.Start, buffer.End);
@@ -196,6 +248,7 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
                 var channelStatus = ReadChannelData(ref buffer, context, turnContext);
                 if (channelStatus == OperationStatus.Done)
                 {
+                    read.Frames++;
                     continue;
                 }
 
@@ -216,11 +269,16 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
             if (status != OperationStatus.Done)
             {
                 _metrics.Drop(context.Transport, error == StunParseError.TooLarge ? StunDropReason.TooLarge : StunDropReason.NotStun);
-                LogGarbage(context.Client, context.Transport, error);
+                if (_logThrottle.TryEnter((int)LogSlot.Garbage, out var suppressed))
+                {
+                    LogGarbage(context.Client, context.Transport, error, suppressed);
+                }
+
                 read.End = StunConnectionEnd.ProtocolError;
                 return 0;
             }
 
+            read.Frames++;
             var length = Handle(message, context, turnContext, response, out read.DataPeer);
             if (length > 0)
             {
@@ -253,7 +311,7 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
         if (_turn!.Find(turnContext.FiveTuple) is null)
         {
             _metrics.Drop(context.Transport, StunDropReason.NotStun);
-            LogBadChannelData(context.Client, context.Transport, ChannelDataError.None);
+            LogBadChannelDataSampled(context.Client, context.Transport, ChannelDataError.None);
             return OperationStatus.InvalidData;
         }
 
@@ -265,7 +323,7 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
         else if (status != OperationStatus.NeedMoreData)
         {
             _metrics.Drop(context.Transport, StunDropReason.NotStun);
-            LogBadChannelData(context.Client, context.Transport, error);
+            LogBadChannelDataSampled(context.Client, context.Transport, error);
             status = OperationStatus.InvalidData;
         }
 
@@ -350,14 +408,41 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
     [LoggerMessage(EventId = 3001, Level = LogLevel.Warning, Message = "Refused STUN connection from {Address}: {Limit} connections already open from it (Relay:Stun:Tcp:MaxConnectionsPerIp)")]
     private partial void LogConnectionLimit(IPAddress address, int limit);
 
-    [LoggerMessage(EventId = 3002, Level = LogLevel.Information, Message = "Closing STUN {Transport} connection from {Client}: not STUN ({Error})")]
-    private partial void LogGarbage(StunAddress client, StunTransport transport, StunParseError error);
+    /// <summary>What is left of the message deadline that started at <paramref name="started"/>; at least 1 ms.</summary>
+    private TimeSpan Remaining(long started)
+    {
+        var left = _messageTimeout - _deadlineClock.GetElapsedTime(started);
+        return left > TimeSpan.FromMilliseconds(1) ? left : TimeSpan.FromMilliseconds(1);
+    }
 
-    [LoggerMessage(EventId = 3004, Level = LogLevel.Information, Message = "Closing {Transport} connection from {Client}: ChannelData that cannot be relayed ({Error}; None = no allocation on this connection)")]
-    private partial void LogBadChannelData(StunAddress client, StunTransport transport, ChannelDataError error);
+    private void LogBadChannelDataSampled(StunAddress client, StunTransport transport, ChannelDataError error)
+    {
+        if (_logThrottle.TryEnter((int)LogSlot.BadChannelData, out var suppressed))
+        {
+            LogBadChannelData(client, transport, error, suppressed);
+        }
+    }
 
-    [LoggerMessage(EventId = 3003, Level = LogLevel.Debug, Message = "STUN {Transport} connection from {Remote} ended: {End}")]
-    private partial void LogConnectionEnded(IPEndPoint remote, StunTransport transport, StunConnectionEnd end);
+    [LoggerMessage(EventId = 3005, Level = LogLevel.Warning, Message = "Refused STUN connection from {Address}: {Limit} connections open on the server (Relay:Stun:Tcp:MaxConnections); {Suppressed} more since the last line (relay_stun_drops_total{{reason=\"connection_cap\"}} counts all)")]
+    private partial void LogConnectionCap(IPAddress address, int limit, long suppressed);
+
+    [LoggerMessage(EventId = 3002, Level = LogLevel.Information, Message = "Closing STUN {Transport} connection from {Client}: not STUN ({Error}); {Suppressed} more since the last line (relay_stun_drops_total counts all)")]
+    private partial void LogGarbage(StunAddress client, StunTransport transport, StunParseError error, long suppressed);
+
+    [LoggerMessage(EventId = 3004, Level = LogLevel.Information, Message = "Closing {Transport} connection from {Client}: ChannelData that cannot be relayed ({Error}; None = no allocation on this connection); {Suppressed} more since the last line")]
+    private partial void LogBadChannelData(StunAddress client, StunTransport transport, ChannelDataError error, long suppressed);
+
+    [LoggerMessage(EventId = 3003, Level = LogLevel.Debug, Message = "STUN {Transport} connection from {Remote} ended: {End}; {Suppressed} more since the last line")]
+    private partial void LogConnectionEnded(IPEndPoint remote, StunTransport transport, StunConnectionEnd end, long suppressed);
+
+    /// <summary>The sampled log lines, one throttle slot each.</summary>
+    private enum LogSlot
+    {
+        Garbage,
+        BadChannelData,
+        Ended,
+        Cap,
+    }
 
     /// <summary>What handling one read's frames came to.</summary>
     private struct ReadOutcome
@@ -370,6 +455,9 @@ internal sealed partial class StunTurnTcpConnectionHandler : ConnectionHandler
 
         /// <summary>Set by a successful ConnectionBind: the peer this stream now carries.</summary>
         public TcpPeerConnection? DataPeer;
+
+        /// <summary>Complete messages handled in this read.</summary>
+        public int Frames;
     }
 }
 
@@ -380,6 +468,7 @@ internal enum StunConnectionEnd
     PeerClosed,
     ProtocolError,
     IdleTimeout,
+    MessageTimeout,
     LimitExceeded,
     Shutdown,
 }

@@ -28,6 +28,7 @@ internal sealed class TurnAllocateHandler
     private readonly TurnResponseWriter _responses;
     private readonly TurnMetrics _metrics;
     private readonly TimeProvider _time;
+    private readonly TurnEventLog _events;
     private readonly ILogger _logger;
 
     public TurnAllocateHandler(
@@ -39,8 +40,10 @@ internal sealed class TurnAllocateHandler
         TurnResponseWriter responses,
         TurnMetrics metrics,
         TimeProvider time,
+        TurnEventLog events,
         ILogger<TurnAllocateHandler> logger)
     {
+        _events = events;
         _time = time;
         _options = options;
         _allocations = allocations;
@@ -129,10 +132,10 @@ internal sealed class TurnAllocateHandler
 
         var lifetime = TurnLifetimes.Granted(request, _options);
         var username = Encoding.UTF8.GetString(auth.Username);
-        if (_allocations.TryReserveQuota(username) is { } limit)
+        if (_allocations.TryReserveQuota(username, context.Client) is { } limit)
         {
             _metrics.LimitHit(limit);
-            TurnLog.LogLimitHit(_logger, limit, context.Client, username, 486);
+            _events.LimitHit(limit, context.Client, username, 486);
             return _responses.Error(header, response, 486, "Allocation Quota Reached"u8, auth);
         }
 
@@ -160,7 +163,7 @@ internal sealed class TurnAllocateHandler
                 // The allocation is still granted, on an even port, just without a reserved twin.
                 reserveNext = false;
                 _metrics.LimitHit(TurnLimit.Reservations);
-                TurnLog.LogLimitHit(_logger, TurnLimit.Reservations, context.Client, username, 200);
+                _events.LimitHit(TurnLimit.Reservations, context.Client, username, 200);
             }
 
             socket = _binder.BindUdp(address, hasEvenPort, reserveNext, out reserved);
@@ -168,9 +171,9 @@ internal sealed class TurnAllocateHandler
 
         if (socket is null)
         {
-            _allocations.ReleaseQuota(username);
+            _allocations.ReleaseQuota(username, context.Client);
             _metrics.LimitHit(TurnLimit.RelayPorts);
-            TurnLog.LogLimitHit(_logger, TurnLimit.RelayPorts, context.Client, username, 508);
+            _events.LimitHit(TurnLimit.RelayPorts, context.Client, username, 508);
             return _responses.Error(header, response, 508, "Insufficient Capacity"u8, auth);
         }
 
@@ -203,7 +206,7 @@ internal sealed class TurnAllocateHandler
         if (!_allocations.TryAdd(allocation))
         {
             // Two copies of one Allocate raced on different threads; the other one won.
-            _allocations.ReleaseQuota(username);
+            _allocations.ReleaseQuota(username, context.Client);
             socket.Dispose();
             secondary?.Dispose();
             reserved?.Dispose();
@@ -232,7 +235,10 @@ internal sealed class TurnAllocateHandler
             }
         }
 
-        TurnLog.LogAllocationCreated(_logger, context.Client, allocation.RelayedAddress, allocation.SecondarySocket is null ? (hasAdditional ? "IPv6 refused" : "none") : allocation.SecondaryRelayedAddress.ToString(), username);
+        if (_logger.IsEnabled(LogLevel.Debug))
+        {
+            TurnLog.LogAllocationCreated(_logger, context.Client, allocation.RelayedAddress, allocation.SecondarySocket is null ? (hasAdditional ? "IPv6 refused" : "none") : allocation.SecondaryRelayedAddress.ToString(), LogText.Safe(username));
+        }
         var token = 0UL;
         if (reserved is not null)
         {

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Security.Cryptography;
+using Relay.Protocol.Stun;
 
 namespace Relay.Server.Turn;
 
@@ -24,7 +25,7 @@ internal interface ITurnAllocationEntry
 
 /// <summary>
 /// The allocations of the relay by 5-tuple (RFC 8656 §2.2), the quotas they count against (on the
-/// server and per username), and the ports an EVEN-PORT with R=1 set aside for a later
+/// server, per user and per client address), and the ports an EVEN-PORT with R=1 set aside for a later
 /// RESERVATION-TOKEN (RFC 8656 §7.2); the once-a-second sweep expires all three.
 /// </summary>
 /// <remarks>
@@ -45,21 +46,28 @@ internal sealed class TurnAllocationTable<TAllocation, TReservation> : IDisposab
     private readonly ConcurrentDictionary<TurnFiveTuple, TAllocation> _allocations = new();
     private readonly ConcurrentDictionary<ulong, Reservation> _reservations = new();
     private readonly Dictionary<string, int> _allocationsPerUser = new(StringComparer.Ordinal);
+
+    // Entries exist only while their count is above zero: bounded by the allocations, not by every
+    // user or address ever seen.
+    private readonly Dictionary<StunAddress, int> _allocationsPerSource = [];
     private readonly Lock _quotaGate = new();
     private readonly int _maxAllocations;
     private readonly int _maxAllocationsPerUser;
+    private readonly int _maxAllocationsPerSource;
     private readonly Action<TAllocation> _deleted;
 
     // Quota taken: allocations in the table plus Allocates between TryReserveQuota and TryAdd.
     private long _reservedAllocations;
 
     /// <param name="maxAllocations">Allocations on the server; also the bound on outstanding reservations.</param>
-    /// <param name="maxAllocationsPerUser">Allocations one username may hold.</param>
+    /// <param name="maxAllocationsPerUser">Allocations one user (<see cref="QuotaUser"/>) may hold.</param>
+    /// <param name="maxAllocationsPerIp">Allocations one client address (<see cref="QuotaSource"/>) may hold.</param>
     /// <param name="deleted">Releases what a deleted allocation held; called once per allocation, after it left the table.</param>
-    public TurnAllocationTable(int maxAllocations, int maxAllocationsPerUser, Action<TAllocation> deleted)
+    public TurnAllocationTable(int maxAllocations, int maxAllocationsPerUser, int maxAllocationsPerIp, Action<TAllocation> deleted)
     {
         _maxAllocations = maxAllocations;
         _maxAllocationsPerUser = maxAllocationsPerUser;
+        _maxAllocationsPerSource = maxAllocationsPerIp;
         _deleted = deleted;
     }
 
@@ -77,12 +85,15 @@ internal sealed class TurnAllocationTable<TAllocation, TReservation> : IDisposab
     public TAllocation? Find(in TurnFiveTuple fiveTuple) => _allocations.TryGetValue(fiveTuple, out var allocation) ? allocation : null;
 
     /// <summary>
-    /// Takes one allocation of quota for <paramref name="username"/> before its sockets are bound; null
-    /// when granted, else the limit that refused it (486). Give it back with <see cref="ReleaseQuota"/>
-    /// when the Allocate fails; a deleted allocation gives its own back.
+    /// Takes one allocation of quota for <paramref name="username"/> from <paramref name="client"/> before
+    /// its sockets are bound; null when granted, else the limit that refused it (486, RFC 8656 §7.2).
+    /// Give it back with <see cref="ReleaseQuota"/> when the Allocate fails; a deleted allocation gives
+    /// its own back.
     /// </summary>
-    public TurnLimit? TryReserveQuota(string username)
+    public TurnLimit? TryReserveQuota(string username, in StunAddress client)
     {
+        var user = QuotaUser(username);
+        var source = QuotaSource(client);
         lock (_quotaGate)
         {
             if (_reservedAllocations >= _maxAllocations)
@@ -90,33 +101,81 @@ internal sealed class TurnAllocationTable<TAllocation, TReservation> : IDisposab
                 return TurnLimit.Allocations;
             }
 
-            _allocationsPerUser.TryGetValue(username, out var count);
+            _allocationsPerUser.TryGetValue(user, out var count);
             if (count >= _maxAllocationsPerUser)
             {
                 return TurnLimit.AllocationsPerUser;
             }
 
-            _allocationsPerUser[username] = count + 1;
+            _allocationsPerSource.TryGetValue(source, out var fromSource);
+            if (fromSource >= _maxAllocationsPerSource)
+            {
+                return TurnLimit.AllocationsPerIp;
+            }
+
+            _allocationsPerUser[user] = count + 1;
+            _allocationsPerSource[source] = fromSource + 1;
             _reservedAllocations++;
             return null;
         }
     }
 
-    public void ReleaseQuota(string username)
+    /// <summary>Gives back what <see cref="TryReserveQuota"/> took for the same username and client.</summary>
+    public void ReleaseQuota(string username, in StunAddress client)
     {
+        var user = QuotaUser(username);
+        var source = QuotaSource(client);
         lock (_quotaGate)
         {
             _reservedAllocations--;
-            if (_allocationsPerUser.TryGetValue(username, out var count))
+            Decrement(_allocationsPerUser, user);
+            Decrement(_allocationsPerSource, source);
+        }
+    }
+
+    /// <summary>
+    /// Whose per-user quota a USERNAME counts against: the part after the first ':'. A REST username
+    /// (draft-uberti-behave-turn-rest-00 §2.2, <c>expiry:user</c>) changes with every credential minted,
+    /// so keying on all of it gave each credential a quota of its own (review M5); coturn strips the
+    /// timestamp the same way. Static usernames cannot contain ':' (<c>user:password</c> entries split at
+    /// the first one), so they key on themselves; so does a bare-expiry REST username, which names
+    /// nobody (the per-IP cap still bounds it).
+    /// </summary>
+    public static string QuotaUser(string username)
+    {
+        var colon = username.IndexOf(':', StringComparison.Ordinal);
+        return colon < 0 ? username : username[(colon + 1)..];
+    }
+
+    /// <summary>
+    /// Whose per-IP cap a client counts against: its IPv4 address, or its IPv6 /64 (one subscriber's
+    /// prefix; a host picks any address in it at will). The port is not part of it.
+    /// </summary>
+    public static StunAddress QuotaSource(in StunAddress client)
+    {
+        if (client.IsIPv4)
+        {
+            return client.WithPort(0);
+        }
+
+        Span<byte> bytes = stackalloc byte[16];
+        client.WriteAddressBytes(bytes);
+        bytes[8..].Clear();
+        return StunAddress.FromIPv6(bytes, 0);
+    }
+
+    private static void Decrement<TKey>(Dictionary<TKey, int> counts, TKey key)
+        where TKey : notnull
+    {
+        if (counts.TryGetValue(key, out var count))
+        {
+            if (count <= 1)
             {
-                if (count <= 1)
-                {
-                    _allocationsPerUser.Remove(username);
-                }
-                else
-                {
-                    _allocationsPerUser[username] = count - 1;
-                }
+                counts.Remove(key);
+            }
+            else
+            {
+                counts[key] = count - 1;
             }
         }
     }
@@ -133,7 +192,7 @@ internal sealed class TurnAllocationTable<TAllocation, TReservation> : IDisposab
         }
 
         _allocations.TryRemove(new KeyValuePair<TurnFiveTuple, TAllocation>(allocation.FiveTuple, allocation));
-        ReleaseQuota(allocation.Username);
+        ReleaseQuota(allocation.Username, allocation.FiveTuple.Client);
         _deleted(allocation);
     }
 

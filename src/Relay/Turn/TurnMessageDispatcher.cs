@@ -36,7 +36,7 @@ internal sealed class TurnMessageDispatcher
     private readonly TurnTcpRequestHandler _tcp;
     private readonly TurnDataPath _dataPath;
     private readonly TurnMetrics _metrics;
-    private readonly ILogger _logger;
+    private readonly TurnEventLog _events;
 
     public TurnMessageDispatcher(
         StunReaderLimits limits,
@@ -49,7 +49,7 @@ internal sealed class TurnMessageDispatcher
         TurnTcpRequestHandler tcp,
         TurnDataPath dataPath,
         TurnMetrics metrics,
-        ILogger<TurnMessageDispatcher> logger)
+        TurnEventLog events)
     {
         _limits = limits;
         _allocations = allocations;
@@ -61,7 +61,7 @@ internal sealed class TurnMessageDispatcher
         _tcp = tcp;
         _dataPath = dataPath;
         _metrics = metrics;
-        _logger = logger;
+        _events = events;
     }
 
     /// <summary>
@@ -140,7 +140,7 @@ internal sealed class TurnMessageDispatcher
         var auth = _authenticator.Authenticate(request, context, allocation, keyBuffer, response, out var refused);
         if (!auth.Ok)
         {
-            TurnLog.LogRefused(_logger, MethodName(slot), context.Client, refused.Code);
+            _events.Refused(MethodName(slot), context.Client, refused.Code);
             return refused.Length;
         }
 

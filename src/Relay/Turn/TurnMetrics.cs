@@ -31,6 +31,9 @@ internal enum TurnLimit : byte
 
     /// <summary>An RFC 6062 data connection paused because its allocation used its bandwidth budget.</summary>
     TcpBandwidth,
+
+    /// <summary>Allocations one client address (IPv4, or IPv6 /64) may hold: Relay:Turn:MaxAllocationsPerIp.</summary>
+    AllocationsPerIp,
 }
 
 /// <summary>
@@ -44,7 +47,7 @@ internal sealed class TurnMetrics
     private static readonly string[] MethodNames = ["allocate", "refresh", "create_permission", "channel_bind", "connect", "connection_bind", "other"];
     private static readonly int[] Codes = [200, 400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 446, 447, 486, 508, 0];
     private static readonly string[] DropNames = ["no_allocation", "no_permission", "no_channel", "bandwidth", "client_backpressure", "send_failed", "too_large", "malformed", "peer_denied"];
-    private static readonly string[] LimitNames = ["allocations_per_user", "allocations", "relay_ports", "permissions", "channels", "tcp_connections", "reservations", "tcp_bandwidth"];
+    private static readonly string[] LimitNames = ["allocations_per_user", "allocations", "relay_ports", "permissions", "channels", "tcp_connections", "reservations", "tcp_bandwidth", "allocations_per_ip"];
     private static readonly string[] DirectionNames = ["client_to_peer", "peer_to_client"];
 
     // Allocations created, by kind: single, or dual (an IPv4 and an IPv6 relayed address, RFC 8656 §7.2).

@@ -70,8 +70,19 @@ public sealed class TurnOptions
     /// <summary>How long a NONCE stays valid before a request with it earns 438 Stale Nonce.</summary>
     public int NonceLifetimeSeconds { get; set; } = 600;
 
-    /// <summary>Concurrent allocations one username may hold (486 past it).</summary>
+    /// <summary>
+    /// Concurrent allocations one user may hold (486 past it). The user of a REST username
+    /// (<c>expiry:user</c>) is the part after the first ':', so every credential minted for one device
+    /// counts against one quota.
+    /// </summary>
     public int MaxAllocationsPerUser { get; set; } = 64;
+
+    /// <summary>
+    /// Concurrent allocations one client address (IPv4, or IPv6 /64) may hold, whatever usernames it
+    /// presents (486 past it): a device with many credentials cannot take every relay port. coturn
+    /// (4.6) has no such cap, only user and total quotas.
+    /// </summary>
+    public int MaxAllocationsPerIp { get; set; } = 64;
 
     /// <summary>Concurrent allocations on the server (486 past it); each holds one relay socket.</summary>
     public int MaxAllocations { get; set; } = 16384;

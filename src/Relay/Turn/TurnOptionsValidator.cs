@@ -60,6 +60,7 @@ internal sealed class TurnOptionsValidator : IValidateOptions<TurnOptions>
         AtLeast(o.NonceLifetimeSeconds, 1, nameof(TurnOptions.NonceLifetimeSeconds), errors);
         AtLeast(o.MaxAllocationsPerUser, 1, nameof(TurnOptions.MaxAllocationsPerUser), errors);
         AtLeast(o.MaxAllocations, 1, nameof(TurnOptions.MaxAllocations), errors);
+        AtLeast(o.MaxAllocationsPerIp, 1, nameof(TurnOptions.MaxAllocationsPerIp), errors);
         AtLeast(o.MaxPermissionsPerAllocation, 1, nameof(TurnOptions.MaxPermissionsPerAllocation), errors);
         AtLeast(o.MaxChannelsPerAllocation, 1, nameof(TurnOptions.MaxChannelsPerAllocation), errors);
         AtMost(o.MaxChannelsPerAllocation, MaxChannelNumbers, nameof(TurnOptions.MaxChannelsPerAllocation), errors);

@@ -32,7 +32,9 @@ namespace Relay.Server.Turn;
 internal sealed class TurnPeerPolicy
 {
     // Host-order IPv4 ranges denied by default (RFC 8656 §21.1 leaves the list to the operator; these
-    // are the ones a public relay must never reach). 240/4 includes 255.255.255.255.
+    // are the ones a public relay must never reach). 240/4 includes 255.255.255.255. 198.18/15 (RFC 2544
+    // benchmarking) is left reachable on purpose: labs, the NAT lab tests among them, use it as "the
+    // Internet"; an operator whose network uses it adds it to DeniedPeers.
     private static readonly TurnPeerRange[] DefaultDeniedIPv4 =
     [
         TurnPeerRange.IPv4(0x00000000, 8),  // 0/8 "this network"; Linux sends 0.0.0.0 to loopback (CVE-2020-26262)
@@ -40,7 +42,9 @@ internal sealed class TurnPeerPolicy
         TurnPeerRange.IPv4(0x64400000, 10), // 100.64/10, RFC 6598 carrier-grade NAT
         TurnPeerRange.IPv4(0x7F000000, 8),  // 127/8 loopback
         TurnPeerRange.IPv4(0xA9FE0000, 16), // 169.254/16 link-local, cloud metadata services live here
+        TurnPeerRange.IPv4(0xA83F8110, 32), // 168.63.129.16, Azure's wire server (DHCP, DNS, health probes, VM agent)
         TurnPeerRange.IPv4(0xAC100000, 12), // 172.16/12, RFC 1918
+        TurnPeerRange.IPv4(0xC0000000, 24), // 192.0.0/24, IETF protocol assignments (RFC 6890: not forwardable; DS-Lite, NAT64 discovery)
         TurnPeerRange.IPv4(0xC0A80000, 16), // 192.168/16, RFC 1918
         TurnPeerRange.IPv4(0xE0000000, 4),  // 224/4 multicast
         TurnPeerRange.IPv4(0xF0000000, 4),  // 240/4 reserved, and the limited broadcast address

@@ -16,16 +16,16 @@ internal sealed class TurnPermissionHandler
     private readonly TurnResponseWriter _responses;
     private readonly TurnMetrics _metrics;
     private readonly TimeProvider _time;
-    private readonly ILogger _logger;
+    private readonly TurnEventLog _events;
 
-    public TurnPermissionHandler(TurnOptions options, TurnPeerPolicy peerPolicy, TurnResponseWriter responses, TurnMetrics metrics, TimeProvider time, ILogger<TurnPermissionHandler> logger)
+    public TurnPermissionHandler(TurnOptions options, TurnPeerPolicy peerPolicy, TurnResponseWriter responses, TurnMetrics metrics, TimeProvider time, TurnEventLog events)
     {
         _time = time;
         _options = options;
         _peerPolicy = peerPolicy;
         _responses = responses;
         _metrics = metrics;
-        _logger = logger;
+        _events = events;
     }
 
     public int CreatePermission(in StunMessage request, in TurnContext context, TurnAllocation? allocation, in TurnAuthentication auth, Span<byte> response)
@@ -70,7 +70,7 @@ internal sealed class TurnPermissionHandler
                 if (!allocation.TryInstallPermission(peer, expires, nowMs, _options.MaxPermissionsPerAllocation))
                 {
                     _metrics.LimitHit(TurnLimit.Permissions);
-                    TurnLog.LogLimitHit(_logger, TurnLimit.Permissions, context.Client, allocation.Username, 508);
+                    _events.LimitHit(TurnLimit.Permissions, context.Client, allocation.Username, 508);
                     return _responses.Error(header, response, 508, "Insufficient Capacity"u8, auth);
                 }
             }
@@ -121,7 +121,7 @@ internal sealed class TurnPermissionHandler
                 return _responses.Error(header, response, 400, "Channel or peer already bound"u8, auth);
             case ChannelBindResult.Full:
                 _metrics.LimitHit(TurnLimit.Channels);
-                TurnLog.LogLimitHit(_logger, TurnLimit.Channels, context.Client, allocation.Username, 508);
+                _events.LimitHit(TurnLimit.Channels, context.Client, allocation.Username, 508);
                 return _responses.Error(header, response, 508, "Insufficient Capacity"u8, auth);
         }
 
@@ -151,7 +151,7 @@ internal sealed class TurnPermissionHandler
         if (!_peerPolicy.IsAllowed(peer))
         {
             _metrics.Drop(TurnDropReason.PeerDenied);
-            TurnLog.LogPeerDenied(_logger, peer, context.Client);
+            _events.PeerDenied(peer, context.Client);
             return _responses.Error(header, response, 403, "Forbidden"u8, auth);
         }
 

@@ -43,12 +43,13 @@ internal sealed class TurnRelay : IHostedService, IDisposable
         _logger = loggers.CreateLogger<TurnRelay>();
         _loopLogger = loggers.CreateLogger<RelayIoLoop>();
         _binder = new RelayPortBinder(_options, stunOptions, loggers.CreateLogger<RelayPortBinder>());
-        _allocations = new TurnAllocationTable<TurnAllocation, Socket>(_options.MaxAllocations, _options.MaxAllocationsPerUser, OnAllocationDeleted);
+        _allocations = new TurnAllocationTable<TurnAllocation, Socket>(_options.MaxAllocations, _options.MaxAllocationsPerUser, _options.MaxAllocationsPerIp, OnAllocationDeleted);
         _dataPath = new TurnDataPath(_options, _allocations, metrics, time);
-        _tcp = new TurnTcpRelay(_options, metrics, time, loggers.CreateLogger<TurnTcpRelay>());
+        var events = new TurnEventLog(time, _logger);
+        _tcp = new TurnTcpRelay(_options, metrics, time, events);
 
         var responses = new TurnResponseWriter(System.Text.Encoding.UTF8.GetBytes(stunOptions.Software ?? string.Empty), metrics);
-        var permissions = new TurnPermissionHandler(_options, new TurnPeerPolicy(_options, ServerAddresses(_binder)), responses, metrics, time, loggers.CreateLogger<TurnPermissionHandler>());
+        var permissions = new TurnPermissionHandler(_options, new TurnPeerPolicy(_options, ServerAddresses(_binder)), responses, metrics, time, events);
         _dispatcher = new TurnMessageDispatcher(
             // One bound for every STUN message, Send indications included: Relay:Stun:MaxMessageSize (4 KiB
             // by default, room for any MTU-sized payload). Bulk data belongs in ChannelData anyway.
@@ -56,13 +57,13 @@ internal sealed class TurnRelay : IHostedService, IDisposable
             _allocations,
             new TurnAuthenticator(credentials, nonces, _options.Realm, responses),
             responses,
-            new TurnAllocateHandler(_options, _allocations, _binder, _loops, _tcp, responses, metrics, time, loggers.CreateLogger<TurnAllocateHandler>()),
+            new TurnAllocateHandler(_options, _allocations, _binder, _loops, _tcp, responses, metrics, time, events, loggers.CreateLogger<TurnAllocateHandler>()),
             new TurnRefreshHandler(_options, _allocations, responses, time),
             permissions,
             new TurnTcpRequestHandler(_options, _tcp, permissions, responses, metrics, time),
             _dataPath,
             metrics,
-            loggers.CreateLogger<TurnMessageDispatcher>());
+            events);
     }
 
     public bool Enabled => _options.Enabled;
@@ -167,7 +168,10 @@ internal sealed class TurnRelay : IHostedService, IDisposable
             allocation.SecondarySocket?.Dispose();
         }
 
-        TurnLog.LogAllocationDeleted(_logger, allocation.FiveTuple.Client, allocation.RelayedAddress, allocation.Username);
+        if (_logger.IsEnabled(LogLevel.Debug))
+        {
+            TurnLog.LogAllocationDeleted(_logger, allocation.FiveTuple.Client, allocation.RelayedAddress, LogText.Safe(allocation.Username));
+        }
     }
 
     private void Sweep()

@@ -22,16 +22,16 @@ internal sealed class TurnTcpRelay
 
     private readonly ConcurrentDictionary<uint, TcpPeerConnection> _connections = new();
     private readonly TurnMetrics _metrics;
-    private readonly ILogger _logger;
+    private readonly TurnEventLog _events;
     private readonly int _maxConnectionsPerAllocation;
     private readonly long _bytesPerSecond;
     private readonly TimeProvider _time;
 
-    public TurnTcpRelay(TurnOptions options, TurnMetrics metrics, TimeProvider time, ILogger<TurnTcpRelay> logger)
+    public TurnTcpRelay(TurnOptions options, TurnMetrics metrics, TimeProvider time, TurnEventLog events)
     {
         _time = time;
         _metrics = metrics;
-        _logger = logger;
+        _events = events;
 
         // Relay:Turn:MaxPermissionsPerAllocation bounds an allocation's peer connections too.
         _maxConnectionsPerAllocation = options.MaxPermissionsPerAllocation;
@@ -204,7 +204,7 @@ internal sealed class TurnTcpRelay
         _metrics.LimitHit(TurnLimit.TcpBandwidth);
         if (connection.TryMarkPaced())
         {
-            TurnLog.LogTcpPaced(_logger, connection.PeerAddress.ToString(), cap);
+            _events.TcpPaced(connection.PeerAddress, cap);
         }
 
         return new ValueTask(Task.Delay(TimeSpan.FromMilliseconds(connection.Allocation.MillisecondsLeftInWindow(nowMs)), _time));

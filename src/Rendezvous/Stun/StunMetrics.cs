@@ -31,6 +31,10 @@ public enum StunDropReason : byte
     ConnectionLimit,
     /// <summary>A TCP/TLS connection idle past its timeout.</summary>
     IdleTimeout,
+    /// <summary>A TCP/TLS connection refused because the server holds <c>Relay:Stun:Tcp:MaxConnections</c>.</summary>
+    ConnectionCap,
+    /// <summary>A TCP/TLS connection closed because a message was not complete within <c>Relay:Stun:Tcp:MessageTimeoutSeconds</c>.</summary>
+    MessageTimeout,
 }
 
 /// <summary>
@@ -45,7 +49,7 @@ public sealed class StunMetrics
 
     private static readonly string[] TransportNames = ["udp", "tcp", "tls"];
     private static readonly string[] KindNames = ["rfc5389", "rfc3489"];
-    private static readonly string[] DropReasonNames = ["not_stun", "rate_limited", "not_request", "send_failed", "too_large", "connection_limit", "idle_timeout"];
+    private static readonly string[] DropReasonNames = ["not_stun", "rate_limited", "not_request", "send_failed", "too_large", "connection_limit", "idle_timeout", "connection_cap", "message_timeout"];
     private static readonly int[] Codes = [200, 400, 420, 0];
 
     private readonly long[] _requests = new long[TransportNames.Length * KindNames.Length];

@@ -76,6 +76,20 @@ public sealed class StunTcpOptions
     /// <summary>Concurrent STUN TCP/TLS connections from one IP address.</summary>
     public int MaxConnectionsPerIp { get; set; } = 64;
 
-    /// <summary>A connection that sends nothing for this long is closed.</summary>
+    /// <summary>A connection that completes no message for this long is closed (bytes of an unfinished one do not count).</summary>
     public int IdleTimeoutSeconds { get; set; } = 300;
+
+    /// <summary>
+    /// A message (STUN or ChannelData) must be complete this long after its first byte arrived, and the
+    /// first message this long after the connection was accepted; otherwise the connection is closed
+    /// (slowloris). 10 s is ample for a 4 KiB message on any link that can carry TURN.
+    /// </summary>
+    public int MessageTimeoutSeconds { get; set; } = 10;
+
+    /// <summary>
+    /// Open STUN/TURN TCP and TLS connections on the server, all addresses together; past it, new
+    /// connections are closed at once (counted as <c>drops{reason="connection_cap"}</c>). Each holds a
+    /// file descriptor: keep it below the process's limit (<c>ulimit -n</c>) minus relay sockets.
+    /// </summary>
+    public int MaxConnections { get; set; } = 10_000;
 }

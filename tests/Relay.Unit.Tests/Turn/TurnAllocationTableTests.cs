@@ -13,6 +13,8 @@ public sealed class TurnAllocationTableTests
 {
     private const long Start = 1_000_000;
 
+    private static readonly StunAddress Client = StunAddress.FromEndPoint(new System.Net.IPEndPoint(System.Net.IPAddress.Parse("192.0.2.1"), 1));
+
     private readonly List<FakeAllocation> _deleted = [];
 
     [Fact]
@@ -20,29 +22,58 @@ public sealed class TurnAllocationTableTests
     {
         var table = Table(maxAllocations: 10, maxPerUser: 2);
 
-        Assert.Null(table.TryReserveQuota("alice"));
-        Assert.Null(table.TryReserveQuota("alice"));
-        Assert.Equal(TurnLimit.AllocationsPerUser, table.TryReserveQuota("alice"));
-        Assert.Null(table.TryReserveQuota("bob"));
+        Assert.Null(table.TryReserveQuota("alice", Client));
+        Assert.Null(table.TryReserveQuota("alice", Client));
+        Assert.Equal(TurnLimit.AllocationsPerUser, table.TryReserveQuota("alice", Client));
+        Assert.Null(table.TryReserveQuota("bob", Client));
 
         // Usernames are compared exactly: "Alice" is somebody else.
-        Assert.Null(table.TryReserveQuota("Alice"));
+        Assert.Null(table.TryReserveQuota("Alice", Client));
+    }
+
+    [Theory]
+    [InlineData("alice", "alice")]
+    [InlineData("1700000000:d1", "d1")]
+    [InlineData("1700000999:d1", "d1")]
+    [InlineData("1700000000:a:b", "a:b")]
+    [InlineData("1700000000", "1700000000")]
+    public void Quota_PerUser_KeysOnTheUserAfterTheRestExpiry(string username, string user) =>
+        Assert.Equal(user, TurnAllocationTable<FakeAllocation, FakePort>.QuotaUser(username));
+
+    [Fact]
+    public void Quota_PerIp_CountsTheAddressNotThePort_AndIPv6ByItsSlash64()
+    {
+        var table = new TurnAllocationTable<FakeAllocation, FakePort>(maxAllocations: 100, maxAllocationsPerUser: 100, maxAllocationsPerIp: 2, _deleted.Add);
+        static StunAddress At(string address, ushort port) => StunAddress.FromEndPoint(new System.Net.IPEndPoint(System.Net.IPAddress.Parse(address), port));
+
+        Assert.Null(table.TryReserveQuota("a", At("192.0.2.7", 1000)));
+        Assert.Null(table.TryReserveQuota("b", At("192.0.2.7", 1001)));
+        Assert.Equal(TurnLimit.AllocationsPerIp, table.TryReserveQuota("c", At("192.0.2.7", 1002)));
+        Assert.Null(table.TryReserveQuota("c", At("192.0.2.8", 1002)));
+
+        Assert.Null(table.TryReserveQuota("d", At("2001:db8:1:2::1", 1)));
+        Assert.Null(table.TryReserveQuota("e", At("2001:db8:1:2:ffff::9", 1)));
+        Assert.Equal(TurnLimit.AllocationsPerIp, table.TryReserveQuota("f", At("2001:db8:1:2:abcd::1", 1)));
+        Assert.Null(table.TryReserveQuota("f", At("2001:db8:1:3::1", 1)));
+
+        table.ReleaseQuota("a", At("192.0.2.7", 5555));
+        Assert.Null(table.TryReserveQuota("g", At("192.0.2.7", 1003)));
     }
 
     [Fact]
     public void Quota_OnTheServer_CountsEveryUser_AndAReleasedQuotaCanBeTakenAgain()
     {
         var table = Table(maxAllocations: 3, maxPerUser: 2);
-        Assert.Null(table.TryReserveQuota("alice"));
-        Assert.Null(table.TryReserveQuota("bob"));
-        Assert.Null(table.TryReserveQuota("carol"));
+        Assert.Null(table.TryReserveQuota("alice", Client));
+        Assert.Null(table.TryReserveQuota("bob", Client));
+        Assert.Null(table.TryReserveQuota("carol", Client));
 
-        Assert.Equal(TurnLimit.Allocations, table.TryReserveQuota("dave"));
+        Assert.Equal(TurnLimit.Allocations, table.TryReserveQuota("dave", Client));
 
         // An Allocate that failed after taking its quota gives it back.
-        table.ReleaseQuota("bob");
-        Assert.Null(table.TryReserveQuota("dave"));
-        Assert.Equal(TurnLimit.Allocations, table.TryReserveQuota("bob"));
+        table.ReleaseQuota("bob", Client);
+        Assert.Null(table.TryReserveQuota("dave", Client));
+        Assert.Equal(TurnLimit.Allocations, table.TryReserveQuota("bob", Client));
     }
 
     [Fact]
@@ -50,7 +81,7 @@ public sealed class TurnAllocationTableTests
     {
         var table = Table(maxAllocations: 10, maxPerUser: 1);
         var allocation = Allocate(table, "alice", port: 1, expiresAtMs: Start + 600_000);
-        Assert.Equal(TurnLimit.AllocationsPerUser, table.TryReserveQuota("alice"));
+        Assert.Equal(TurnLimit.AllocationsPerUser, table.TryReserveQuota("alice", Client));
 
         table.Delete(allocation);
         table.Delete(allocation);
@@ -62,8 +93,8 @@ public sealed class TurnAllocationTableTests
         Assert.Equal(0, table.Count);
 
         // Exactly one quota came back: one more Allocate fits, a second does not.
-        Assert.Null(table.TryReserveQuota("alice"));
-        Assert.Equal(TurnLimit.AllocationsPerUser, table.TryReserveQuota("alice"));
+        Assert.Null(table.TryReserveQuota("alice", Client));
+        Assert.Equal(TurnLimit.AllocationsPerUser, table.TryReserveQuota("alice", Client));
     }
 
     [Fact]
@@ -71,7 +102,7 @@ public sealed class TurnAllocationTableTests
     {
         var table = Table(maxAllocations: 10, maxPerUser: 10);
         var first = Allocate(table, "alice", port: 1, expiresAtMs: Start + 600_000);
-        Assert.Null(table.TryReserveQuota("alice"));
+        Assert.Null(table.TryReserveQuota("alice", Client));
 
         Assert.False(table.TryAdd(new FakeAllocation(first.FiveTuple, "alice", Start + 600_000)));
         Assert.Same(first, table.Find(first.FiveTuple));
@@ -145,8 +176,8 @@ public sealed class TurnAllocationTableTests
         Assert.Equal(0, table.Count);
 
         // Both quotas came back.
-        Assert.Null(table.TryReserveQuota("alice"));
-        Assert.Null(table.TryReserveQuota("bob"));
+        Assert.Null(table.TryReserveQuota("alice", Client));
+        Assert.Null(table.TryReserveQuota("bob", Client));
     }
 
     [Fact]
@@ -192,12 +223,12 @@ public sealed class TurnAllocationTableTests
     }
 
     private TurnAllocationTable<FakeAllocation, FakePort> Table(int maxAllocations, int maxPerUser) =>
-        new(maxAllocations, maxPerUser, _deleted.Add);
+        new(maxAllocations, maxPerUser, maxAllocationsPerIp: 1000, _deleted.Add);
 
     /// <summary>What the Allocate handler does: quota first, then the entry.</summary>
     private static FakeAllocation Allocate(TurnAllocationTable<FakeAllocation, FakePort> table, string user, ushort port, long expiresAtMs)
     {
-        Assert.Null(table.TryReserveQuota(user));
+        Assert.Null(table.TryReserveQuota(user, Client));
         var allocation = new FakeAllocation(FiveTuple(port), user, expiresAtMs);
         Assert.True(table.TryAdd(allocation));
         return allocation;
