@@ -18,12 +18,11 @@ internal sealed partial class MqttConnection : IMqttSessionConnection
     private readonly MqttOptions _options;
     private readonly MqttMetrics _metrics;
     private readonly PipeReader _input;
-    private readonly PipeWriter _output;
+    private readonly MqttConnectionOutput _out;
     private readonly MqttTransport _transport;
     private readonly IPEndPoint? _remote;
     private readonly X509Certificate2? _clientCertificate;
     private readonly ILogger _logger;
-    private readonly Lock _writeLock = new();
     private readonly int _preConnectLimit;
 
     // Cancelled by the sweep when the CONNECT deadline passes while the CONNECT is being authenticated.
@@ -60,7 +59,7 @@ internal sealed partial class MqttConnection : IMqttSessionConnection
         _options = services.Options;
         _metrics = services.Metrics;
         _input = transport.Input;
-        _output = transport.Output;
+        _out = new MqttConnectionOutput(transport.Output, services.Metrics, services.Options.MaxPendingOutputBytes, OutputLimitHit);
         _transport = kind;
         _remote = remote;
         _clientCertificate = clientCertificate;
@@ -122,7 +121,7 @@ internal sealed partial class MqttConnection : IMqttSessionConnection
 
                 var buffer = result.Buffer;
                 var stop = (MqttEndReason?)null;
-                BeginBatch();
+                _out.BeginBatch();
                 try
                 {
                     // Drain every complete packet of this read before flushing once (Kestrel's loop shape).
@@ -172,7 +171,7 @@ internal sealed partial class MqttConnection : IMqttSessionConnection
                 finally
                 {
                     _input.AdvanceTo(buffer.Start, buffer.End);
-                    EndBatch();
+                    _out.EndBatch();
                 }
 
                 if (stop is { } reason)
@@ -258,10 +257,7 @@ internal sealed partial class MqttConnection : IMqttSessionConnection
         }
 
         // Over Relay:Mqtt:MaxPendingOutputBytes and still not reading: everything to it is being dropped.
-        if (OverOutputLimitFor(now, StuckOutputMilliseconds))
-        {
-            EndForStuckOutput();
-        }
+        _out.EndIfOverLimitFor(now, StuckOutputMilliseconds);
     }
 
     /// <summary>A protocol failure: v5 gets DISCONNECT with the reason (§4.13), v3.1.1 a close; logged, never at Error.</summary>
@@ -291,7 +287,7 @@ internal sealed partial class MqttConnection : IMqttSessionConnection
     {
         // Closing first: from here a message routed to this connection stays with the session (in flight,
         // unsent) instead of going into a pipe nobody will read; what was written before is flushed.
-        await DrainAsync().ConfigureAwait(false);
+        await _out.DrainAsync().ConfigureAwait(false);
         _metrics.Ended(end);
         if (_session is { } session)
         {

@@ -97,7 +97,8 @@ internal sealed class MqttDevices : IDevicePresence, IDeviceConnections, IMqttDe
         foreach (var retained in _retained.Match("devices/" + deviceId + "/#"))
         {
             // An empty retained PUBLISH is MQTT's way to delete one [MQTT-3.3.1-10]; subscribers see the clear.
-            await _router.PublishAsync(new StoredMessage(retained.Topic, ReadOnlyMemory<byte>.Empty, 0, true, null, null), publisherClientId: null, persistRetained: true, cancellationToken).ConfigureAwait(false);
+            var clear = new StoredMessage(retained.Topic, ReadOnlyMemory<byte>.Empty, 0, true, null, null);
+            await _router.PublishAsync(clear, publisherClientId: null, persistRetained: true, cancellationToken).ConfigureAwait(false);
         }
     }
 

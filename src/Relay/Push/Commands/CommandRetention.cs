@@ -87,9 +87,15 @@ internal sealed partial class CommandRetention : IDisposable
         }
     }
 
-    [LoggerMessage(EventId = 7011, Level = LogLevel.Information, Message = "Push: deleted {Count} command(s) final for more than {Days} day(s) (Relay:Push:RetainFinishedDays), with their transitions")]
+    [LoggerMessage(
+        EventId = 7011,
+        Level = LogLevel.Information,
+        Message = "Push: deleted {Count} command(s) final for more than {Days} day(s) (Relay:Push:RetainFinishedDays), with their transitions")]
     private partial void LogPruned(long count, int days);
 
-    [LoggerMessage(EventId = 7012, Level = LogLevel.Error, Message = "Push: pruning finished commands failed after {Count} deletion(s); retried within the hour")]
+    [LoggerMessage(
+        EventId = 7012,
+        Level = LogLevel.Error,
+        Message = "Push: pruning finished commands failed after {Count} deletion(s); retried within the hour")]
     private partial void LogPruneFailed(Exception exception, long count);
 }
