@@ -128,6 +128,8 @@ fi
 # 60; 0 skips it), after the tests so it never delays their verdict. One "test" per target, passed when
 # afl-fuzz found no crash and no hang in its budget; the inputs it found stay in artifacts/fuzz for triage.
 fuzz_seconds=${RELAY_FUZZ_SECONDS:-60}
+# The fast tier is the unit tests alone; the coverage-guided fuzzing belongs to the full run.
+if ((fast == 1)); then fuzz_seconds=0; fi
 if [[ $fuzz_seconds =~ ^[0-9]+$ ]] && ((fuzz_seconds > 0)); then
   fuzz_log="$results/fuzz.log"
   scripts/fuzz.sh --seconds "$fuzz_seconds" --out artifacts/fuzz >"$fuzz_log" 2>&1
