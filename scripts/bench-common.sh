@@ -53,3 +53,13 @@ PRIO=()
 if [[ $NICE != 0 ]]; then
   if [[ $NICE -lt 0 && $(id -u) != 0 ]]; then log "--nice $NICE needs root; running at normal priority"; else PRIO=(nice -n "$NICE"); fi
 fi
+
+# Waits up to 60 s for 127.0.0.1:PORT to accept a TCP connection; fails early when PID has exited.
+wait_port() { # port pid
+  for _ in $(seq 600); do
+    kill -0 "$2" 2>/dev/null || return 1
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}

@@ -59,15 +59,6 @@ HTTP_PORT=$(pick_port 18080 "$MQTT_PORT")
 STUN_PORT=$(pick_port 23478 "$MQTT_PORT" "$HTTP_PORT")
 TOKEN=bench-dc-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 
-wait_port() { # port pid
-  for _ in $(seq 600); do
-    kill -0 "$2" 2>/dev/null || return 1
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
-
 dotnet "$OURS_DLL" --Relay:DataDirectory="$WORK/data" \
   --Relay:Mqtt:Port="$MQTT_PORT" --Relay:Mqtt:ListenAddresses:0=127.0.0.1 --Relay:Mqtt:WebSocket=false \
   --Relay:Http:Port="$HTTP_PORT" --Relay:Http:ListenAddresses:0=127.0.0.1 \

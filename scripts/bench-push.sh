@@ -86,15 +86,6 @@ MQTT_PORT=$(pick_port 21883)
 HTTP_PORT=$(pick_port 18080 "$MQTT_PORT")
 STUN_PORT=$(pick_port 23478 "$MQTT_PORT" "$HTTP_PORT")
 
-wait_port() { # port pid
-  for _ in $(seq 600); do
-    kill -0 "$2" 2>/dev/null || return 1
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
-
 # The API rate limit (100/s per token by default) is off: the point is the server's capacity, not the
 # limit. The back-end service account may use devices/# (publish commands, read the reference replies).
 # shellcheck disable=SC2086 # deliberate word splitting of extra options

@@ -91,15 +91,6 @@ MQTT_PORT=$(pick_port 21883)
 HTTP_PORT=$(pick_port 18080 "$MQTT_PORT")
 STUN_PORT=$(pick_port 23478 "$MQTT_PORT" "$HTTP_PORT")
 
-wait_port() { # port pid
-  for _ in $(seq 600); do
-    kill -0 "$2" 2>/dev/null || return 1
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
-
 # Limits that would refuse the generator for what it is rather than for what it does are lifted: all
 # devices come from 127.0.0.2..(1+sources) (connections per IP), the back end is one API token (rate
 # limit), the TURN clients are one user on one address (allocations per user, STUN rate limit), and

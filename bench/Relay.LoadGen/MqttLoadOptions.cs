@@ -65,30 +65,9 @@ internal sealed class MqttLoadOptions
     {
         options = null;
         error = null;
-        var values = new Dictionary<string, string>(StringComparer.Ordinal);
-        var flags = new HashSet<string>(StringComparer.Ordinal);
-        for (var i = start; i < args.Length; i++)
+        if (!OptionValues.TryCollect(args, start, new HashSet<string> { "--worker" }, out var values, out var flags, out error))
         {
-            var name = args[i];
-            if (!name.StartsWith("--", StringComparison.Ordinal))
-            {
-                error = $"unexpected '{name}'";
-                return false;
-            }
-
-            if (name == "--worker")
-            {
-                flags.Add(name);
-                continue;
-            }
-
-            if (i + 1 >= args.Length)
-            {
-                error = $"{name} needs a value";
-                return false;
-            }
-
-            values[name] = args[++i];
+            return false;
         }
 
         if (!values.TryGetValue("--target", out var target) || !IPEndPoint.TryParse(target, out var endPoint))

@@ -89,23 +89,9 @@ internal sealed class SoakOptions
     {
         options = null;
         error = null;
-        var values = new Dictionary<string, string>(StringComparer.Ordinal);
-        for (var i = start; i < args.Length; i++)
+        if (!OptionValues.TryCollect(args, start, new HashSet<string>(), out var values, out _, out error))
         {
-            var name = args[i];
-            if (!name.StartsWith("--", StringComparison.Ordinal))
-            {
-                error = $"unexpected '{name}'";
-                return false;
-            }
-
-            if (i + 1 >= args.Length)
-            {
-                error = $"{name} needs a value";
-                return false;
-            }
-
-            values[name] = args[++i];
+            return false;
         }
 
         if (!values.TryGetValue("--server", out var server) || !IPEndPoint.TryParse(server, out var mqtt))
