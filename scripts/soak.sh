@@ -93,7 +93,7 @@ STUN_PORT=$(pick_port 23478 "$MQTT_PORT" "$HTTP_PORT")
 
 # Limits that would refuse the generator for what it is rather than for what it does are lifted: all
 # devices come from 127.0.0.2..(1+sources) (connections per IP), the back end is one API token (rate
-# limit), the TURN clients are one user on one address (allocations per user, STUN rate limit), and
+# limit), the TURN clients are one user on one address (allocations per user and per address, STUN rate limit), and
 # every device may meet every other (rendezvous policy Any). Everything else is the server's default.
 # shellcheck disable=SC2086 # deliberate word splitting of extra options
 "${PRIO[@]}" dotnet "$OURS_DLL" --Relay:DataDirectory="$DATA_DIR" \
@@ -104,7 +104,7 @@ STUN_PORT=$(pick_port 23478 "$MQTT_PORT" "$HTTP_PORT")
   --Relay:Mqtt:ServiceAccounts:0:Name=soak-backend --Relay:Mqtt:ServiceAccounts:0:Password="$BACKEND_PASSWORD" \
   --Relay:Mqtt:ServiceAccounts:0:Grants:0='devices/#' \
   --Relay:Turn:Users:0="soak:$TURN_PASSWORD" --Relay:Turn:Realm=soak --Relay:Turn:AllowLoopbackPeers=true \
-  --Relay:Turn:MaxAllocationsPerUser=20000 --Relay:Rendezvous:Policy=Any $OURS_ARGS >>"$WORK/ours.log" 2>&1 &
+  --Relay:Turn:MaxAllocationsPerUser=20000 --Relay:Turn:MaxAllocationsPerIp=20000 --Relay:Rendezvous:Policy=Any $OURS_ARGS >>"$WORK/ours.log" 2>&1 &
 SERVER_PID=$!
 STARTED+=("$SERVER_PID")
 if ! wait_port "$MQTT_PORT" "$SERVER_PID" || ! wait_port "$HTTP_PORT" "$SERVER_PID"; then
