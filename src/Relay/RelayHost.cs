@@ -45,7 +45,8 @@ public static class RelayHost
             var certificate = services.GetRequiredService<ServerCertificate>();
             kestrel.AddServerHeader = false;
             kestrel.ListenStunTurn(services.GetRequiredService<IOptions<StunOptions>>().Value, certificate);
-            kestrel.ListenRelayHttp(services.GetRequiredService<IOptions<HttpOptions>>().Value, certificate);
+            var httpGuard = services.GetRequiredService<HttpConnectionGuard>();
+            kestrel.ListenRelayHttp(services.GetRequiredService<IOptions<HttpOptions>>().Value, certificate, httpGuard);
             kestrel.ListenMqtt(services.GetRequiredService<IOptions<MqttOptions>>().Value, certificate);
         });
 

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Microsoft.AspNetCore.Http.Features;
 using Relay.Server.Mqtt;
 using Relay.Server.Push;
 using Relay.Server.Push.Commands;
@@ -208,6 +209,12 @@ internal static class CommandEndpoints
     {
         // The payload may be base64 (4/3 larger) inside the envelope; anything beyond that cannot be valid.
         var maxBody = (options.MaxPayloadBytes * 4L / 3) + 8192;
+        if (http.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } bodyLimit && bodyLimit.MaxRequestBodySize < maxBody)
+        {
+            // Relay:Http:MaxRequestBodyBytes is for every endpoint; a command may carry up to Relay:Push:MaxPayloadBytes.
+            bodyLimit.MaxRequestBodySize = maxBody;
+        }
+
         if (http.Request.ContentLength is { } length && length > maxBody)
         {
             return (null, null, TooLarge(http, options));

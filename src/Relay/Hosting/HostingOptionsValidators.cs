@@ -30,6 +30,26 @@ internal sealed class HttpOptionsValidator : IValidateOptions<HttpOptions>
         }
 
         ListenAddresses.Validate(options.ListenAddresses, "Relay:Http:ListenAddresses", errors);
+        if (options.MaxConnections < 1)
+        {
+            errors.Add($"Relay:Http:MaxConnections: must be at least 1 (was {options.MaxConnections})");
+        }
+
+        if (options.MaxConnectionsPerIp < 1)
+        {
+            errors.Add($"Relay:Http:MaxConnectionsPerIp: must be at least 1 (was {options.MaxConnectionsPerIp})");
+        }
+
+        if (options.RequestHeadersTimeoutSeconds is < 1 or > 600)
+        {
+            errors.Add($"Relay:Http:RequestHeadersTimeoutSeconds: must be 1..600 (was {options.RequestHeadersTimeoutSeconds})");
+        }
+
+        if (options.MaxRequestBodyBytes is < 1024 or > 1L << 30)
+        {
+            errors.Add($"Relay:Http:MaxRequestBodyBytes: must be 1024..1073741824 (was {options.MaxRequestBodyBytes})");
+        }
+
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 }

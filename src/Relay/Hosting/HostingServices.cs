@@ -30,6 +30,7 @@ internal static class HostingServices
         services.TryAddSingleton<RelayDataDirectory>();
         services.TryAddSingleton<ServerCertificate>();
         services.AddRelayMetrics<TlsMetrics>();
+        services.AddRelayMetrics<HttpConnectionGuard>();
         services.AddHostedService<ServerCertificateWatch>();
         services.TryAddSingleton(TimeProvider.System);
         return services;
@@ -39,19 +40,36 @@ internal static class HostingServices
     /// The operator HTTP listeners (<c>Relay:Http</c>): API, health, metrics, MQTT over WebSocket; plain on
     /// <c>Port</c>, and over TLS on <c>TlsPort</c> when a certificate is configured (review H5).
     /// </summary>
-    public static KestrelServerOptions ListenRelayHttp(this KestrelServerOptions kestrel, HttpOptions http, ServerCertificate certificate)
+    /// <remarks>
+    /// Kestrel's server-wide limits set here only act on HTTP: the MQTT and STUN/TURN listeners are connection
+    /// handlers with their own. <paramref name="guard"/> caps the connections of these listeners alone.
+    /// </remarks>
+    public static KestrelServerOptions ListenRelayHttp(
+        this KestrelServerOptions kestrel, HttpOptions http, ServerCertificate certificate, HttpConnectionGuard guard)
     {
         ArgumentNullException.ThrowIfNull(kestrel);
         ArgumentNullException.ThrowIfNull(http);
         ArgumentNullException.ThrowIfNull(certificate);
+        ArgumentNullException.ThrowIfNull(guard);
+        kestrel.Limits.RequestHeadersTimeout = TimeSpan.FromSeconds(http.RequestHeadersTimeoutSeconds);
+        kestrel.Limits.MaxRequestBodySize = http.MaxRequestBodyBytes;
         var addresses = ListenAddresses.Parse(http.ListenAddresses);
         var tls = certificate.Enabled && http.TlsPort != 0;
+
+        // The guard first, so a refused connection costs no TLS handshake.
+        void Plain(ListenOptions listen) => listen.Use(guard.Limit);
+        void Secure(ListenOptions listen)
+        {
+            listen.Use(guard.Limit);
+            listen.UseRelayTls(certificate, http: true);
+        }
+
         if (addresses is null)
         {
-            kestrel.ListenAnyIP(http.Port);
+            kestrel.ListenAnyIP(http.Port, Plain);
             if (tls)
             {
-                kestrel.ListenAnyIP(http.TlsPort, listen => listen.UseRelayTls(certificate, http: true));
+                kestrel.ListenAnyIP(http.TlsPort, Secure);
             }
 
             return kestrel;
@@ -59,10 +77,10 @@ internal static class HostingServices
 
         foreach (var address in addresses)
         {
-            kestrel.Listen(address, http.Port);
+            kestrel.Listen(address, http.Port, Plain);
             if (tls)
             {
-                kestrel.Listen(address, http.TlsPort, listen => listen.UseRelayTls(certificate, http: true));
+                kestrel.Listen(address, http.TlsPort, Secure);
             }
         }
 

@@ -27,6 +27,28 @@ public sealed class HttpOptions
 
     /// <summary>Addresses to listen on; empty means all.</summary>
     public IList<string> ListenAddresses { get; } = [];
+
+    /// <summary>
+    /// Connections open at once on the HTTP and HTTPS ports together (API, console, MQTT over WebSocket); past
+    /// it a new connection is closed before TLS or HTTP and counted, so a connection flood costs a socket and
+    /// nothing more.
+    /// </summary>
+    public int MaxConnections { get; set; } = 10_000;
+
+    /// <summary>Connections one client address may hold open on the HTTP and HTTPS ports (an IPv6 address counts alone).</summary>
+    public int MaxConnectionsPerIp { get; set; } = 100;
+
+    /// <summary>
+    /// Time a client has to send a request's line and headers (HTTP/1.1), from the connection's start or the
+    /// previous response: a client that trickles them (slowloris) is closed when it runs out.
+    /// </summary>
+    public int RequestHeadersTimeoutSeconds { get; set; } = 10;
+
+    /// <summary>
+    /// Largest request body any endpoint reads; an endpoint that takes more (a command payload up to
+    /// <c>Relay:Push:MaxPayloadBytes</c>) raises it for its own requests.
+    /// </summary>
+    public long MaxRequestBodyBytes { get; set; } = 1024 * 1024;
 }
 
 /// <summary>
