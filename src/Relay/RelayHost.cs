@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Options;
 using Relay.Rendezvous.Stun;
 using Relay.Server.Api;
+using Relay.Server.Events;
 using Relay.Server.Hosting;
 using Relay.Server.Mqtt;
 using Relay.Server.Push;
@@ -29,6 +30,7 @@ public static class RelayHost
         var configuration = builder.Configuration;
         builder.Services
             .AddRelayHosting(configuration)
+            .AddRelayEvents(configuration)
             .AddRelayStunTurn(configuration)
             .AddRelayMqtt(configuration)
             .AddRelayPush(configuration)
