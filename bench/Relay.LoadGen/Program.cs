@@ -1,3 +1,4 @@
+using System.Globalization;
 using Relay.LoadGen;
 
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
@@ -45,6 +46,18 @@ if (command == "push")
     }
 
     return await PushLoad.RunAsync(pushOptions!);
+}
+
+if (command == "soak-judge")
+{
+    // Judges a kept soak CSV again: soak-judge CSV MINUTES WARMUP-MINUTES SAMPLE-SECONDS (docs/benchmarks.md, "Soak").
+    if (args.Length != 5)
+    {
+        Console.Error.WriteLine("usage: Relay.LoadGen soak-judge CSV MINUTES WARMUP-MINUTES SAMPLE-SECONDS");
+        return 2;
+    }
+
+    return SoakRun.Judge(args[1], double.Parse(args[2], CultureInfo.InvariantCulture), double.Parse(args[3], CultureInfo.InvariantCulture), double.Parse(args[4], CultureInfo.InvariantCulture));
 }
 
 if (command == "soak")

@@ -19,6 +19,39 @@ internal static class SoakRun
 {
     private const double WarmupCapFraction = 1.0 / 3;
     private const double DriftLimitPercent = 5;
+
+    /// <summary>
+    /// Windows of 5 minutes (about one garbage-collection cycle of RSS at this load; SoakSampler), shorter for a
+    /// short run so that at least three fit after the warm-up, and never under three samples.
+    /// </summary>
+    /// <summary>The flatness verdict of a kept CSV, as a run prints it; 0 when RSS and descriptors are flat.</summary>
+    internal static int Judge(string csv, double minutes, double warmupMinutes, double sampleSeconds)
+    {
+        var samples = SoakSampler.ReadCsv(csv);
+        var warmupSeconds = warmupMinutes * 60;
+        var window = FlatnessWindowSeconds(minutes * 60, warmupSeconds, sampleSeconds);
+        var flat = true;
+        foreach (var (name, series) in new (string, Func<SoakSampler.Sample, long>)[] { ("rss_kb", static s => s.RssKb), ("fds", static s => s.Fds) })
+        {
+            var after = samples.Where(s => s.Seconds >= warmupSeconds).Select(series).ToList();
+            var drift = SoakSampler.WindowDrift(samples, warmupSeconds, window, series);
+            if (after.Count == 0 || drift is not { } d)
+            {
+                Console.WriteLine($"{name}: no samples after the warm-up");
+                return 1;
+            }
+
+            flat &= d.DriftPercent <= DriftLimitPercent;
+            Console.WriteLine(FormattableString.Invariant(
+                $"{name}: samples {after.Count}, min {after.Min()} max {after.Max()} spread {100.0 * (after.Max() - after.Min()) / after.Min():F1}%; {window:F0} s window means {d.Min}..{d.Max}, drift {d.DriftPercent:F1}% (limit {DriftLimitPercent}%)"));
+        }
+
+        Console.WriteLine(flat ? "FLAT yes" : "FLAT NO");
+        return flat ? 0 : 1;
+    }
+
+    internal static double FlatnessWindowSeconds(double runSeconds, double warmupSeconds, double sampleSeconds) =>
+        Math.Max(3 * sampleSeconds, Math.Min(300, (runSeconds - warmupSeconds) / 3));
     private static readonly TimeSpan IntroductionTimeout = TimeSpan.FromSeconds(45);
 
     public static async Task<int> RunAsync(SoakOptions o)
@@ -142,9 +175,12 @@ internal static class SoakRun
         var rss = sampler.Drift(warmupSeconds, static s => s.RssKb);
         var fds = sampler.Drift(warmupSeconds, static s => s.Fds);
         var threads = sampler.Drift(warmupSeconds, static s => s.Threads);
+        var window = FlatnessWindowSeconds(o.Minutes * 60, warmupSeconds, o.SampleSeconds);
+        var rssWindows = sampler.WindowDrift(warmupSeconds, window, static s => s.RssKb);
+        var fdsWindows = sampler.WindowDrift(warmupSeconds, window, static s => s.Fds);
         var afterWarmup = sampler.Samples.Count(s => s.Seconds >= warmupSeconds);
-        var rssFlat = rss is { DriftPercent: <= DriftLimitPercent };
-        var fdsFlat = fds is { DriftPercent: <= DriftLimitPercent };
+        var rssFlat = rssWindows is { DriftPercent: <= DriftLimitPercent };
+        var fdsFlat = fdsWindows is { DriftPercent: <= DriftLimitPercent };
         var judged = o.ServerPid > 0 && afterWarmup >= 2;
         var stateText = string.Join(',', states.Select(static p => p.Key + ":" + p.Value.ToString(CultureInfo.InvariantCulture)));
         var failures = new List<string>();
@@ -170,21 +206,23 @@ internal static class SoakRun
 
         if (judged && !rssFlat)
         {
-            failures.Add(FormattableString.Invariant($"server RSS after the warm-up drifted {rss!.Value.DriftPercent:F1}% (limit {DriftLimitPercent}%)"));
+            failures.Add(FormattableString.Invariant($"server RSS after the warm-up drifted {rssWindows!.Value.DriftPercent:F1}% over {window:F0} s window means (limit {DriftLimitPercent}%)"));
         }
 
         if (judged && !fdsFlat)
         {
-            failures.Add(FormattableString.Invariant($"server descriptors after the warm-up drifted {fds!.Value.DriftPercent:F1}% (limit {DriftLimitPercent}%)"));
+            failures.Add(FormattableString.Invariant($"server descriptors after the warm-up drifted {fdsWindows!.Value.DriftPercent:F1}% over {window:F0} s window means (limit {DriftLimitPercent}%)"));
         }
 
         static string Series((long Min, long Max, double DriftPercent)? d, string name) =>
-            d is { } v ? FormattableString.Invariant($"{name}_min={v.Min} {name}_max={v.Max} {name}_drift_pct={v.DriftPercent:F1}") : $"{name}_min=n/a {name}_max=n/a {name}_drift_pct=n/a";
+            d is { } v ? FormattableString.Invariant($"{name}_min={v.Min} {name}_max={v.Max} {name}_spread_pct={v.DriftPercent:F1}") : $"{name}_min=n/a {name}_max=n/a {name}_spread_pct=n/a";
+        static string Windows((long Min, long Max, double DriftPercent)? d, string name) =>
+            d is { } v ? FormattableString.Invariant($"{name}_window_mean_min={v.Min} {name}_window_mean_max={v.Max} {name}_drift_pct={v.DriftPercent:F1}") : $"{name}_drift_pct=n/a";
 
         string[] result =
         [
             FormattableString.Invariant($"RESULT mode=soak devices={o.Devices} minutes={o.Minutes:F1} warmup_min={warmupSeconds / 60:F1} samples={sampler.Samples.Count} samples_after_warmup={afterWarmup} drained={(drained ? 1 : 0)} drain_s={drainSeconds:F0} online_at_end={online}"),
-            FormattableString.Invariant($"{Series(rss, "rss_kb")} {Series(fds, "fds")} {Series(threads, "threads")}"),
+            FormattableString.Invariant($"{Series(rss, "rss_kb")} {Series(fds, "fds")} {Series(threads, "threads")} window_s={window:F0} {Windows(rssWindows, "rss_kb")} {Windows(fdsWindows, "fds")}"),
             FormattableString.Invariant($"telemetry_published={ledger.TelemetryPublished} telemetry_acked={acked} telemetry_received={received} telemetry_lost={lost} telemetry_duplicates={duplicates} telemetry_skipped={ledger.TelemetrySkipped} telemetry_foreign={ledger.TelemetryForeign} resent_after_reconnect={ledger.Resent}"),
             FormattableString.Invariant($"commands_posted={ledger.CommandsPosted} commands_accepted={accepted} commands_succeeded={succeeded} commands_lost={commandsLost} command_states={(stateText.Length == 0 ? "none" : stateText)} commands_seen_by_devices={ledger.CommandsSeenByDevices} results_acked={ledger.CommandResultsAcked} commands_not_accepted={ledger.CommandsNotAccepted} refusals={ledger.Refusals} command_http_errors={ledger.CommandHttpErrors} commands_skipped={ledger.CommandFollowsSkipped}"),
             FormattableString.Invariant($"rendezvous_attempts={ledger.RendezvousAttempts} rendezvous_answered={ledger.RendezvousAnswered} rendezvous_refused={ledger.RendezvousRefused} rendezvous_abandoned={ledger.RendezvousAbandoned} rendezvous_unanswered={ledger.RendezvousUnanswered} rendezvous_offers={ledger.RendezvousOffers} rendezvous_starts={ledger.RendezvousStarts} rendezvous_other={ledger.RendezvousOther}"),
@@ -209,7 +247,7 @@ internal static class SoakRun
         }
 
         Console.WriteLine(FormattableString.Invariant(
-            $"FLAT rss={(judged ? rssFlat ? "yes" : "NO" : "n/a")} fds={(judged ? fdsFlat ? "yes" : "NO" : "n/a")} threads={(judged && threads is { } t ? t.DriftPercent <= DriftLimitPercent ? "yes" : "no (reported, not judged)" : "n/a")} (max-min over min after the first {warmupSeconds / 60:F1} min, limit {DriftLimitPercent}%)"));
+            $"FLAT rss={(judged ? rssFlat ? "yes" : "NO" : "n/a")} fds={(judged ? fdsFlat ? "yes" : "NO" : "n/a")} threads={(judged && threads is { } t ? t.DriftPercent <= DriftLimitPercent ? "yes" : "no (reported, not judged)" : "n/a")} (highest over lowest mean of {window:F0} s windows after the first {warmupSeconds / 60:F1} min, limit {DriftLimitPercent}%)"));
         foreach (var failure in failures)
         {
             Console.WriteLine("FAIL " + failure);

@@ -6,9 +6,15 @@ namespace Relay.LoadGen;
 /// <summary>
 /// The server process over time: VmRSS, open descriptors (/proc/PID/fd) and threads every interval, with
 /// what the load looked like at that moment, into a CSV (written as it goes, so a run that dies still
-/// leaves its figures). After the run: the table, and per series the minimum, maximum and drift
-/// ((max - min) / min) of the samples after the warm-up.
+/// leaves its figures). After the run: the table, and per series the spread of the samples after the warm-up
+/// ((max - min) / min) and the drift of their window means (the same over the means of consecutive windows).
 /// </summary>
+/// <remarks>
+/// The drift, not the spread, says whether memory grows: the garbage collector lets RSS climb by some 15% over
+/// a few minutes and then gives it back (a sawtooth), so single samples differ by more than 5% on a server that
+/// holds nothing more at the end than after the warm-up. A window as long as that cycle averages it out, and a
+/// leak still shows as window means that climb.
+/// </remarks>
 internal sealed class SoakSampler(int pid, string? csvPath, Func<(int Online, long TurnLive, long Published, int Commands, long Rendezvous)> load)
 {
     private const string Header = "elapsed_s,rss_kb,fds,threads,devices_online,turn_allocations,telemetry_published,commands_accepted,rendezvous_attempts";
@@ -52,6 +58,41 @@ internal sealed class SoakSampler(int pid, string? csvPath, Func<(int Online, lo
         long min = after.Min(), max = after.Max();
         return (min, max, min > 0 ? 100.0 * (max - min) / min : 0);
     }
+
+    /// <summary>
+    /// (lowest, highest, drift %) of the means of consecutive <paramref name="windowSeconds"/> windows of one series
+    /// after <paramref name="warmupSeconds"/> (a last window shorter than half a window joins the one before);
+    /// null when there are none.
+    /// </summary>
+    public (long Min, long Max, double DriftPercent)? WindowDrift(double warmupSeconds, double windowSeconds, Func<Sample, long> series) =>
+        WindowDrift(_samples, warmupSeconds, windowSeconds, series);
+
+    internal static (long Min, long Max, double DriftPercent)? WindowDrift(IEnumerable<Sample> samples, double warmupSeconds, double windowSeconds, Func<Sample, long> series)
+    {
+        var after = samples.Where(s => s.Seconds >= warmupSeconds).ToList();
+        if (after.Count == 0 || windowSeconds <= 0)
+        {
+            return null;
+        }
+
+        var span = after[^1].Seconds - after[0].Seconds;
+        var windows = Math.Max(1, (int)Math.Round(span / windowSeconds));
+        var means = after
+            .GroupBy(s => Math.Min(windows - 1, (int)((s.Seconds - after[0].Seconds) / windowSeconds)))
+            .Select(g => g.Average(series))
+            .ToList();
+        double min = means.Min(), max = means.Max();
+        return ((long)min, (long)max, min > 0 ? 100.0 * (max - min) / min : 0);
+    }
+
+    /// <summary>The samples of a CSV this sampler wrote (to judge a kept run again).</summary>
+    internal static List<Sample> ReadCsv(string path) =>
+        [.. File.ReadLines(path).Skip(1).Where(static l => l.Length > 0).Select(static l =>
+        {
+            var f = l.Split(',');
+            long L(int i) => long.Parse(f[i], CultureInfo.InvariantCulture);
+            return new Sample(double.Parse(f[0], CultureInfo.InvariantCulture), L(1), L(2), L(3), (int)L(4), L(5), L(6), (int)L(7), L(8));
+        })];
 
     public static string TableHeader => Header.Replace(',', '\t');
 
