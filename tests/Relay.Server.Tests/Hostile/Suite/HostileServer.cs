@@ -34,6 +34,7 @@ public sealed class HostileServer : IAsyncLifetime
     public const int MaxRetainedBytesPerClient = 64 * 1024;
     public const int MaxIntroductionsPerMinute = 5;
     public const int HttpRequestHeadersTimeoutSeconds = 2;
+    public const int HttpMaxConnectionsPerIp = 40;
 
     private readonly ConcurrentDictionary<string, string> _secrets = new(StringComparer.Ordinal);
     private string _work = string.Empty;
@@ -109,7 +110,9 @@ public sealed class HostileServer : IAsyncLifetime
             $"--Relay:Rendezvous:MaxIntroductionsPerMinute={I(MaxIntroductionsPerMinute)}",
             "--Relay:Rendezvous:MaxQueuedMessagesPerDevice=8",
             $"--Relay:Stun:Tcp:MessageTimeoutSeconds={I(StunMessageTimeoutSeconds)}",
-            "--Relay:Stun:Tcp:MaxConnectionsPerIp=32");
+            "--Relay:Stun:Tcp:MaxConnectionsPerIp=32",
+            $"--Relay:Http:RequestHeadersTimeoutSeconds={I(HttpRequestHeadersTimeoutSeconds)}",
+            $"--Relay:Http:MaxConnectionsPerIp={I(HttpMaxConnectionsPerIp)}");
         _process.Describe = async () => await TryScrapeAsync();
         await RelayServerProcess.WaitForBannerAsync(_process);
         _serverPid = ServerPid(_process.Id);

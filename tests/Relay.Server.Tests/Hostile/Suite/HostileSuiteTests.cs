@@ -242,6 +242,68 @@ public sealed class HostileSuiteTests(HostileServer server, ITestOutputHelper ou
     }
 
     [Fact]
+    public async Task SlowlorisOnHttpAndHttps_TrickledHeaders_AreClosedAtTheHeaderTimeout_AndConnectionsPastTheCapRefused()
+    {
+        // L6's HTTP residual: 60 plain connections from one address (its cap, Relay:Http:MaxConnectionsPerIp, is
+        // 40) and 10 TLS ones from another each trickle a request's headers a byte at a time, slower than
+        // Relay:Http:RequestHeadersTimeoutSeconds. Those past the cap are closed on arrival, the rest at the
+        // timeout; both counted. The risk is descriptors and Kestrel's per-connection buffers held for ever.
+        const int Plain = 60;
+        const int Secure = 10;
+        const string Timeouts = "relay_http_connection_errors_total{reason=\"request_headers_timeout\"}";
+        const string Capped = "relay_http_connections_refused_total{reason=\"ip_cap\"}";
+        var timeouts0 = await server.MetricAsync(Timeouts);
+        var capped0 = await server.MetricAsync(Capped);
+        var open0 = await server.MetricAsync("relay_http_connections");
+        var request = Encoding.ASCII.GetBytes("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: slowloris\r\nX-Padding: aaaaaaaaaaaaaaaa\r\n\r\n");
+        await AttackAsync("slowloris on HTTP and HTTPS", async () =>
+        {
+            var plain = Enumerable.Range(0, Plain).Select(async _ =>
+            {
+                Stream stream;
+                try
+                {
+                    stream = await Attackers.StreamAsync(Attackers.Address(20), server.HttpPort, tls: false);
+                }
+                catch (Exception e) when (e is System.Net.Sockets.SocketException or IOException)
+                {
+                    return true; // past the cap, closed on arrival (a reset may beat the connect's own completion)
+                }
+
+                await using (stream)
+                {
+                    return await TrickleAsync(stream, request);
+                }
+            });
+            var secure = Enumerable.Range(0, Secure).Select(async _ =>
+            {
+                Stream stream;
+                try
+                {
+                    stream = await Attackers.StreamAsync(Attackers.Address(21), server.HttpsPort, tls: true);
+                }
+                catch (Exception e) when (e is System.Net.Sockets.SocketException or IOException)
+                {
+                    return true; // past the cap, closed on arrival (a reset may beat the connect's own completion)
+                }
+
+                await using (stream)
+                {
+                    return await TrickleAsync(stream, request);
+                }
+            });
+            var closed = await Task.WhenAll(plain.Concat(secure));
+            Assert.All(closed, static c => Assert.True(c, "a trickling HTTP connection outlived the header timeout"));
+        });
+        await server.WaitForGaugeAtMostAsync("relay_http_connections", open0, "the server to drop the trickling HTTP connections");
+        var timeouts = await server.MetricAsync(Timeouts) - timeouts0;
+        var capped = await server.MetricAsync(Capped) - capped0;
+        output.WriteLine($"HTTP: {timeouts} header timeouts, {capped} refused at the per-IP cap");
+        Assert.True(capped >= Plain - HostileServer.HttpMaxConnectionsPerIp, $"{capped} refused at the per-IP cap");
+        Assert.True(timeouts + capped >= Plain + Secure, $"{timeouts} header timeouts and {capped} refusals for {Plain + Secure} connections\n" + await server.MetricsTextAsync("relay_http"));
+    }
+
+    [Fact]
     public async Task AFloodOfBadSecrets_ForARegisteredDevice_IsCutOff_AndTheRealDeviceStillConnects()
     {
         // M1/M2: 200 CONNECTs as mallory with wrong secrets, 20 at a time, from one address. The address's
