@@ -98,8 +98,12 @@ internal sealed class MqttTestClient : IAsyncDisposable
     /// <summary>Bytes received and not yet read as packets, buffered here or in the socket.</summary>
     public int BytesAvailable => (_end - _start) + _socket.Available;
 
-    /// <summary>Connects over loopback; <paramref name="receiveBufferSize"/> pins SO_RCVBUF (a client that reads nothing then stops absorbing output early).</summary>
-    public static async Task<MqttTestClient> OpenAsync(int port, MqttProtocolVersion version = MqttProtocolVersion.V500, int? receiveBufferSize = null)
+    /// <summary>
+    /// Connects over loopback; <paramref name="receiveBufferSize"/> pins SO_RCVBUF (a client that reads nothing then
+    /// stops absorbing output early); <paramref name="local"/> binds the source address (127.0.0.2+, so per-IP
+    /// limits hit an attacker and not the well-behaved clients on 127.0.0.1).
+    /// </summary>
+    public static async Task<MqttTestClient> OpenAsync(int port, MqttProtocolVersion version = MqttProtocolVersion.V500, int? receiveBufferSize = null, IPAddress? local = null)
     {
         var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         if (receiveBufferSize is { } size)
@@ -107,14 +111,24 @@ internal sealed class MqttTestClient : IAsyncDisposable
             socket.ReceiveBufferSize = size;
         }
 
+        if (local is not null)
+        {
+            socket.Bind(new IPEndPoint(local, 0));
+        }
+
         await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port));
         return new MqttTestClient(socket, new NetworkStream(socket, ownsSocket: false), version);
     }
 
     /// <summary>MQTT over TLS (MQTT 5.0 §4.2), optionally presenting a client certificate; the server's certificate is not checked.</summary>
-    public static async Task<MqttTestClient> OpenTlsAsync(int port, System.Security.Cryptography.X509Certificates.X509Certificate2? clientCertificate, MqttProtocolVersion version = MqttProtocolVersion.V500)
+    public static async Task<MqttTestClient> OpenTlsAsync(int port, System.Security.Cryptography.X509Certificates.X509Certificate2? clientCertificate, MqttProtocolVersion version = MqttProtocolVersion.V500, IPAddress? local = null)
     {
         var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        if (local is not null)
+        {
+            socket.Bind(new IPEndPoint(local, 0));
+        }
+
         await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port));
         var tls = new System.Net.Security.SslStream(new NetworkStream(socket, ownsSocket: false), leaveInnerStreamOpen: false, static (_, _, _, _) => true);
         await tls.AuthenticateAsClientAsync(new System.Net.Security.SslClientAuthenticationOptions
