@@ -1,4 +1,5 @@
 using System.Text.Encodings.Web;
+using System.Text.Json;
 using System.Text.Json.Serialization;
 
 namespace Relay.Server.Api;
@@ -17,5 +18,6 @@ internal sealed partial class ScheduleJsonContext : JsonSerializerContext
     private static ScheduleJsonContext? s_relaxed;
 
     /// <summary>As <see cref="ApiJsonContext.Relaxed"/>: the bodies are JSON, never HTML.</summary>
-    public static ScheduleJsonContext Relaxed => s_relaxed ??= new ScheduleJsonContext(new System.Text.Json.JsonSerializerOptions(Default.Options) { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
+    public static ScheduleJsonContext Relaxed =>
+        s_relaxed ??= new ScheduleJsonContext(new JsonSerializerOptions(Default.Options) { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
 }

@@ -205,7 +205,8 @@ internal static class CommandEndpoints
 
         // The state it was accepted in: a device online and quick may have acknowledged, even answered, the
         // command before this response is written, and a 202 that sometimes says "succeeded" would surprise.
-        return Results.Json(new CommandAccepted(entry.Id, StateName(CommandState.Queued), entry.NotBefore), ApiJsonContext.Relaxed.CommandAccepted, statusCode: 202);
+        var accepted = new CommandAccepted(entry.Id, StateName(CommandState.Queued), entry.NotBefore);
+        return Results.Json(accepted, ApiJsonContext.Relaxed.CommandAccepted, statusCode: 202);
     }
 
     /// <summary>Reads {name, payload, ttlSeconds, qos, notBefore[, tag]} with a bound on the body; the error is the answer to send.</summary>
@@ -282,7 +283,8 @@ internal static class CommandEndpoints
     /// A command's fields in <paramref name="root"/> (an object): name, payload, ttlSeconds, qos and, when
     /// <paramref name="allowNotBefore"/>, notBefore. The error is the answer to send.
     /// </summary>
-    internal static (CommandRequest? Request, IResult? Error) ParseCommand(HttpContext http, JsonElement root, PushOptions options, DateTimeOffset now, bool allowNotBefore)
+    internal static (CommandRequest? Request, IResult? Error) ParseCommand(
+        HttpContext http, JsonElement root, PushOptions options, DateTimeOffset now, bool allowNotBefore)
     {
         if (!root.TryGetProperty("name", out var nameElement) || nameElement.ValueKind != JsonValueKind.String || nameElement.GetString() is not { Length: > 0 and <= MaxNameLength } name || name.Any(char.IsControl))
         {
@@ -314,7 +316,9 @@ internal static class CommandEndpoints
             if (notBeforeElement.ValueKind != JsonValueKind.String || !notBeforeElement.TryGetDateTime(out var local) || local.Kind == DateTimeKind.Unspecified
                 || !notBeforeElement.TryGetDateTimeOffset(out var at) || at > latest)
             {
-                return (null, Problem(400, "Bad notBefore", $"'notBefore' must be an RFC 3339 time with an offset (e.g. \"2026-05-01T14:30:00Z\"), at most {options.MaxNotBeforeDays} days ahead (Relay:Push:MaxNotBeforeDays)."));
+                var detail = "'notBefore' must be an RFC 3339 time with an offset (e.g. \"2026-05-01T14:30:00Z\"), "
+                    + $"at most {options.MaxNotBeforeDays} days ahead (Relay:Push:MaxNotBeforeDays).";
+                return (null, Problem(400, "Bad notBefore", detail));
             }
 
             // A time already past sends at once.
@@ -347,7 +351,7 @@ internal static class CommandEndpoints
             return (null, TooLarge(http, options));
         }
 
-        return (new CommandRequest(name, payload, binary, ttl, (byte)qos, NotBefore: notBefore), null);
+        return (new CommandRequest(name, payload, binary, ttl, (byte)qos) { NotBefore = notBefore }, null);
     }
 
     private static int CountProperties(JsonElement element)

@@ -53,8 +53,8 @@ internal static class ScheduleEndpoints
         app.MapPost("/v1/schedules", static (HttpContext http, ScheduleService schedules, PushOptions push) => CreateAsync(http, schedules, push));
         app.MapGet("/v1/schedules", static (HttpContext http, ScheduleService schedules) => List(http, schedules));
         app.MapGet("/v1/schedules/{id}", static (HttpContext http, string id, ScheduleService schedules) => Get(http, id, schedules));
-        app.MapPost("/v1/schedules/{id}/pause", static (HttpContext http, string id, ScheduleService schedules) => SetPaused(http, id, schedules, paused: true));
-        app.MapPost("/v1/schedules/{id}/resume", static (HttpContext http, string id, ScheduleService schedules) => SetPaused(http, id, schedules, paused: false));
+        app.MapPost("/v1/schedules/{id}/pause", static (HttpContext http, string id, ScheduleService schedules) => SetPaused(http, id, schedules, true));
+        app.MapPost("/v1/schedules/{id}/resume", static (HttpContext http, string id, ScheduleService schedules) => SetPaused(http, id, schedules, false));
         app.MapDelete("/v1/schedules/{id}", static (HttpContext http, string id, ScheduleService schedules) => Delete(http, id, schedules));
     }
 
@@ -94,9 +94,12 @@ internal static class ScheduleEndpoints
             case ScheduleError.UnknownDevice:
                 return Problem(404, "Unknown device", $"No device '{draft.Device}' is registered; create it with POST /v1/devices first.");
             case ScheduleError.TooManySchedules:
-                return Problem(409, "Too many schedules", $"{schedules.Options.MaxSchedules} schedules exist already (Relay:Schedules:MaxSchedules); delete some first.");
+                return Problem(409, "Too many schedules", $"{schedules.Options.MaxSchedules} schedules exist (Relay:Schedules:MaxSchedules); delete some.");
             case ScheduleError.TooManyForTarget:
-                return Problem(409, "Too many schedules", $"'{target}' has {schedules.Options.MaxSchedulesPerTarget} schedules already (Relay:Schedules:MaxSchedulesPerTarget); delete some first.");
+                return Problem(
+                    409,
+                    "Too many schedules",
+                    $"'{target}' has {schedules.Options.MaxSchedulesPerTarget} schedules already (Relay:Schedules:MaxSchedulesPerTarget); delete some first.");
         }
 
         http.Response.Headers.Location = "/v1/schedules/" + schedule!.Id;
@@ -119,15 +122,19 @@ internal static class ScheduleEndpoints
             return (null, Problem(400, "Bad name", $"'name' must be a string of 1..{MaxNameLength} characters without control characters."));
         }
 
-        if (!OptionalString(root, "device", MaxNameLength, out var device) || !OptionalString(root, "tag", MaxNameLength, out var tag) || (device is null) == (tag is null))
+        if (!OptionalString(root, "device", MaxNameLength, out var device) || !OptionalString(root, "tag", MaxNameLength, out var tag)
+            || (device is null) == (tag is null))
         {
             return (null, Problem(400, "Bad target", "Give exactly one of 'device' (a device id) and 'tag' (every device carrying it at each run)."));
         }
 
-        if (!OptionalString(root, "cron", ScheduleTiming.MaxCronLength, out var cron) || !OptionalString(root, "timeZone", ScheduleTiming.MaxTimeZoneLength, out var zone)
+        if (!OptionalString(root, "cron", ScheduleTiming.MaxCronLength, out var cron)
+            || !OptionalString(root, "timeZone", ScheduleTiming.MaxTimeZoneLength, out var zone)
             || !OptionalString(root, "every", 16, out var everyText) || (cron is null) == (everyText is null) || (zone is not null && cron is null))
         {
-            return (null, Problem(400, "Bad timing", "Give exactly one of 'cron' (five fields, with an optional IANA 'timeZone', default UTC) and 'every' (\"30s\", \"5m\", \"2h\")."));
+            const string Timing = "Give exactly one of 'cron' (five fields, with an optional IANA 'timeZone', default UTC) "
+                + "and 'every' (\"30s\", \"5m\", \"2h\").";
+            return (null, Problem(400, "Bad timing", Timing));
         }
 
         TimeSpan? every = null;
@@ -143,7 +150,8 @@ internal static class ScheduleEndpoints
 
         if (!root.TryGetProperty("command", out var commandElement) || commandElement.ValueKind != JsonValueKind.Object)
         {
-            return (null, Problem(400, "Bad command", "'command' is required: {\"name\": \"...\", \"payload\": <any JSON>, \"ttlSeconds\": 3600, \"qos\": 1}."));
+            const string Command = "'command' is required: {\"name\": \"...\", \"payload\": <any JSON>, \"ttlSeconds\": 3600, \"qos\": 1}.";
+            return (null, Problem(400, "Bad command", Command));
         }
 
         var (command, bad) = CommandEndpoints.ParseCommand(http, commandElement, push, DateTimeOffset.MinValue, allowNotBefore: false);
@@ -152,7 +160,9 @@ internal static class ScheduleEndpoints
             return (null, bad);
         }
 
-        return (new ScheduleDraft(name, device, tag, command.Name, command.Payload, command.Binary, command.TtlSeconds, command.QoS, ApiAuth.TokenId(http), cron, zone, every), null);
+        var (payload, token) = (command.Payload, ApiAuth.TokenId(http));
+        var draft = new ScheduleDraft(name, device, tag, command.Name, payload, command.Binary, command.TtlSeconds, command.QoS, token, cron, zone, every);
+        return (draft, null);
     }
 
     private static IResult List(HttpContext http, ScheduleService schedules)
@@ -173,7 +183,8 @@ internal static class ScheduleEndpoints
         var tag = http.Request.Query["tag"].ToString();
         var after = http.Request.Query["after"].ToString();
         var page = schedules.List(device.Length == 0 ? null : device, tag.Length == 0 ? null : tag, after.Length == 0 ? null : after, limit);
-        return Results.Json(new ScheduleListResponse([.. page.Select(ToResponse)], page.Count == limit ? page[^1].Id : null), ScheduleJsonContext.Relaxed.ScheduleListResponse);
+        var body = new ScheduleListResponse([.. page.Select(ToResponse)], page.Count == limit ? page[^1].Id : null);
+        return Results.Json(body, ScheduleJsonContext.Relaxed.ScheduleListResponse);
     }
 
     private static IResult Get(HttpContext http, string id, ScheduleService schedules)
@@ -253,7 +264,8 @@ internal static class ScheduleEndpoints
         return document.RootElement.Clone();
     }
 
-    private static IResult UnknownSchedule(string id) => Problem(404, "Unknown schedule", $"No schedule '{id}'; schedule ids are returned by POST /v1/schedules.");
+    private static IResult UnknownSchedule(string id) =>
+        Problem(404, "Unknown schedule", $"No schedule '{id}'; schedule ids are returned by POST /v1/schedules.");
 
     private static IResult Problem(int status, string title, string detail) => CommandEndpoints.Problem(status, title, detail);
 }

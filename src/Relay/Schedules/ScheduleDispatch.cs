@@ -20,7 +20,10 @@ internal sealed class CommandDispatch(CommandService commands) : IScheduleDispat
 {
     public async Task<DispatchResult> SendAsync(Schedule schedule, string idempotencyKey, CancellationToken cancellationToken)
     {
-        var request = new CommandRequest(schedule.CommandName, schedule.Payload, schedule.Binary, schedule.TtlSeconds, schedule.QoS, schedule.Token, IdempotencyKey: idempotencyKey);
+        var request = new CommandRequest(schedule.CommandName, schedule.Payload, schedule.Binary, schedule.TtlSeconds, schedule.QoS, schedule.Token)
+        {
+            IdempotencyKey = idempotencyKey,
+        };
         if (schedule.Device is { } device)
         {
             var (entry, error) = await commands.EnqueueAsync(device, request, cancellationToken).ConfigureAwait(false);

@@ -58,9 +58,10 @@ internal sealed class ScheduleMetrics
         var meter = meterFactory.Create(MeterName);
         meter.CreateObservableCounter("relay.schedules.runs", () => Runs, "{run}", "Schedule runs that stored their commands.");
         meter.CreateObservableCounter("relay.schedules.commands", () => Commands, "{command}", "Commands stored by schedule runs.");
-        meter.CreateObservableCounter("relay.schedules.runs_skipped", () => Skipped, "{run}", "Occurrences skipped by the catch-up policy (missed while the server was down, beyond one run within Relay:Schedules:CatchUpGraceSeconds).");
-        meter.CreateObservableCounter("relay.schedules.runs_failed", () => Labelled(_failures, FailureNames, "reason"), "{run}", "Schedule runs that stored no command, by reason.");
-        meter.CreateObservableCounter("relay.schedules.limit_hits", () => Labelled(_limits, LimitNames, "limit"), "{request}", "Requests refused by a Relay:Schedules limit.");
+        const string SkippedHelp = "Occurrences skipped by the catch-up policy (missed while down, beyond one run within Relay:Schedules:CatchUpGraceSeconds).";
+        meter.CreateObservableCounter("relay.schedules.runs_skipped", () => Skipped, "{run}", SkippedHelp);
+        meter.CreateObservableCounter("relay.schedules.runs_failed", () => Labelled(_failures, FailureNames, "reason"), "{run}", "Runs that stored nothing.");
+        meter.CreateObservableCounter("relay.schedules.limit_hits", () => Labelled(_limits, LimitNames, "limit"), "{request}", "Refused by a limit.");
     }
 
     public long Runs => Volatile.Read(ref _runs);

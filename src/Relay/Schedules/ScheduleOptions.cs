@@ -44,9 +44,12 @@ internal sealed class ScheduleOptionsValidator : IValidateOptions<ScheduleOption
         }
 
         Check(options.MaxSchedules is >= 1 and <= 1_000_000, nameof(ScheduleOptions.MaxSchedules), $"must be 1..1000000 (was {options.MaxSchedules})");
-        Check(options.MaxSchedulesPerTarget >= 1 && options.MaxSchedulesPerTarget <= options.MaxSchedules, nameof(ScheduleOptions.MaxSchedulesPerTarget), $"must be 1..MaxSchedules (was {options.MaxSchedulesPerTarget})");
-        Check(options.MinIntervalSeconds is >= 1 and <= 86_400, nameof(ScheduleOptions.MinIntervalSeconds), $"must be 1..86400 (was {options.MinIntervalSeconds})");
-        Check(options.CatchUpGraceSeconds is >= 1 and <= 30 * 86_400, nameof(ScheduleOptions.CatchUpGraceSeconds), $"must be 1..2592000 (was {options.CatchUpGraceSeconds})");
+        var perTarget = options.MaxSchedulesPerTarget;
+        Check(perTarget >= 1 && perTarget <= options.MaxSchedules, nameof(ScheduleOptions.MaxSchedulesPerTarget), $"must be 1..MaxSchedules (was {perTarget})");
+        var interval = options.MinIntervalSeconds;
+        Check(interval is >= 1 and <= 86_400, nameof(ScheduleOptions.MinIntervalSeconds), $"must be 1..86400 (was {interval})");
+        var grace = options.CatchUpGraceSeconds;
+        Check(grace is >= 1 and <= 30 * 86_400, nameof(ScheduleOptions.CatchUpGraceSeconds), $"must be 1..2592000 (was {grace})");
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 }

@@ -35,7 +35,8 @@ internal sealed partial class ScheduleRunner : BackgroundService
     private readonly LogThrottle _throttle;
     private readonly SemaphoreSlim _wake = new(0, 1);
 
-    public ScheduleRunner(ScheduleStore store, IScheduleDispatch dispatch, ScheduleOptions options, ScheduleMetrics metrics, TimeProvider time, ILogger<ScheduleRunner> logger)
+    public ScheduleRunner(
+        ScheduleStore store, IScheduleDispatch dispatch, ScheduleOptions options, ScheduleMetrics metrics, TimeProvider time, ILogger<ScheduleRunner> logger)
     {
         _store = store;
         _dispatch = dispatch;
@@ -193,7 +194,10 @@ internal sealed partial class ScheduleRunner : BackgroundService
         }
 
         _metrics.CountRun(result.Commands);
-        _store.FinishRun(schedule.Id, due, result.DevicesSkipped > 0 ? $"sent {result.Commands}; {result.DevicesSkipped} device(s) skipped, their queue full" : $"sent {result.Commands}", failed: false);
+        var outcome = result.DevicesSkipped > 0
+            ? $"sent {result.Commands}; {result.DevicesSkipped} device(s) skipped, their queue full"
+            : $"sent {result.Commands}";
+        _store.FinishRun(schedule.Id, due, outcome, failed: false);
         return true;
     }
 
@@ -223,18 +227,28 @@ internal sealed partial class ScheduleRunner : BackgroundService
         _ => "storing the commands failed",
     };
 
-    [LoggerMessage(EventId = 7501, Level = LogLevel.Information, Message = "Schedules: schedule {Id} skipped {Count} run(s) due from {Due:o}, missed by more than Relay:Schedules:CatchUpGraceSeconds ({Grace} s) or beyond one catch-up run (counted in relay_schedules_runs_skipped_total; {Suppressed} similar lines held back)")]
+    [LoggerMessage(
+        EventId = 7501,
+        Level = LogLevel.Information,
+        Message = "Schedules: schedule {Id} skipped {Count} run(s) due from {Due:o}: missed, and older than Relay:Schedules:CatchUpGraceSeconds ({Grace} s) "
+            + "or beyond the one catch-up run (counted in relay_schedules_runs_skipped_total; {Suppressed} similar lines held back)")]
     private partial void LogSkipped(string id, long count, DateTimeOffset due, int grace, long suppressed);
 
-    [LoggerMessage(EventId = 7502, Level = LogLevel.Warning, Message = "Schedules: a run of schedule {Id} stored no command: {Reason} (counted in relay_schedules_runs_failed_total; {Suppressed} similar lines held back)")]
+    [LoggerMessage(
+        EventId = 7502,
+        Level = LogLevel.Warning,
+        Message = "Schedules: a run of schedule {Id} stored no command: {Reason} (counted in relay_schedules_runs_failed_total; {Suppressed} lines held back)")]
     private partial void LogRunFailed(string id, string reason, long suppressed);
 
-    [LoggerMessage(EventId = 7503, Level = LogLevel.Warning, Message = "Schedules: storing the commands of a run of schedule {Id} failed; the run stays pending and is retried ({Suppressed} similar lines held back)")]
+    [LoggerMessage(
+        EventId = 7503,
+        Level = LogLevel.Warning,
+        Message = "Schedules: storing the commands of a run of schedule {Id} failed; the run stays pending, retried ({Suppressed} lines held back)")]
     private partial void LogSendFailed(Exception exception, string id, long suppressed);
 
-    [LoggerMessage(EventId = 7504, Level = LogLevel.Error, Message = "Schedules: a pass over the due schedules failed; retried shortly ({Suppressed} similar lines held back)")]
+    [LoggerMessage(EventId = 7504, Level = LogLevel.Error, Message = "Schedules: a pass over the due schedules failed; retried ({Suppressed} lines held back)")]
     private partial void LogPassFailed(Exception exception, long suppressed);
 
-    [LoggerMessage(EventId = 7505, Level = LogLevel.Error, Message = "Schedules: schedule {Id} names time zone {Zone}, which this system does not know; it will not run again")]
+    [LoggerMessage(EventId = 7505, Level = LogLevel.Error, Message = "Schedules: schedule {Id} names time zone {Zone}, unknown here; it will not run again")]
     private partial void LogNoTiming(string id, string zone);
 }

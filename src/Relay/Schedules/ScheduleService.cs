@@ -44,7 +44,8 @@ internal sealed partial class ScheduleService
     // cron expression that fires every minute, so an hour-dependent burst ("* 9 * * *") is seen.
     private const int GapCheckOccurrences = 2000;
 
-    private static readonly string[] LimitKeys = ["Relay:Schedules:MaxSchedules", "Relay:Schedules:MaxSchedulesPerTarget", "Relay:Schedules:MinIntervalSeconds"];
+    private static readonly string[] LimitKeys =
+        ["Relay:Schedules:MaxSchedules", "Relay:Schedules:MaxSchedulesPerTarget", "Relay:Schedules:MinIntervalSeconds"];
 
     private readonly ScheduleStore _store;
     private readonly ScheduleRunner _runner;
@@ -55,7 +56,14 @@ internal sealed partial class ScheduleService
     private readonly LogThrottle _throttle;
     private readonly ILogger<ScheduleService> _logger;
 
-    public ScheduleService(ScheduleStore store, ScheduleRunner runner, IDeviceRegistry registry, ScheduleOptions options, ScheduleMetrics metrics, TimeProvider time, ILogger<ScheduleService> logger)
+    public ScheduleService(
+        ScheduleStore store,
+        ScheduleRunner runner,
+        IDeviceRegistry registry,
+        ScheduleOptions options,
+        ScheduleMetrics metrics,
+        TimeProvider time,
+        ILogger<ScheduleService> logger)
     {
         _store = store;
         _runner = runner;
@@ -96,7 +104,9 @@ internal sealed partial class ScheduleService
         if (gap is { } g && g < TimeSpan.FromSeconds(_options.MinIntervalSeconds))
         {
             Refused(ScheduleLimit.MinInterval, draft.Device ?? draft.Tag);
-            return (null, ScheduleError.TooFrequent, $"It would run every {g.TotalSeconds:0.###} s at times; the shortest interval allowed is {_options.MinIntervalSeconds} s (Relay:Schedules:MinIntervalSeconds).");
+            var detail = $"It would run every {g.TotalSeconds:0.###} s at times; the shortest interval allowed is {_options.MinIntervalSeconds} s "
+                + "(Relay:Schedules:MinIntervalSeconds).";
+            return (null, ScheduleError.TooFrequent, detail);
         }
 
         if (draft.Device is { } device && await _registry.FindAsync(device, cancellationToken).ConfigureAwait(false) is null)
@@ -173,6 +183,9 @@ internal sealed partial class ScheduleService
         }
     }
 
-    [LoggerMessage(EventId = 7510, Level = LogLevel.Warning, Message = "Schedules: refused by {Key} ({Subject}); further refusals by it are counted in relay_schedules_limit_hits_total and logged at most every 10 s")]
+    [LoggerMessage(
+        EventId = 7510,
+        Level = LogLevel.Warning,
+        Message = "Schedules: refused by {Key} ({Subject}); further refusals are counted in relay_schedules_limit_hits_total and logged at most every 10 s")]
     private partial void LogLimitHit(string key, string subject);
 }

@@ -4,7 +4,10 @@ using Relay.Server.Hosting;
 
 namespace Relay.Server.Schedules;
 
-/// <summary>Registers schedules: options, <c>schedules.db</c>, metrics, the <see cref="ScheduleRunner"/> (hosted) and the API's <see cref="ScheduleService"/>.</summary>
+/// <summary>
+/// Registers schedules: options, <c>schedules.db</c>, metrics, the <see cref="ScheduleRunner"/> (hosted) and the API's
+/// <see cref="ScheduleService"/>.
+/// </summary>
 internal static class ScheduleServices
 {
     /// <summary>Needs the push plane (<c>AddRelayPush</c>): each run is a command through its lifecycle.</summary>

@@ -134,7 +134,8 @@ internal sealed class ScheduleStore : IDisposable
         "CREATE INDEX schedules_tag ON schedules(tag) WHERE tag IS NOT NULL",
     ];
 
-    private const string Columns = "id, name, device, tag, command_name, payload, binary, ttl_seconds, qos, token, cron, time_zone, every_seconds, anchor, created_at, paused, next_due, pending_due, last_run, last_outcome, runs, skipped, failed";
+    private const string Columns = "id, name, device, tag, command_name, payload, binary, ttl_seconds, qos, token, cron, time_zone, every_seconds, "
+        + "anchor, created_at, paused, next_due, pending_due, last_run, last_outcome, runs, skipped, failed";
 
     private readonly Lock _gate = new();
     private readonly SqliteConnection _connection;
@@ -146,7 +147,8 @@ internal sealed class ScheduleStore : IDisposable
         Hosting.PrivateFiles.CreateDirectory(dataDirectory);
         var path = Path.GetFullPath(Path.Combine(dataDirectory, FileName));
         Hosting.PrivateFiles.PrepareDatabase(path);
-        var connection = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = path, Mode = SqliteOpenMode.ReadWriteCreate, Pooling = false }.ToString());
+        var builder = new SqliteConnectionStringBuilder { DataSource = path, Mode = SqliteOpenMode.ReadWriteCreate, Pooling = false };
+        var connection = new SqliteConnection(builder.ToString());
         try
         {
             connection.Open();
@@ -158,7 +160,8 @@ internal sealed class ScheduleStore : IDisposable
             var version = Convert.ToInt32(read.ExecuteScalar(), CultureInfo.InvariantCulture);
             if (version > SchemaVersion)
             {
-                throw new InvalidOperationException($"'{path}' has schema version {version}; this build understands version {SchemaVersion}. Use a matching build or move the file away.");
+                throw new InvalidOperationException(
+                    $"'{path}' has schema version {version}; this build understands version {SchemaVersion}. Use a matching build or move the file away.");
             }
 
             if (version < SchemaVersion)
@@ -176,7 +179,8 @@ internal sealed class ScheduleStore : IDisposable
         catch (SqliteException e)
         {
             connection.Dispose();
-            throw new Hosting.RelayConfigurationException($"Relay:DataDirectory: '{path}' is not a usable SQLite database ({e.Message}); restore it from a backup or move it away to start empty");
+            throw new Hosting.RelayConfigurationException(
+                $"Relay:DataDirectory: '{path}' is not a usable SQLite database ({e.Message}); restore it from a backup or move it away to start empty");
         }
         catch
         {
@@ -211,7 +215,8 @@ internal sealed class ScheduleStore : IDisposable
 
             using var insert = _connection.CreateCommand();
             insert.Transaction = transaction;
-            insert.CommandText = $"INSERT INTO schedules({Columns}) VALUES($id, $name, $device, $tag, $cname, $payload, $binary, $ttl, $qos, $token, $cron, $zone, $every, $anchor, $created, $paused, $next, NULL, NULL, NULL, 0, 0, 0)";
+            insert.CommandText = $"INSERT INTO schedules({Columns}) VALUES($id, $name, $device, $tag, $cname, $payload, $binary, $ttl, $qos, $token, "
+                + "$cron, $zone, $every, $anchor, $created, $paused, $next, NULL, NULL, NULL, 0, 0, 0)";
             var p = insert.Parameters;
             p.AddWithValue("$id", schedule.Id);
             p.AddWithValue("$name", (object?)schedule.Name ?? DBNull.Value);
@@ -273,7 +278,8 @@ internal sealed class ScheduleStore : IDisposable
         lock (_gate)
         {
             using var command = _connection.CreateCommand();
-            command.CommandText = $"SELECT {Columns} FROM schedules WHERE paused = 0 AND next_due IS NOT NULL AND next_due <= $now AND pending_due IS NULL ORDER BY next_due LIMIT $limit";
+            command.CommandText = $"SELECT {Columns} FROM schedules "
+                + "WHERE paused = 0 AND next_due IS NOT NULL AND next_due <= $now AND pending_due IS NULL ORDER BY next_due LIMIT $limit";
             command.Parameters.AddWithValue("$now", now.ToUnixTimeMilliseconds());
             command.Parameters.AddWithValue("$limit", limit);
             return Read(command);
@@ -314,7 +320,10 @@ internal sealed class ScheduleStore : IDisposable
         lock (_gate)
         {
             using var command = _connection.CreateCommand();
-            command.CommandText = "UPDATE schedules SET next_due = $next, pending_due = $run, skipped = skipped + $skipped WHERE id = $id AND paused = 0 AND next_due = $due AND pending_due IS NULL";
+            command.CommandText = """
+                UPDATE schedules SET next_due = $next, pending_due = $run, skipped = skipped + $skipped
+                WHERE id = $id AND paused = 0 AND next_due = $due AND pending_due IS NULL
+                """;
             command.Parameters.AddWithValue("$next", Ms(next));
             command.Parameters.AddWithValue("$run", Ms(run));
             command.Parameters.AddWithValue("$skipped", skipped);
@@ -393,7 +402,8 @@ internal sealed class ScheduleStore : IDisposable
 
     private static object Ms(DateTimeOffset? at) => (object?)at?.ToUnixTimeMilliseconds() ?? DBNull.Value;
 
-    private static DateTimeOffset? At(SqliteDataReader reader, int i) => reader.IsDBNull(i) ? null : DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(i));
+    private static DateTimeOffset? At(SqliteDataReader reader, int i) =>
+        reader.IsDBNull(i) ? null : DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(i));
 
     private static string? Text(SqliteDataReader reader, int i) => reader.IsDBNull(i) ? null : reader.GetString(i);
 

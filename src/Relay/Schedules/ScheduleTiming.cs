@@ -79,7 +79,7 @@ internal sealed class ScheduleTiming
         return interval <= MaxInterval;
     }
 
-    /// <summary>The canonical text of an interval, as <see cref="TryParseEvery"/> reads it: hours, minutes or seconds, the largest unit that divides it.</summary>
+    /// <summary>The text of an interval as <see cref="TryParseEvery"/> reads it: in hours, minutes or seconds, the largest unit that divides it.</summary>
     public static string FormatEvery(TimeSpan interval)
     {
         var seconds = (long)interval.TotalSeconds;

@@ -30,7 +30,12 @@ internal enum CommandError
 /// <paramref name="IdempotencyKey"/>, a device that has a command with that key already gets no second one:
 /// the stored one is returned instead.
 /// </summary>
-internal sealed record CommandRequest(string Name, byte[] Payload, bool Binary, int TtlSeconds, byte QoS, string? Token = null, DateTimeOffset? NotBefore = null, string? IdempotencyKey = null);
+internal sealed record CommandRequest(string Name, byte[] Payload, bool Binary, int TtlSeconds, byte QoS, string? Token = null)
+{
+    public DateTimeOffset? NotBefore { get; init; }
+
+    public string? IdempotencyKey { get; init; }
+}
 
 /// <summary>
 /// The push API's view of the command lifecycle (docs/push.md): enqueue to a device or to every device with
