@@ -18,7 +18,8 @@ public sealed class ScheduleApiTests
     public async Task A_command_with_notBefore_is_accepted_at_once_and_reaches_the_device_only_from_then()
     {
         await using var kit = await PushTestKit.StartAsync();
-        var notBefore = DateTimeOffset.UtcNow.AddSeconds(3);
+        // Far enough ahead that a slow first request on a loaded machine still arrives before it.
+        var notBefore = DateTimeOffset.UtcNow.AddSeconds(8);
         var at = notBefore.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture);
         using var accepted = await PostAsync(kit.Http, "/v1/devices/d1/commands", $$"""{"name":"later","payload":{"n":1},"notBefore":"{{at}}"}""");
         Assert.Equal(HttpStatusCode.Accepted, accepted.StatusCode);
@@ -68,8 +69,10 @@ public sealed class ScheduleApiTests
         await using (var device = PushTestKit.StartDevice(kit.Server.MqttPort, "d1", count: 3))
         {
             Assert.Equal(0, await device.WaitForExitAsync("device"));
+            // Runs queued while it connected may arrive as it answers its third and exits: at least three, each once.
             var ids = PushTestKit.ReceivedIds(device);
-            Assert.Equal(3, ids.Distinct().Count());
+            Assert.True(ids.Count >= 3, string.Join(",", ids));
+            Assert.Equal(ids.Count, ids.Distinct().Count());
             foreach (var commandId in ids)
             {
                 var command = await PushTestKit.GetAsync(kit.Http, commandId, wait: 30);
