@@ -6,6 +6,7 @@ using Relay.Server.Hosting;
 using Relay.Server.Mqtt;
 using Relay.Server.Push;
 using Relay.Server.Rendezvous;
+using Relay.Server.Schedules;
 using Relay.Server.StunTurn;
 using Relay.Server.Telemetry;
 
@@ -34,6 +35,7 @@ public static class RelayHost
             .AddRelayStunTurn(configuration)
             .AddRelayMqtt(configuration)
             .AddRelayPush(configuration)
+            .AddRelaySchedules(configuration)
             .AddRelayRendezvous(configuration)
             .AddRelayApi(configuration)
             .AddRelayTelemetry(configuration);

@@ -88,6 +88,7 @@ internal static class ApiServices
         DeviceEndpoints.Map(app);
         TokenEndpoints.Map(app);
         CommandEndpoints.Map(app);
+        ScheduleEndpoints.Map(app);
         OpenApiDocument.Map(app);
         return app;
     }

@@ -8,8 +8,11 @@ using Relay.Server.Push.Commands;
 
 namespace Relay.Server.Api;
 
-/// <summary>202 answer to a command request.</summary>
-internal sealed record CommandAccepted(string Id, string State);
+/// <summary>202 answer to a command request; <c>notBefore</c> when the command is held until then.</summary>
+internal sealed record CommandAccepted(
+    string Id,
+    string State,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] DateTimeOffset? NotBefore = null);
 
 /// <summary>One stored transition.</summary>
 internal sealed record CommandTransitionResponse(
@@ -27,6 +30,7 @@ internal sealed record CommandResponse(
     DateTimeOffset CreatedAt,
     DateTimeOffset ExpiresAt,
     DateTimeOffset UpdatedAt,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] DateTimeOffset? NotBefore,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] JsonElement? Payload,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? PayloadBase64,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] JsonElement? Result,
@@ -201,46 +205,17 @@ internal static class CommandEndpoints
 
         // The state it was accepted in: a device online and quick may have acknowledged, even answered, the
         // command before this response is written, and a 202 that sometimes says "succeeded" would surprise.
-        return Results.Json(new CommandAccepted(entry.Id, StateName(CommandState.Queued)), ApiJsonContext.Relaxed.CommandAccepted, statusCode: 202);
+        var accepted = new CommandAccepted(entry.Id, StateName(CommandState.Queued), entry.NotBefore);
+        return Results.Json(accepted, ApiJsonContext.Relaxed.CommandAccepted, statusCode: 202);
     }
 
-    /// <summary>Reads {name, payload, ttlSeconds, qos[, tag]} with a bound on the body; the error is the answer to send.</summary>
+    /// <summary>Reads {name, payload, ttlSeconds, qos, notBefore[, tag]} with a bound on the body; the error is the answer to send.</summary>
     private static async Task<(CommandRequest? Request, string? Tag, IResult? Error)> ReadRequestAsync(HttpContext http, PushOptions options, bool needTag)
     {
-        // The payload may be base64 (4/3 larger) inside the envelope; anything beyond that cannot be valid.
-        var maxBody = (options.MaxPayloadBytes * 4L / 3) + 8192;
-        if (http.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } bodyLimit && bodyLimit.MaxRequestBodySize < maxBody)
+        var (document, error) = await ReadBodyAsync(http, options).ConfigureAwait(false);
+        if (document is null)
         {
-            // Relay:Http:MaxRequestBodyBytes is for every endpoint; a command may carry up to Relay:Push:MaxPayloadBytes.
-            bodyLimit.MaxRequestBodySize = maxBody;
-        }
-
-        if (http.Request.ContentLength is { } length && length > maxBody)
-        {
-            return (null, null, TooLarge(http, options));
-        }
-
-        using var body = new MemoryStream();
-        var buffer = new byte[16 * 1024];
-        int read;
-        while ((read = await http.Request.Body.ReadAsync(buffer, http.RequestAborted).ConfigureAwait(false)) > 0)
-        {
-            if (body.Length + read > maxBody)
-            {
-                return (null, null, TooLarge(http, options));
-            }
-
-            body.Write(buffer, 0, read);
-        }
-
-        JsonDocument document;
-        try
-        {
-            document = JsonDocument.Parse(body.GetBuffer().AsMemory(0, (int)body.Length), new JsonDocumentOptions { MaxDepth = 64 });
-        }
-        catch (JsonException e)
-        {
-            return (null, null, Problem(400, "Bad JSON", $"The body is not valid JSON: {e.Message}"));
+            return (null, null, error);
         }
 
         using (document)
@@ -251,57 +226,132 @@ internal static class CommandEndpoints
                 return (null, null, Problem(400, "Bad body", "The body must be a JSON object: {\"name\": \"...\", \"payload\": <any JSON>, \"ttlSeconds\": 3600, \"qos\": 1}."));
             }
 
-            if (!root.TryGetProperty("name", out var nameElement) || nameElement.ValueKind != JsonValueKind.String || nameElement.GetString() is not { Length: > 0 and <= MaxNameLength } name || name.Any(char.IsControl))
-            {
-                return (null, null, Problem(400, "Bad name", $"'name' is required: a string of 1..{MaxNameLength} characters without control characters."));
-            }
-
             string? tag = null;
             if (needTag && (!root.TryGetProperty("tag", out var tagElement) || tagElement.ValueKind != JsonValueKind.String || (tag = tagElement.GetString()) is not { Length: > 0 }))
             {
                 return (null, null, Problem(400, "Bad tag", "'tag' is required: the tag of the devices to send the command to."));
             }
 
-            var ttl = options.DefaultTtlSeconds;
-            if (root.TryGetProperty("ttlSeconds", out var ttlElement) && ttlElement.ValueKind != JsonValueKind.Null && (!ttlElement.TryGetInt32(out ttl) || ttl < 1 || ttl > options.MaxTtlSeconds))
-            {
-                return (null, null, Problem(400, "Bad ttlSeconds", $"'ttlSeconds' must be whole seconds from 1 to {options.MaxTtlSeconds} (Relay:Push:MaxTtlSeconds)."));
-            }
-
-            var qos = 1;
-            if (root.TryGetProperty("qos", out var qosElement) && qosElement.ValueKind != JsonValueKind.Null && (!qosElement.TryGetInt32(out qos) || qos is < 1 or > 2))
-            {
-                return (null, null, Problem(400, "Bad qos", "'qos' must be 1 or 2: a command's delivery is confirmed by the device's acknowledgement, which QoS 0 has not."));
-            }
-
-            byte[] payload;
-            var binary = false;
-            if (!root.TryGetProperty("payload", out var payloadElement))
-            {
-                payload = "null"u8.ToArray();
-            }
-            else if (payloadElement.ValueKind == JsonValueKind.Object && payloadElement.TryGetProperty("base64", out var b64) && CountProperties(payloadElement) == 1)
-            {
-                if (b64.ValueKind != JsonValueKind.String || !b64.TryGetBytesFromBase64(out var bytes))
-                {
-                    return (null, null, Problem(400, "Bad payload", "'payload.base64' must be a base64 string (standard alphabet, padded)."));
-                }
-
-                payload = bytes;
-                binary = true;
-            }
-            else
-            {
-                payload = System.Text.Encoding.UTF8.GetBytes(payloadElement.GetRawText());
-            }
-
-            if (payload.Length > options.MaxPayloadBytes)
-            {
-                return (null, null, TooLarge(http, options));
-            }
-
-            return (new CommandRequest(name, payload, binary, ttl, (byte)qos), tag, null);
+            var now = http.RequestServices.GetRequiredService<TimeProvider>().GetUtcNow();
+            var (request, bad) = ParseCommand(http, root, options, now, allowNotBefore: true);
+            return (request, tag, bad);
         }
+    }
+
+    /// <summary>
+    /// Reads a JSON body bounded by what a command may carry (its payload may be base64, 4/3 larger, inside
+    /// the envelope): the parsed document (the caller disposes it), or the answer to send.
+    /// </summary>
+    internal static async Task<(JsonDocument? Document, IResult? Error)> ReadBodyAsync(HttpContext http, PushOptions options)
+    {
+        var maxBody = (options.MaxPayloadBytes * 4L / 3) + 8192;
+        if (http.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } bodyLimit && bodyLimit.MaxRequestBodySize < maxBody)
+        {
+            // Relay:Http:MaxRequestBodyBytes is for every endpoint; a command may carry up to Relay:Push:MaxPayloadBytes.
+            bodyLimit.MaxRequestBodySize = maxBody;
+        }
+
+        if (http.Request.ContentLength is { } length && length > maxBody)
+        {
+            return (null, TooLarge(http, options));
+        }
+
+        using var body = new MemoryStream();
+        var buffer = new byte[16 * 1024];
+        int read;
+        while ((read = await http.Request.Body.ReadAsync(buffer, http.RequestAborted).ConfigureAwait(false)) > 0)
+        {
+            if (body.Length + read > maxBody)
+            {
+                return (null, TooLarge(http, options));
+            }
+
+            body.Write(buffer, 0, read);
+        }
+
+        try
+        {
+            return (JsonDocument.Parse(body.GetBuffer().AsMemory(0, (int)body.Length), new JsonDocumentOptions { MaxDepth = 64 }), null);
+        }
+        catch (JsonException e)
+        {
+            return (null, Problem(400, "Bad JSON", $"The body is not valid JSON: {e.Message}"));
+        }
+    }
+
+    /// <summary>
+    /// A command's fields in <paramref name="root"/> (an object): name, payload, ttlSeconds, qos and, when
+    /// <paramref name="allowNotBefore"/>, notBefore. The error is the answer to send.
+    /// </summary>
+    internal static (CommandRequest? Request, IResult? Error) ParseCommand(
+        HttpContext http, JsonElement root, PushOptions options, DateTimeOffset now, bool allowNotBefore)
+    {
+        if (!root.TryGetProperty("name", out var nameElement) || nameElement.ValueKind != JsonValueKind.String || nameElement.GetString() is not { Length: > 0 and <= MaxNameLength } name || name.Any(char.IsControl))
+        {
+            return (null, Problem(400, "Bad name", $"'name' is required: a string of 1..{MaxNameLength} characters without control characters."));
+        }
+
+        var ttl = options.DefaultTtlSeconds;
+        if (root.TryGetProperty("ttlSeconds", out var ttlElement) && ttlElement.ValueKind != JsonValueKind.Null && (!ttlElement.TryGetInt32(out ttl) || ttl < 1 || ttl > options.MaxTtlSeconds))
+        {
+            return (null, Problem(400, "Bad ttlSeconds", $"'ttlSeconds' must be whole seconds from 1 to {options.MaxTtlSeconds} (Relay:Push:MaxTtlSeconds)."));
+        }
+
+        var qos = 1;
+        if (root.TryGetProperty("qos", out var qosElement) && qosElement.ValueKind != JsonValueKind.Null && (!qosElement.TryGetInt32(out qos) || qos is < 1 or > 2))
+        {
+            return (null, Problem(400, "Bad qos", "'qos' must be 1 or 2: a command's delivery is confirmed by the device's acknowledgement, which QoS 0 has not."));
+        }
+
+        DateTimeOffset? notBefore = null;
+        if (root.TryGetProperty("notBefore", out var notBeforeElement) && notBeforeElement.ValueKind != JsonValueKind.Null)
+        {
+            var latest = now.AddDays(options.MaxNotBeforeDays);
+            if (!allowNotBefore)
+            {
+                return (null, Problem(400, "Bad notBefore", "'notBefore' is not allowed here: a schedule decides when its commands go."));
+            }
+
+            // RFC 3339 with an offset (or Z): a time without one would mean the server's local time, which the caller cannot know.
+            if (notBeforeElement.ValueKind != JsonValueKind.String || !notBeforeElement.TryGetDateTime(out var local) || local.Kind == DateTimeKind.Unspecified
+                || !notBeforeElement.TryGetDateTimeOffset(out var at) || at > latest)
+            {
+                var detail = "'notBefore' must be an RFC 3339 time with an offset (e.g. \"2026-05-01T14:30:00Z\"), "
+                    + $"at most {options.MaxNotBeforeDays} days ahead (Relay:Push:MaxNotBeforeDays).";
+                return (null, Problem(400, "Bad notBefore", detail));
+            }
+
+            // A time already past sends at once.
+            notBefore = at > now ? at : null;
+        }
+
+        byte[] payload;
+        var binary = false;
+        if (!root.TryGetProperty("payload", out var payloadElement))
+        {
+            payload = "null"u8.ToArray();
+        }
+        else if (payloadElement.ValueKind == JsonValueKind.Object && payloadElement.TryGetProperty("base64", out var b64) && CountProperties(payloadElement) == 1)
+        {
+            if (b64.ValueKind != JsonValueKind.String || !b64.TryGetBytesFromBase64(out var bytes))
+            {
+                return (null, Problem(400, "Bad payload", "'payload.base64' must be a base64 string (standard alphabet, padded)."));
+            }
+
+            payload = bytes;
+            binary = true;
+        }
+        else
+        {
+            payload = System.Text.Encoding.UTF8.GetBytes(payloadElement.GetRawText());
+        }
+
+        if (payload.Length > options.MaxPayloadBytes)
+        {
+            return (null, TooLarge(http, options));
+        }
+
+        return (new CommandRequest(name, payload, binary, ttl, (byte)qos) { NotBefore = notBefore }, null);
     }
 
     private static int CountProperties(JsonElement element)
@@ -324,6 +374,7 @@ internal static class CommandEndpoints
         entry.CreatedAt,
         entry.ExpiresAt,
         entry.UpdatedAt,
+        entry.NotBefore,
         entry.Binary ? null : Json(entry.Payload ?? "null"u8.ToArray()),
         entry.Binary ? Convert.ToBase64String(entry.Payload ?? []) : null,
         entry.ResultJson is { } result ? Json(System.Text.Encoding.UTF8.GetBytes(result)) : null,
@@ -349,7 +400,7 @@ internal static class CommandEndpoints
     private static IResult OverQuota(PushOptions options) =>
         Problem(429, "Too many queued bytes", $"This token's commands that are not final yet would hold more than {options.MaxQueuedBytesPerToken} bytes (Relay:Push:MaxQueuedBytesPerToken; each command counts its payload plus {CommandCost.PerCommandBytes} bytes). Wait until devices take them, cancel some, or use shorter TTLs. A broadcast is refused whole.");
 
-    private static IResult UnknownCommand(string id) => Problem(404, "Unknown command", $"No command '{id}'; command ids are returned by POST /v1/devices/{{id}}/commands.");
+    internal static IResult UnknownCommand(string id) => Problem(404, "Unknown command", $"No command '{id}'; command ids are returned by POST /v1/devices/{{id}}/commands.");
 
     private static IResult TooLarge(HttpContext http, PushOptions options)
     {
@@ -357,6 +408,6 @@ internal static class CommandEndpoints
         return Problem(413, "Payload too large", $"The payload is larger than {options.MaxPayloadBytes} bytes (Relay:Push:MaxPayloadBytes); send less, or a reference the device can fetch.");
     }
 
-    private static IResult Problem(int status, string title, string detail) =>
+    internal static IResult Problem(int status, string title, string detail) =>
         Results.Json(new ProblemResponse("about:blank", title, status, detail), ApiJsonContext.Relaxed.ProblemResponse, "application/problem+json", status);
 }

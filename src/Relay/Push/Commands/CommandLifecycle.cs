@@ -11,6 +11,9 @@ namespace Relay.Server.Push.Commands;
 /// </code>
 /// Succeeded, failed, expired and canceled are final: nothing leaves them, and a second result for a
 /// final command is a duplicate (ignored, never recorded twice).
+/// A command with a <c>notBefore</c> is queued like any other and keeps every step above; it is only not
+/// deliverable before that time (<see cref="IsDeliverable(CommandState, DateTimeOffset, DateTimeOffset?, DateTimeOffset)"/>),
+/// so it stays cancelable until then. Not a state of its own: nothing else about it differs.
 /// </summary>
 internal static class CommandLifecycle
 {
@@ -70,6 +73,10 @@ internal static class CommandLifecycle
     /// <summary>Whether a queued command may still go out to its device.</summary>
     public static bool IsDeliverable(CommandState state, DateTimeOffset expiresAt, DateTimeOffset now) =>
         state == CommandState.Queued && expiresAt > now;
+
+    /// <summary>Whether a queued command may go out to its device now: not expired, and its <paramref name="notBefore"/> (if any) reached.</summary>
+    public static bool IsDeliverable(CommandState state, DateTimeOffset expiresAt, DateTimeOffset? notBefore, DateTimeOffset now) =>
+        IsDeliverable(state, expiresAt, now) && (notBefore is not { } from || from <= now);
 }
 
 /// <summary>

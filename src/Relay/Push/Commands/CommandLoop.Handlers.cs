@@ -83,8 +83,9 @@ internal sealed partial class CommandLoop
         for (var i = 0; i < queue.Count; i++)
         {
             var entry = queue[i];
-            if (queue.IsHandedOver(entry) || !CommandLifecycle.IsDeliverable(entry.State, entry.ExpiresAt, now))
+            if (queue.IsHandedOver(entry) || !CommandLifecycle.IsDeliverable(entry.State, entry.ExpiresAt, entry.NotBefore, now))
             {
+                // Expired, or held until its notBefore (the sweep's next pass sends it): later ones may go.
                 continue;
             }
 

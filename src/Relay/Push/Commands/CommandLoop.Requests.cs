@@ -8,11 +8,31 @@ internal sealed partial class CommandLoop
     /// Stores one command per device in <paramref name="devices"/> (one transaction; durable when this
     /// returns) and has the loop deliver them. Devices whose queue is full (Relay:Push:MaxQueuedCommandsPerDevice)
     /// are left out; the result holds the commands stored. None is stored, and OverQuota is true, when they
-    /// would pass the request's token's Relay:Push:MaxQueuedBytesPerToken.
+    /// would pass the request's token's Relay:Push:MaxQueuedBytesPerToken. With an idempotency key, a device
+    /// that has a command with that key already gets none: the stored one is in the result instead.
     /// </summary>
     public async Task<(List<CommandEntry> Entries, bool OverQuota)> EnqueueAsync(IReadOnlyList<string> devices, CommandRequest request, CancellationToken cancellationToken)
     {
+        List<CommandEntry> existing = [];
+        if (request.IdempotencyKey is { } key)
+        {
+            // Callers with keys (a schedule's runs) do not enqueue the same key concurrently; should two ever
+            // race, the store's unique index refuses the second insert and the caller's retry finds the first.
+            existing = _store.FindByKey(key, devices);
+            if (existing.Count > 0)
+            {
+                var done = existing.Select(static e => e.Device).ToHashSet(StringComparer.Ordinal);
+                devices = [.. devices.Where(d => !done.Contains(d))];
+            }
+
+            if (devices.Count == 0)
+            {
+                return (existing, false);
+            }
+        }
+
         var now = Time.GetUtcNow();
+        var from = request.NotBefore is { } notBefore && notBefore > now ? notBefore : now;
         var cost = CommandCost.Of(request.Payload.Length);
         var places = new PlacesRequested(devices, request.Token, cost);
         if (!await PostAsync(places, cancellationToken).ConfigureAwait(false))
@@ -36,7 +56,9 @@ internal sealed partial class CommandLoop
                 Token = request.Token,
                 QoS = request.QoS,
                 CreatedAt = now,
-                ExpiresAt = now.AddSeconds(request.TtlSeconds),
+                ExpiresAt = from.AddSeconds(request.TtlSeconds),
+                NotBefore = from > now ? from : null,
+                IdempotencyKey = request.IdempotencyKey,
                 State = CommandState.Queued,
                 UpdatedAt = now,
             });
@@ -44,7 +66,7 @@ internal sealed partial class CommandLoop
 
         if (entries.Count == 0)
         {
-            return (entries, overQuota);
+            return ([.. existing, .. entries], overQuota);
         }
 
         var stored = false;
@@ -61,7 +83,7 @@ internal sealed partial class CommandLoop
             await PostAsync(settle, CancellationToken.None).ConfigureAwait(false);
         }
 
-        return (entries, false);
+        return ([.. existing, .. entries], false);
     }
 
     /// <summary>Cancels a command that has not gone out to its device yet. Busy when the loop is too far behind to take the request.</summary>

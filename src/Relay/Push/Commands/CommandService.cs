@@ -25,9 +25,17 @@ internal enum CommandError
 
 /// <summary>
 /// A validated command request. <paramref name="Token"/> is the id of the API token sending it, whose
-/// Relay:Push:MaxQueuedBytesPerToken the command counts against; null counts against nobody.
+/// Relay:Push:MaxQueuedBytesPerToken the command counts against; null counts against nobody. With
+/// <paramref name="NotBefore"/> the command is held (queued) until then, and its TTL counts from then. With
+/// <paramref name="IdempotencyKey"/>, a device that has a command with that key already gets no second one:
+/// the stored one is returned instead.
 /// </summary>
-internal sealed record CommandRequest(string Name, byte[] Payload, bool Binary, int TtlSeconds, byte QoS, string? Token = null);
+internal sealed record CommandRequest(string Name, byte[] Payload, bool Binary, int TtlSeconds, byte QoS, string? Token = null)
+{
+    public DateTimeOffset? NotBefore { get; init; }
+
+    public string? IdempotencyKey { get; init; }
+}
 
 /// <summary>
 /// The push API's view of the command lifecycle (docs/push.md): enqueue to a device or to every device with

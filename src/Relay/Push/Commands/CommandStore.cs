@@ -37,6 +37,15 @@ internal sealed class CommandEntry
 
     public DateTimeOffset ExpiresAt { get; init; }
 
+    /// <summary>Not sent to the device before this time (still queued, cancelable); null: at once.</summary>
+    public DateTimeOffset? NotBefore { get; init; }
+
+    /// <summary>
+    /// The sender's key for this command: a second enqueue for the same device and key returns the stored
+    /// command instead of a new one (a scheduled run retried after a crash); null: none.
+    /// </summary>
+    public string? IdempotencyKey { get; init; }
+
     public CommandState State { get; set; }
 
     public DateTimeOffset UpdatedAt { get; set; }
@@ -68,8 +77,9 @@ internal sealed class CommandStore : IAsyncDisposable
     public const string FileName = "commands.db";
 
     // v2: commands.token (the sender's API token id, for the per-token quota) and the commands_final
-    // index (the prune's scan). v1 files are migrated at open; an older build refuses a v2 file.
-    private const int SchemaVersion = 2;
+    // index (the prune's scan). v3: commands.not_before and commands.idempotency_key (unique per device).
+    // Older files are migrated at open; an older build refuses a newer file.
+    private const int SchemaVersion = 3;
     private const int MaxBatch = 512;
 
     private static readonly string[] Schema =
@@ -88,12 +98,15 @@ internal sealed class CommandStore : IAsyncDisposable
             state INTEGER NOT NULL,
             updated_at INTEGER NOT NULL,
             result TEXT NULL,
-            token TEXT NULL)
+            token TEXT NULL,
+            not_before INTEGER NULL,
+            idempotency_key TEXT NULL)
         """,
         "CREATE INDEX commands_by_device ON commands(device, seq)",
         // Only non-final commands are reloaded at start; the partial index keeps that read small.
         "CREATE INDEX commands_active ON commands(seq) WHERE state < 2",
         FinalIndex,
+        IdempotencyIndex,
         """
         CREATE TABLE transitions(
             command_seq INTEGER NOT NULL,
@@ -107,10 +120,20 @@ internal sealed class CommandStore : IAsyncDisposable
     // The prune finds final commands by when they became final.
     private const string FinalIndex = "CREATE INDEX commands_final ON commands(updated_at) WHERE state >= 2";
 
+    // A key names one command per device; the index is also what finds it again.
+    private const string IdempotencyIndex = "CREATE UNIQUE INDEX commands_idempotency ON commands(device, idempotency_key) WHERE idempotency_key IS NOT NULL";
+
     private static readonly string[] MigrateFromV1 =
     [
         "ALTER TABLE commands ADD COLUMN token TEXT NULL",
         FinalIndex,
+    ];
+
+    private static readonly string[] MigrateFromV2 =
+    [
+        "ALTER TABLE commands ADD COLUMN not_before INTEGER NULL",
+        "ALTER TABLE commands ADD COLUMN idempotency_key TEXT NULL",
+        IdempotencyIndex,
     ];
 
     private readonly SqliteConnection _writer;
@@ -154,7 +177,13 @@ internal sealed class CommandStore : IAsyncDisposable
                 {
                     // One transaction with the version: a crash part way leaves the file as it was.
                     using var transaction = connection.BeginTransaction();
-                    foreach (var statement in version == 0 ? Schema : MigrateFromV1)
+                    string[] steps = version switch
+                    {
+                        0 => Schema,
+                        1 => [.. MigrateFromV1, .. MigrateFromV2],
+                        _ => MigrateFromV2,
+                    };
+                    foreach (var statement in steps)
                     {
                         Execute(connection, transaction, statement);
                     }
@@ -186,10 +215,10 @@ internal sealed class CommandStore : IAsyncDisposable
             {
                 using var insert = connection.CreateCommand();
                 insert.Transaction = transaction;
-                insert.CommandText = "INSERT INTO commands(id, device, name, binary, payload, qos, created_at, expires_at, state, updated_at, token) VALUES($i, $d, $n, $b, $p, $q, $c, $e, 0, $c, $t) RETURNING seq";
+                insert.CommandText = "INSERT INTO commands(id, device, name, binary, payload, qos, created_at, expires_at, state, updated_at, token, not_before, idempotency_key) VALUES($i, $d, $n, $b, $p, $q, $c, $e, 0, $c, $t, $nb, $k) RETURNING seq";
                 var p = insert.Parameters;
                 var (id, device, name, binary, payload, qos, created, expires) = (p.Add("$i", SqliteType.Text), p.Add("$d", SqliteType.Text), p.Add("$n", SqliteType.Text), p.Add("$b", SqliteType.Integer), p.Add("$p", SqliteType.Blob), p.Add("$q", SqliteType.Integer), p.Add("$c", SqliteType.Integer), p.Add("$e", SqliteType.Integer));
-                var token = p.Add("$t", SqliteType.Text);
+                var (token, notBefore, key) = (p.Add("$t", SqliteType.Text), p.Add("$nb", SqliteType.Integer), p.Add("$k", SqliteType.Text));
                 using var transition = TransitionCommand(connection, transaction);
                 foreach (var entry in entries)
                 {
@@ -202,6 +231,8 @@ internal sealed class CommandStore : IAsyncDisposable
                     created.Value = entry.CreatedAt.ToUnixTimeMilliseconds();
                     expires.Value = entry.ExpiresAt.ToUnixTimeMilliseconds();
                     token.Value = (object?)entry.Token ?? DBNull.Value;
+                    notBefore.Value = (object?)entry.NotBefore?.ToUnixTimeMilliseconds() ?? DBNull.Value;
+                    key.Value = (object?)entry.IdempotencyKey ?? DBNull.Value;
                     entry.Seq = Convert.ToInt64(insert.ExecuteScalar(), CultureInfo.InvariantCulture);
                     AddTransition(transition, entry.Seq, CommandState.Queued, entry.CreatedAt, null);
                 }
@@ -357,6 +388,27 @@ internal sealed class CommandStore : IAsyncDisposable
         return (entries[0], list);
     }
 
+    /// <summary>
+    /// The stored commands (without payloads) that carry <paramref name="key"/> for any of
+    /// <paramref name="devices"/>: an enqueue with that key has happened for them already.
+    /// </summary>
+    public List<CommandEntry> FindByKey(string key, IReadOnlyList<string> devices)
+    {
+        var found = new List<CommandEntry>();
+        using var connection = OpenReader();
+        using var command = connection.CreateCommand();
+        command.CommandText = SelectWithoutPayload + " WHERE device = $d AND idempotency_key = $k";
+        var device = command.Parameters.Add("$d", SqliteType.Text);
+        command.Parameters.AddWithValue("$k", key);
+        foreach (var id in devices)
+        {
+            device.Value = id;
+            found.AddRange(ReadEntries(command));
+        }
+
+        return found;
+    }
+
     /// <summary>A device's commands, newest first; <paramref name="after"/> is the id of the last one of the previous page.</summary>
     public List<CommandEntry> History(string device, string? after, int limit)
     {
@@ -383,10 +435,10 @@ internal sealed class CommandStore : IAsyncDisposable
         SqliteConnection.ClearPool(new SqliteConnection(_readConnectionString));
     }
 
-    private const string Select = "SELECT seq, id, device, name, binary, payload, qos, created_at, expires_at, state, updated_at, result, length(payload), token FROM commands";
+    private const string Select = "SELECT seq, id, device, name, binary, payload, qos, created_at, expires_at, state, updated_at, result, length(payload), token, not_before, idempotency_key FROM commands";
 
     // The same columns, the payload left in the file.
-    private const string SelectWithoutPayload = "SELECT seq, id, device, name, binary, NULL, qos, created_at, expires_at, state, updated_at, result, length(payload), token FROM commands";
+    private const string SelectWithoutPayload = "SELECT seq, id, device, name, binary, NULL, qos, created_at, expires_at, state, updated_at, result, length(payload), token, not_before, idempotency_key FROM commands";
 
     private static List<CommandEntry> ReadEntries(SqliteCommand command)
     {
@@ -404,6 +456,8 @@ internal sealed class CommandStore : IAsyncDisposable
                 Payload = reader.IsDBNull(5) ? null : (byte[])reader.GetValue(5),
                 PayloadLength = reader.GetInt32(12),
                 Token = reader.IsDBNull(13) ? null : reader.GetString(13),
+                NotBefore = reader.IsDBNull(14) ? null : DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(14)),
+                IdempotencyKey = reader.IsDBNull(15) ? null : reader.GetString(15),
                 QoS = (byte)reader.GetInt64(6),
                 CreatedAt = DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(7)),
                 ExpiresAt = DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(8)),

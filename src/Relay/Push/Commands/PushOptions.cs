@@ -32,6 +32,12 @@ public sealed class PushOptions
     /// </summary>
     public long MaxQueuedBytesPerToken { get; set; } = 256L * 1024 * 1024;
 
+    /// <summary>
+    /// How far ahead a command's <c>notBefore</c> may lie. A held command keeps its place in its device's queue
+    /// and its bytes in its token's quota until it goes, so this bounds how long those stay taken.
+    /// </summary>
+    public int MaxNotBeforeDays { get; set; } = 30;
+
     /// <summary>Days a command is kept once final (succeeded, failed, expired, canceled); then it and its transitions are deleted (review M4).</summary>
     public int RetainFinishedDays { get; set; } = 30;
 }
@@ -57,6 +63,7 @@ internal sealed class PushOptionsValidator : IValidateOptions<PushOptions>
         Check(options.MaxWaiters is >= 0 and <= 1_000_000, nameof(PushOptions.MaxWaiters), "must be 0..1000000");
         Check(options.MaxBroadcastDevices is >= 1 and <= 1_000_000, nameof(PushOptions.MaxBroadcastDevices), "must be 1..1000000");
         Check(options.MaxQueuedBytesPerToken is >= 1024 and <= 1L << 40, nameof(PushOptions.MaxQueuedBytesPerToken), "must be 1024..1099511627776");
+        Check(options.MaxNotBeforeDays is >= 1 and <= 365, nameof(PushOptions.MaxNotBeforeDays), "must be 1..365");
         Check(options.RetainFinishedDays is >= 1 and <= 36_500, nameof(PushOptions.RetainFinishedDays), "must be 1..36500");
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }

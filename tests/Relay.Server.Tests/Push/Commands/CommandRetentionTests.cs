@@ -113,7 +113,7 @@ public sealed class CommandRetentionTests
     }
 
     [Fact]
-    public async Task A_version_1_file_is_migrated_in_place_and_its_commands_count_against_no_token()
+    public async Task A_version_1_file_is_migrated_in_place_to_the_current_version_and_its_commands_count_against_no_token()
     {
         var directory = Directory.CreateTempSubdirectory("relay-commands-v1-").FullName;
         try
@@ -149,7 +149,7 @@ public sealed class CommandRetentionTests
                 Assert.Equal("t1", store.Find("new1")!.Value.Entry.Token);
             }
 
-            Assert.Equal(2, Pragma(directory, "user_version"));
+            Assert.Equal(3, Pragma(directory, "user_version"));
         }
         finally
         {

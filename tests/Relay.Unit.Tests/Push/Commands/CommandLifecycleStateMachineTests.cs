@@ -151,4 +151,21 @@ public sealed class CommandLifecycleStateMachineTests
             Assert.False(CommandLifecycle.IsDeliverable(state, expiresAt, expiresAt));
         }
     }
+
+    [Fact]
+    public void A_queued_command_with_a_notBefore_goes_out_only_from_then_and_within_its_ttl()
+    {
+        var notBefore = new DateTimeOffset(2026, 1, 1, 12, 0, 0, TimeSpan.Zero);
+        var expiresAt = notBefore.AddHours(1);
+        foreach (var state in AllStates)
+        {
+            Assert.False(CommandLifecycle.IsDeliverable(state, expiresAt, notBefore, notBefore.AddTicks(-1)));
+            Assert.Equal(state == Queued, CommandLifecycle.IsDeliverable(state, expiresAt, notBefore, notBefore));
+            Assert.Equal(state == Queued, CommandLifecycle.IsDeliverable(state, expiresAt, null, notBefore));
+            Assert.False(CommandLifecycle.IsDeliverable(state, expiresAt, notBefore, expiresAt));
+
+            // Held, it is still queued: cancelable like any queued command not yet with the device's connection.
+            Assert.Equal(state == Queued, CommandLifecycle.CanCancel(state, handedToConnection: false));
+        }
+    }
 }

@@ -493,4 +493,85 @@ public sealed class CommandLoopTests
         Assert.Equal(QueuedDeliveredSucceeded, h.StoredHistory(entry.Id));
         Assert.Equal(1, h.Metrics.DuplicateResults);
     }
+
+    [Fact]
+    public async Task A_command_with_a_notBefore_is_held_while_its_device_is_online_then_sent_and_its_ttl_counts_from_then()
+    {
+        await using var h = await CommandLoopHarness.StartAsync();
+        h.Connect("d1");
+        var notBefore = h.Time.GetUtcNow().AddSeconds(30);
+        var (held, error) = await h.Commands.EnqueueAsync("d1", CommandLoopHarness.Request("later", ttlSeconds: 60) with { NotBefore = notBefore }, CancellationToken.None);
+        Assert.Equal(CommandError.None, error);
+        var now = await h.EnqueueAsync("d1", "now");
+        await h.Channel.WaitForPublishedAsync(1);
+        Assert.Equal([now.Id], h.Channel.PublishedIds("d1"));
+        Assert.Equal(notBefore, h.Store.Find(held!.Id)!.Value.Entry.NotBefore);
+        Assert.Equal(notBefore.AddSeconds(60), held.ExpiresAt);
+
+        // Sweeps before notBefore send nothing.
+        h.Time.Advance(TimeSpan.FromSeconds(29));
+        await h.DrainAsync();
+        Assert.Single(h.Channel.Published);
+
+        h.Time.Advance(TimeSpan.FromSeconds(1));
+        await h.Channel.WaitForPublishedAsync(2);
+        Assert.Equal([now.Id, held.Id], h.Channel.PublishedIds("d1"));
+    }
+
+    [Fact]
+    public async Task A_held_command_can_be_canceled_and_survives_a_restart_still_held()
+    {
+        var directory = Directory.CreateTempSubdirectory("relay-commands-").FullName;
+        try
+        {
+            DateTimeOffset notBefore;
+            string keep;
+            await using (var h = await CommandLoopHarness.StartOnAsync(directory))
+            {
+                notBefore = h.Time.GetUtcNow().AddMinutes(10);
+                var (cancel, _) = await h.Commands.EnqueueAsync("d1", CommandLoopHarness.Request() with { NotBefore = notBefore }, CancellationToken.None);
+                var (held, _) = await h.Commands.EnqueueAsync("d1", CommandLoopHarness.Request() with { NotBefore = notBefore }, CancellationToken.None);
+                keep = held!.Id;
+                Assert.Equal(CommandError.None, await h.Commands.CancelAsync(cancel!.Id, CancellationToken.None));
+            }
+
+            await using (var h = await CommandLoopHarness.StartOnAsync(directory))
+            {
+                h.Time.SetUtcNow(notBefore.AddMinutes(-1));
+                h.Connect("d1");
+                await h.DrainAsync();
+                Assert.Empty(h.Channel.Published);
+                h.Time.Advance(TimeSpan.FromMinutes(1));
+                await h.Channel.WaitForPublishedAsync(1);
+                Assert.Equal([keep], h.Channel.PublishedIds("d1"));
+            }
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task An_enqueue_with_an_idempotency_key_stores_one_command_per_device_however_often_it_is_repeated()
+    {
+        await using var h = await CommandLoopHarness.StartAsync();
+        var request = CommandLoopHarness.Request() with { IdempotencyKey = "run-1" };
+        var (first, _) = await h.Commands.EnqueueAsync("d1", request, CancellationToken.None);
+        var (again, _) = await h.Commands.EnqueueAsync("d1", request, CancellationToken.None);
+        Assert.Equal(first!.Id, again!.Id);
+
+        // A broadcast with the key: d1 has it already, d3 gets one; repeated, nothing new.
+        var (sent, skipped, error) = await h.Commands.BroadcastAsync("lobby", request, CancellationToken.None);
+        Assert.Equal(CommandError.None, error);
+        Assert.Empty(skipped);
+        Assert.Equal(["d1", "d3"], sent.Select(static c => c.Device).Order().ToArray());
+        var (repeated, _, _) = await h.Commands.BroadcastAsync("lobby", request, CancellationToken.None);
+        Assert.Equal(sent.Select(static c => c.Id).Order(), repeated.Select(static c => c.Id).Order());
+        Assert.Single(h.Store.History("d1", null, 10));
+        Assert.Single(h.Store.History("d3", null, 10));
+
+        // Another key is another command.
+        Assert.NotEqual(first.Id, (await h.Commands.EnqueueAsync("d1", request with { IdempotencyKey = "run-2" }, CancellationToken.None)).Entry!.Id);
+    }
 }
