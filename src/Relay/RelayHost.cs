@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Options;
 using Relay.Rendezvous.Stun;
 using Relay.Server.Api;
+using Relay.Server.Connectors;
 using Relay.Server.Events;
 using Relay.Server.Hosting;
 using Relay.Server.Mqtt;
@@ -34,6 +35,7 @@ public static class RelayHost
             .AddRelayStunTurn(configuration)
             .AddRelayMqtt(configuration)
             .AddRelayPush(configuration)
+            .AddRelayConnectors(configuration)
             .AddRelayRendezvous(configuration)
             .AddRelayApi(configuration)
             .AddRelayTelemetry(configuration);
