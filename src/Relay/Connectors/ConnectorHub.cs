@@ -17,7 +17,8 @@ internal sealed class ConnectorHub : IMqttMessageObserver, IHostedService, IAsyn
     private readonly TimeProvider _time;
     private int _disposed;
 
-    public ConnectorHub(IOptions<ConnectorsOptions> options, ConnectorMetrics metrics, RelayDataDirectory dataDirectory, TimeProvider time, ILoggerFactory loggerFactory)
+    public ConnectorHub(
+        IOptions<ConnectorsOptions> options, ConnectorMetrics metrics, RelayDataDirectory dataDirectory, TimeProvider time, ILoggerFactory loggerFactory)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(dataDirectory);
@@ -109,7 +110,8 @@ internal sealed class ConnectorHub : IMqttMessageObserver, IHostedService, IAsyn
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new RelayConfigurationException($"{ConnectorsOptions.SectionName}: connector '{connector.Name}' cannot open its spill directory '{directory}' ({e.Message})");
+            throw new RelayConfigurationException(
+                $"{ConnectorsOptions.SectionName}: connector '{connector.Name}' cannot open its spill directory '{directory}' ({e.Message})");
         }
     }
 }

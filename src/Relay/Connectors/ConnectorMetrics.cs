@@ -20,7 +20,7 @@ internal enum ConnectorDropReason
     /// <summary>The target refused the batch for good (HTTP 4xx other than 408/429).</summary>
     Rejected,
 
-    /// <summary>The server stopped with messages in memory and spilling off (or failing).</summary>
+    /// <summary>The server stopped with messages in memory and spilling off (or failing), or a message came after the connector stopped.</summary>
     Shutdown,
 }
 
@@ -65,13 +65,18 @@ internal sealed class ConnectorMetrics
 
         var meter = meterFactory.Create(MeterName);
         meter.CreateObservableCounter("relay.connectors.delivered", () => PerConnector(_delivered), "{message}", "Messages a connector's target accepted.");
-        meter.CreateObservableCounter("relay.connectors.retries", () => PerConnector(_retries), "{attempt}", "Failed writes to a target that were tried again (quick retries and probes of a down target).");
-        meter.CreateObservableCounter("relay.connectors.spilled", () => PerConnector(_spilled), "{message}", "Messages written to a connector's spill files while its target was down or behind.");
+        meter.CreateObservableCounter("relay.connectors.retries", () => PerConnector(_retries), "{attempt}",
+            "Failed writes to a target that were tried again (quick retries and probes of a down target).");
+        meter.CreateObservableCounter("relay.connectors.spilled", () => PerConnector(_spilled), "{message}",
+            "Messages written to a connector's spill files while its target was down or behind.");
         meter.CreateObservableCounter("relay.connectors.dropped", Dropped, "{message}", "Messages a connector gave up, by reason; nothing else is lost.");
         meter.CreateObservableGauge("relay.connectors.buffered", () => PerConnector(_buffered), "{message}", "Messages in a connector's memory buffer now.");
-        meter.CreateObservableGauge("relay.connectors.spill.messages", () => PerConnector(_spillMessages), "{message}", "Messages in a connector's spill files now.");
-        meter.CreateObservableGauge("relay.connectors.spill.bytes", () => PerConnector(_spillBytes), "By", "Bytes of unread messages in a connector's spill files now.");
-        meter.CreateObservableGauge("relay.connectors.up", () => PerConnector(_up), "{connector}", "1 while a connector's last write succeeded, 0 while its target is down.");
+        meter.CreateObservableGauge("relay.connectors.spill.messages", () => PerConnector(_spillMessages), "{message}",
+            "Messages in a connector's spill files now.");
+        meter.CreateObservableGauge("relay.connectors.spill.bytes", () => PerConnector(_spillBytes), "By",
+            "Bytes of unread messages in a connector's spill files now.");
+        meter.CreateObservableGauge("relay.connectors.up", () => PerConnector(_up), "{connector}",
+            "1 while a connector's last write succeeded, 0 while its target is down.");
     }
 
     public long Delivered(int connector) => Interlocked.Read(ref _delivered[connector]);

@@ -56,7 +56,8 @@ internal sealed partial class ConnectorPipeline : IAsyncDisposable
     private Task _loop = Task.CompletedTask;
     private int _disposed;
 
-    public ConnectorPipeline(int index, ConnectorOptions options, IConnectorTarget target, ConnectorSpillQueue? spill, ConnectorMetrics metrics, TimeProvider time, ILogger logger)
+    public ConnectorPipeline(
+        int index, ConnectorOptions options, IConnectorTarget target, ConnectorSpillQueue? spill, ConnectorMetrics metrics, TimeProvider time, ILogger logger)
     {
         _index = index;
         _options = options;
@@ -440,7 +441,8 @@ internal sealed partial class ConnectorPipeline : IAsyncDisposable
     private static TimeSpan Jittered(TimeSpan backoff) => TimeSpan.FromTicks((backoff.Ticks / 2) + Random.Shared.NextInt64((backoff.Ticks / 2) + 1));
 
     [LoggerMessage(EventId = 9501, Level = LogLevel.Warning,
-        Message = "Connector {Name}: target down ({Error}: {Message}); buffering, spilling up to {SpillMaxBytes} bytes to disk, probing with backoff; {Suppressed} more since the last line")]
+        Message = "Connector {Name}: target down ({Error}: {Message}); buffering, spilling up to {SpillMaxBytes} bytes to disk, "
+            + "probing with backoff; {Suppressed} more since the last line")]
     private static partial void LogDown(ILogger logger, string name, string error, string message, long spillMaxBytes, long suppressed);
 
     [LoggerMessage(EventId = 9502, Level = LogLevel.Information,
@@ -448,7 +450,8 @@ internal sealed partial class ConnectorPipeline : IAsyncDisposable
     private static partial void LogBackUp(ILogger logger, string name, long spilled, long suppressed);
 
     [LoggerMessage(EventId = 9503, Level = LogLevel.Warning,
-        Message = "Connector {Name}: dropped {Count} message(s), reason {Reason} {Detail}(relay_connectors_dropped_total); {Suppressed} more lines since the last")]
+        Message = "Connector {Name}: dropped {Count} message(s), reason {Reason} {Detail}(relay_connectors_dropped_total); "
+            + "{Suppressed} more lines since the last")]
     private static partial void LogDropped(ILogger logger, string name, long count, string reason, string detail, long suppressed);
 
     [LoggerMessage(EventId = 9504, Level = LogLevel.Warning,

@@ -50,9 +50,9 @@ internal sealed class ConnectorsOptions
     private static void BindList<T>(IConfigurationSection list, List<T> entries, List<string> errors)
         where T : ConnectorOptions, new()
     {
-        foreach (var child in list.GetChildren().OrderBy(static c => int.TryParse(c.Key, NumberStyles.None, CultureInfo.InvariantCulture, out var i) ? i : int.MaxValue))
+        foreach (var child in list.GetChildren().OrderBy(static c => Index(c.Key) ?? int.MaxValue))
         {
-            if (!int.TryParse(child.Key, NumberStyles.None, CultureInfo.InvariantCulture, out _))
+            if (Index(child.Key) is null)
             {
                 errors.Add($"{child.Path}: expected a list index (…:{list.Key}:0:...)");
                 continue;
@@ -68,6 +68,8 @@ internal sealed class ConnectorsOptions
             entries.Add(entry);
         }
     }
+
+    private static int? Index(string key) => int.TryParse(key, NumberStyles.None, CultureInfo.InvariantCulture, out var index) ? index : null;
 }
 
 /// <summary>Checks every entry, naming its key, and that names (metric labels, spill directories) are unique.</summary>

@@ -117,29 +117,20 @@ internal sealed class ConnectorSpillQueue : IDisposable
                 continue;
             }
 
-            using var reader = new FileStream(head.Path, new FileStreamOptions { Mode = FileMode.Open, Access = FileAccess.Read, Share = FileShare.ReadWrite | FileShare.Delete });
+            var readOptions = new FileStreamOptions { Mode = FileMode.Open, Access = FileAccess.Read, Share = FileShare.ReadWrite | FileShare.Delete };
+            using var reader = new FileStream(head.Path, readOptions);
             reader.Position = _readOffset;
             var offset = _readOffset;
             while (batch.Count < maxCount && offset < head.Length && (batch.Count == 0 || _peekBytes < maxBytes))
             {
-                var remaining = head.Length - offset;
-                if (remaining < ConnectorSpillRecord.HeaderLength || !ReadExactly(reader, header)
-                    || ConnectorSpillRecord.TryReadHeader(header, (int)Math.Min(int.MaxValue - 16, remaining - ConnectorSpillRecord.HeaderLength), out var bodyLength) != OperationStatus.Done)
+                var message = ReadRecord(reader, head.Length - offset, header, out var consumed);
+                if (message is null)
                 {
                     SkipRestOfHead(head, offset);
                     break;
                 }
 
-                var record = new byte[ConnectorSpillRecord.HeaderLength + bodyLength];
-                header.CopyTo(record);
-                if (!ReadExactly(reader, record.AsSpan(ConnectorSpillRecord.HeaderLength))
-                    || ConnectorSpillRecord.TryRead(record, bodyLength, out var message, out var consumed) != OperationStatus.Done)
-                {
-                    SkipRestOfHead(head, offset);
-                    break;
-                }
-
-                batch.Add(message!);
+                batch.Add(message);
                 offset += consumed;
                 _peekBytes += consumed;
                 _peekCount++;
@@ -189,6 +180,27 @@ internal sealed class ConnectorSpillQueue : IDisposable
     {
         _writer?.Dispose();
         _writer = null;
+    }
+
+    // The record at the stream's position, within the remaining bytes known to be written; null
+    // when none can be read there (torn, damaged). The declared length is checked against what is left in the
+    // file before the body is allocated, so a damaged length cannot ask for more memory than the file holds.
+    private static ConnectorMessage? ReadRecord(FileStream stream, long remaining, Span<byte> header, out int consumed)
+    {
+        consumed = 0;
+        var maxBody = (int)Math.Min(int.MaxValue - 16, remaining - ConnectorSpillRecord.HeaderLength);
+        if (remaining < ConnectorSpillRecord.HeaderLength || !ReadExactly(stream, header)
+            || ConnectorSpillRecord.TryReadHeader(header, maxBody, out var bodyLength) != OperationStatus.Done)
+        {
+            return null;
+        }
+
+        var record = new byte[ConnectorSpillRecord.HeaderLength + bodyLength];
+        header.CopyTo(record);
+        return ReadExactly(stream, record.AsSpan(ConnectorSpillRecord.HeaderLength))
+            && ConnectorSpillRecord.TryRead(record, bodyLength, out var message, out consumed) == OperationStatus.Done
+            ? message
+            : null;
     }
 
     private static bool ReadExactly(FileStream stream, Span<byte> buffer)
@@ -301,7 +313,7 @@ internal sealed class ConnectorSpillQueue : IDisposable
         }
 
         var found = Directory.EnumerateFiles(_directory, "*" + SegmentSuffix)
-            .Select(static path => (Path: path, Seq: long.TryParse(Path.GetFileNameWithoutExtension(path), NumberStyles.None, CultureInfo.InvariantCulture, out var seq) ? seq : -1))
+            .Select(static path => (Path: path, Seq: SegmentSeq(path)))
             .Where(static s => s.Seq > 0)
             .OrderBy(static s => s.Seq)
             .ToList();
@@ -337,6 +349,9 @@ internal sealed class ConnectorSpillQueue : IDisposable
         // Appends go to a new segment: never after a tail that a crash may have torn.
     }
 
+    private static long SegmentSeq(string path) =>
+        long.TryParse(Path.GetFileNameWithoutExtension(path), NumberStyles.None, CultureInfo.InvariantCulture, out var seq) ? seq : -1;
+
     private (long ValidEnd, long Records) Scan(string path, long start)
     {
         using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
@@ -352,17 +367,7 @@ internal sealed class ConnectorSpillQueue : IDisposable
         Span<byte> header = stackalloc byte[ConnectorSpillRecord.HeaderLength];
         while (offset < length)
         {
-            var remaining = length - offset;
-            if (remaining < ConnectorSpillRecord.HeaderLength || !ReadExactly(stream, header)
-                || ConnectorSpillRecord.TryReadHeader(header, (int)Math.Min(int.MaxValue - 16, remaining - ConnectorSpillRecord.HeaderLength), out var bodyLength) != OperationStatus.Done)
-            {
-                break;
-            }
-
-            var record = new byte[ConnectorSpillRecord.HeaderLength + bodyLength];
-            header.CopyTo(record);
-            if (!ReadExactly(stream, record.AsSpan(ConnectorSpillRecord.HeaderLength))
-                || ConnectorSpillRecord.TryRead(record, bodyLength, out _, out var consumed) != OperationStatus.Done)
+            if (ReadRecord(stream, length - offset, header, out var consumed) is null)
             {
                 break;
             }

@@ -106,7 +106,8 @@ internal sealed class RedisConnectorTarget : IConnectorTarget
                 new("retain", message.Retain ? 1 : 0),
                 new("at", message.ReceivedAt.ToUnixTimeMilliseconds()),
             ];
-            writes[i] = database.StreamAddAsync(_options.StreamKey, fields, messageId: null, maxLength: _options.StreamMaxLength, useApproximateMaxLength: true);
+            writes[i] = database.StreamAddAsync(
+                _options.StreamKey, fields, messageId: null, maxLength: _options.StreamMaxLength, useApproximateMaxLength: true);
         }
 
         await Task.WhenAll(writes).WaitAsync(cancellationToken);
@@ -124,7 +125,8 @@ internal sealed class RedisConnectorTarget : IConnectorTarget
         var pending = new List<(ConnectorMessage Message, string BaseKey, int Suffix)>(batch.Count);
         foreach (var message in batch)
         {
-            pending.Add((message, BaseKey(_options.KeyPrefix, message.ClientId, message.ReceivedAt), Guess(message.ClientId, message.ReceivedAt.ToUnixTimeSeconds())));
+            var baseKey = BaseKey(_options.KeyPrefix, message.ClientId, message.ReceivedAt);
+            pending.Add((message, baseKey, Guess(message.ClientId, message.ReceivedAt.ToUnixTimeSeconds())));
         }
 
         for (var round = 0; pending.Count > 0; round++)
