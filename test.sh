@@ -18,9 +18,10 @@ esac
 # for WebRTC through our TURN relay; Mosquitto's broker and clients and python3-paho-mqtt for MQTT
 # interop (the broker is also the reference the MQTT interop tests are checked against). The NAT lab
 # (docs/natlab.md) builds network namespaces with iproute2, nftables and conntrack. AFL++ runs the
-# coverage-guided fuzzing step at the end (docs/fuzzing.md).
+# coverage-guided fuzzing step at the end (docs/fuzzing.md). The connector tests start their own PostgreSQL
+# cluster and redis-server (Debian's postgresql and redis-server) on free ports.
 if ((fast == 0)); then
-packages=(coturn stun-client chromium mosquitto mosquitto-clients python3-paho-mqtt iproute2 nftables conntrack afl++)
+packages=(coturn stun-client chromium mosquitto mosquitto-clients python3-paho-mqtt iproute2 nftables conntrack afl++ postgresql redis-server)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Options;
 using Relay.Rendezvous.Stun;
 using Relay.Server.Api;
+using Relay.Server.Connectors;
 using Relay.Server.Events;
 using Relay.Server.Hosting;
 using Relay.Server.Mqtt;
@@ -36,6 +37,7 @@ public static class RelayHost
             .AddRelayMqtt(configuration)
             .AddRelayPush(configuration)
             .AddRelaySchedules(configuration)
+            .AddRelayConnectors(configuration)
             .AddRelayRendezvous(configuration)
             .AddRelayApi(configuration)
             .AddRelayTelemetry(configuration);

@@ -30,6 +30,7 @@ public sealed class MetricNamesTests
             "Relay:Rendezvous:Policy=Any",
             $"Relay:Webhooks:0:Url={hook.Url}",
             "Relay:Webhooks:0:Secret=metrics-webhook-secret",
+            $"Relay:Connectors:Http:0:Url={hook.Url}",
             $"Relay:Turn:Users:0={TurnUser}:{TurnPassword}");
         await ProduceTrafficAsync(kit);
 
