@@ -8,6 +8,7 @@ using Relay.Server.Push;
 using Relay.Server.Rendezvous;
 using Relay.Server.StunTurn;
 using Relay.Server.Telemetry;
+using Relay.Server.Twins;
 
 namespace Relay.Server;
 
@@ -35,6 +36,7 @@ public static class RelayHost
             .AddRelayMqtt(configuration)
             .AddRelayPush(configuration)
             .AddRelayRendezvous(configuration)
+            .AddRelayTwins(configuration)
             .AddRelayApi(configuration)
             .AddRelayTelemetry(configuration);
         builder.Services.AddHostedService<StartupBanner>();

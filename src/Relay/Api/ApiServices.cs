@@ -88,6 +88,7 @@ internal static class ApiServices
         DeviceEndpoints.Map(app);
         TokenEndpoints.Map(app);
         CommandEndpoints.Map(app);
+        TwinEndpoints.Map(app);
         OpenApiDocument.Map(app);
         return app;
     }
