@@ -62,7 +62,13 @@ public sealed class TwinTests
 
         // While online, a change arrives at once, as the delta since the report.
         await SendAsync(http, HttpMethod.Patch, "/v1/devices/d1/twin/desired", """{"led":"off","interval":null}""");
+        // The first delta may come twice (sent on connect and on subscribe: the contract is at least once).
         var second = await ReadAsync(deltas);
+        while (second.Version == 1)
+        {
+            second = await ReadAsync(deltas);
+        }
+
         Assert.Equal(2, second.Version);
         Assert.Equal("""{"led":"off"}""", second.State.GetRawText());
         await Poll.UntilAsync(async () => (await GetTwinAsync(http, "d1")).GetProperty("delta").GetRawText() == "{}", "the delta to empty");
@@ -70,8 +76,10 @@ public sealed class TwinTests
         var twin = await GetTwinAsync(http, "d1");
         Assert.Equal("""{"led":"off"}""", twin.GetProperty("desired").GetRawText());
         Assert.Equal("""{"led":"off"}""", twin.GetProperty("reported").GetRawText());
-        Assert.Equal(2, twin.GetProperty("reportedVersion").GetInt64());
-        Assert.Equal(2, server.Services.GetRequiredService<TwinMetrics>().Updates(TwinDocument.Reported));
+        var reports = twin.GetProperty("reportedVersion").GetInt64();
+        Assert.InRange(reports, 2, 3);
+        Assert.Equal(reports, server.Services.GetRequiredService<TwinMetrics>().Updates(TwinDocument.Reported));
+        Assert.Equal(2, server.Services.GetRequiredService<TwinMetrics>().Updates(TwinDocument.Desired));
     }
 
     [Fact]
