@@ -211,7 +211,10 @@ public sealed class RelayDeviceClient : IAsyncDisposable, IMqttClientOwner
         // later and less clearly. The level after the prefix must exist, so "devices/{id}/#" is the widest.
         if (!topicFilter.StartsWith(_devicePrefix, StringComparison.Ordinal) || topicFilter.Length == _devicePrefix.Length)
         {
-            throw new ArgumentException($"'{topicFilter}' is outside this device's topics; a device may subscribe only within devices/{_deviceId}/ (for example devices/{_deviceId}/config/#).", nameof(topicFilter));
+            throw new ArgumentException(
+                $"'{topicFilter}' is outside this device's topics; a device may subscribe only within devices/{_deviceId}/ "
+                + $"(for example devices/{_deviceId}/config/#).",
+                nameof(topicFilter));
         }
 
         _messages.SetHandler(topicFilter, handler);
@@ -272,7 +275,10 @@ public sealed class RelayDeviceClient : IAsyncDisposable, IMqttClientOwner
 
             if (!_messages.TryQueue(connection, topic, publish.Payload.ToArray(), publish.Retain, qos, publish.PacketId))
             {
-                RaiseError($"{MessageDispatcher.QueueLength} messages wait for their handlers; one on {topic} was not acknowledged (the server sends it again after a reconnect).", null);
+                RaiseError(
+                    $"{MessageDispatcher.QueueLength} messages wait for their handlers; one on {topic} was not acknowledged "
+                    + "(the server sends it again after a reconnect).",
+                    null);
             }
 
             return null;

@@ -19,7 +19,8 @@ internal sealed class MessageDispatcher
     /// <summary>Deliveries waiting for their handler.</summary>
     public const int QueueLength = 256;
 
-    private readonly Channel<Delivery> _queue = Channel.CreateBounded<Delivery>(new BoundedChannelOptions(QueueLength) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
+    private readonly Channel<Delivery> _queue =
+        Channel.CreateBounded<Delivery>(new BoundedChannelOptions(QueueLength) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
     private readonly object _gate = new();
     private readonly string _deltaTopic;
     private readonly ILogger _logger;

@@ -198,7 +198,8 @@ internal sealed partial class MqttClientCore : IMqttPacketHandler, IDisposable
         {
             if (refusedFilter == filter)
             {
-                throw new InvalidOperationException($"The server refused the subscription to {filter}: 0x{code:X2} (not authorized, or over its subscription quota).");
+                throw new InvalidOperationException(
+                    $"The server refused the subscription to {filter}: 0x{code:X2} (not authorized, or over its subscription quota).");
             }
         }
     }

@@ -23,8 +23,10 @@ internal static class TwinEndpoints
     public static void Map(WebApplication app)
     {
         app.MapGet("/v1/devices/{id}/twin", GetAsync);
-        app.MapPut("/v1/devices/{id}/twin/desired", static (HttpContext http, string id, TwinService twins, IDeviceRegistry registry) => SetAsync(http, id, twins, registry, replace: true));
-        app.MapPatch("/v1/devices/{id}/twin/desired", static (HttpContext http, string id, TwinService twins, IDeviceRegistry registry) => SetAsync(http, id, twins, registry, replace: false));
+        app.MapPut("/v1/devices/{id}/twin/desired", static (HttpContext http, string id, TwinService twins, IDeviceRegistry registry) =>
+            SetAsync(http, id, twins, registry, replace: true));
+        app.MapPatch("/v1/devices/{id}/twin/desired", static (HttpContext http, string id, TwinService twins, IDeviceRegistry registry) =>
+            SetAsync(http, id, twins, registry, replace: false));
     }
 
     private static async Task<IResult> GetAsync(HttpContext http, string id, TwinService twins, IDeviceRegistry registry)
@@ -51,7 +53,8 @@ internal static class TwinEndpoints
 
         if (!TryParseIfMatch(http, out var ifMatch))
         {
-            return ApiProblems.BadRequest($"If-Match must be the desired version as an entity tag, for example \"3\" (the ETag of GET /v1/devices/{id}/twin), or *.");
+            return ApiProblems.BadRequest(
+                $"If-Match must be the desired version as an entity tag, for example \"3\" (the ETag of GET /v1/devices/{id}/twin), or *.");
         }
 
         if (await registry.FindAsync(id, http.RequestAborted) is null)
@@ -74,7 +77,11 @@ internal static class TwinEndpoints
                 return Answer(http, update.Twin!);
             case TwinUpdateStatus.VersionMismatch:
                 http.Response.Headers.ETag = ETag(update.Twin!.DesiredVersion);
-                return ApiProblems.Problem(412, "Version mismatch", $"If-Match names desired version {ifMatch}, but it is {update.Twin.DesiredVersion}; read the twin again and retry with If-Match: {ETag(update.Twin.DesiredVersion)}.");
+                return ApiProblems.Problem(
+                    412,
+                    "Version mismatch",
+                    $"If-Match names desired version {ifMatch}, but it is {update.Twin.DesiredVersion}; "
+                    + $"read the twin again and retry with If-Match: {ETag(update.Twin.DesiredVersion)}.");
             case TwinUpdateStatus.Invalid:
                 return ApiProblems.BadRequest($"The body must be a JSON object, for example {Example}: {update.Problem}.");
             case TwinUpdateStatus.LimitHit when update.Limit == TwinLimit.DocumentBytes:
@@ -94,7 +101,10 @@ internal static class TwinEndpoints
         return Results.Bytes(Write(twin), "application/json");
     }
 
-    /// <summary><c>{"device","desired","desiredVersion","desiredAt","reported","reportedVersion","reportedAt","delta"}</c>; a time is null before the first update.</summary>
+    /// <summary>
+    /// <c>{"device","desired","desiredVersion","desiredAt","reported","reportedVersion","reportedAt","delta"}</c>;
+    /// a time is null before the first update.
+    /// </summary>
     internal static byte[] Write(TwinView twin)
     {
         var buffer = new ArrayBufferWriter<byte>(512);
@@ -171,7 +181,10 @@ internal static class TwinEndpoints
         return true;
     }
 
-    /// <summary>Reads the body up to <paramref name="limit"/> bytes: the declared length is checked first, a chunked body is cut off one byte past it.</summary>
+    /// <summary>
+    /// Reads the body up to <paramref name="limit"/> bytes: the declared length is checked first, a chunked body is
+    /// cut off one byte past it.
+    /// </summary>
     private static async Task<(byte[] Body, bool TooLarge)> ReadBodyAsync(HttpContext http, int limit)
     {
         if (http.Request.ContentLength > limit)

@@ -49,9 +49,12 @@ internal sealed class TwinMetrics
         }
 
         var meter = meterFactory.Create(MeterName);
-        meter.CreateObservableCounter("relay.twin.updates", () => Labelled(_updates, DocumentNames, "document"), "{update}", "Device state updates committed, by document.");
-        meter.CreateObservableCounter("relay.twin.limit_hits", () => Labelled(_limits, LimitNames, "limit"), "{update}", "Updates refused by a Relay:Twins limit.");
-        meter.CreateObservableCounter("relay.twin.reports_dropped", () => Labelled(_drops, DropNames, "reason"), "{message}", "Device reports acknowledged but not applied, by reason.");
+        meter.CreateObservableCounter(
+            "relay.twin.updates", () => Labelled(_updates, DocumentNames, "document"), "{update}", "Device state updates committed, by document.");
+        meter.CreateObservableCounter(
+            "relay.twin.limit_hits", () => Labelled(_limits, LimitNames, "limit"), "{update}", "Updates refused by a Relay:Twins limit.");
+        meter.CreateObservableCounter(
+            "relay.twin.reports_dropped", () => Labelled(_drops, DropNames, "reason"), "{message}", "Device reports acknowledged but not applied, by reason.");
         meter.CreateObservableCounter("relay.twin.deltas_sent", () => Interlocked.Read(ref _deltasSent), "{message}", "Deltas handed to a device's session.");
         meter.CreateObservableCounter(
             "relay.twin.delta_requests_dropped",

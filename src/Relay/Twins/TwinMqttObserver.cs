@@ -10,7 +10,8 @@ namespace Relay.Server.Twins;
 /// committed before the broker acknowledges it, and a device that connects or subscribes to its delta topic is
 /// sent the delta it is due.
 /// </summary>
-internal sealed partial class TwinMqttObserver(TwinService twins, TwinMetrics metrics, IMqttDeviceChannel devices, TimeProvider time, ILogger<TwinMqttObserver> logger)
+internal sealed partial class TwinMqttObserver(
+    TwinService twins, TwinMetrics metrics, IMqttDeviceChannel devices, TimeProvider time, ILogger<TwinMqttObserver> logger)
     : IMqttMessageObserver, IMqttClientObserver
 {
     // Bounded, so a stalled writer cannot hold a device's read loop forever: past it the report is not
@@ -116,9 +117,16 @@ internal sealed partial class TwinMqttObserver(TwinService twins, TwinMetrics me
         }
     }
 
-    [LoggerMessage(EventId = 9111, Level = LogLevel.Warning, Message = "Twins: a state report from {Client} was dropped because {Why} (counted in relay_twin_reports_dropped_total); {Suppressed} more since the last line")]
+    [LoggerMessage(
+        EventId = 9111,
+        Level = LogLevel.Warning,
+        Message = "Twins: a state report from {Client} was dropped because {Why} (counted in relay_twin_reports_dropped_total); "
+            + "{Suppressed} more since the last line")]
     private partial void LogDropped(string client, string why, long suppressed);
 
-    [LoggerMessage(EventId = 9112, Level = LogLevel.Warning, Message = "Twins: a state report from {Device} was not acknowledged because {Why}; the device sends it again; {Suppressed} more since the last line")]
+    [LoggerMessage(
+        EventId = 9112,
+        Level = LogLevel.Warning,
+        Message = "Twins: a state report from {Device} was not acknowledged because {Why}; the device sends it again; {Suppressed} more since the last line")]
     private partial void LogNotAcknowledged(Exception? exception, string device, string why, long suppressed);
 }

@@ -46,10 +46,19 @@ internal sealed class TwinOptionsValidator : IValidateOptions<TwinOptions>
             }
         }
 
-        Check(options.MaxDocumentBytes is >= 64 and <= 1024 * 1024, nameof(TwinOptions.MaxDocumentBytes), $"must be 64..1048576 (was {options.MaxDocumentBytes})");
-        Check(options.MaxDepth is >= 1 and <= TwinOptions.DepthCeiling, nameof(TwinOptions.MaxDepth), $"must be 1..{TwinOptions.DepthCeiling} (was {options.MaxDepth})");
+        Check(
+            options.MaxDocumentBytes is >= 64 and <= 1024 * 1024,
+            nameof(TwinOptions.MaxDocumentBytes),
+            $"must be 64..1048576 (was {options.MaxDocumentBytes})");
+        Check(
+            options.MaxDepth is >= 1 and <= TwinOptions.DepthCeiling,
+            nameof(TwinOptions.MaxDepth),
+            $"must be 1..{TwinOptions.DepthCeiling} (was {options.MaxDepth})");
         Check(options.MaxKeys is >= 1 and <= 100_000, nameof(TwinOptions.MaxKeys), $"must be 1..100000 (was {options.MaxKeys})");
-        Check(options.MaxPendingUpdates is >= 1 and <= 1_000_000, nameof(TwinOptions.MaxPendingUpdates), $"must be 1..1000000 (was {options.MaxPendingUpdates})");
+        Check(
+            options.MaxPendingUpdates is >= 1 and <= 1_000_000,
+            nameof(TwinOptions.MaxPendingUpdates),
+            $"must be 1..1000000 (was {options.MaxPendingUpdates})");
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 }

@@ -69,10 +69,18 @@ internal sealed partial class TwinService : BackgroundService
     private readonly ILogger<TwinService> _logger;
     private readonly LogThrottle _throttle;
     private readonly SemaphoreSlim _gate = new(1, 1);
-    private readonly Channel<string> _deltaRequests = Channel.CreateBounded<string>(new BoundedChannelOptions(DeltaQueueLength) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
+    private readonly Channel<string> _deltaRequests =
+        Channel.CreateBounded<string>(new BoundedChannelOptions(DeltaQueueLength) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
     private int _pending;
 
-    public TwinService(TwinStore store, TwinOptions options, TwinMetrics metrics, IRelayEvents events, IMqttDeviceChannel devices, TimeProvider time, ILogger<TwinService> logger)
+    public TwinService(
+        TwinStore store,
+        TwinOptions options,
+        TwinMetrics metrics,
+        IRelayEvents events,
+        IMqttDeviceChannel devices,
+        TimeProvider time,
+        ILogger<TwinService> logger)
     {
         _store = store;
         _options = options;
@@ -192,7 +200,8 @@ internal sealed partial class TwinService : BackgroundService
         _gate.Dispose();
     }
 
-    private async Task<TwinUpdate> UpdateAsync(string device, ReadOnlyMemory<byte> body, TwinDocument document, bool replace, long? ifMatch, CancellationToken cancellationToken)
+    private async Task<TwinUpdate> UpdateAsync(
+        string device, ReadOnlyMemory<byte> body, TwinDocument document, bool replace, long? ifMatch, CancellationToken cancellationToken)
     {
         // Parsed before the gate: a large patch costs its sender's time, not everyone's.
         switch (TwinJson.Parse(body.Span, _options.Limits, out var patch, out var limit, out var problem))
@@ -213,7 +222,8 @@ internal sealed partial class TwinService : BackgroundService
                 LogBusy(_options.MaxPendingUpdates, suppressed);
             }
 
-            return new TwinUpdate(TwinUpdateStatus.Busy, Limit: TwinLimit.Pending, Problem: $"{_options.MaxPendingUpdates} updates are waiting already (Relay:Twins:MaxPendingUpdates)");
+            var busy = $"{_options.MaxPendingUpdates} updates are waiting already (Relay:Twins:MaxPendingUpdates)";
+            return new TwinUpdate(TwinUpdateStatus.Busy, Limit: TwinLimit.Pending, Problem: busy);
         }
 
         try
@@ -328,7 +338,8 @@ internal sealed partial class TwinService : BackgroundService
     {
         var desired = Stored(record.Desired);
         var reported = Stored(record.Reported);
-        return new TwinView(record.Device, desired, record.DesiredVersion, record.DesiredAt, reported, record.ReportedVersion, record.ReportedAt, TwinJson.Delta(desired, reported));
+        var delta = TwinJson.Delta(desired, reported);
+        return new TwinView(record.Device, desired, record.DesiredVersion, record.DesiredAt, reported, record.ReportedVersion, record.ReportedAt, delta);
     }
 
     private static JsonObject Stored(string json) =>
@@ -336,10 +347,17 @@ internal sealed partial class TwinService : BackgroundService
             ? document!
             : throw new InvalidDataException($"A stored device state document is damaged: {problem}.");
 
-    [LoggerMessage(EventId = 9101, Level = LogLevel.Warning, Message = "Twins: an update was refused, {Limit} wait already (Relay:Twins:MaxPendingUpdates); {Suppressed} more since the last line")]
+    [LoggerMessage(
+        EventId = 9101,
+        Level = LogLevel.Warning,
+        Message = "Twins: an update was refused, {Limit} wait already (Relay:Twins:MaxPendingUpdates); {Suppressed} more since the last line")]
     private partial void LogBusy(int limit, long suppressed);
 
-    [LoggerMessage(EventId = 9102, Level = LogLevel.Warning, Message = "Twins: {Limit} deltas wait to be sent; one due on a connect was dropped (sent on the next change or connect); {Suppressed} more since the last line")]
+    [LoggerMessage(
+        EventId = 9102,
+        Level = LogLevel.Warning,
+        Message = "Twins: {Limit} deltas wait to be sent; one due on a connect was dropped (sent on the next change or connect); "
+            + "{Suppressed} more since the last line")]
     private partial void LogDeltaRequestsDropped(int limit, long suppressed);
 
     [LoggerMessage(EventId = 9103, Level = LogLevel.Error, Message = "Twins: reading the state of {Device} failed")]

@@ -54,7 +54,8 @@ internal sealed class TwinStore : IDisposable
         PrivateFiles.CreateDirectory(dataDirectory);
         var path = Path.GetFullPath(Path.Combine(dataDirectory, FileName));
         PrivateFiles.PrepareDatabase(path);
-        var connection = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = path, Mode = SqliteOpenMode.ReadWriteCreate, Pooling = false }.ToString());
+        var connectionString = new SqliteConnectionStringBuilder { DataSource = path, Mode = SqliteOpenMode.ReadWriteCreate, Pooling = false }.ToString();
+        var connection = new SqliteConnection(connectionString);
         try
         {
             connection.Open();
@@ -66,7 +67,9 @@ internal sealed class TwinStore : IDisposable
             var version = Convert.ToInt32(read.ExecuteScalar(), CultureInfo.InvariantCulture);
             if (version > SchemaVersion)
             {
-                throw new RelayConfigurationException($"Relay:DataDirectory: '{path}' has schema version {version}; this build understands version {SchemaVersion}. Use a matching build or move the file away.");
+                throw new RelayConfigurationException(
+                    $"Relay:DataDirectory: '{path}' has schema version {version}; this build understands version {SchemaVersion}. "
+                    + "Use a matching build or move the file away.");
             }
 
             if (version == 0)
@@ -80,7 +83,8 @@ internal sealed class TwinStore : IDisposable
         catch (SqliteException e)
         {
             connection.Dispose();
-            throw new RelayConfigurationException($"Relay:DataDirectory: '{path}' is not a usable SQLite database ({e.Message}); restore it from a backup or move it away to start empty");
+            throw new RelayConfigurationException(
+                $"Relay:DataDirectory: '{path}' is not a usable SQLite database ({e.Message}); restore it from a backup or move it away to start empty");
         }
         catch
         {
