@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Text;
+using System.Text.Json;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Relay.DeviceClient.Internal;
@@ -22,9 +23,13 @@ public sealed class RelayDeviceClient : IAsyncDisposable, IMqttClientOwner
     private readonly MqttClientCore _mqtt;
     private readonly CommandDispatcher _commands;
     private readonly RendezvousSignalling? _peers;
+    private readonly MessageDispatcher _messages;
     private readonly BackgroundTasks _work = new();
     private readonly byte[] _commandsTopic;
     private readonly string _telemetryPrefix;
+    private readonly string _deviceId;
+    private readonly string _devicePrefix;
+    private readonly string _reportedTopic;
 
     /// <summary>Creates a client; nothing happens until <see cref="StartAsync"/>.</summary>
     public RelayDeviceClient(DeviceClientOptions options)
@@ -37,6 +42,10 @@ public sealed class RelayDeviceClient : IAsyncDisposable, IMqttClientOwner
         var commandsTopic = $"devices/{options.DeviceId}/commands";
         _commandsTopic = Encoding.UTF8.GetBytes(commandsTopic);
         _telemetryPrefix = $"devices/{options.DeviceId}/telemetry/";
+        _deviceId = options.DeviceId;
+        _devicePrefix = $"devices/{options.DeviceId}/";
+        _reportedTopic = $"devices/{options.DeviceId}/twin/reported";
+        _messages = new MessageDispatcher(options.DeviceId, _logger, RaiseError);
 
         // docs/rendezvous.md: the signalling is subscribed in the same SUBSCRIBE as the commands; the first
         // SUBACK code (the commands') decides, as a refused rendezvous filter only disables peers.
@@ -82,6 +91,7 @@ public sealed class RelayDeviceClient : IAsyncDisposable, IMqttClientOwner
     public Task StartAsync(CancellationToken cancellationToken = default)
     {
         _mqtt.Start();
+        _work.Track(_messages.RunAsync(_mqtt.Stopping));
         return Task.CompletedTask;
     }
 
@@ -149,6 +159,69 @@ public sealed class RelayDeviceClient : IAsyncDisposable, IMqttClientOwner
     }
 
     /// <summary>
+    /// Reports the device's state: <paramref name="utf8JsonPatch"/> is a JSON object merged into the reported
+    /// document on the server (JSON Merge Patch, RFC 7386: a member set to null is removed), for example
+    /// <c>{"interval": 5, "led": "on"}</c>. Published to <c>devices/{id}/twin/reported</c> at QoS 1, through the
+    /// offline queue when offline, so reports reach the server in order.
+    /// </summary>
+    /// <exception cref="ArgumentException">The patch is not one JSON object.</exception>
+    public ValueTask ReportStateAsync(ReadOnlyMemory<byte> utf8JsonPatch, CancellationToken cancellationToken = default)
+    {
+        if (!IsJsonObject(utf8JsonPatch.Span))
+        {
+            throw new ArgumentException("The state patch must be one JSON object, for example {\"led\": \"on\"}.", nameof(utf8JsonPatch));
+        }
+
+        return PublishAsync(_reportedTopic, utf8JsonPatch, 1, false, cancellationToken);
+    }
+
+    /// <summary>
+    /// Registers the handler of desired-state deltas (replacing an earlier one) and subscribes to
+    /// <c>devices/{id}/twin/delta</c>. The server sends the delta (what the back end wants that the device has not
+    /// reported yet) whenever it changes and again each time the device connects while it is not empty, so the
+    /// handler may see the same delta twice: apply it, then <see cref="ReportStateAsync"/> what now holds.
+    /// Deltas are handled one at a time, in order; register before <see cref="StartAsync"/> to get the first one.
+    /// </summary>
+    public void OnDesiredState(Func<DesiredStateDelta, CancellationToken, Task> handler)
+    {
+        ArgumentNullException.ThrowIfNull(handler);
+        _messages.SetDesiredHandler(handler);
+        var subscribe = _mqtt.AddSubscriptionAsync(_messages.DeltaTopic, _mqtt.Stopping);
+        _work.Track(ReportFailureAsync(subscribe, _messages.DeltaTopic));
+    }
+
+    /// <summary>
+    /// Subscribes to <paramref name="topicFilter"/> (MQTT wildcards allowed) within this device's own topics,
+    /// <c>devices/{id}/...</c>, and runs <paramref name="handler"/> for each message, one at a time, acknowledging
+    /// it when the handler returns. The subscription is kept on every later connection. Connected: completes when
+    /// the server granted it; offline: at once, and it is subscribed on connect.
+    /// </summary>
+    /// <exception cref="ArgumentException">The filter is not a valid MQTT topic filter, or reaches outside <c>devices/{id}/</c>.</exception>
+    /// <exception cref="InvalidOperationException">The server refused the subscription, or 32 filters are subscribed already.</exception>
+    public async Task SubscribeAsync(string topicFilter, Func<DeviceMessage, CancellationToken, Task> handler, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(topicFilter);
+        ArgumentNullException.ThrowIfNull(handler);
+        if (!MqttTopic.IsValidTopicFilter(topicFilter.AsSpan()))
+        {
+            throw new ArgumentException($"'{topicFilter}' is not a valid MQTT topic filter.", nameof(topicFilter));
+        }
+
+        // A device is granted devices/{id}/# (docs/mqtt.md); anything wider would only be refused by the server,
+        // later and less clearly. The level after the prefix must exist, so "devices/{id}/#" is the widest.
+        if (!topicFilter.StartsWith(_devicePrefix, StringComparison.Ordinal) || topicFilter.Length == _devicePrefix.Length)
+        {
+            throw new ArgumentException(
+                $"'{topicFilter}' is outside this device's topics; a device may subscribe only within devices/{_deviceId}/ "
+                + $"(for example devices/{_deviceId}/config/#).",
+                nameof(topicFilter));
+        }
+
+        _messages.SetHandler(topicFilter, handler);
+        await _mqtt.AddSubscriptionAsync(topicFilter, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
     /// Asks the server to introduce this device to <paramref name="peerId"/> (docs/rendezvous.md) and returns
     /// the channel as soon as the relayed path works (relay first); it upgrades itself to a direct path in
     /// the background when a connectivity check succeeds.
@@ -189,6 +262,28 @@ public sealed class RelayDeviceClient : IAsyncDisposable, IMqttClientOwner
             return await _commands.OnDeliveryAsync(connection, publish).ConfigureAwait(false);
         }
 
+        if (_messages.Wants(TopicSpan(publish.Topic, out var topicCopy)))
+        {
+            var topic = Encoding.UTF8.GetString(topicCopy ?? publish.Topic.FirstSpan);
+            var qos = publish.QoS;
+            if (qos == 2)
+            {
+                // QoS 2 (§4.3.3): PUBREC now, PUBCOMP on PUBREL (the core); the handler runs once per delivery.
+                await connection.SendAckAsync(MqttPacketType.PubRec, publish.PacketId, connection.Closed).ConfigureAwait(false);
+                qos = 0;
+            }
+
+            if (!_messages.TryQueue(connection, topic, publish.Payload.ToArray(), publish.Retain, qos, publish.PacketId))
+            {
+                RaiseError(
+                    $"{MessageDispatcher.QueueLength} messages wait for their handlers; one on {topic} was not acknowledged "
+                    + "(the server sends it again after a reconnect).",
+                    null);
+            }
+
+            return null;
+        }
+
         // Anything else is acknowledged: signalling once handed over, and what is not ours to handle
         // (a wider subscription of a persistent session) dropped.
         if (_peers is not null && TopicIs(publish.Topic, _peers.InTopicUtf8))
@@ -198,6 +293,49 @@ public sealed class RelayDeviceClient : IAsyncDisposable, IMqttClientOwner
 
         await connection.AcknowledgeAsync(publish.QoS, publish.PacketId).ConfigureAwait(false);
         return null;
+    }
+
+    /// <summary>The topic as one span: the frame's own when contiguous, else <paramref name="copy"/>.</summary>
+    private static ReadOnlySpan<byte> TopicSpan(in ReadOnlySequence<byte> topic, out byte[]? copy)
+    {
+        copy = topic.IsSingleSegment ? null : topic.ToArray();
+        return copy ?? topic.FirstSpan;
+    }
+
+    private static bool IsJsonObject(ReadOnlySpan<byte> utf8)
+    {
+        var reader = new Utf8JsonReader(utf8, new JsonReaderOptions { MaxDepth = 64 });
+        try
+        {
+            if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject)
+            {
+                return false;
+            }
+
+            reader.Skip();
+            return !reader.Read();
+        }
+        catch (JsonException)
+        {
+            return false;
+        }
+    }
+
+    private async Task ReportFailureAsync(Task subscribe, string filter)
+    {
+        try
+        {
+            await subscribe.ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+#pragma warning disable CA1031 // Reported, never thrown into the host.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            RaiseError($"Subscribing to {filter} failed.", ex);
+        }
     }
 
     private static bool TopicIs(in ReadOnlySequence<byte> topic, ReadOnlySpan<byte> expected)

@@ -10,6 +10,7 @@ using Relay.Server.Rendezvous;
 using Relay.Server.Schedules;
 using Relay.Server.StunTurn;
 using Relay.Server.Telemetry;
+using Relay.Server.Twins;
 
 namespace Relay.Server;
 
@@ -39,6 +40,7 @@ public static class RelayHost
             .AddRelaySchedules(configuration)
             .AddRelayConnectors(configuration)
             .AddRelayRendezvous(configuration)
+            .AddRelayTwins(configuration)
             .AddRelayApi(configuration)
             .AddRelayTelemetry(configuration);
         builder.Services.AddHostedService<StartupBanner>();

@@ -77,6 +77,7 @@ internal sealed partial class MqttClientCore
         string? fault = null;
         Task drain = Task.CompletedTask;
         Task keepAlive = Task.CompletedTask;
+        InflightMessage[] resends = [];
         try
         {
             if (!connection.SessionPresent)
@@ -89,8 +90,16 @@ internal sealed partial class MqttClientCore
             {
                 // What to resend is settled before publishers can see the connection: a message published from
                 // then on goes out once, fresh, and is not also resent as a duplicate on the same connection.
-                var resends = _inflight.TakeResends();
+                resends = _inflight.TakeResends();
                 _connection = connection;
+
+                // After the connection is visible: a filter added from now on is subscribed by its own caller,
+                // one added before by this (both are serialized, and the second finds nothing missing).
+                fault = await SubscribeAddedAsync(connection).ConfigureAwait(false);
+            }
+
+            if (fault is null)
+            {
                 SetState(DeviceConnectionState.Connected, null);
                 _logger.LogInformation("Connected to {Server} with MQTT {Version} (session present: {SessionPresent})", _options.Server, connection.Version, connection.SessionPresent);
                 await ResendAsync(connection, resends).ConfigureAwait(false);
@@ -131,6 +140,18 @@ internal sealed partial class MqttClientCore
         reason = _closeReason ?? fault ?? reason;
         _closeReason = null;
         return reason;
+    }
+
+    /// <summary>Subscribes the added filters the session lacks; a refusal is reported, a lost connection returned as a fault.</summary>
+    private async Task<string?> SubscribeAddedAsync(MqttConnection connection)
+    {
+        var (refused, fault) = await _subscriptions.SubscribeAddedAsync(connection).ConfigureAwait(false);
+        foreach (var (filter, code) in refused)
+        {
+            _owner.OnError($"The server refused the subscription to {filter}: 0x{code:X2}.", null);
+        }
+
+        return fault;
     }
 
     /// <summary>Closes the connection for <paramref name="reason"/>; the loop reconnects.</summary>

@@ -162,6 +162,49 @@ internal sealed partial class MqttClientCore : IMqttPacketHandler, IDisposable
     public bool IsGranted(string filter) => _subscriptions.IsGranted(filter);
 
     /// <summary>
+    /// Adds a subscription that every later connection holds too. Connected: subscribes now and completes on the
+    /// SUBACK (throws <see cref="InvalidOperationException"/> when the server refuses it). Offline: completes at
+    /// once; the filter is subscribed when the next connection is made.
+    /// </summary>
+    public async Task AddSubscriptionAsync(string filter, CancellationToken cancellationToken)
+    {
+        _subscriptions.Add(filter);
+        var connection = _connection;
+        if (connection is null)
+        {
+            return;
+        }
+
+        List<(string Filter, byte Code)> refused;
+        string? fault;
+        try
+        {
+            (refused, fault) = await _subscriptions.SubscribeAddedAsync(connection).WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is IOException or ObjectDisposedException or System.Net.WebSockets.WebSocketException
+            || (ex is OperationCanceledException && !cancellationToken.IsCancellationRequested))
+        {
+            // The connection dropped: the next one subscribes it.
+            return;
+        }
+
+        if (fault is not null)
+        {
+            Fail(connection, fault);
+            return;
+        }
+
+        foreach (var (refusedFilter, code) in refused)
+        {
+            if (refusedFilter == filter)
+            {
+                throw new InvalidOperationException(
+                    $"The server refused the subscription to {filter}: 0x{code:X2} (not authorized, or over its subscription quota).");
+            }
+        }
+    }
+
+    /// <summary>
     /// The first half of a stop: DISCONNECT (0x00 normal) on the live connection, no more reconnects, and
     /// the connect loop ended. The owner then finishes its own work and calls <see cref="CloseAsync"/>.
     /// </summary>

@@ -89,6 +89,7 @@ internal static class ApiServices
         TokenEndpoints.Map(app);
         CommandEndpoints.Map(app);
         ScheduleEndpoints.Map(app);
+        TwinEndpoints.Map(app);
         OpenApiDocument.Map(app);
         return app;
     }

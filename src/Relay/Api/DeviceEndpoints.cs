@@ -4,6 +4,7 @@ using Relay.Server.Mqtt.Identity;
 using Relay.Server.Mqtt;
 using Relay.Server.Push;
 using Relay.Server.Push.Commands;
+using Relay.Server.Twins;
 
 namespace Relay.Server.Api;
 
@@ -173,6 +174,11 @@ internal static class DeviceEndpoints
         if (http.RequestServices.GetService<CommandService>() is { } commands)
         {
             await commands.EndCommandsOfAsync(id, CancellationToken.None);
+        }
+
+        if (http.RequestServices.GetService<TwinService>() is { } twins)
+        {
+            await twins.ForgetAsync(id, CancellationToken.None);
         }
 
         if (http.RequestServices.GetService<IDeviceConnections>() is { } connections)
